@@ -1,0 +1,42 @@
+# Every find_package of the project, in one place.
+#
+# Debian 12 packages (scripts/setup installs them): libtorch-dev 1.13 (CPU), libabsl-dev
+# 20220623, libopencv-dev 4.6, libcli11-dev, libgtest-dev. The engine also builds against
+# LibTorch 2.x (CUDA) from a PyTorch wheel: pass -DCMAKE_PREFIX_PATH=$(python3 -c 'import
+# torch; print(torch.utils.cmake_prefix_path)') and, where Abseil is not installed, an
+# unpacked libabsl-dev with -Dabsl_DIR=... (scripts/gpu-check.sh does both).
+
+if(I2S_ENGINE_ONLY AND I2S_ENABLE_TOOLS)
+  message(STATUS "I2S_ENGINE_ONLY=ON: tools and imaging are not built")
+  set(I2S_ENABLE_TOOLS OFF CACHE BOOL "" FORCE)
+endif()
+
+find_package(Threads REQUIRED)
+find_package(absl REQUIRED CONFIG)
+find_package(Torch REQUIRED)
+message(STATUS "LibTorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}")
+if(TORCH_CXX_FLAGS)
+  # The pip wheel of LibTorch may be built with the pre-C++11 ABI; every target that
+  # links it must agree, so the flag is applied globally.
+  string(APPEND CMAKE_CXX_FLAGS " ${TORCH_CXX_FLAGS}")
+endif()
+set(I2S_HAVE_CUDA OFF)
+if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES)
+  set(I2S_HAVE_CUDA ON)
+endif()
+message(STATUS "CUDA support in LibTorch: ${I2S_HAVE_CUDA}")
+
+if(I2S_ENABLE_TOOLS)
+  find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)
+  find_package(CLI11 REQUIRED CONFIG)
+endif()
+
+if(I2S_ENABLE_TESTS)
+  find_package(GTest REQUIRED)
+  include(GoogleTest)
+  # The oracle tests run Debian's python3 (with python3-torch), not a virtualenv's.
+  find_program(I2S_PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+  if(NOT I2S_PYTHON3)
+    find_program(I2S_PYTHON3 NAMES python3 REQUIRED)
+  endif()
+endif()
