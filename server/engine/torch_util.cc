@@ -1,0 +1,49 @@
+#include "server/engine/torch_util.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+
+namespace i2s {
+
+absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec) {
+  if (spec == "cpu") return torch::Device(torch::kCPU);
+  if (spec == "auto") {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  }
+  if (absl::ConsumePrefix(&spec, "cuda")) {
+    int index = 0;
+    if (!spec.empty() && (!absl::ConsumePrefix(&spec, ":") || !absl::SimpleAtoi(spec, &index) || index < 0)) {
+      return absl::InvalidArgumentError(absl::StrCat("device: bad CUDA device index '", spec, "'"));
+    }
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError("device: CUDA requested but LibTorch sees no CUDA device");
+    }
+    if (index >= static_cast<int>(torch::cuda::device_count())) {
+      return absl::InvalidArgumentError(absl::StrCat("device: cuda:", index, " does not exist (",
+                                                     torch::cuda::device_count(), " devices)"));
+    }
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("device: '", spec, "' is not one of cpu, cuda, cuda:N, auto"));
+}
+
+FloatArray TensorToFloatArray(const torch::Tensor& t) {
+  torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  FloatArray out;
+  out.shape.assign(c.sizes().begin(), c.sizes().end());
+  out.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  return out;
+}
+
+torch::Tensor FloatArrayToTensor(const FloatArray& a) {
+  return torch::from_blob(const_cast<float*>(a.values.data()), a.shape, torch::kFloat32).clone();
+}
+
+std::string ShapeString(torch::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+}  // namespace i2s

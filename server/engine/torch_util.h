@@ -1,0 +1,55 @@
+// Glue between LibTorch and the rest of the engine: exceptions become statuses at this
+// boundary (torch throws c10::Error), device parsing, and conversions between tensors
+// and the project's plain arrays. Thread-safe (stateless).
+#ifndef I2S_SERVER_ENGINE_TORCH_UTIL_H_
+#define I2S_SERVER_ENGINE_TORCH_UTIL_H_
+
+#include <torch/torch.h>
+
+#include <exception>
+#include <string>
+#include <type_traits>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/formats/npy.h"
+
+namespace i2s {
+
+template <typename T>
+struct IsStatusOr : std::false_type {};
+template <typename T>
+struct IsStatusOr<absl::StatusOr<T>> : std::true_type {};
+// f's result if it is already a Status or StatusOr, else StatusOr of it.
+template <typename F, typename R = std::invoke_result_t<F>>
+using TorchCallResult =
+    std::conditional_t<std::is_same_v<R, absl::Status> || IsStatusOr<R>::value, R, absl::StatusOr<R>>;
+
+// Runs `f` and turns a thrown c10::Error / std::exception into an Internal status.
+// Use it around torch calls whose inputs were validated beforehand: an exception then
+// means a bug or a device failure (out of memory), not bad input.
+template <typename F>
+TorchCallResult<F> TorchCall(absl::string_view what, F&& f) {
+  try {
+    return f();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(std::string(what) + ": " + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return absl::InternalError(std::string(what) + ": " + e.what());
+  }
+}
+
+// "cpu", "cuda", "cuda:N", or "auto" (the first CUDA device if there is one, else CPU).
+absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec);
+
+// float32 C-order copies between tensors (any device, float dtype) and FloatArray.
+FloatArray TensorToFloatArray(const torch::Tensor& t);
+torch::Tensor FloatArrayToTensor(const FloatArray& a);
+
+// "[2, 3]" for error messages.
+std::string ShapeString(torch::IntArrayRef shape);
+
+}  // namespace i2s
+
+#endif  // I2S_SERVER_ENGINE_TORCH_UTIL_H_
