@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""Black-box tests of the i2s_tool CLI against files written by PyTorch itself.
+
+Run by CTest (test `i2s_tool_cli`) after the `oracle_fixtures` fixture:
+  i2s_tool_test.py --tool build/tools/i2s_tool --fixtures build/oracle_fixtures --work DIR
+Uses Debian's python3 with python3-torch and numpy.
+"""
+import argparse
+import collections
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import unittest
+
+import numpy as np
+import torch
+
+ARGS = None
+
+
+def run(*args, expect=0):
+    proc = subprocess.run([ARGS.tool, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if expect is not None and proc.returncode != expect:
+        raise AssertionError("i2s_tool %s: exit %d, expected %d\nstdout: %s\nstderr: %s" %
+                             (" ".join(map(str, args)), proc.returncode, expect, proc.stdout, proc.stderr))
+    return proc
+
+
+def fixture(name):
+    return os.path.join(ARGS.fixtures, name)
+
+
+def work(name):
+    return os.path.join(ARGS.work, name)
+
+
+def info(path):
+    out = run("info", path).stdout
+    return dict(line.split(": ", 1) for line in out.strip().splitlines())
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", head[16:24])
+
+
+class ToolTest(unittest.TestCase):
+    def test_info_reports_published_layout(self):
+        legacy = info(fixture("gen_r1024.legacy.pt"))
+        self.assertEqual(legacy["kind"], "stylegan1-generator")
+        self.assertEqual(legacy["layout"], "torch.save legacy")
+        self.assertEqual(legacy["resolution"], "1024")
+        self.assertEqual(legacy["num_layers"], "18")
+        self.assertEqual(legacy["tensors"], "116")
+        sd = torch.load(fixture("gen_r1024.zip.pt"))
+        self.assertEqual(int(legacy["parameters"]), sum(t.numel() for t in sd.values()))
+        zipped = info(fixture("gen_r1024.zip.pt"))
+        self.assertEqual(zipped["layout"], "torch.save zip")
+        self.assertEqual(zipped["fingerprint"], legacy["fingerprint"])
+        self.assertTrue(legacy["fingerprint"].startswith("sha256:"))
+        vgg = info(fixture("vgg.zip.pth"))
+        self.assertEqual(vgg["kind"], "vgg16-features")
+
+    def test_synth_1024_legacy_matches_pytorch(self):
+        # The issue's check: a 1024 generator in the legacy layout, written by PyTorch,
+        # renders the same image as the PyTorch program for the same W+ and noise.
+        out = work("r1024.npy")
+        run("synth", "--generator", fixture("gen_r1024.legacy.pt"), "--latent",
+            fixture("gen_r1024.wplus.npy"), "--noise", fixture("gen_r1024.noise.npz"), "--out", out)
+        got = np.load(out)
+        want = np.load(fixture("gen_r1024.img_noise.npy"))
+        self.assertEqual(got.shape, (1, 3, 1024, 1024))
+        self.assertLessEqual(float(np.abs(got - want).max()), 1e-3)
+        run("synth", "--generator", fixture("gen_r128.zip.pt"), "--latent",
+            fixture("gen_r128.wplus.npy"), "--noise", "zero", "--out", out)
+        np.testing.assert_allclose(np.load(out), np.load(fixture("gen_r128.img_nonoise.npy")), atol=1e-4, rtol=0)
+
+    def test_synth_png_one_per_image(self):
+        proc = run("synth", "--generator", fixture("gen_r128.legacy.pt"), "--latent",
+                   fixture("gen_r128.wplus.npy"), "--out", work("img.png"))
+        paths = proc.stdout.split()
+        self.assertEqual(paths, [work("img-0.png"), work("img-1.png")])
+        for p in paths:
+            self.assertEqual(png_size(p), (128, 128))
+        single = np.load(fixture("gen_r128.wplus.npy"))[0]  # [L, 512]
+        np.save(work("single.npy"), single)
+        run("synth", "--generator", fixture("gen_r128.legacy.pt"), "--latent", work("single.npy"),
+            "--out", work("single.png"))
+        self.assertEqual(png_size(work("single.png")), (128, 128))
+
+    def test_random_noise_is_seeded(self):
+        args = ["synth", "--generator", fixture("gen_r32.zip.pt"), "--latent", fixture("gen_r32.wplus.npy")]
+        run(*args, "--noise-seed", "5", "--out", work("a.npy"))
+        run(*args, "--noise-seed", "5", "--out", work("b.npy"))
+        run(*args, "--noise-seed", "6", "--out", work("c.npy"))
+        np.testing.assert_array_equal(np.load(work("a.npy")), np.load(work("b.npy")))
+        self.assertGreater(float(np.abs(np.load(work("a.npy")) - np.load(work("c.npy"))).max()), 1e-3)
+
+    def test_map_matches_pytorch(self):
+        run("map", "--generator", fixture("gen_r32.legacy.pt"), "--z", fixture("gen_r32.z.npy"), "--out", work("w.npy"))
+        np.testing.assert_allclose(np.load(work("w.npy")), np.load(fixture("gen_r32.w.npy")), atol=1e-4, rtol=0)
+
+    def test_random_models_load_in_pytorch(self):
+        for legacy in (False, True):
+            path = work("rand_%s.pt" % ("legacy" if legacy else "zip"))
+            args = ["random-model", "--resolution", "64", "--fmap-base", "256", "--fmap-max", "64", "--seed", "9",
+                    "--out", path] + (["--legacy"] if legacy else [])
+            fingerprint = run(*args).stdout.split()[1]
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(2) == b"PK", not legacy)
+            sd = torch.load(path)
+            self.assertIsInstance(sd, collections.OrderedDict)
+            self.assertEqual(len(sd), 16 + 10 + 4 * 11 + 2)
+            self.assertEqual(tuple(sd["g_synthesis.blocks.64x64.conv1.weight"].shape), (8, 8, 3, 3))
+            self.assertTrue(all(torch.isfinite(t).all() for t in sd.values()))
+            self.assertEqual(info(path)["fingerprint"], fingerprint)
+        self.assertEqual(info(work("rand_zip.pt"))["fingerprint"], info(work("rand_legacy.pt"))["fingerprint"])
+        vgg = work("rand_vgg.pth")
+        run("random-model", "--kind", "vgg16", "--seed", "1", "--out", vgg)
+        self.assertEqual(len(torch.load(vgg)), 26)
+
+
+class MalformedInputTest(unittest.TestCase):
+    def expect_error(self, args, *needles):
+        proc = run(*args, expect=1)
+        for needle in needles:
+            self.assertIn(needle, proc.stderr)
+        self.assertNotIn("internal error", proc.stderr)
+        return proc.stderr
+
+    def test_truncated_files(self):
+        for name in ("gen_r32.legacy.pt", "gen_r32.zip.pt"):
+            with open(fixture(name), "rb") as f:
+                data = f.read()
+            for cut in (10, len(data) // 3, len(data) - 7):
+                path = work("trunc_%d_%s" % (cut, name))
+                with open(path, "wb") as f:
+                    f.write(data[:cut])
+                self.expect_error(["info", path], path)
+
+    def test_not_a_state_dict(self):
+        path = work("list.pt")
+        torch.save([torch.zeros(2)], path)
+        self.expect_error(["info", path], path, "not a state dict")
+        path = work("module.pt")
+        torch.save({"w": torch.zeros(2), "step": 3}, path)
+        self.expect_error(["info", path], "entry 'step' is a int, not a tensor")
+        path = work("text.pt")
+        with open(path, "w") as f:
+            f.write("hello")
+        self.expect_error(["info", path], "not a torch.save file")
+        self.expect_error(["info", work("absent.pt")], "cannot open")
+
+    def test_pickle_that_runs_code_is_refused(self):
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("echo pwned",))
+        path = work("evil.pt")
+        with open(path, "wb") as f:
+            pickle.dump({"x": Evil()}, f, protocol=2)
+        err = self.expect_error(["info", path])
+        self.assertNotIn("pwned", err)
+
+    def test_missing_unexpected_and_misshaped_keys(self):
+        sd = torch.load(fixture("gen_r32.zip.pt"))
+        missing = collections.OrderedDict(sd)
+        del missing["g_synthesis.blocks.16x16.conv1.bias"]
+        torch.save(missing, work("missing.pt"), _use_new_zipfile_serialization=False)
+        self.expect_error(["info", work("missing.pt")], work("missing.pt"),
+                          "missing key 'g_synthesis.blocks.16x16.conv1.bias'")
+        shaped = collections.OrderedDict(sd)
+        shaped["g_synthesis.torgb.weight"] = torch.zeros(3, 7, 1, 1)
+        torch.save(shaped, work("shaped.pt"))
+        self.expect_error(["info", work("shaped.pt")],
+                          "key 'g_synthesis.torgb.weight' has shape [3, 7, 1, 1], expected [3, 16, 1, 1]")
+        extra = collections.OrderedDict(sd)
+        extra["g_synthesis.extra"] = torch.zeros(1)
+        torch.save(extra, work("extra.pt"))
+        self.expect_error(["info", work("extra.pt")], "unexpected key 'g_synthesis.extra'")
+        other = collections.OrderedDict(x=torch.zeros(1))
+        torch.save(other, work("other.pt"))
+        self.expect_error(["info", work("other.pt")], "first key 'x'")
+
+    def test_bad_latents(self):
+        gen = fixture("gen_r32.zip.pt")
+        np.save(work("f64.npy"), np.zeros((8, 512), dtype=np.float64))
+        self.expect_error(["synth", "--generator", gen, "--latent", work("f64.npy"), "--out", work("x.png")],
+                          "'<f8'", "float32")
+        np.save(work("fortran.npy"), np.asfortranarray(np.zeros((8, 512), dtype=np.float32)))
+        self.expect_error(["synth", "--generator", gen, "--latent", work("fortran.npy"), "--out", work("x.png")],
+                          "Fortran")
+        np.save(work("rows.npy"), np.zeros((7, 512), dtype=np.float32))
+        self.expect_error(["synth", "--generator", gen, "--latent", work("rows.npy"), "--out", work("x.png")],
+                          "expected [N, 8, 512]")
+        nan = np.zeros((8, 512), dtype=np.float32)
+        nan[3, 3] = np.nan
+        np.save(work("nan.npy"), nan)
+        self.expect_error(["synth", "--generator", gen, "--latent", work("nan.npy"), "--out", work("x.png")],
+                          "NaN")
+        with open(work("header.npy"), "wb") as f:
+            f.write(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4'}")
+        self.expect_error(["synth", "--generator", gen, "--latent", work("header.npy"), "--out", work("x.png")],
+                          "bad .npy header")
+        self.expect_error(["synth", "--generator", gen, "--latent", fixture("gen_r32.wplus.npy"),
+                           "--out", work("x.bmp")], "--out")
+
+    def test_usage_errors_exit_2(self):
+        self.assertEqual(run(expect=None).returncode, 2)
+        self.assertEqual(run("synth", "--generator", "x", expect=None).returncode, 2)
+        self.assertEqual(run("random-model", "--kind", "gan", "--out", "x", expect=None).returncode, 2)
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tool", required=True)
+    parser.add_argument("--fixtures", required=True)
+    parser.add_argument("--work", required=True)
+    ARGS, rest = parser.parse_known_args()
+    os.makedirs(ARGS.work, exist_ok=True)
+    torch.set_num_threads(2)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
