@@ -1,9 +1,10 @@
 // i2s_tool: offline commands on weight files and latents, no server needed.
 //   info FILE                         what a weight file holds
 //   synth --generator G --latent W.npy --out OUT.png|OUT.npy
-//   map --generator G --z Z.npy --out W.npy
+//   map --generator G (--z Z.npy | --random N [--seed S]) [--wplus] --out W.npy
 //   random-model --resolution R --fmap-base F --seed S --out FILE [--legacy]
 // Exit codes: 0 success, 1 the command failed (message on stderr), 2 bad usage.
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -142,17 +143,32 @@ absl::Status Synth(const Common& common, const SynthArgs& a) {
   return absl::OkStatus();
 }
 
-absl::Status Map(const Common& common, const std::string& generator, const std::string& z_path,
-                 const std::string& out) {
+struct MapArgs {
+  std::string generator, z, out;
+  int random = 0;
+  uint64_t seed = 0;
+  bool wplus = false;
+};
+
+absl::Status Map(const Common& common, const MapArgs& a) {
   torch::Device device(torch::kCPU);
   RETURN_IF_ERROR(ApplyCommon(common, &device));
-  ASSIGN_OR_RETURN(FloatArray z_array, ReadNpyFile(z_path));
-  ASSIGN_OR_RETURN(auto g, StyleGan1Generator::Load(generator, device));
-  torch::Tensor z = FloatArrayToTensor(z_array);
-  if (z.dim() == 1) z = z.unsqueeze(0);
+  if (a.z.empty() == (a.random == 0)) {
+    return absl::InvalidArgumentError("map: give exactly one of --z FILE and --random N");
+  }
+  ASSIGN_OR_RETURN(auto g, StyleGan1Generator::Load(a.generator, device));
+  torch::Tensor z;
+  if (a.random > 0) {
+    z = torch::randn({a.random, g->latent_size()}, at::make_generator<at::CPUGeneratorImpl>(a.seed));
+  } else {
+    ASSIGN_OR_RETURN(FloatArray z_array, ReadNpyFile(a.z));
+    z = FloatArrayToTensor(z_array);
+    if (z.dim() == 1) z = z.unsqueeze(0);
+  }
   auto w = g->Map(z);
-  if (!w.ok()) return Annotate(w.status(), absl::StrCat("--z ", z_path));
-  return WriteNpyFile(out, TensorToFloatArray(*w));
+  if (!w.ok()) return Annotate(w.status(), absl::StrCat("--z ", a.z));
+  torch::Tensor out = a.wplus ? w->unsqueeze(1).expand({-1, g->num_layers(), -1}) : *w;
+  return WriteNpyFile(a.out, TensorToFloatArray(out));
 }
 
 struct RandomArgs {
@@ -201,11 +217,15 @@ int Run(int argc, char** argv) {
   synth->add_option("--noise-seed", synth_args.noise_seed, "seed of the random noise maps")->capture_default_str();
   add_common(synth);
 
-  std::string map_generator, map_z, map_out;
-  CLI::App* map = app.add_subcommand("map", "Run the mapping network: z [N, 512] -> w [N, 512]");
-  map->add_option("--generator", map_generator, "generator weight file")->required();
-  map->add_option("--z", map_z, "float32 .npy, [N, 512]")->required();
-  map->add_option("--out", map_out, "output .npy")->required();
+  MapArgs map_args;
+  CLI::App* map = app.add_subcommand("map", "Run the mapping network: z [N, 512] -> w [N, 512] (or W+ [N, L, 512])");
+  map->add_option("--generator", map_args.generator, "generator weight file")->required();
+  map->add_option("--z", map_args.z, "float32 .npy, [N, 512]");
+  map->add_option("--random", map_args.random, "instead of --z: N standard-normal z from --seed")
+      ->check(CLI::PositiveNumber);
+  map->add_option("--seed", map_args.seed, "seed for --random")->capture_default_str();
+  map->add_flag("--wplus", map_args.wplus, "write W+ [N, L, 512] (w repeated on every layer), ready for synth");
+  map->add_option("--out", map_args.out, "output .npy")->required();
   add_common(map);
 
   RandomArgs random_args;
@@ -231,7 +251,7 @@ int Run(int argc, char** argv) {
   absl::Status status;
   if (*info) status = Info(info_path);
   if (*synth) status = Synth(common, synth_args);
-  if (*map) status = Map(common, map_generator, map_z, map_out);
+  if (*map) status = Map(common, map_args);
   if (*random) status = RandomModel(random_args);
   if (!status.ok()) {
     std::cerr << "i2s_tool: error: " << status.message() << "\n";

@@ -1,0 +1,74 @@
+// synth_bench: wall time of StyleGAN1 forward passes (synthesis, no autograd) on a
+// seeded random model of the published shapes, for docs/PERFORMANCE.md.
+//   synth_bench [--resolution 1024] [--fmap-base 8192] [--batch 1] [--reps 5]
+//               [--warmup 1] [--threads N] [--device cpu|cuda]
+// Prints one line per configuration: median and min milliseconds per pass.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "server/engine/stylegan1.h"
+#include "server/engine/torch_util.h"
+
+namespace {
+
+void Sync(const torch::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize(d.index());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int resolution = 1024, fmap_base = 8192, batch = 1, reps = 5, warmup = 1, threads = 0;
+  std::string device_spec = "cpu";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i];
+    const char* v = argv[i + 1];
+    if (flag == "--resolution") resolution = std::atoi(v);
+    else if (flag == "--fmap-base") fmap_base = std::atoi(v);
+    else if (flag == "--batch") batch = std::atoi(v);
+    else if (flag == "--reps") reps = std::atoi(v);
+    else if (flag == "--warmup") warmup = std::atoi(v);
+    else if (flag == "--threads") threads = std::atoi(v);
+    else if (flag == "--device") device_spec = v;
+    else {
+      std::fprintf(stderr, "synth_bench: unknown flag %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  if (threads > 0) torch::set_num_threads(threads);
+  auto device = i2s::ParseDevice(device_spec);
+  if (!device.ok()) {
+    std::fprintf(stderr, "synth_bench: %s\n", std::string(device.status().message()).c_str());
+    return 2;
+  }
+  auto config = i2s::StyleGan1Config::FromFmap(resolution, fmap_base);
+  auto g = i2s::StyleGan1Generator::Create(i2s::RandomStyleGan1Weights(config, 1), *device);
+  if (!g.ok()) {
+    std::fprintf(stderr, "synth_bench: %s\n", std::string(g.status().message()).c_str());
+    return 1;
+  }
+  torch::InferenceMode inference;
+  torch::Tensor w = torch::randn({batch, (*g)->num_layers(), 512}).to(*device);
+  auto noise = (*g)->MakeNoise(0, batch);
+  std::vector<double> ms;
+  for (int i = 0; i < warmup + reps; ++i) {
+    Sync(*device);
+    auto t0 = std::chrono::steady_clock::now();
+    torch::Tensor img = (*g)->Forward(w, noise);
+    Sync(*device);
+    double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i >= warmup) ms.push_back(dt);
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf("engine=i2s device=%s resolution=%d fmap_base=%d batch=%d threads=%d reps=%d median_ms=%.1f min_ms=%.1f\n",
+              device->str().c_str(), resolution, fmap_base, batch, torch::get_num_threads(), reps,
+              ms[ms.size() / 2], ms.front());
+  return 0;
+}
