@@ -32,7 +32,17 @@ if(I2S_ENABLE_TOOLS)
 endif()
 
 if(I2S_ENABLE_TESTS)
-  find_package(GTest REQUIRED)
+  # A CUDA host may lack libgtest-dev: I2S_GTEST_SOURCE_DIR may point at an unpacked
+  # Debian googletest source package instead (scripts/gpu-check.sh does that).
+  set(I2S_GTEST_SOURCE_DIR "" CACHE PATH "googletest sources to build when GTest is not installed")
+  if(I2S_GTEST_SOURCE_DIR)
+    set(INSTALL_GTEST OFF CACHE BOOL "" FORCE)
+    add_subdirectory(${I2S_GTEST_SOURCE_DIR} ${CMAKE_BINARY_DIR}/_gtest EXCLUDE_FROM_ALL)
+    add_library(GTest::gtest ALIAS gtest)
+    add_library(GTest::gtest_main ALIAS gtest_main)
+  else()
+    find_package(GTest REQUIRED)
+  endif()
   include(GoogleTest)
   # The oracle tests run Debian's python3 (with python3-torch), not a virtualenv's.
   find_program(I2S_PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
