@@ -30,13 +30,20 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     const char* v = argv[i + 1];
-    if (flag == "--resolution") resolution = std::atoi(v);
-    else if (flag == "--fmap-base") fmap_base = std::atoi(v);
-    else if (flag == "--batch") batch = std::atoi(v);
-    else if (flag == "--reps") reps = std::atoi(v);
-    else if (flag == "--warmup") warmup = std::atoi(v);
-    else if (flag == "--threads") threads = std::atoi(v);
-    else if (flag == "--device") device_spec = v;
+    if (flag == "--resolution")
+      resolution = std::atoi(v);
+    else if (flag == "--fmap-base")
+      fmap_base = std::atoi(v);
+    else if (flag == "--batch")
+      batch = std::atoi(v);
+    else if (flag == "--reps")
+      reps = std::atoi(v);
+    else if (flag == "--warmup")
+      warmup = std::atoi(v);
+    else if (flag == "--threads")
+      threads = std::atoi(v);
+    else if (flag == "--device")
+      device_spec = v;
     else {
       std::fprintf(stderr, "synth_bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -63,12 +70,15 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     torch::Tensor img = (*g)->Forward(w, noise);
     Sync(*device);
-    double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    double dt =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (i >= warmup) ms.push_back(dt);
   }
   std::sort(ms.begin(), ms.end());
-  std::printf("engine=i2s device=%s resolution=%d fmap_base=%d batch=%d threads=%d reps=%d median_ms=%.1f min_ms=%.1f\n",
-              device->str().c_str(), resolution, fmap_base, batch, torch::get_num_threads(), reps,
-              ms[ms.size() / 2], ms.front());
+  std::printf(
+      "engine=i2s device=%s resolution=%d fmap_base=%d batch=%d threads=%d reps=%d median_ms=%.1f "
+      "min_ms=%.1f\n",
+      device->str().c_str(), resolution, fmap_base, batch, torch::get_num_threads(), reps,
+      ms[ms.size() / 2], ms.front());
   return 0;
 }

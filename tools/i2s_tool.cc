@@ -71,7 +71,8 @@ absl::Status Info(const std::string& path) {
                 << "latent_size: " << c.latent_size << "\n"
                 << "mapping_layers: " << c.mapping_layers << "\n"
                 << "channels: " << absl::StrJoin(c.channels, ",") << "\n"
-                << "truncation_avg_latent: " << ((*g)->avg_latent().defined() ? "yes" : "no") << "\n"
+                << "truncation_avg_latent: " << ((*g)->avg_latent().defined() ? "yes" : "no")
+                << "\n"
                 << "fingerprint: " << (*g)->fingerprint() << "\n";
       return absl::OkStatus();
     }
@@ -85,9 +86,11 @@ absl::Status Info(const std::string& path) {
     case ModelKind::kUnknown:
       break;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      path, ": not a StyleGAN1 generator (g_mapping.*, g_synthesis.*) nor VGG16 (features.*); first key '",
-      w.tensors.empty() ? "" : w.tensors[0].first, "'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(path,
+                   ": not a StyleGAN1 generator (g_mapping.*, g_synthesis.*) nor VGG16 "
+                   "(features.*); first key '",
+                   w.tensors.empty() ? "" : w.tensors[0].first, "'"));
 }
 
 // --noise: "random" (seeded by --noise-seed), "zero", or an .npz of noise0..noise{L-1}.
@@ -100,10 +103,11 @@ absl::StatusOr<std::vector<torch::Tensor>> MakeNoise(const Generator& g, const s
   for (auto& [name, array] : arrays) {
     absl::string_view rest = name;
     size_t index = 0;
-    if (!absl::ConsumePrefix(&rest, "noise") || !absl::SimpleAtoi(rest, &index) || index >= maps.size() ||
-        maps[index].defined()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          spec, ": --noise archive members must be noise0 .. noise", arrays.size() - 1, ", found '", name, "'"));
+    if (!absl::ConsumePrefix(&rest, "noise") || !absl::SimpleAtoi(rest, &index) ||
+        index >= maps.size() || maps[index].defined()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(spec, ": --noise archive members must be noise0 .. noise", arrays.size() - 1,
+                       ", found '", name, "'"));
     }
     maps[index] = FloatArrayToTensor(array);
   }
@@ -125,9 +129,9 @@ absl::Status Synth(const Common& common, const SynthArgs& a) {
   torch::Tensor w = FloatArrayToTensor(latent);
   if (w.dim() == 2) w = w.unsqueeze(0);
   if (w.dim() != 3) {
-    return absl::InvalidArgumentError(absl::StrCat("--latent ", a.latent, ": shape ", latent.ShapeString(),
-                                                   ", expected [", g->num_layers(), ", ", g->latent_size(),
-                                                   "] or [N, ", g->num_layers(), ", ", g->latent_size(), "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--latent ", a.latent, ": shape ", latent.ShapeString(), ", expected [", g->num_layers(),
+        ", ", g->latent_size(), "] or [N, ", g->num_layers(), ", ", g->latent_size(), "]"));
   }
   ASSIGN_OR_RETURN(auto noise, MakeNoise(*g, a.noise, a.noise_seed, static_cast<int>(w.size(0))));
   auto image = g->Synthesize(w, noise);
@@ -159,7 +163,8 @@ absl::Status Map(const Common& common, const MapArgs& a) {
   ASSIGN_OR_RETURN(auto g, StyleGan1Generator::Load(a.generator, device));
   torch::Tensor z;
   if (a.random > 0) {
-    z = torch::randn({a.random, g->latent_size()}, at::make_generator<at::CPUGeneratorImpl>(a.seed));
+    z = torch::randn({a.random, g->latent_size()},
+                     at::make_generator<at::CPUGeneratorImpl>(a.seed));
   } else {
     ASSIGN_OR_RETURN(FloatArray z_array, ReadNpyFile(a.z));
     z = FloatArrayToTensor(z_array);
@@ -187,7 +192,8 @@ absl::Status RandomModel(const RandomArgs& a) {
   } else {
     sd = RandomVgg16Weights(a.seed, /*all_features=*/true);
   }
-  RETURN_IF_ERROR(SaveWeights(a.out, sd, a.legacy ? TorchFileFormat::kLegacy : TorchFileFormat::kZip));
+  RETURN_IF_ERROR(
+      SaveWeights(a.out, sd, a.legacy ? TorchFileFormat::kLegacy : TorchFileFormat::kZip));
   std::cout << a.out << " " << WeightsFingerprint(sd) << "\n";
   return absl::OkStatus();
 }
@@ -202,42 +208,56 @@ int Run(int argc, char** argv) {
   };
 
   std::string info_path;
-  CLI::App* info = app.add_subcommand("info", "Describe a weight file: kind, resolution, layers, parameters, fingerprint");
+  CLI::App* info = app.add_subcommand(
+      "info", "Describe a weight file: kind, resolution, layers, parameters, fingerprint");
   info->add_option("file", info_path, "torch.save state dict (zip or legacy)")->required();
 
   SynthArgs synth_args;
   CLI::App* synth = app.add_subcommand("synth", "Render W+ latents with a generator");
   synth->add_option("--generator", synth_args.generator, "generator weight file")->required();
-  synth->add_option("--latent", synth_args.latent, "float32 .npy, [L, 512] or [N, L, 512]")->required();
-  synth->add_option("--out", synth_args.out,
-                    "OUT.png: 8-bit RGB (OUT-i.png for N > 1); OUT.npy: raw float32 NCHW output")
+  synth->add_option("--latent", synth_args.latent, "float32 .npy, [L, 512] or [N, L, 512]")
       ->required();
-  synth->add_option("--noise", synth_args.noise, "random (seeded), zero, or FILE.npz with noise0..noise{L-1}")
+  synth
+      ->add_option("--out", synth_args.out,
+                   "OUT.png: 8-bit RGB (OUT-i.png for N > 1); OUT.npy: raw float32 NCHW output")
+      ->required();
+  synth
+      ->add_option("--noise", synth_args.noise,
+                   "random (seeded), zero, or FILE.npz with noise0..noise{L-1}")
       ->capture_default_str();
-  synth->add_option("--noise-seed", synth_args.noise_seed, "seed of the random noise maps")->capture_default_str();
+  synth->add_option("--noise-seed", synth_args.noise_seed, "seed of the random noise maps")
+      ->capture_default_str();
   add_common(synth);
 
   MapArgs map_args;
-  CLI::App* map = app.add_subcommand("map", "Run the mapping network: z [N, 512] -> w [N, 512] (or W+ [N, L, 512])");
+  CLI::App* map = app.add_subcommand(
+      "map", "Run the mapping network: z [N, 512] -> w [N, 512] (or W+ [N, L, 512])");
   map->add_option("--generator", map_args.generator, "generator weight file")->required();
   map->add_option("--z", map_args.z, "float32 .npy, [N, 512]");
   map->add_option("--random", map_args.random, "instead of --z: N standard-normal z from --seed")
       ->check(CLI::PositiveNumber);
   map->add_option("--seed", map_args.seed, "seed for --random")->capture_default_str();
-  map->add_flag("--wplus", map_args.wplus, "write W+ [N, L, 512] (w repeated on every layer), ready for synth");
+  map->add_flag("--wplus", map_args.wplus,
+                "write W+ [N, L, 512] (w repeated on every layer), ready for synth");
   map->add_option("--out", map_args.out, "output .npy")->required();
   add_common(map);
 
   RandomArgs random_args;
-  CLI::App* random = app.add_subcommand("random-model", "Write a seeded random model in the published key layout");
+  CLI::App* random =
+      app.add_subcommand("random-model", "Write a seeded random model in the published key layout");
   random->add_option("--kind", random_args.kind, "stylegan1 or vgg16")
       ->check(CLI::IsMember({"stylegan1", "vgg16"}))
       ->capture_default_str();
-  random->add_option("--resolution", random_args.resolution, "power of two, 8..1024")->capture_default_str();
-  random->add_option("--fmap-base", random_args.fmap_base, "channels = min(fmap_base / 2^stage, fmap_max)")
+  random->add_option("--resolution", random_args.resolution, "power of two, 8..1024")
+      ->capture_default_str();
+  random
+      ->add_option("--fmap-base", random_args.fmap_base,
+                   "channels = min(fmap_base / 2^stage, fmap_max)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  random->add_option("--fmap-max", random_args.fmap_max, "channel cap")->check(CLI::PositiveNumber)->capture_default_str();
+  random->add_option("--fmap-max", random_args.fmap_max, "channel cap")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   random->add_option("--seed", random_args.seed, "random seed")->capture_default_str();
   random->add_option("--out", random_args.out, "output file")->required();
   random->add_flag("--legacy", random_args.legacy, "legacy (pre-1.6, non-zip) torch.save layout");

@@ -9,10 +9,10 @@
 #define I2S_CONCAT_(a, b) I2S_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                     \
-  do {                                            \
-    ::absl::Status i2s_status_ = (expr);          \
-    if (!i2s_status_.ok()) return i2s_status_;    \
+#define RETURN_IF_ERROR(expr)                  \
+  do {                                         \
+    ::absl::Status i2s_status_ = (expr);       \
+    if (!i2s_status_.ok()) return i2s_status_; \
   } while (false)
 
 // `ASSIGN_OR_RETURN(lhs, rexpr)`: evaluates rexpr (an absl::StatusOr<T>); on error

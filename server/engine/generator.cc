@@ -35,8 +35,8 @@ absl::StatusOr<torch::Tensor> Generator::Synthesize(const torch::Tensor& wplus,
     }
     const int64_t batch = wplus.size(0);
     if (!noise.empty() && static_cast<int>(noise.size()) != num_layers()) {
-      return absl::InvalidArgumentError(absl::StrCat("noise: ", noise.size(), " maps, expected ",
-                                                     num_layers(), " (or none)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("noise: ", noise.size(), " maps, expected ", num_layers(), " (or none)"));
     }
     std::vector<torch::Tensor> moved;
     for (size_t l = 0; l < noise.size(); ++l) {
@@ -46,9 +46,9 @@ absl::StatusOr<torch::Tensor> Generator::Synthesize(const torch::Tensor& wplus,
       const int64_t r = NoiseResolution(static_cast<int>(l));
       if (noise[l].dim() != 4 || (noise[l].size(0) != 1 && noise[l].size(0) != batch) ||
           noise[l].size(1) != 1 || noise[l].size(2) != r || noise[l].size(3) != r) {
-        return absl::InvalidArgumentError(absl::StrCat(name, ": shape ", ShapeString(noise[l].sizes()),
-                                                       ", expected [1 or ", batch, ", 1, ", r, ", ", r,
-                                                       "]"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": shape ", ShapeString(noise[l].sizes()), ", expected [1 or ",
+                         batch, ", 1, ", r, ", ", r, "]"));
       }
       moved.push_back(noise[l].to(device(), torch::kFloat32));
     }
@@ -62,8 +62,8 @@ absl::StatusOr<torch::Tensor> Generator::Map(const torch::Tensor& z) {
     auto status = CheckFloatFinite(z, "z");
     if (!status.ok()) return status;
     if (z.dim() != 2 || z.size(0) < 1 || z.size(1) != latent_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("z: shape ", ShapeString(z.sizes()),
-                                                     ", expected [N, ", latent_size(), "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("z: shape ", ShapeString(z.sizes()), ", expected [N, ", latent_size(), "]"));
     }
     return ForwardMapping(z.to(device(), torch::kFloat32));
   });

@@ -32,7 +32,8 @@ class Generator {
   //   wplus [B, num_layers, latent] -> image [B, 3, R, R], roughly in [-1, 1];
   //   noise: empty for no noise, else num_layers maps of shape [1 or B, 1, H, W]
   //   (H = W = 4 << (layer / 2)), as MakeNoise returns.
-  virtual torch::Tensor Forward(const torch::Tensor& wplus, const std::vector<torch::Tensor>& noise) = 0;
+  virtual torch::Tensor Forward(const torch::Tensor& wplus,
+                                const std::vector<torch::Tensor>& noise) = 0;
   //   z [B, latent] -> w [B, latent]
   virtual torch::Tensor ForwardMapping(const torch::Tensor& z) = 0;
 

@@ -22,7 +22,9 @@ constexpr double kPixelNormEps = 1e-8;
 constexpr double kInstanceNormEps = 1e-5;  // the port's nn.InstanceNorm2d default
 
 std::string BlockPrefix(int res) { return absl::StrCat("g_synthesis.blocks.", res, "x", res, "."); }
-std::string MappingKey(int i, const char* what) { return absl::StrCat("g_mapping.dense", i, ".", what); }
+std::string MappingKey(int i, const char* what) {
+  return absl::StrCat("g_mapping.dense", i, ".", what);
+}
 
 int Log2(int v) {
   int l = 0;
@@ -113,7 +115,8 @@ absl::StatusOr<StyleGan1Config> InferStyleGan1Config(const StateDict& weights) {
   ASSIGN_OR_RETURN(std::vector<int64_t> const_shape, m.ShapeOf(BlockPrefix(4) + "const"));
   if (const_shape.size() != 4) {
     return absl::InvalidArgumentError(absl::StrCat("key '", BlockPrefix(4), "const' has shape ",
-                                                   ShapeString(const_shape), ", expected [1, C, 4, 4]"));
+                                                   ShapeString(const_shape),
+                                                   ", expected [1, C, 4, 4]"));
   }
   c.channels.push_back(const_shape[1]);
   c.resolution = 4;
@@ -124,7 +127,8 @@ absl::StatusOr<StyleGan1Config> InferStyleGan1Config(const StateDict& weights) {
     c.channels.push_back(s[0]);
   }
   if (c.resolution < 8) {
-    return absl::InvalidArgumentError(absl::StrCat("missing key '", BlockPrefix(8), "conv1.weight'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("missing key '", BlockPrefix(8), "conv1.weight'"));
   }
   RETURN_IF_ERROR(c.Validate());
   return c;
@@ -151,7 +155,8 @@ StateDict RandomStyleGan1Weights(const StyleGan1Config& config, uint64_t seed) {
   return sd;
 }
 
-StyleGan1MappingImpl::StyleGan1MappingImpl(const StyleGan1Config& c, WeightMap& m, absl::Status* status) {
+StyleGan1MappingImpl::StyleGan1MappingImpl(const StyleGan1Config& c, WeightMap& m,
+                                           absl::Status* status) {
   const double w_mul = kSqrt2 / std::sqrt(static_cast<double>(c.latent_size)) * kMappingLrMul;
   for (int i = 0; i < c.mapping_layers && status->ok(); ++i) {
     auto w = m.Take(MappingKey(i, "weight"), {c.latent_size, c.latent_size});
@@ -214,7 +219,8 @@ StyleGan1SynthesisImpl::StyleGan1SynthesisImpl(const StyleGan1Config& c, WeightM
         const int64_t in = c.channels[i - 1];
         ASSIGN_OR_RETURN(torch::Tensor up, m.Take(p + "conv0_up.weight", {ch, in, 3, 3}));
         ASSIGN_OR_RETURN(torch::Tensor up_b, m.Take(p + "conv0_up.bias", {ch}));
-        ASSIGN_OR_RETURN(torch::Tensor kernel, m.Take(p + "conv0_up.intermediate.kernel", {1, 1, 3, 3}));
+        ASSIGN_OR_RETURN(torch::Tensor kernel,
+                         m.Take(p + "conv0_up.intermediate.kernel", {1, 1, 3, 3}));
         up = up * (kSqrt2 / std::sqrt(in * 9.0));
         // The port fuses upsampling into a transposed conv when the output is >= 128.
         block.fused_upsample = res >= 128;
@@ -248,11 +254,13 @@ StyleGan1SynthesisImpl::StyleGan1SynthesisImpl(const StyleGan1Config& c, WeightM
 }
 
 torch::Tensor StyleGan1SynthesisImpl::ApplyEpilogue(const Epilogue& e, torch::Tensor x,
-                                                    const torch::Tensor& w, const torch::Tensor* noise) {
+                                                    const torch::Tensor& w,
+                                                    const torch::Tensor* noise) {
   if (noise != nullptr) x = x + e.noise_strength * *noise;
   x = torch::leaky_relu(x, kLeakySlope);
   x = torch::instance_norm(x, {}, {}, {}, {}, /*use_input_stats=*/true, /*momentum=*/0.0,
-                           kInstanceNormEps, /*cudnn_enabled=*/at::globalContext().userEnabledCuDNN());
+                           kInstanceNormEps,
+                           /*cudnn_enabled=*/at::globalContext().userEnabledCuDNN());
   const int64_t b = x.size(0), c = x.size(1);
   torch::Tensor style = torch::addmm(e.style_bias, w, e.style_weight.t());
   torch::Tensor scale = style.narrow(1, 0, c).view({b, c, 1, 1}) + 1;
@@ -288,8 +296,8 @@ torch::Tensor StyleGan1SynthesisImpl::forward(const torch::Tensor& wplus,
   return torch::conv2d(x, torgb_weight_, torgb_bias_);
 }
 
-absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Create(const StateDict& weights,
-                                                                               torch::Device device) {
+absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Create(
+    const StateDict& weights, torch::Device device) {
   ASSIGN_OR_RETURN(StyleGan1Config config, InferStyleGan1Config(weights));
   std::unique_ptr<StyleGan1Generator> g(
       new StyleGan1Generator(config, device, WeightsFingerprint(weights)));
@@ -315,18 +323,21 @@ absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Create(c
   return g;
 }
 
-absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Load(const std::string& path,
-                                                                             torch::Device device) {
+absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Load(
+    const std::string& path, torch::Device device) {
   ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(path));
   auto g = Create(w.tensors, device);
   if (!g.ok()) return Annotate(g.status(), path);
   return g;
 }
 
-torch::Tensor StyleGan1Generator::Forward(const torch::Tensor& wplus, const std::vector<torch::Tensor>& noise) {
+torch::Tensor StyleGan1Generator::Forward(const torch::Tensor& wplus,
+                                          const std::vector<torch::Tensor>& noise) {
   return synthesis_->forward(wplus, noise);
 }
 
-torch::Tensor StyleGan1Generator::ForwardMapping(const torch::Tensor& z) { return mapping_->forward(z); }
+torch::Tensor StyleGan1Generator::ForwardMapping(const torch::Tensor& z) {
+  return mapping_->forward(z);
+}
 
 }  // namespace i2s

@@ -43,7 +43,8 @@ absl::StatusOr<StyleGan1Config> InferStyleGan1Config(const StateDict& weights);
 StateDict RandomStyleGan1Weights(const StyleGan1Config& config, uint64_t seed);
 
 // Key and shape of every tensor the port's file has for `config`, in file order.
-std::vector<std::pair<std::string, std::vector<int64_t>>> StyleGan1Keys(const StyleGan1Config& config);
+std::vector<std::pair<std::string, std::vector<int64_t>>> StyleGan1Keys(
+    const StyleGan1Config& config);
 
 class StyleGan1MappingImpl : public torch::nn::Module {
  public:
@@ -106,7 +107,8 @@ class StyleGan1Generator : public Generator {
   // The file's optional `truncation.avg_latent` (undefined when absent).
   const torch::Tensor& avg_latent() const { return avg_latent_; }
 
-  torch::Tensor Forward(const torch::Tensor& wplus, const std::vector<torch::Tensor>& noise) override;
+  torch::Tensor Forward(const torch::Tensor& wplus,
+                        const std::vector<torch::Tensor>& noise) override;
   torch::Tensor ForwardMapping(const torch::Tensor& z) override;
 
  private:

@@ -119,7 +119,8 @@ TEST(StyleGan1Test, WeightErrorsNameTheKey) {
   auto g2 = StyleGan1Generator::Create(misshaped, torch::kCPU);
   ASSERT_FALSE(g2.ok());
   EXPECT_EQ(g2.status().message(),
-            "key 'g_synthesis.blocks.16x16.conv1.weight' has shape [32, 32, 1, 1], expected [32, 32, 3, 3]");
+            "key 'g_synthesis.blocks.16x16.conv1.weight' has shape [32, 32, 1, 1], expected [32, "
+            "32, 3, 3]");
 
   StateDict extra = sd;
   extra.emplace_back("g_synthesis.blocks.16x16.surprise", torch::zeros({1}));
@@ -133,7 +134,8 @@ TEST(StyleGan1Test, WeightErrorsNameTheKey) {
   ASSERT_FALSE(g4.ok());
   EXPECT_NE(g4.status().message().find("g_mapping.dense0.weight"), std::string::npos);
 
-  auto g5 = StyleGan1Generator::Create({{"features.0.weight", torch::zeros({64, 3, 3, 3})}}, torch::kCPU);
+  auto g5 =
+      StyleGan1Generator::Create({{"features.0.weight", torch::zeros({64, 3, 3, 3})}}, torch::kCPU);
   ASSERT_FALSE(g5.ok());
   EXPECT_EQ(g5.status().message(), "missing key 'g_mapping.dense0.weight'");
 }

@@ -10,15 +10,18 @@ namespace i2s {
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec) {
   if (spec == "cpu") return torch::Device(torch::kCPU);
   if (spec == "auto") {
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
   }
   if (absl::ConsumePrefix(&spec, "cuda")) {
     int index = 0;
-    if (!spec.empty() && (!absl::ConsumePrefix(&spec, ":") || !absl::SimpleAtoi(spec, &index) || index < 0)) {
+    if (!spec.empty() &&
+        (!absl::ConsumePrefix(&spec, ":") || !absl::SimpleAtoi(spec, &index) || index < 0)) {
       return absl::InvalidArgumentError(absl::StrCat("device: bad CUDA device index '", spec, "'"));
     }
     if (!torch::cuda::is_available()) {
-      return absl::FailedPreconditionError("device: CUDA requested but LibTorch sees no CUDA device");
+      return absl::FailedPreconditionError(
+          "device: CUDA requested but LibTorch sees no CUDA device");
     }
     if (index >= static_cast<int>(torch::cuda::device_count())) {
       return absl::InvalidArgumentError(absl::StrCat("device: cuda:", index, " does not exist (",

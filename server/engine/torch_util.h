@@ -23,8 +23,8 @@ template <typename T>
 struct IsStatusOr<absl::StatusOr<T>> : std::true_type {};
 // f's result if it is already a Status or StatusOr, else StatusOr of it.
 template <typename F, typename R = std::invoke_result_t<F>>
-using TorchCallResult =
-    std::conditional_t<std::is_same_v<R, absl::Status> || IsStatusOr<R>::value, R, absl::StatusOr<R>>;
+using TorchCallResult = std::conditional_t<std::is_same_v<R, absl::Status> || IsStatusOr<R>::value,
+                                           R, absl::StatusOr<R>>;
 
 // Runs `f` and turns a thrown c10::Error / std::exception into an Internal status.
 // Use it around torch calls whose inputs were validated beforehand: an exception then

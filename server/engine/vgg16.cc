@@ -16,14 +16,16 @@ namespace {
 struct ConvSpec {
   int index, in, out;
 };
-constexpr ConvSpec kConvs[] = {{0, 3, 64},    {2, 64, 64},    {5, 64, 128},
-                               {7, 128, 128}, {10, 128, 256}, {12, 256, 256},
+constexpr ConvSpec kConvs[] = {{0, 3, 64},     {2, 64, 64},    {5, 64, 128},
+                               {7, 128, 128},  {10, 128, 256}, {12, 256, 256},
                                {14, 256, 256}, {17, 256, 512}, {19, 512, 512}};
 // The other convs of the published file (conv4_3, conv5_x), not needed for the loss.
-constexpr ConvSpec kUnusedConvs[] = {{21, 512, 512}, {24, 512, 512}, {26, 512, 512}, {28, 512, 512}};
+constexpr ConvSpec kUnusedConvs[] = {
+    {21, 512, 512}, {24, 512, 512}, {26, 512, 512}, {28, 512, 512}};
 
 bool IgnorableKey(const std::string& key) {
-  static const std::regex kPattern(R"((features\.(21|24|26|28)|classifier\.(0|3|6))\.(weight|bias))");
+  static const std::regex kPattern(
+      R"((features\.(21|24|26|28)|classifier\.(0|3|6))\.(weight|bias))");
   return std::regex_match(key, kPattern);
 }
 
@@ -86,8 +88,8 @@ Vgg16Features Vgg16Impl::forward(const torch::Tensor& image) {
 }
 
 absl::StatusOr<std::unique_ptr<Vgg16Extractor>> Vgg16Extractor::Create(const StateDict& weights,
-                                                                        const Vgg16Options& options,
-                                                                        torch::Device device) {
+                                                                       const Vgg16Options& options,
+                                                                       torch::Device device) {
   std::unique_ptr<Vgg16Extractor> e(new Vgg16Extractor(device, WeightsFingerprint(weights)));
   WeightMap m(weights);
   RETURN_IF_ERROR(TorchCall("building VGG16", [&]() -> absl::Status {
@@ -103,8 +105,8 @@ absl::StatusOr<std::unique_ptr<Vgg16Extractor>> Vgg16Extractor::Create(const Sta
 }
 
 absl::StatusOr<std::unique_ptr<Vgg16Extractor>> Vgg16Extractor::Load(const std::string& path,
-                                                                      const Vgg16Options& options,
-                                                                      torch::Device device) {
+                                                                     const Vgg16Options& options,
+                                                                     torch::Device device) {
   ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(path));
   auto e = Create(w.tensors, options, device);
   if (!e.ok()) return Annotate(e.status(), path);

@@ -13,16 +13,26 @@ namespace {
 
 torch::ScalarType ToScalarType(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return torch::kFloat32;
-    case DType::kFloat64: return torch::kFloat64;
-    case DType::kFloat16: return torch::kFloat16;
-    case DType::kBFloat16: return torch::kBFloat16;
-    case DType::kInt64: return torch::kInt64;
-    case DType::kInt32: return torch::kInt32;
-    case DType::kInt16: return torch::kInt16;
-    case DType::kInt8: return torch::kInt8;
-    case DType::kUInt8: return torch::kUInt8;
-    case DType::kBool: return torch::kBool;
+    case DType::kFloat32:
+      return torch::kFloat32;
+    case DType::kFloat64:
+      return torch::kFloat64;
+    case DType::kFloat16:
+      return torch::kFloat16;
+    case DType::kBFloat16:
+      return torch::kBFloat16;
+    case DType::kInt64:
+      return torch::kInt64;
+    case DType::kInt32:
+      return torch::kInt32;
+    case DType::kInt16:
+      return torch::kInt16;
+    case DType::kInt8:
+      return torch::kInt8;
+    case DType::kUInt8:
+      return torch::kUInt8;
+    case DType::kBool:
+      return torch::kBool;
   }
   return torch::kFloat32;
 }
@@ -50,7 +60,8 @@ absl::StatusOr<LoadedWeights> LoadWeights(const std::string& path) {
   return out;
 }
 
-absl::Status SaveWeights(const std::string& path, const StateDict& tensors, TorchFileFormat format) {
+absl::Status SaveWeights(const std::string& path, const StateDict& tensors,
+                         TorchFileFormat format) {
   std::vector<torch::Tensor> keep;
   std::vector<NamedFloatTensor> named;
   for (const auto& [name, t] : tensors) {
@@ -73,8 +84,8 @@ std::string WeightsFingerprint(const StateDict& tensors) {
   h.Update("i2s-weights-v1\n");
   for (const auto* entry : sorted) {
     torch::Tensor t = entry->second.detach().to(torch::kCPU).contiguous();
-    h.Update(absl::StrCat(entry->first, "\n", c10::toString(t.scalar_type()), ShapeString(t.sizes()),
-                          "\n"));
+    h.Update(absl::StrCat(entry->first, "\n", c10::toString(t.scalar_type()),
+                          ShapeString(t.sizes()), "\n"));
     h.Update(t.data_ptr(), t.numel() * t.element_size());
   }
   return "sha256:" + h.FinishHex();
@@ -97,7 +108,8 @@ bool WeightMap::Has(const std::string& key) const {
 
 absl::StatusOr<std::vector<int64_t>> WeightMap::ShapeOf(const std::string& key) const {
   for (const auto& e : entries_) {
-    if (e.first == key) return std::vector<int64_t>(e.second.sizes().begin(), e.second.sizes().end());
+    if (e.first == key)
+      return std::vector<int64_t>(e.second.sizes().begin(), e.second.sizes().end());
   }
   return absl::InvalidArgumentError(absl::StrCat("missing key '", key, "'"));
 }
@@ -121,7 +133,8 @@ absl::StatusOr<torch::Tensor> WeightMap::Take(const std::string& key, std::vecto
   return absl::InvalidArgumentError(absl::StrCat("missing key '", key, "'"));
 }
 
-absl::Status WeightMap::CheckAllUsed(const std::function<bool(const std::string&)>& ignorable) const {
+absl::Status WeightMap::CheckAllUsed(
+    const std::function<bool(const std::string&)>& ignorable) const {
   for (const auto& e : entries_) {
     if (used_.count(e.first) == 0 && !ignorable(e.first)) {
       return absl::InvalidArgumentError(absl::StrCat("unexpected key '", e.first, "'"));

@@ -9,9 +9,7 @@
 namespace i2s {
 namespace {
 
-std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "/" + name;
-}
+std::string TempPath(const std::string& name) { return ::testing::TempDir() + "/" + name; }
 
 StateDict Small() {
   return {{"a.weight", torch::arange(12, torch::kFloat32).view({3, 4})},

@@ -188,9 +188,9 @@ absl::StatusOr<FloatArray> ParseNpy(absl::string_view bytes) {
     numel *= static_cast<uint64_t>(d);
   }
   if (numel * 4 != r.remaining()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "data size mismatch: shape ", out.ShapeString(), " needs ", numel * 4,
-        " bytes of float32, the file has ", r.remaining()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("data size mismatch: shape ", out.ShapeString(), " needs ", numel * 4,
+                     " bytes of float32, the file has ", r.remaining()));
   }
   out.values.resize(numel);
   if (numel > 0) std::memcpy(out.values.data(), bytes.data() + r.position(), numel * 4);

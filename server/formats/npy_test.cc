@@ -49,23 +49,26 @@ TEST(NpyTest, AcceptsVersion2AndDoubleQuotes) {
 }
 
 TEST(NpyTest, RejectsWrongDtypeByName) {
-  auto a = ParseNpy(NpyWithHeader("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", Floats(4)));
+  auto a = ParseNpy(
+      NpyWithHeader("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", Floats(4)));
   ASSERT_FALSE(a.ok());
   EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(a.status().message().find("'<f8'"), std::string::npos) << a.status();
-  auto big = ParseNpy(NpyWithHeader("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", Floats(2)));
+  auto big = ParseNpy(
+      NpyWithHeader("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", Floats(2)));
   EXPECT_FALSE(big.ok());
 }
 
 TEST(NpyTest, RejectsFortranOrder) {
-  auto a = ParseNpy(NpyWithHeader("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", Floats(4)));
+  auto a = ParseNpy(
+      NpyWithHeader("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", Floats(4)));
   ASSERT_FALSE(a.ok());
   EXPECT_NE(a.status().message().find("Fortran"), std::string::npos) << a.status();
 }
 
 TEST(NpyTest, RejectsBadHeaders) {
   for (const std::string& dict :
-       {std::string("{'descr': '<f4', 'shape': (2,), }"),                         // missing key
+       {std::string("{'descr': '<f4', 'shape': (2,), }"),  // missing key
         std::string("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}"),
         std::string("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }"),
         std::string("{'descr': '<f4', 'fortran_order': False, 'shape': 2, }"),

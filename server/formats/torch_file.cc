@@ -26,7 +26,9 @@ constexpr int kStorageTag = 1;
 constexpr int kTensorTag = 2;
 constexpr int kMaxDims = 64;
 
-absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(std::string(what)); }
+absl::Status Invalid(absl::string_view what) {
+  return absl::InvalidArgumentError(std::string(what));
+}
 
 struct StorageInfo {
   std::string key;
@@ -77,11 +79,10 @@ class Builder {
   explicit Builder(bool legacy) : legacy_(legacy) {}
 
   Unpickler MakeUnpickler() {
-    return Unpickler(
-        [this](Unpickler& u, PyValue* pid) { return PersistentLoad(u, pid); },
-        [this](Unpickler& u, absl::string_view callable, PyValue* args) {
-          return Reduce(u, callable, args);
-        });
+    return Unpickler([this](Unpickler& u, PyValue* pid) { return PersistentLoad(u, pid); },
+                     [this](Unpickler& u, absl::string_view callable, PyValue* args) {
+                       return Reduce(u, callable, args);
+                     });
   }
 
   std::vector<StorageInfo>& storages() { return storages_; }
@@ -158,7 +159,8 @@ class Builder {
       if (!a.empty()) return Invalid("OrderedDict built with arguments");
       return u.New(PyKind::kDict);
     }
-    if (callable == "torch._utils._rebuild_tensor_v2" || callable == "torch._utils._rebuild_tensor") {
+    if (callable == "torch._utils._rebuild_tensor_v2" ||
+        callable == "torch._utils._rebuild_tensor") {
       // (storage, storage_offset, size, stride[, requires_grad, backward_hooks[, metadata]])
       if (a.size() < 4 || a.size() > 7) return Invalid("tensor rebuilt with wrong arguments");
       if (a[0]->kind != PyKind::kOpaque || a[0]->tag != kStorageTag) {
@@ -170,7 +172,8 @@ class Builder {
       t.offset = a[1]->i;
       ASSIGN_OR_RETURN(t.sizes, IntTuple(a[2], "tensor size"));
       ASSIGN_OR_RETURN(t.strides, IntTuple(a[3], "tensor stride"));
-      if (t.sizes.size() != t.strides.size()) return Invalid("tensor size and stride differ in rank");
+      if (t.sizes.size() != t.strides.size())
+        return Invalid("tensor size and stride differ in rank");
       tensors_.push_back(std::move(t));
       return Opaque(u, kTensorTag, static_cast<int>(tensors_.size()) - 1);
     }
@@ -181,8 +184,9 @@ class Builder {
       }
       return a[0];
     }
-    return Invalid(absl::StrCat("unsupported object '", callable,
-                                "' in the pickle: only dicts of tensors (state dicts) can be read"));
+    return Invalid(
+        absl::StrCat("unsupported object '", callable,
+                     "' in the pickle: only dicts of tensors (state dicts) can be read"));
   }
 
   bool legacy_;
@@ -235,8 +239,8 @@ absl::StatusOr<RawStateDict> Finish(Builder& b, const PyValue* root, TorchFileFo
     s.has_data = root.has_data;
   }
   if (root->kind != PyKind::kDict) {
-    return Invalid(absl::StrCat("not a state dict: the file holds a ", internal::PyKindName(root->kind),
-                                ", expected a dict of tensors"));
+    return Invalid(absl::StrCat("not a state dict: the file holds a ",
+                                internal::PyKindName(root->kind), ", expected a dict of tensors"));
   }
   RawStateDict out;
   out.format = format;
@@ -280,9 +284,11 @@ absl::StatusOr<RawStateDict> ParseZip(std::shared_ptr<const std::string> file) {
   ASSIGN_OR_RETURN(PyValue * root, u.Load(pkl->data, &consumed));
   for (StorageInfo& s : b.storages()) {
     const ZipEntry* data = zip.Find(prefix + "data/" + s.key);
-    if (data == nullptr) return Invalid(absl::StrCat("storage '", s.key, "' missing from the archive"));
+    if (data == nullptr)
+      return Invalid(absl::StrCat("storage '", s.key, "' missing from the archive"));
     if (data->data.size() % DTypeSize(s.dtype) != 0) {
-      return Invalid(absl::StrCat("storage '", s.key, "' size is not a multiple of its element size"));
+      return Invalid(
+          absl::StrCat("storage '", s.key, "' size is not a multiple of its element size"));
     }
     s.bytes = data->data;
     s.has_data = true;
@@ -346,7 +352,8 @@ absl::StatusOr<RawStateDict> ParseLegacy(std::shared_ptr<const std::string> file
     ASSIGN_OR_RETURN(s.bytes, r.Bytes(*count * elem));
     s.has_data = true;
   }
-  if (!r.done()) return Invalid(absl::StrCat(r.remaining(), " unexpected bytes after the last storage"));
+  if (!r.done())
+    return Invalid(absl::StrCat(r.remaining(), " unexpected bytes after the last storage"));
   return Finish(b, root, TorchFileFormat::kLegacy, std::move(file));
 }
 
@@ -381,7 +388,8 @@ class PickleWriter {
     } else if (v >= 0 && v < 65536) {
       out_ += 'M';
       internal::AppendLE(&out_, v, 2);
-    } else if (v >= std::numeric_limits<int32_t>::min() && v <= std::numeric_limits<int32_t>::max()) {
+    } else if (v >= std::numeric_limits<int32_t>::min() &&
+               v <= std::numeric_limits<int32_t>::max()) {
       out_ += 'J';
       internal::AppendLE(&out_, static_cast<uint32_t>(v), 4);
     } else {
@@ -481,16 +489,26 @@ int DTypeSize(DType dtype) {
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat64: return "float64";
-    case DType::kFloat16: return "float16";
-    case DType::kBFloat16: return "bfloat16";
-    case DType::kInt64: return "int64";
-    case DType::kInt32: return "int32";
-    case DType::kInt16: return "int16";
-    case DType::kInt8: return "int8";
-    case DType::kUInt8: return "uint8";
-    case DType::kBool: return "bool";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kFloat16:
+      return "float16";
+    case DType::kBFloat16:
+      return "bfloat16";
+    case DType::kInt64:
+      return "int64";
+    case DType::kInt32:
+      return "int32";
+    case DType::kInt16:
+      return "int16";
+    case DType::kInt8:
+      return "int8";
+    case DType::kUInt8:
+      return "uint8";
+    case DType::kBool:
+      return "bool";
   }
   return "?";
 }
@@ -499,7 +517,8 @@ int64_t RawTensor::numel() const { return Numel(sizes); }
 
 absl::StatusOr<RawStateDict> ParseTorchStateDict(std::shared_ptr<const std::string> file) {
   if (ZipArchive::LooksLikeZip(*file)) return ParseZip(std::move(file));
-  if (!file->empty() && static_cast<uint8_t>((*file)[0]) == 0x80) return ParseLegacy(std::move(file));
+  if (!file->empty() && static_cast<uint8_t>((*file)[0]) == 0x80)
+    return ParseLegacy(std::move(file));
   return Invalid("not a torch.save file: neither a zip archive nor a legacy pickle");
 }
 

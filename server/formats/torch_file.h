@@ -25,7 +25,18 @@ namespace i2s {
 enum class TorchFileFormat { kZip, kLegacy };
 const char* TorchFileFormatName(TorchFileFormat format);
 
-enum class DType { kFloat32, kFloat64, kFloat16, kBFloat16, kInt64, kInt32, kInt16, kInt8, kUInt8, kBool };
+enum class DType {
+  kFloat32,
+  kFloat64,
+  kFloat16,
+  kBFloat16,
+  kInt64,
+  kInt32,
+  kInt16,
+  kInt8,
+  kUInt8,
+  kBool
+};
 int DTypeSize(DType dtype);
 const char* DTypeName(DType dtype);
 
@@ -42,7 +53,7 @@ struct RawTensor {
 
 struct RawStateDict {
   TorchFileFormat format = TorchFileFormat::kZip;
-  std::shared_ptr<const std::string> file;  // keeps the tensors' bytes alive
+  std::shared_ptr<const std::string> file;                 // keeps the tensors' bytes alive
   std::vector<std::pair<std::string, RawTensor>> tensors;  // in file order
 };
 

@@ -132,8 +132,8 @@ absl::StatusOr<ZipArchive> ZipArchive::Parse(absl::string_view bytes) {
         LoadLE(bytes.data() + local, 4) != kLocalSig) {
       return ZipError(absl::StrCat("member '", entry_name, "': bad local header"));
     }
-    uint64_t data_start =
-        local + kLocalSize + LoadLE(bytes.data() + local + 26, 2) + LoadLE(bytes.data() + local + 28, 2);
+    uint64_t data_start = local + kLocalSize + LoadLE(bytes.data() + local + 26, 2) +
+                          LoadLE(bytes.data() + local + 28, 2);
     if (data_start > bytes.size() || usize > bytes.size() - data_start) {
       return ZipError(absl::StrCat("member '", entry_name, "': data out of bounds (truncated?)"));
     }
@@ -164,10 +164,10 @@ absl::Status ZipWriter::Add(absl::string_view name, absl::string_view data) {
   Record rec{std::string(name), Crc32(data), static_cast<uint32_t>(data.size()),
              static_cast<uint32_t>(out_.size())};
   AppendLE(&out_, kLocalSig, 4);
-  AppendLE(&out_, 20, 2);  // version needed: 2.0
-  AppendLE(&out_, 0, 2);   // flags
-  AppendLE(&out_, 0, 2);   // method: stored
-  AppendLE(&out_, 0, 2);   // time
+  AppendLE(&out_, 20, 2);    // version needed: 2.0
+  AppendLE(&out_, 0, 2);     // flags
+  AppendLE(&out_, 0, 2);     // method: stored
+  AppendLE(&out_, 0, 2);     // time
   AppendLE(&out_, 0x21, 2);  // date: 1980-01-01
   AppendLE(&out_, rec.crc, 4);
   AppendLE(&out_, rec.size, 4);

@@ -23,11 +23,13 @@ absl::Status WriteRgb8Image(const std::string& path, const torch::Tensor& rgb8) 
   }
   torch::Tensor c = rgb8.contiguous();
   try {
-    cv::Mat rgb(static_cast<int>(c.size(0)), static_cast<int>(c.size(1)), CV_8UC3, c.data_ptr<uint8_t>());
+    cv::Mat rgb(static_cast<int>(c.size(0)), static_cast<int>(c.size(1)), CV_8UC3,
+                c.data_ptr<uint8_t>());
     cv::Mat bgr;
     cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
     if (!cv::imwrite(path, bgr)) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": cannot write image (unknown extension or unwritable path)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": cannot write image (unknown extension or unwritable path)"));
     }
   } catch (const cv::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));

@@ -57,7 +57,8 @@ TEST_P(GeneratorParityTest, MatchesPyTorchForBothFileLayouts) {
   std::string fingerprint;
   for (const char* layout : {"legacy", "zip"}) {
     SCOPED_TRACE(layout);
-    auto g = StyleGan1Generator::Load(FixtureDir() + "/" + name + "." + layout + ".pt", torch::kCPU);
+    auto g =
+        StyleGan1Generator::Load(FixtureDir() + "/" + name + "." + layout + ".pt", torch::kCPU);
     ASSERT_TRUE(g.ok()) << g.status();
     if (fingerprint.empty()) fingerprint = (*g)->fingerprint();
     EXPECT_EQ((*g)->fingerprint(), fingerprint) << "same weights, same fingerprint";

@@ -20,33 +20,81 @@ absl::Status PickleError(size_t pos, absl::string_view what) {
 
 // Opcodes (Python's Lib/pickle.py names).
 enum : uint8_t {
-  MARK = '(', STOP = '.', EMPTY_TUPLE = ')', TUPLE = 't', TUPLE1 = 0x85, TUPLE2 = 0x86,
-  TUPLE3 = 0x87, EMPTY_LIST = ']', APPEND = 'a', APPENDS = 'e', LIST = 'l', EMPTY_DICT = '}',
-  SETITEM = 's', SETITEMS = 'u', DICT = 'd', NONE = 'N', NEWTRUE = 0x88, NEWFALSE = 0x89,
-  BININT = 'J', BININT1 = 'K', BININT2 = 'M', LONG1 = 0x8a, LONG4 = 0x8b, BINFLOAT = 'G',
-  BINUNICODE = 'X', SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, BINSTRING = 'T',
-  SHORT_BINSTRING = 'U', BINBYTES = 'B', SHORT_BINBYTES = 'C', BINBYTES8 = 0x8e, GLOBAL = 'c',
-  STACK_GLOBAL = 0x93, REDUCE = 'R', NEWOBJ = 0x81, BUILD = 'b', BINPUT = 'q',
-  LONG_BINPUT = 'r', MEMOIZE = 0x94, BINGET = 'h', LONG_BINGET = 'j', BINPERSID = 'Q',
-  PROTO = 0x80, FRAME = 0x95,
+  MARK = '(',
+  STOP = '.',
+  EMPTY_TUPLE = ')',
+  TUPLE = 't',
+  TUPLE1 = 0x85,
+  TUPLE2 = 0x86,
+  TUPLE3 = 0x87,
+  EMPTY_LIST = ']',
+  APPEND = 'a',
+  APPENDS = 'e',
+  LIST = 'l',
+  EMPTY_DICT = '}',
+  SETITEM = 's',
+  SETITEMS = 'u',
+  DICT = 'd',
+  NONE = 'N',
+  NEWTRUE = 0x88,
+  NEWFALSE = 0x89,
+  BININT = 'J',
+  BININT1 = 'K',
+  BININT2 = 'M',
+  LONG1 = 0x8a,
+  LONG4 = 0x8b,
+  BINFLOAT = 'G',
+  BINUNICODE = 'X',
+  SHORT_BINUNICODE = 0x8c,
+  BINUNICODE8 = 0x8d,
+  BINSTRING = 'T',
+  SHORT_BINSTRING = 'U',
+  BINBYTES = 'B',
+  SHORT_BINBYTES = 'C',
+  BINBYTES8 = 0x8e,
+  GLOBAL = 'c',
+  STACK_GLOBAL = 0x93,
+  REDUCE = 'R',
+  NEWOBJ = 0x81,
+  BUILD = 'b',
+  BINPUT = 'q',
+  LONG_BINPUT = 'r',
+  MEMOIZE = 0x94,
+  BINGET = 'h',
+  LONG_BINGET = 'j',
+  BINPERSID = 'Q',
+  PROTO = 0x80,
+  FRAME = 0x95,
 };
 
 }  // namespace
 
 const char* PyKindName(PyKind kind) {
   switch (kind) {
-    case PyKind::kNone: return "None";
-    case PyKind::kBool: return "bool";
-    case PyKind::kInt: return "int";
-    case PyKind::kBigInt: return "int";
-    case PyKind::kFloat: return "float";
-    case PyKind::kStr: return "str";
-    case PyKind::kBytes: return "bytes";
-    case PyKind::kTuple: return "tuple";
-    case PyKind::kList: return "list";
-    case PyKind::kDict: return "dict";
-    case PyKind::kGlobal: return "class or function";
-    case PyKind::kOpaque: return "object";
+    case PyKind::kNone:
+      return "None";
+    case PyKind::kBool:
+      return "bool";
+    case PyKind::kInt:
+      return "int";
+    case PyKind::kBigInt:
+      return "int";
+    case PyKind::kFloat:
+      return "float";
+    case PyKind::kStr:
+      return "str";
+    case PyKind::kBytes:
+      return "bytes";
+    case PyKind::kTuple:
+      return "tuple";
+    case PyKind::kList:
+      return "list";
+    case PyKind::kDict:
+      return "dict";
+    case PyKind::kGlobal:
+      return "class or function";
+    case PyKind::kOpaque:
+      return "object";
   }
   return "?";
 }
@@ -104,8 +152,9 @@ absl::StatusOr<PyValue*> Unpickler::Load(absl::string_view data, size_t* consume
       return PickleError(op_pos, "stack underflow");
     }
     if (stack.back()->kind != kind) {
-      return PickleError(op_pos, absl::StrCat("expected a ", PyKindName(kind), " on the stack, found ",
-                                              PyKindName(stack.back()->kind)));
+      return PickleError(op_pos,
+                         absl::StrCat("expected a ", PyKindName(kind), " on the stack, found ",
+                                      PyKindName(stack.back()->kind)));
     }
     return stack.back();
   };
@@ -255,7 +304,8 @@ absl::StatusOr<PyValue*> Unpickler::Load(absl::string_view data, size_t* consume
         int size = op == BININT ? 4 : op == BININT1 ? 1 : 2;
         ASSIGN_OR_RETURN(uint64_t raw, r.UintLE(size));
         PyValue* v = New(PyKind::kInt);
-        v->i = op == BININT ? static_cast<int64_t>(static_cast<int32_t>(raw)) : static_cast<int64_t>(raw);
+        v->i = op == BININT ? static_cast<int64_t>(static_cast<int32_t>(raw))
+                            : static_cast<int64_t>(raw);
         RETURN_IF_ERROR(push(v));
         break;
       }

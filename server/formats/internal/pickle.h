@@ -25,11 +25,11 @@ enum class PyKind {
   kInt,     // fits in int64: `i`
   kBigInt,  // wider: little-endian two's complement bytes in `s`
   kFloat,
-  kStr,    // text (unicode or Python 2 str): `s`
-  kBytes,  // `s`
-  kTuple,  // `items`
-  kList,   // `items`
-  kDict,   // `items` = k0, v0, k1, v1, ...
+  kStr,     // text (unicode or Python 2 str): `s`
+  kBytes,   // `s`
+  kTuple,   // `items`
+  kList,    // `items`
+  kDict,    // `items` = k0, v0, k1, v1, ...
   kGlobal,  // "module.name" in `s`
   kOpaque,  // an object built by the caller: `tag` and `i` are the caller's
 };
