@@ -48,7 +48,8 @@ absl::StatusOr<LoadedWeights> LoadWeights(const std::string& path) {
     auto tensor = TorchCall("loading tensor", [&] {
       void* data = const_cast<char*>(t.storage.data()) + t.offset * DTypeSize(t.dtype);
       torch::Tensor view = torch::from_blob(data, t.sizes, t.strides, ToScalarType(t.dtype));
-      torch::Tensor copy = view.contiguous().clone();
+      torch::Tensor copy =
+          view.clone(at::MemoryFormat::Contiguous);  // one copy, out of the file buffer
       if (copy.is_floating_point() && copy.scalar_type() != torch::kFloat32) {
         copy = copy.to(torch::kFloat32);
       }
