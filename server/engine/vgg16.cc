@@ -23,13 +23,13 @@ constexpr ConvSpec kConvs[] = {{0, 3, 64},     {2, 64, 64},    {5, 64, 128},
 constexpr ConvSpec kUnusedConvs[] = {
     {21, 512, 512}, {24, 512, 512}, {26, 512, 512}, {28, 512, 512}};
 
-bool IgnorableKey(const std::string& key) {
+}  // namespace
+
+bool IsUnusedVgg16Key(const std::string& key) {
   static const std::regex kPattern(
       R"((features\.(21|24|26|28)|classifier\.(0|3|6))\.(weight|bias))");
   return std::regex_match(key, kPattern);
 }
-
-}  // namespace
 
 StateDict RandomVgg16Weights(uint64_t seed, bool all_features) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -90,13 +90,17 @@ Vgg16Features Vgg16Impl::forward(const torch::Tensor& image) {
 absl::StatusOr<std::unique_ptr<Vgg16Extractor>> Vgg16Extractor::Create(const StateDict& weights,
                                                                        const Vgg16Options& options,
                                                                        torch::Device device) {
-  std::unique_ptr<Vgg16Extractor> e(new Vgg16Extractor(device, WeightsFingerprint(weights)));
-  WeightMap m(weights);
+  StateDict used;
+  for (const auto& entry : weights) {
+    if (!IsUnusedVgg16Key(entry.first)) used.push_back(entry);
+  }
+  std::unique_ptr<Vgg16Extractor> e(new Vgg16Extractor(device, WeightsFingerprint(used)));
+  WeightMap m(used);
   RETURN_IF_ERROR(TorchCall("building VGG16", [&]() -> absl::Status {
     absl::Status status;
     e->module_ = Vgg16(m, options, &status);
     RETURN_IF_ERROR(status);
-    RETURN_IF_ERROR(m.CheckAllUsed(IgnorableKey));
+    RETURN_IF_ERROR(m.CheckAllUsed([](const std::string&) { return false; }));
     e->module_->to(device);
     e->module_->eval();
     return absl::OkStatus();
@@ -107,7 +111,7 @@ absl::StatusOr<std::unique_ptr<Vgg16Extractor>> Vgg16Extractor::Create(const Sta
 absl::StatusOr<std::unique_ptr<Vgg16Extractor>> Vgg16Extractor::Load(const std::string& path,
                                                                      const Vgg16Options& options,
                                                                      torch::Device device) {
-  ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(path));
+  ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(path, IsUnusedVgg16Key));
   auto e = Create(w.tensors, options, device);
   if (!e.ok()) return Annotate(e.status(), path);
   return e;

@@ -27,6 +27,10 @@ struct Vgg16Features {
   torch::Tensor relu1_1, relu1_2, relu3_2, relu4_2;
 };
 
+// The keys of torchvision's file that the features do not use (features.21 .. 28,
+// classifier.*): accepted, never loaded, and not part of the fingerprint.
+bool IsUnusedVgg16Key(const std::string& key);
+
 // Random weights in torchvision's layout: features.0..19 (or all 13 convs with
 // `all_features`), He-normal weights and small biases. Deterministic for a seed.
 StateDict RandomVgg16Weights(uint64_t seed, bool all_features = false);
@@ -53,6 +57,8 @@ class Vgg16Extractor {
                                                               const Vgg16Options& options,
                                                               torch::Device device);
 
+  // WeightsFingerprint of the used tensors (features.0 .. 19) only, so the full
+  // torchvision file and a trimmed copy of it identify the same extractor.
   const std::string& fingerprint() const { return fingerprint_; }
   torch::Device device() const { return device_; }
   // Unchecked, differentiable forward pass (inputs on device()).

@@ -39,12 +39,17 @@ torch::ScalarType ToScalarType(DType dtype) {
 
 }  // namespace
 
-absl::StatusOr<LoadedWeights> LoadWeights(const std::string& path) {
+absl::StatusOr<LoadedWeights> LoadWeights(const std::string& path,
+                                          const std::function<bool(const std::string&)>& skip) {
   ASSIGN_OR_RETURN(RawStateDict raw, ReadTorchStateDict(path));
   LoadedWeights out;
   out.path = path;
   out.format = raw.format;
   for (const auto& [name, t] : raw.tensors) {
+    if (skip && skip(name)) {
+      out.skipped.push_back(name);
+      continue;
+    }
     auto tensor = TorchCall("loading tensor", [&] {
       void* data = const_cast<char*>(t.storage.data()) + t.offset * DTypeSize(t.dtype);
       torch::Tensor view = torch::from_blob(data, t.sizes, t.strides, ToScalarType(t.dtype));

@@ -26,9 +26,14 @@ struct LoadedWeights {
   std::string path;
   TorchFileFormat format = TorchFileFormat::kZip;
   StateDict tensors;
+  std::vector<std::string> skipped;  // keys left out by the `skip` filter
 };
 
-absl::StatusOr<LoadedWeights> LoadWeights(const std::string& path);
+// Reads a weight file. Keys for which `skip` returns true are checked like the others
+// but not copied out of the file (the published VGG16 file carries a 500 MB classifier
+// that the perceptual loss never uses).
+absl::StatusOr<LoadedWeights> LoadWeights(
+    const std::string& path, const std::function<bool(const std::string&)>& skip = nullptr);
 // Writes float32 tensors in either torch.save layout (readable by torch.load).
 absl::Status SaveWeights(const std::string& path, const StateDict& tensors, TorchFileFormat format);
 

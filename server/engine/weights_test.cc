@@ -31,6 +31,16 @@ TEST(WeightsTest, SaveLoadRoundTripBothFormats) {
   }
 }
 
+TEST(WeightsTest, SkippedKeysAreListedNotLoaded) {
+  std::string path = TempPath("skip.pt");
+  ASSERT_TRUE(SaveWeights(path, Small(), TorchFileFormat::kZip).ok());
+  auto loaded = LoadWeights(path, [](const std::string& key) { return key == "a.weight"; });
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->tensors.size(), 1u);
+  EXPECT_EQ(loaded->tensors[0].first, "a.bias");
+  EXPECT_EQ(loaded->skipped, std::vector<std::string>{"a.weight"});
+}
+
 TEST(WeightsTest, FingerprintDependsOnContentNotOrder) {
   StateDict sd = Small();
   StateDict reversed = {sd[1], sd[0]};

@@ -93,6 +93,7 @@ INSTANTIATE_TEST_SUITE_P(Oracle, GeneratorParityTest,
 TEST(Vgg16ParityTest, MatchesPyTorchWithAndWithoutImagenetNormalisation) {
   if (FixtureDir().empty()) GTEST_SKIP() << "I2S_ORACLE_DIR not set (run through ctest)";
   torch::Tensor input = ReadNpy("vgg.input.npy");
+  std::string fingerprint;
   for (const char* file : {"vgg.zip.pth", "vgg.legacy.pth"}) {
     for (bool normalize : {false, true}) {
       SCOPED_TRACE(std::string(file) + (normalize ? " imagenet" : " plain"));
@@ -100,6 +101,9 @@ TEST(Vgg16ParityTest, MatchesPyTorchWithAndWithoutImagenetNormalisation) {
       opts.imagenet_normalize = normalize;
       auto vgg = Vgg16Extractor::Load(FixtureDir() + "/" + file, opts, torch::kCPU);
       ASSERT_TRUE(vgg.ok()) << vgg.status();
+      // The zip file has all 13 convs, the legacy one only the 9 used: same extractor.
+      if (fingerprint.empty()) fingerprint = (*vgg)->fingerprint();
+      EXPECT_EQ((*vgg)->fingerprint(), fingerprint);
       auto f = (*vgg)->Extract(input);
       ASSERT_TRUE(f.ok()) << f.status();
       auto expected = ReadNpz(normalize ? "vgg.feats_imagenet.npz" : "vgg.feats.npz");
