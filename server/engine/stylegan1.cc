@@ -143,6 +143,10 @@ StateDict RandomStyleGan1Weights(const StyleGan1Config& config, uint64_t seed) {
     if (ends_with("intermediate.kernel")) {
       t = torch::tensor({1.f, 2.f, 1.f});
       t = (t.view({3, 1}) * t.view({1, 3}) / 16).view({1, 1, 3, 3});
+    } else if (key == "g_synthesis.torgb.weight") {
+      // Scaled so that outputs mostly fall in [-1, 1], as a trained model's do; with unit
+      // weights most pixels saturate, which makes inversion tests meaningless.
+      t = torch::randn(shape, gen) * 0.25;
     } else if (absl::StartsWith(key, "g_mapping.") && ends_with(".weight")) {
       t = torch::randn(shape, gen) / kMappingLrMul;  // the port's init_std = 1 / lrmul
     } else if (ends_with(".bias") || ends_with("noise.weight")) {

@@ -39,7 +39,8 @@ absl::StatusOr<StyleGan1Config> InferStyleGan1Config(const StateDict& weights);
 
 // Random weights in the port's layout (deterministic for a seed), for tests and the
 // built-in demo model. Raw (unscaled) values like the port's initialisation, except
-// that biases and noise strengths are non-zero so every path of the network matters.
+// that biases and noise strengths are non-zero so every path of the network matters, and
+// toRGB is scaled down so images mostly stay in [-1, 1] like a trained model's.
 StateDict RandomStyleGan1Weights(const StyleGan1Config& config, uint64_t seed);
 
 // Key and shape of every tensor the port's file has for `config`, in file order.

@@ -1,0 +1,500 @@
+#include "server/engine/embedder.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "server/base/status_macros.h"
+#include "server/engine/torch_util.h"
+
+namespace i2s {
+namespace {
+
+namespace F = torch::nn::functional;
+
+// Seed of the z samples behind the mean w: fixed, so the mean (and every run that starts
+// from it) is reproducible for a given generator.
+constexpr uint64_t kMeanWSeed = 0x5eed;
+// Uniform init draws from a stream separate from the noise maps of the same seed.
+constexpr uint64_t kUniformSeedSalt = 0x9e3779b97f4a7c15ull;
+
+absl::Status CheckImageLike(const torch::Tensor& t, int64_t channels, int64_t res,
+                            const std::string& name) {
+  if (t.dim() != 3 || t.size(0) != channels || t.size(1) != res || t.size(2) != res ||
+      !t.is_floating_point()) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": shape ", ShapeString(t.sizes()),
+                                                   ", expected float [", channels, ", ", res, ", ",
+                                                   res, "]"));
+  }
+  if (!torch::isfinite(t).all().item<bool>()) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": contains NaN or Inf"));
+  }
+  if (t.min().item<double>() < -1e-3 || t.max().item<double>() > 1 + 1e-3) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": values outside [0, 1]"));
+  }
+  return absl::OkStatus();
+}
+
+// One Adam step (torch.optim.Adam's formula, without weight decay) on stacked
+// parameters p [B, ...] with per-image step counts t [B] (1-based, after this step).
+void AdamStep(torch::Tensor& p, torch::Tensor& m, torch::Tensor& v, const torch::Tensor& grad,
+              const std::vector<int>& t, double lr, double beta1, double beta2, double eps) {
+  std::vector<float> step_size(t.size()), bc2_sqrt(t.size());
+  for (size_t i = 0; i < t.size(); ++i) {
+    step_size[i] = static_cast<float>(lr / (1 - std::pow(beta1, t[i])));
+    bc2_sqrt[i] = static_cast<float>(std::sqrt(1 - std::pow(beta2, t[i])));
+  }
+  std::vector<int64_t> shape(p.dim(), 1);
+  shape[0] = -1;
+  torch::Tensor ss = torch::tensor(step_size).to(p.device()).view(shape);
+  torch::Tensor b2 = torch::tensor(bc2_sqrt).to(p.device()).view(shape);
+  m.mul_(beta1).add_(grad, 1 - beta1);
+  v.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+  torch::Tensor denom = (v.sqrt() / b2).add_(eps);
+  p.sub_(ss * m / denom);
+}
+
+}  // namespace
+
+const char* StopReasonName(StopReason reason) {
+  switch (reason) {
+    case StopReason::kSteps:
+      return "steps";
+    case StopReason::kTargetPsnr:
+      return "target_psnr";
+    case StopReason::kPlateau:
+      return "plateau";
+    case StopReason::kCancelled:
+      return "cancelled";
+    case StopReason::kFailed:
+      return "failed";
+  }
+  return "?";
+}
+
+absl::Status EmbedOptions::Validate() const {
+  auto bad = [](absl::string_view what) { return absl::InvalidArgumentError(std::string(what)); };
+  if (steps < 0 || noise_steps < 0 || steps + noise_steps < 1) {
+    return bad("steps: need steps >= 0, noise_steps >= 0 and at least one step in all");
+  }
+  if (!(lr > 0) || !(noise_lr > 0) || !std::isfinite(lr) || !std::isfinite(noise_lr)) {
+    return bad("lr: must be positive and finite");
+  }
+  if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1) || !(eps > 0)) {
+    return bad("adam: need 0 <= beta < 1 and eps > 0");
+  }
+  if (w_mse < 0 || w_perceptual < 0 || noise_w_mse < 0 || noise_w_perceptual < 0 ||
+      (w_mse == 0 && w_perceptual == 0)) {
+    return bad("loss weights: must be >= 0 and not all zero");
+  }
+  if (perceptual_resolution < 8) return bad("perceptual_resolution: must be >= 8");
+  if (!use_relu1_1 && !use_relu1_2 && !use_relu3_2 && !use_relu4_2 && w_perceptual > 0) {
+    return bad("perceptual layers: none selected");
+  }
+  if (mean_w_samples < 1) return bad("mean_w_samples: must be >= 1");
+  if (!(uniform_range > 0)) return bad("uniform_range: must be > 0");
+  if (target_psnr < 0 || plateau_window < 0 || plateau_rel_eps < 0) {
+    return bad("stop rules: target_psnr, plateau_window and plateau_rel_eps must be >= 0");
+  }
+  if (preview_every < 0 || checkpoint_every < 0) return bad("preview/checkpoint interval: < 0");
+  return absl::OkStatus();
+}
+
+struct Embedder::ImageState {
+  int index = 0;
+  torch::Tensor target;     // [1, 3, R, R] on device
+  torch::Tensor mse_mask;   // [1, 1, R, R]
+  torch::Tensor perc_mask;  // [1, 1, R, R]
+  Vgg16Features target_features;
+  torch::Tensor latent, m, v;                          // [rows, D]
+  std::vector<torch::Tensor> noise, noise_m, noise_v;  // [1, 1, H, W]
+  int step = 0;
+  double best_loss = std::numeric_limits<double>::infinity();
+  int best_step = 0;
+  bool done = false;
+  EmbedResult result;
+};
+
+Embedder::Embedder(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options)
+    : generator_(generator), vgg_(vgg), options_(std::move(options)) {}
+
+absl::StatusOr<torch::Tensor> Embedder::MeanW(Generator& generator, int samples) {
+  static std::mutex mu;
+  static auto* cache = new std::map<std::string, torch::Tensor>();
+  const std::string key = absl::StrCat(generator.fingerprint(), "/", samples);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache->find(key);
+    if (it != cache->end()) return it->second.to(generator.device());
+  }
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(kMeanWSeed);
+  torch::Tensor sum = torch::zeros({generator.latent_size()}, torch::kFloat64);
+  constexpr int kChunk = 1000;
+  for (int done = 0; done < samples; done += kChunk) {
+    const int n = std::min(kChunk, samples - done);
+    torch::Tensor z = torch::randn({n, generator.latent_size()}, gen);
+    ASSIGN_OR_RETURN(torch::Tensor w, generator.Map(z));
+    sum += w.to(torch::kCPU, torch::kFloat64).sum(0);
+  }
+  torch::Tensor mean = (sum / samples).to(torch::kFloat32);
+  std::lock_guard<std::mutex> lock(mu);
+  (*cache)[key] = mean;
+  return mean.to(generator.device());
+}
+
+torch::Tensor Embedder::Downsample(const torch::Tensor& images) const {
+  const int64_t res = images.size(-1);
+  if (res <= options_.perceptual_resolution) return images;
+  return F::interpolate(images, F::InterpolateFuncOptions()
+                                    .size(std::vector<int64_t>{options_.perceptual_resolution,
+                                                               options_.perceptual_resolution})
+                                    .mode(torch::kBilinear)
+                                    .align_corners(false));
+}
+
+// Per-image sum over the selected layers of the mean squared feature difference: [B].
+torch::Tensor Embedder::Perceptual(const Vgg16Features& a, const Vgg16Features& b) const {
+  torch::Tensor total;
+  auto add = [&](bool use, const torch::Tensor& x, const torch::Tensor& y) {
+    if (!use) return;
+    torch::Tensor d = (x - y).square().flatten(1).mean(1);
+    total = total.defined() ? total + d : d;
+  };
+  add(options_.use_relu1_1, a.relu1_1, b.relu1_1);
+  add(options_.use_relu1_2, a.relu1_2, b.relu1_2);
+  add(options_.use_relu3_2, a.relu3_2, b.relu3_2);
+  add(options_.use_relu4_2, a.relu4_2, b.relu4_2);
+  return total;
+}
+
+absl::Status Embedder::Prepare(const std::vector<EmbedTarget>& targets,
+                               const std::vector<std::optional<EmbedCheckpoint>>& resume,
+                               std::vector<ImageState>* states) {
+  const int64_t res = generator_->resolution();
+  const int64_t layers = generator_->num_layers(), dim = generator_->latent_size();
+  const int64_t rows = options_.space == LatentSpace::kW ? 1 : layers;
+  const torch::Device device = generator_->device();
+  if (!resume.empty() && resume.size() != targets.size()) {
+    return absl::InvalidArgumentError("resume: one entry per target expected");
+  }
+  torch::Tensor mean_w;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const EmbedTarget& t = targets[i];
+    const std::string name = absl::StrCat("targets[", i, "]");
+    ImageState s;
+    s.index = static_cast<int>(i);
+    if (!t.image.defined()) return absl::InvalidArgumentError(name + ".image: missing");
+    RETURN_IF_ERROR(CheckImageLike(t.image, 3, res, name + ".image"));
+    s.target = t.image.to(device, torch::kFloat32).unsqueeze(0);
+    s.mse_mask = torch::ones({1, 1, res, res}, s.target.options());
+    s.perc_mask = s.mse_mask;
+    if (t.mse_mask.defined()) {
+      RETURN_IF_ERROR(CheckImageLike(t.mse_mask, 1, res, name + ".mse_mask"));
+      s.mse_mask = t.mse_mask.to(device, torch::kFloat32).unsqueeze(0);
+      if (s.mse_mask.sum().item<double>() <= 0) {
+        return absl::InvalidArgumentError(name + ".mse_mask: selects no pixel");
+      }
+    }
+    if (t.perceptual_mask.defined()) {
+      RETURN_IF_ERROR(CheckImageLike(t.perceptual_mask, 1, res, name + ".perceptual_mask"));
+      s.perc_mask = t.perceptual_mask.to(device, torch::kFloat32).unsqueeze(0);
+    }
+    if (options_.w_perceptual > 0 || options_.noise_w_perceptual > 0) {
+      torch::NoGradGuard no_grad;
+      s.target_features = vgg_->Forward(Downsample(s.target * s.perc_mask));
+    }
+    const std::optional<EmbedCheckpoint>* cp = resume.empty() ? nullptr : &resume[i];
+    if (cp != nullptr && cp->has_value()) {
+      const EmbedCheckpoint& c = **cp;
+      if (!c.latent.defined() || c.latent.sizes() != torch::IntArrayRef({rows, dim}) ||
+          c.noise.size() != static_cast<size_t>(layers) || c.step < 0) {
+        return absl::InvalidArgumentError(name + ": resume checkpoint does not fit this embedding");
+      }
+      s.step = c.step;
+      s.latent = c.latent.to(device).clone();
+      s.m = c.adam_m.to(device).clone();
+      s.v = c.adam_v.to(device).clone();
+      for (size_t l = 0; l < c.noise.size(); ++l) {
+        s.noise.push_back(c.noise[l].to(device).clone());
+        bool has_state = l < c.noise_m.size() && l < c.noise_v.size();
+        s.noise_m.push_back(has_state ? c.noise_m[l].to(device).clone()
+                                      : torch::zeros_like(s.noise[l]));
+        s.noise_v.push_back(has_state ? c.noise_v[l].to(device).clone()
+                                      : torch::zeros_like(s.noise[l]));
+      }
+      s.best_loss = c.best_step > 0 ? c.best_loss : std::numeric_limits<double>::infinity();
+      s.best_step = c.best_step;
+    } else {
+      switch (options_.init) {
+        case LatentInit::kMeanW:
+          if (!mean_w.defined()) {
+            ASSIGN_OR_RETURN(mean_w, MeanW(*generator_, options_.mean_w_samples));
+          }
+          s.latent = mean_w.view({1, dim}).expand({rows, dim}).clone();
+          break;
+        case LatentInit::kZeros:
+          s.latent = torch::zeros({rows, dim}, torch::TensorOptions(device));
+          break;
+        case LatentInit::kUniform: {
+          auto gen = at::make_generator<at::CPUGeneratorImpl>(t.seed ^ kUniformSeedSalt);
+          s.latent =
+              (torch::rand({rows, dim}, gen) * 2 - 1).mul_(options_.uniform_range).to(device);
+          break;
+        }
+        case LatentInit::kGiven: {
+          if (!t.init_latent.defined() || t.init_latent.dim() != 2 ||
+              t.init_latent.size(0) != layers || t.init_latent.size(1) != dim) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(name, ".init_latent: expected [", layers, ", ", dim, "]"));
+          }
+          if (!torch::isfinite(t.init_latent).all().item<bool>()) {
+            return absl::InvalidArgumentError(name + ".init_latent: contains NaN or Inf");
+          }
+          torch::Tensor w = t.init_latent.to(device, torch::kFloat32);
+          // In W space the given W+ is collapsed to its mean row.
+          s.latent = (rows == 1 ? w.mean(0, true) : w).clone();
+          break;
+        }
+      }
+      s.m = torch::zeros_like(s.latent);
+      s.v = torch::zeros_like(s.latent);
+      s.noise = generator_->MakeNoise(t.seed, 1);
+      for (const auto& n : s.noise) {
+        s.noise_m.push_back(torch::zeros_like(n));
+        s.noise_v.push_back(torch::zeros_like(n));
+      }
+    }
+    states->push_back(std::move(s));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
+    const std::vector<EmbedTarget>& targets, const EmbedCallbacks& callbacks,
+    const std::vector<std::optional<EmbedCheckpoint>>& resume) {
+  RETURN_IF_ERROR(options_.Validate());
+  if (targets.empty()) return absl::InvalidArgumentError("targets: empty");
+  std::vector<ImageState> states;
+  RETURN_IF_ERROR(
+      TorchCall("preparing targets", [&] { return Prepare(targets, resume, &states); }));
+
+  const int total_steps = options_.steps + options_.noise_steps;
+  const int64_t layers = generator_->num_layers(), dim = generator_->latent_size();
+  for (ImageState& s : states) {
+    if (s.step >= total_steps) s.done = true;
+  }
+
+  // One optimiser step for the images in `group`, all in the same phase.
+  auto step_group = [&](std::vector<ImageState*>& group, bool noise_phase,
+                        std::vector<StepMetrics>* metrics) -> absl::Status {
+    const int64_t b = static_cast<int64_t>(group.size());
+    std::vector<torch::Tensor> lat, targets_v, mse_masks, perc_masks;
+    for (ImageState* s : group) {
+      lat.push_back(s->latent);
+      targets_v.push_back(s->target);
+      mse_masks.push_back(s->mse_mask);
+      perc_masks.push_back(s->perc_mask);
+    }
+    torch::Tensor w = torch::stack(lat).detach();  // [B, rows, D]
+    if (!noise_phase) w.requires_grad_(true);
+    std::vector<torch::Tensor> noise(layers);
+    for (int64_t l = 0; l < layers; ++l) {
+      std::vector<torch::Tensor> maps;
+      for (ImageState* s : group) maps.push_back(s->noise[l]);
+      noise[l] = torch::cat(maps).detach();
+      if (noise_phase) noise[l].requires_grad_(true);
+    }
+    const double w_mse = noise_phase ? options_.noise_w_mse : options_.w_mse;
+    const double w_perc = noise_phase ? options_.noise_w_perceptual : options_.w_perceptual;
+    torch::Tensor wplus = w.size(1) == 1 ? w.expand({b, layers, dim}) : w;
+    torch::Tensor syn = (generator_->Forward(wplus, noise) + 1) / 2;  // [0, 1]
+    torch::Tensor target = torch::cat(targets_v), mse_mask = torch::cat(mse_masks);
+    torch::Tensor mse = ((syn - target).square() * mse_mask).sum({1, 2, 3}) /
+                        (mse_mask.sum({1, 2, 3}) * 3);  // per image, over the masked pixels
+    torch::Tensor perc = torch::zeros_like(mse);
+    if (w_perc > 0) {
+      Vgg16Features tf;
+      auto cat = [&](auto member) {
+        std::vector<torch::Tensor> v;
+        for (ImageState* s : group) v.push_back(member(s->target_features));
+        return torch::cat(v);
+      };
+      tf.relu1_1 = cat([](const Vgg16Features& f) { return f.relu1_1; });
+      tf.relu1_2 = cat([](const Vgg16Features& f) { return f.relu1_2; });
+      tf.relu3_2 = cat([](const Vgg16Features& f) { return f.relu3_2; });
+      tf.relu4_2 = cat([](const Vgg16Features& f) { return f.relu4_2; });
+      perc = Perceptual(vgg_->Forward(Downsample(syn * torch::cat(perc_masks))), tf);
+    }
+    torch::Tensor loss = w_mse * mse + w_perc * perc;  // [B]
+    loss.sum().backward();
+
+    // Per-image health, then one host copy of the metrics.
+    std::vector<torch::Tensor> grads;
+    if (noise_phase) {
+      for (const auto& n : noise) grads.push_back(n.grad().flatten(1));
+    } else {
+      grads.push_back(w.grad().flatten(1));
+    }
+    torch::Tensor grad_ok = torch::isfinite(torch::cat(grads, 1)).all(1);
+    torch::Tensor host =
+        torch::stack({loss.detach(), mse.detach(), perc.detach(), grad_ok.to(torch::kFloat32)})
+            .cpu();
+    auto acc = host.accessor<float, 2>();
+
+    std::vector<int> t(b);
+    for (int64_t i = 0; i < b; ++i) t[i] = group[i]->step - (noise_phase ? options_.steps : 0) + 1;
+    torch::NoGradGuard no_grad;
+    if (noise_phase) {
+      for (int64_t l = 0; l < layers; ++l) {
+        std::vector<torch::Tensor> ms, vs;
+        for (ImageState* s : group) {
+          ms.push_back(s->noise_m[l]);
+          vs.push_back(s->noise_v[l]);
+        }
+        torch::Tensor p = noise[l].detach().clone(), m = torch::cat(ms), v = torch::cat(vs);
+        AdamStep(p, m, v, noise[l].grad(), t, options_.noise_lr, options_.beta1, options_.beta2,
+                 options_.eps);
+        for (int64_t i = 0; i < b; ++i) {
+          if (acc[3][i] < 0.5f || !std::isfinite(acc[0][i])) continue;
+          group[i]->noise[l] = p.narrow(0, i, 1);
+          group[i]->noise_m[l] = m.narrow(0, i, 1);
+          group[i]->noise_v[l] = v.narrow(0, i, 1);
+        }
+      }
+    } else {
+      std::vector<torch::Tensor> ms, vs;
+      for (ImageState* s : group) {
+        ms.push_back(s->m);
+        vs.push_back(s->v);
+      }
+      torch::Tensor p = w.detach().clone(), m = torch::stack(ms), v = torch::stack(vs);
+      AdamStep(p, m, v, w.grad(), t, options_.lr, options_.beta1, options_.beta2, options_.eps);
+      for (int64_t i = 0; i < b; ++i) {
+        if (acc[3][i] < 0.5f || !std::isfinite(acc[0][i])) continue;
+        group[i]->latent = p[i];
+        group[i]->m = m[i];
+        group[i]->v = v[i];
+      }
+    }
+
+    for (int64_t i = 0; i < b; ++i) {
+      ImageState& s = *group[i];
+      StepMetrics sm;
+      sm.image = s.index;
+      sm.step = s.step + 1;
+      sm.noise_phase = noise_phase;
+      sm.loss = acc[0][i];
+      sm.mse = acc[1][i];
+      sm.perceptual = acc[2][i];
+      sm.psnr = 10 * std::log10(1 / std::max(sm.mse, 1e-12));
+      if (acc[3][i] < 0.5f || !std::isfinite(sm.loss)) {
+        s.done = true;
+        s.result.reason = StopReason::kFailed;
+        s.result.status = absl::InternalError(absl::StrCat(
+            "non-finite ", std::isfinite(sm.loss) ? "gradient" : "loss", " at step ", sm.step,
+            noise_phase ? " (noise phase)" : "", "; the latent is the last finite one"));
+        continue;
+      }
+      s.step = sm.step;
+      s.result.final = sm;
+      metrics->push_back(sm);
+      if (callbacks.on_preview && options_.preview_every > 0 &&
+          s.step % options_.preview_every == 0) {
+        callbacks.on_preview(s.index, s.step, syn[i].detach());
+      }
+      // Stop rules: the W+ phase ends on steps, target PSNR or plateau (then the noise
+      // phase, if any, starts); the noise phase ends the same way.
+      const int phase_end = noise_phase ? total_steps : options_.steps;
+      StopReason reason = StopReason::kSteps;
+      bool phase_over = s.step >= phase_end;
+      if (!phase_over && options_.target_psnr > 0 && sm.psnr >= options_.target_psnr) {
+        phase_over = true;
+        reason = StopReason::kTargetPsnr;
+      }
+      if (sm.loss < s.best_loss * (1 - options_.plateau_rel_eps)) {
+        s.best_loss = sm.loss;
+        s.best_step = s.step;
+      }
+      if (!phase_over && options_.plateau_window > 0 &&
+          s.step - s.best_step >= options_.plateau_window) {
+        phase_over = true;
+        reason = StopReason::kPlateau;
+      }
+      if (phase_over) {
+        s.result.reason = reason;
+        s.best_loss = std::numeric_limits<double>::infinity();
+        s.best_step = 0;
+        if (noise_phase || options_.noise_steps == 0) {
+          s.done = true;
+        } else {
+          s.step = options_.steps;  // on to the noise phase
+        }
+      }
+      if (callbacks.on_checkpoint && options_.checkpoint_every > 0 &&
+          s.step % options_.checkpoint_every == 0) {
+        EmbedCheckpoint c;
+        c.step = s.step;
+        c.latent = s.latent.cpu();
+        c.adam_m = s.m.cpu();
+        c.adam_v = s.v.cpu();
+        for (size_t l = 0; l < s.noise.size(); ++l) {
+          c.noise.push_back(s.noise[l].cpu());
+          c.noise_m.push_back(s.noise_m[l].cpu());
+          c.noise_v.push_back(s.noise_v[l].cpu());
+        }
+        c.best_loss = s.best_loss;
+        c.best_step = s.best_step;
+        callbacks.on_checkpoint(s.index, c);
+      }
+    }
+    return absl::OkStatus();
+  };
+
+  while (true) {
+    std::vector<ImageState*> w_group, noise_group;
+    for (ImageState& s : states) {
+      if (s.done) continue;
+      (s.step < options_.steps ? w_group : noise_group).push_back(&s);
+    }
+    if (w_group.empty() && noise_group.empty()) break;
+    if (callbacks.cancelled && callbacks.cancelled()) {
+      for (ImageState* s : w_group) s->done = true, s->result.reason = StopReason::kCancelled;
+      for (ImageState* s : noise_group) s->done = true, s->result.reason = StopReason::kCancelled;
+      for (ImageState& s : states) {
+        if (s.result.reason == StopReason::kCancelled) {
+          s.result.status = absl::CancelledError(absl::StrCat("cancelled after step ", s.step));
+        }
+      }
+      break;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<StepMetrics> metrics;
+    if (!w_group.empty()) {
+      RETURN_IF_ERROR(
+          TorchCall("embedding step", [&] { return step_group(w_group, false, &metrics); }));
+    }
+    if (!noise_group.empty()) {
+      RETURN_IF_ERROR(
+          TorchCall("noise step", [&] { return step_group(noise_group, true, &metrics); }));
+    }
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (callbacks.on_step && !metrics.empty()) callbacks.on_step(metrics, seconds);
+  }
+
+  std::vector<EmbedResult> results;
+  for (ImageState& s : states) {
+    EmbedResult r = std::move(s.result);
+    r.steps = s.step;
+    r.latent = s.latent.detach().expand({layers, dim}).contiguous().cpu();
+    for (const auto& n : s.noise) r.noise.push_back(n.detach().cpu());
+    results.push_back(std::move(r));
+  }
+  return results;
+}
+
+}  // namespace i2s

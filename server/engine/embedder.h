@@ -1,0 +1,143 @@
+// Image2StyleGAN embedding (Abdal, Qin, Wonka, ICCV 2019; facts in
+// shared/specs/stylegan1-and-vgg16.md): optimises the W+ (or W) latents of a batch of
+// independent images so the generator reproduces them, with
+//   loss_i = w_mse * MSE(G(w_i), x_i) + w_perc * sum_l MSE(VGG_l(down(G(w_i))), VGG_l(down(x_i)))
+// and Adam with per-image state. The batch loss is the *sum* of the per-image losses and
+// every network op is per-sample, so an image's gradient, and hence its trajectory, does
+// not depend on which other images share the batch (up to float reassociation).
+// Optional second phase (Image2StyleGAN++): optimise the per-layer noise maps with W+
+// fixed. Optional masks restrict the pixel and perceptual terms (inpainting, local edits).
+//
+// An Embedder borrows the generator and VGG (it does not own them) and is not
+// thread-safe: one Run at a time, on the generator's device.
+#ifndef I2S_SERVER_ENGINE_EMBEDDER_H_
+#define I2S_SERVER_ENGINE_EMBEDDER_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/engine/generator.h"
+#include "server/engine/vgg16.h"
+
+namespace i2s {
+
+enum class LatentSpace { kWPlus, kW };
+enum class LatentInit { kMeanW, kZeros, kUniform, kGiven };
+
+struct EmbedOptions {
+  int steps = 1000;  // W+ phase steps (the reference: 1500, the paper: 5000)
+  double lr = 0.01;  // Adam, as in the paper and the reference
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double w_mse = 1.0, w_perceptual = 1.0;
+  // Images are bilinearly downsampled to this size for VGG (the generator's resolution
+  // if that is smaller); the reference uses 256 for 1024 images.
+  int perceptual_resolution = 256;
+  // Which of relu1_1, relu1_2, relu3_2, relu4_2 enter the perceptual term.
+  bool use_relu1_1 = true, use_relu1_2 = true, use_relu3_2 = true, use_relu4_2 = true;
+  LatentSpace space = LatentSpace::kWPlus;
+  LatentInit init = LatentInit::kMeanW;
+  // kMeanW: mean of the mapping network over this many seeded z (NVIDIA's projector
+  // uses 10,000); cached per generator fingerprint.
+  int mean_w_samples = 10000;
+  // kUniform: U(-uniform_range, uniform_range), seeded by the target's seed.
+  double uniform_range = 1.0;
+  // Stop rules (an image stops at the first that holds): steps, target PSNR (dB, 0 =
+  // off), plateau (loss improved by less than plateau_rel_eps relative over
+  // plateau_window steps; 0 = off).
+  double target_psnr = 0;
+  int plateau_window = 0;
+  double plateau_rel_eps = 1e-4;
+  // Image2StyleGAN++ noise phase: steps with W+ fixed, optimising the noise maps.
+  int noise_steps = 0;
+  double noise_lr = 0.1;
+  double noise_w_mse = 1.0, noise_w_perceptual = 0.0;  // the paper's second phase is pixel loss
+  int preview_every = 0;                               // call on_preview every K steps (0 = never)
+  int checkpoint_every = 0;  // call on_checkpoint every K steps (0 = never)
+
+  absl::Status Validate() const;
+};
+
+// One image to embed.
+struct EmbedTarget {
+  torch::Tensor image;            // [3, R, R] RGB in [0, 1], R = generator resolution
+  torch::Tensor mse_mask;         // optional [1, R, R] weights in [0, 1] for the pixel term
+  torch::Tensor perceptual_mask;  // optional [1, R, R] for the perceptual term
+  torch::Tensor init_latent;      // [L, D], required for LatentInit::kGiven
+  uint64_t seed = 0;              // noise maps and uniform init
+};
+
+// Everything needed to continue an image's optimisation exactly where it stopped.
+struct EmbedCheckpoint {
+  int step = 0;                                 // steps done so far (both phases)
+  torch::Tensor latent;                         // [L, D] (or [1, D] in W space)
+  torch::Tensor adam_m, adam_v;                 // Adam moments of the latent
+  std::vector<torch::Tensor> noise;             // [1, 1, H, W] per layer
+  std::vector<torch::Tensor> noise_m, noise_v;  // Adam moments of the noise (phase 2)
+  double best_loss = 0;                         // plateau bookkeeping
+  int best_step = 0;
+};
+
+struct StepMetrics {
+  int image = 0;  // index into the targets
+  int step = 0;   // 1-based, counted over both phases
+  bool noise_phase = false;
+  double loss = 0, mse = 0, perceptual = 0, psnr = 0;
+};
+
+enum class StopReason { kSteps, kTargetPsnr, kPlateau, kCancelled, kFailed };
+const char* StopReasonName(StopReason reason);
+
+struct EmbedResult {
+  absl::Status status;  // not OK for kFailed (NaN/Inf) and kCancelled
+  StopReason reason = StopReason::kSteps;
+  torch::Tensor latent;              // [L, D] W+ (W is expanded to all rows), CPU
+  std::vector<torch::Tensor> noise;  // [1, 1, H, W] per layer, CPU
+  StepMetrics final;                 // metrics of the last step taken
+  int steps = 0;
+};
+
+struct EmbedCallbacks {
+  // After each step, the metrics of every image still running (one host sync per step).
+  std::function<void(const std::vector<StepMetrics>& metrics, double step_seconds)> on_step;
+  std::function<void(int image, int step, const torch::Tensor& rgb01)> on_preview;  // [3, R, R]
+  std::function<void(int image, const EmbedCheckpoint& checkpoint)> on_checkpoint;
+  std::function<bool()> cancelled;  // polled before every step
+};
+
+class Embedder {
+ public:
+  Embedder(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options);
+
+  // Embeds the targets as one batch. `resume`, if given, has one optional checkpoint per
+  // target. Returns InvalidArgument for bad inputs (naming the target and field); per
+  // image failures are reported in that image's EmbedResult.
+  absl::StatusOr<std::vector<EmbedResult>> Run(
+      const std::vector<EmbedTarget>& targets, const EmbedCallbacks& callbacks = {},
+      const std::vector<std::optional<EmbedCheckpoint>>& resume = {});
+
+  // Mean of the mapping network's output over `samples` seeded z, cached per fingerprint.
+  static absl::StatusOr<torch::Tensor> MeanW(Generator& generator, int samples);
+
+ private:
+  struct ImageState;
+  absl::Status Prepare(const std::vector<EmbedTarget>& targets,
+                       const std::vector<std::optional<EmbedCheckpoint>>& resume,
+                       std::vector<ImageState>* states);
+  torch::Tensor Downsample(const torch::Tensor& images) const;
+  torch::Tensor Perceptual(const Vgg16Features& a, const Vgg16Features& b) const;
+
+  Generator* generator_;
+  Vgg16Extractor* vgg_;
+  EmbedOptions options_;
+};
+
+}  // namespace i2s
+
+#endif  // I2S_SERVER_ENGINE_EMBEDDER_H_

@@ -1,0 +1,276 @@
+#include "server/engine/embedder.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <limits>
+#include <map>
+
+#include "gtest/gtest.h"
+#include "server/engine/stylegan1.h"
+
+namespace i2s {
+namespace {
+
+// A tiny generator (16x16, 6 W+ rows) and a random VGG keep each test to seconds on CPU.
+class EmbedderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    torch::manual_seed(0);
+    auto g = StyleGan1Generator::Create(
+        RandomStyleGan1Weights(StyleGan1Config::FromFmap(16, 256, 32), 21), torch::kCPU);
+    ASSERT_TRUE(g.ok()) << g.status();
+    gen_ = *std::move(g);
+    auto v = Vgg16Extractor::Create(RandomVgg16Weights(22), {}, torch::kCPU);
+    ASSERT_TRUE(v.ok()) << v.status();
+    vgg_ = *std::move(v);
+  }
+
+  // An image the generator can make exactly: a random W+ rendered with the noise of `seed`.
+  EmbedTarget InDomainTarget(uint64_t latent_seed, uint64_t noise_seed) {
+    auto mean = Embedder::MeanW(*gen_, 1000);
+    EXPECT_TRUE(mean.ok());
+    torch::Tensor w =
+        mean->view({1, 1, 512}).expand({1, 6, 512}) +
+        0.5 * torch::randn({1, 6, 512}, at::make_generator<at::CPUGeneratorImpl>(latent_seed));
+    auto img = gen_->Synthesize(w, gen_->MakeNoise(noise_seed, 1));
+    EXPECT_TRUE(img.ok());
+    EmbedTarget t;
+    t.image = ((*img)[0] + 1).div(2).clamp(0, 1);
+    t.seed = noise_seed;
+    return t;
+  }
+
+  EmbedOptions Fast(int steps) {
+    EmbedOptions o;
+    o.steps = steps;
+    o.lr = 0.05;
+    o.mean_w_samples = 1000;
+    return o;
+  }
+
+  std::vector<EmbedResult> RunOk(const EmbedOptions& o, const std::vector<EmbedTarget>& targets,
+                                 const EmbedCallbacks& cb = {},
+                                 const std::vector<std::optional<EmbedCheckpoint>>& resume = {}) {
+    Embedder e(gen_.get(), vgg_.get(), o);
+    auto r = e.Run(targets, cb, resume);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::vector<EmbedResult>{};
+  }
+
+  std::unique_ptr<StyleGan1Generator> gen_;
+  std::unique_ptr<Vgg16Extractor> vgg_;
+};
+
+TEST_F(EmbedderTest, InDomainInversionReachesHighPsnr) {
+  EmbedTarget t = InDomainTarget(1, 5);
+  std::vector<double> losses;
+  EmbedCallbacks cb;
+  cb.on_step = [&](const std::vector<StepMetrics>& m, double) { losses.push_back(m[0].loss); };
+  auto r = RunOk(Fast(300), {t}, cb);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].status.ok());
+  EXPECT_EQ(r[0].steps, 300);
+  EXPECT_EQ(r[0].latent.sizes(), torch::IntArrayRef({6, 512}));
+  RecordProperty("final_psnr", std::to_string(r[0].final.psnr));
+  EXPECT_GT(r[0].final.psnr, 30.0);
+  EXPECT_LT(losses.back(), losses.front() * 0.05);
+}
+
+TEST_F(EmbedderTest, WPlusReachesLowerLossThanW) {
+  EmbedTarget t = InDomainTarget(2, 6);
+  EmbedOptions o = Fast(100);
+  auto wplus = RunOk(o, {t});
+  o.space = LatentSpace::kW;
+  auto w = RunOk(o, {t});
+  ASSERT_EQ(wplus.size(), 1u);
+  ASSERT_EQ(w.size(), 1u);
+  RecordProperty("loss_wplus", std::to_string(wplus[0].final.loss));
+  RecordProperty("loss_w", std::to_string(w[0].final.loss));
+  EXPECT_LT(wplus[0].final.loss, w[0].final.loss);
+  // W space: every row of the result is the same w.
+  EXPECT_TRUE(torch::equal(w[0].latent[0], w[0].latent[5]));
+}
+
+TEST_F(EmbedderTest, NoisePhaseRaisesPsnr) {
+  EmbedTarget t = InDomainTarget(3, 7);
+  t.seed = 99;  // start from noise maps other than the target's
+  EmbedOptions o = Fast(60);
+  auto plain = RunOk(o, {t});
+  o.noise_steps = 60;
+  auto with_noise = RunOk(o, {t});
+  ASSERT_EQ(plain.size(), 1u);
+  ASSERT_EQ(with_noise.size(), 1u);
+  EXPECT_EQ(with_noise[0].steps, 120);
+  EXPECT_TRUE(with_noise[0].final.noise_phase);
+  RecordProperty("psnr_w_only", std::to_string(plain[0].final.psnr));
+  RecordProperty("psnr_with_noise", std::to_string(with_noise[0].final.psnr));
+  EXPECT_GT(with_noise[0].final.psnr, plain[0].final.psnr + 1.0);
+  // The W+ phase is identical; the noise phase leaves the latent alone.
+  EXPECT_TRUE(torch::equal(plain[0].latent, with_noise[0].latent));
+  EXPECT_FALSE(torch::equal(with_noise[0].noise[4], gen_->MakeNoise(99, 1)[4]));
+}
+
+TEST_F(EmbedderTest, MaskedOutPixelsDoNotPullTheLatent) {
+  EmbedTarget a = InDomainTarget(4, 8);
+  torch::Tensor mask = torch::zeros({1, 16, 16});
+  mask.narrow(1, 0, 8).fill_(1);  // top half only
+  a.mse_mask = mask;
+  a.perceptual_mask = mask;
+  EmbedTarget b = a;
+  b.image = a.image.clone();
+  b.image.narrow(1, 8, 8).copy_(torch::rand({3, 8, 16}));  // differs only outside the mask
+  auto ra = RunOk(Fast(40), {a});
+  auto rb = RunOk(Fast(40), {b});
+  ASSERT_EQ(ra.size(), 1u);
+  ASSERT_EQ(rb.size(), 1u);
+  EXPECT_TRUE(torch::equal(ra[0].latent, rb[0].latent));
+  EmbedTarget c = a;
+  c.image = a.image.clone();
+  c.image.narrow(1, 0, 8).copy_(torch::rand({3, 8, 16}));  // differs inside: must matter
+  auto rc = RunOk(Fast(40), {c});
+  EXPECT_FALSE(torch::equal(ra[0].latent, rc[0].latent));
+}
+
+// Loss of image `image` at every step, through the on_step callback.
+EmbedCallbacks RecordLosses(int image, std::vector<double>* losses) {
+  EmbedCallbacks cb;
+  cb.on_step = [image, losses](const std::vector<StepMetrics>& metrics, double) {
+    for (const auto& m : metrics) {
+      if (m.image == image) losses->push_back(m.loss);
+    }
+  };
+  return cb;
+}
+
+// Same per-step losses (up to float reassociation) and nearly the same latent. The latent
+// bound is looser than the loss bound: Adam divides by sqrt(v), so coordinates whose
+// gradient is near zero turn rounding noise into steps of up to lr.
+void ExpectSameTrajectory(const std::vector<double>& a, const std::vector<double>& b,
+                          const EmbedResult& ra, const EmbedResult& rb) {
+  ASSERT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t s = 0; s < a.size(); ++s) worst = std::max(worst, std::abs(a[s] - b[s]) / a[s]);
+  ::testing::Test::RecordProperty("max_rel_loss_diff", std::to_string(worst));
+  EXPECT_LT(worst, 1e-3);
+  float diff = (ra.latent - rb.latent).abs().max().item<float>();
+  ::testing::Test::RecordProperty("max_abs_latent_diff", std::to_string(diff));
+  EXPECT_LT(diff, 1e-2);
+}
+
+TEST_F(EmbedderTest, ResultDoesNotDependOnBatchCompanions) {
+  EmbedTarget a = InDomainTarget(5, 9), b = InDomainTarget(6, 10), c = InDomainTarget(7, 11);
+  std::vector<double> solo_losses, batch_losses;
+  auto solo = RunOk(Fast(30), {a}, RecordLosses(0, &solo_losses));
+  auto batch = RunOk(Fast(30), {b, a, c}, RecordLosses(1, &batch_losses));
+  ASSERT_EQ(batch.size(), 3u);
+  ExpectSameTrajectory(solo_losses, batch_losses, solo[0], batch[1]);
+}
+
+TEST_F(EmbedderTest, DeterministicOnCpu) {
+  EmbedTarget t = InDomainTarget(8, 12);
+  EmbedOptions o = Fast(20);
+  o.init = LatentInit::kUniform;
+  auto r1 = RunOk(o, {t});
+  auto r2 = RunOk(o, {t});
+  EXPECT_TRUE(torch::equal(r1[0].latent, r2[0].latent));
+  EXPECT_EQ(r1[0].final.loss, r2[0].final.loss);
+}
+
+TEST_F(EmbedderTest, ResumeFromCheckpointEqualsUninterruptedRun) {
+  EmbedTarget t = InDomainTarget(9, 13);
+  EmbedOptions o = Fast(20);
+  o.noise_steps = 10;
+  o.checkpoint_every = 5;
+  std::map<int, EmbedCheckpoint> saved;
+  EmbedCallbacks cb;
+  cb.on_checkpoint = [&](int, const EmbedCheckpoint& c) { saved[c.step] = c; };
+  auto full = RunOk(o, {t}, cb);
+  ASSERT_EQ(full.size(), 1u);
+  for (int at : {10, 25}) {  // once in the W+ phase, once in the noise phase
+    ASSERT_TRUE(saved.count(at)) << at;
+    auto resumed = RunOk(o, {t}, {}, {saved[at]});
+    ASSERT_EQ(resumed.size(), 1u);
+    EXPECT_EQ(resumed[0].steps, 30);
+    EXPECT_TRUE(torch::equal(resumed[0].latent, full[0].latent)) << at;
+    for (size_t l = 0; l < full[0].noise.size(); ++l) {
+      EXPECT_TRUE(torch::equal(resumed[0].noise[l], full[0].noise[l])) << at << " layer " << l;
+    }
+  }
+}
+
+TEST_F(EmbedderTest, StopRulesAndCancellation) {
+  EmbedTarget t = InDomainTarget(10, 14);
+  EmbedOptions o = Fast(500);
+  o.target_psnr = 20;
+  auto psnr = RunOk(o, {t});
+  EXPECT_EQ(psnr[0].reason, StopReason::kTargetPsnr);
+  EXPECT_GE(psnr[0].final.psnr, 20);
+  EXPECT_LT(psnr[0].steps, 500);
+
+  o = Fast(500);
+  o.plateau_window = 5;
+  o.plateau_rel_eps = 0.5;  // demands halving the loss every 5 steps: soon a plateau
+  auto plateau = RunOk(o, {t});
+  EXPECT_EQ(plateau[0].reason, StopReason::kPlateau);
+  EXPECT_LT(plateau[0].steps, 500);
+
+  int polls = 0;
+  EmbedCallbacks cb;
+  cb.cancelled = [&] { return ++polls > 3; };
+  auto cancelled = RunOk(Fast(100), {t, InDomainTarget(11, 15)}, cb);
+  for (const auto& r : cancelled) {
+    EXPECT_EQ(r.reason, StopReason::kCancelled);
+    EXPECT_EQ(r.status.code(), absl::StatusCode::kCancelled);
+    EXPECT_EQ(r.steps, 3);
+  }
+}
+
+TEST_F(EmbedderTest, NonFiniteImageFailsAloneWithoutPoisoningTheBatch) {
+  EmbedTarget good = InDomainTarget(12, 16);
+  EmbedTarget bad = InDomainTarget(13, 17);
+  bad.init_latent = torch::full({6, 512}, 1e30f);
+  EmbedOptions o = Fast(10);
+  o.init = LatentInit::kGiven;
+  good.init_latent = Embedder::MeanW(*gen_, 1000)->view({1, 512}).expand({6, 512}).clone();
+  std::vector<double> solo_losses, batch_losses;
+  auto solo = RunOk(o, {good}, RecordLosses(0, &solo_losses));
+  auto both = RunOk(o, {bad, good}, RecordLosses(1, &batch_losses));
+  ASSERT_EQ(both.size(), 2u);
+  EXPECT_EQ(both[0].reason, StopReason::kFailed);
+  EXPECT_EQ(both[0].status.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(both[0].status.message().find("non-finite"), std::string::npos) << both[0].status;
+  EXPECT_TRUE(both[1].status.ok());
+  EXPECT_EQ(both[1].steps, 10);
+  ExpectSameTrajectory(solo_losses, batch_losses, solo[0], both[1]);
+}
+
+TEST_F(EmbedderTest, RejectsBadInputsNamingTheField) {
+  Embedder e(gen_.get(), vgg_.get(), Fast(5));
+  EmbedTarget t;
+  t.image = torch::rand({3, 8, 8});
+  auto r = e.Run({t});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "targets[0].image: shape [3, 8, 8], expected float [3, 16, 16]");
+  t.image = torch::rand({3, 16, 16}) * 3;
+  r = e.Run({t});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "targets[0].image: values outside [0, 1]");
+  t.image = torch::rand({3, 16, 16});
+  t.mse_mask = torch::zeros({1, 16, 16});
+  r = e.Run({t});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "targets[0].mse_mask: selects no pixel");
+  EmbedOptions o = Fast(5);
+  o.lr = -1;
+  auto bad_lr = Embedder(gen_.get(), vgg_.get(), o).Run({InDomainTarget(1, 1)});
+  ASSERT_FALSE(bad_lr.ok());
+  EXPECT_EQ(bad_lr.status().message(), "lr: must be positive and finite");
+  o = Fast(5);
+  o.init = LatentInit::kGiven;
+  auto no_init = Embedder(gen_.get(), vgg_.get(), o).Run({InDomainTarget(1, 1)});
+  ASSERT_FALSE(no_init.ok());
+  EXPECT_EQ(no_init.status().message(), "targets[0].init_latent: expected [6, 512]");
+}
+
+}  // namespace
+}  // namespace i2s
