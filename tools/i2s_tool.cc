@@ -3,6 +3,8 @@
 //   synth --generator G --latent W.npy --out OUT.png|OUT.npy
 //   map --generator G (--z Z.npy | --random N [--seed S]) [--wplus] --out W.npy
 //   random-model --resolution R --fmap-base F --seed S --out FILE [--legacy]
+//   embed --generator G --vgg V --image X.png --out W.npy [--recon R.png] [options]
+//   morph|stylemix|expression --generator G ... --out OUT.png
 // Exit codes: 0 success, 1 the command failed (message on stderr), 2 bad usage.
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
@@ -17,9 +19,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "server/base/status_macros.h"
+#include "server/engine/edits.h"
+#include "server/engine/embedder.h"
 #include "server/engine/stylegan1.h"
 #include "server/engine/torch_util.h"
 #include "server/engine/vgg16.h"
@@ -114,37 +119,199 @@ absl::StatusOr<std::vector<torch::Tensor>> MakeNoise(const Generator& g, const s
   return maps;
 }
 
-struct SynthArgs {
-  std::string generator, latent, out, noise = "random";
+struct NoiseArgs {
+  std::string noise = "random";
   uint64_t noise_seed = 0;
+};
+
+void AddNoiseOptions(CLI::App* cmd, NoiseArgs* n) {
+  cmd->add_option("--noise", n->noise, "random (seeded), zero, or FILE.npz with noise0..noise{L-1}")
+      ->capture_default_str();
+  cmd->add_option("--noise-seed", n->noise_seed, "seed of the random noise maps")
+      ->capture_default_str();
+}
+
+absl::Status CheckImageOut(const std::string& out) {
+  if (!absl::EndsWith(out, ".png") && !absl::EndsWith(out, ".npy")) {
+    return absl::InvalidArgumentError("--out: must end in .png or .npy");
+  }
+  return absl::OkStatus();
+}
+
+// Renders W+ [N, L, D] and writes OUT.npy (raw NCHW) or PNGs (OUT-i.png when N > 1).
+absl::Status RenderAndWrite(Generator& g, const torch::Tensor& w, const NoiseArgs& n,
+                            const std::string& out, absl::string_view what) {
+  RETURN_IF_ERROR(CheckImageOut(out));
+  ASSIGN_OR_RETURN(auto noise, MakeNoise(g, n.noise, n.noise_seed, static_cast<int>(w.size(0))));
+  auto image = g.Synthesize(w, noise);
+  if (!image.ok()) return Annotate(image.status(), what);
+  if (absl::EndsWith(out, ".npy")) return WriteNpyFile(out, TensorToFloatArray(*image));
+  const int64_t count = image->size(0);
+  for (int64_t i = 0; i < count; ++i) {
+    std::string path = out;
+    if (count > 1) path = absl::StrCat(out.substr(0, out.size() - 4), "-", i, ".png");
+    RETURN_IF_ERROR(WriteRgb8Image(path, GeneratorOutputToRgb8((*image)[i])));
+    std::cout << path << "\n";
+  }
+  return absl::OkStatus();
+}
+
+// A latent file as W+ [N, L, D] for `g`.
+absl::StatusOr<torch::Tensor> ReadLatent(const std::string& path, const Generator& g,
+                                         absl::string_view flag) {
+  ASSIGN_OR_RETURN(FloatArray latent, ReadNpyFile(path));
+  torch::Tensor w = FloatArrayToTensor(latent);
+  if (w.dim() == 2) w = w.unsqueeze(0);
+  if (w.dim() != 3 || w.size(1) != g.num_layers() || w.size(2) != g.latent_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, " ", path, ": shape ", latent.ShapeString(), ", expected [", g.num_layers(), ", ",
+        g.latent_size(), "] or [N, ", g.num_layers(), ", ", g.latent_size(), "]"));
+  }
+  return w;
+}
+
+struct SynthArgs {
+  std::string generator, latent, out;
+  NoiseArgs noise;
 };
 
 absl::Status Synth(const Common& common, const SynthArgs& a) {
   torch::Device device(torch::kCPU);
   RETURN_IF_ERROR(ApplyCommon(common, &device));
-  const bool png = absl::EndsWith(a.out, ".png"), npy = absl::EndsWith(a.out, ".npy");
-  if (!png && !npy) return absl::InvalidArgumentError("--out: must end in .png or .npy");
-  ASSIGN_OR_RETURN(FloatArray latent, ReadNpyFile(a.latent));
+  RETURN_IF_ERROR(CheckImageOut(a.out));
   ASSIGN_OR_RETURN(auto g, StyleGan1Generator::Load(a.generator, device));
-  torch::Tensor w = FloatArrayToTensor(latent);
-  if (w.dim() == 2) w = w.unsqueeze(0);
-  if (w.dim() != 3) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--latent ", a.latent, ": shape ", latent.ShapeString(), ", expected [", g->num_layers(),
-        ", ", g->latent_size(), "] or [N, ", g->num_layers(), ", ", g->latent_size(), "]"));
+  ASSIGN_OR_RETURN(torch::Tensor w, ReadLatent(a.latent, *g, "--latent"));
+  return RenderAndWrite(*g, w, a.noise, a.out, absl::StrCat("--latent ", a.latent));
+}
+
+struct EmbedArgs {
+  std::string generator, vgg, image, out, recon, noise_out, mask;
+  std::string space = "wplus", init = "mean", fit = "crop";
+  bool imagenet_norm = false;
+  uint64_t seed = 0;
+  int log_every = 10;
+  EmbedOptions options;
+};
+
+std::string Duration(double seconds) {
+  int s = static_cast<int>(seconds + 0.5);
+  return s >= 60 ? absl::StrCat(s / 60, "m", absl::Dec(s % 60, absl::kZeroPad2), "s")
+                 : absl::StrCat(s, "s");
+}
+
+absl::Status Embed(const Common& common, EmbedArgs a) {
+  torch::Device device(torch::kCPU);
+  RETURN_IF_ERROR(ApplyCommon(common, &device));
+  a.options.space = a.space == "w" ? LatentSpace::kW : LatentSpace::kWPlus;
+  a.options.init = a.init == "zeros"     ? LatentInit::kZeros
+                   : a.init == "uniform" ? LatentInit::kUniform
+                                         : LatentInit::kMeanW;
+  RETURN_IF_ERROR(a.options.Validate());
+  if (!a.recon.empty()) RETURN_IF_ERROR(Annotate(CheckImageOut(a.recon), "--recon"));
+  ASSIGN_OR_RETURN(auto g, StyleGan1Generator::Load(a.generator, device));
+  Vgg16Options vgg_options;
+  vgg_options.imagenet_normalize = a.imagenet_norm;
+  ASSIGN_OR_RETURN(auto vgg, Vgg16Extractor::Load(a.vgg, vgg_options, device));
+  const FitMode fit = a.fit == "pad" ? FitMode::kPad : FitMode::kCenterCrop;
+  EmbedTarget target;
+  ASSIGN_OR_RETURN(torch::Tensor image, ReadRgbImage(a.image));
+  ASSIGN_OR_RETURN(target.image, FitToSquare(image, g->resolution(), fit));
+  if (!a.mask.empty()) {
+    ASSIGN_OR_RETURN(torch::Tensor mask, ReadMaskImage(a.mask));
+    ASSIGN_OR_RETURN(target.mse_mask, FitToSquare(mask, g->resolution(), fit));
+    target.perceptual_mask = target.mse_mask;
   }
-  ASSIGN_OR_RETURN(auto noise, MakeNoise(*g, a.noise, a.noise_seed, static_cast<int>(w.size(0))));
-  auto image = g->Synthesize(w, noise);
-  if (!image.ok()) return Annotate(image.status(), absl::StrCat("--latent ", a.latent));
-  if (npy) return WriteNpyFile(a.out, TensorToFloatArray(*image));
-  const int64_t n = image->size(0);
-  for (int64_t i = 0; i < n; ++i) {
-    std::string path = a.out;
-    if (n > 1) path = absl::StrCat(a.out.substr(0, a.out.size() - 4), "-", i, ".png");
-    RETURN_IF_ERROR(WriteRgb8Image(path, GeneratorOutputToRgb8((*image)[i])));
-    std::cout << path << "\n";
+  target.seed = a.seed;
+  std::cout << "embedding " << a.image << " (" << image.size(2) << "x" << image.size(1) << " -> "
+            << g->resolution() << "x" << g->resolution() << ") into "
+            << (a.options.space == LatentSpace::kW ? "W" : "W+") << ": " << a.options.steps
+            << " steps"
+            << (a.options.noise_steps > 0
+                    ? absl::StrCat(" + ", a.options.noise_steps, " noise steps")
+                    : "")
+            << std::endl;
+  const int total = a.options.steps + a.options.noise_steps;
+  double elapsed = 0;
+  EmbedCallbacks cb;
+  cb.on_step = [&](const std::vector<StepMetrics>& metrics, double seconds) {
+    elapsed += seconds;
+    const StepMetrics& m = metrics[0];
+    if (a.log_every <= 0 || (m.step % a.log_every != 0 && m.step != 1)) return;
+    const double rate = m.step / elapsed;
+    std::cout
+        << absl::StrFormat(
+               "step %d/%d%s loss %.5f mse %.5f perceptual %.5f psnr %.2f dB  %.2f steps/s  eta %s",
+               m.step, total, m.noise_phase ? " (noise)" : "", m.loss, m.mse, m.perceptual, m.psnr,
+               rate, Duration((total - m.step) / rate))
+        << std::endl;
+  };
+  Embedder embedder(g.get(), vgg.get(), a.options);
+  ASSIGN_OR_RETURN(std::vector<EmbedResult> results, embedder.Run({target}, cb));
+  const EmbedResult& r = results[0];
+  RETURN_IF_ERROR(r.status);
+  RETURN_IF_ERROR(WriteNpyFile(a.out, TensorToFloatArray(r.latent)));
+  if (!a.noise_out.empty()) {
+    std::vector<std::pair<std::string, FloatArray>> maps;
+    for (size_t l = 0; l < r.noise.size(); ++l)
+      maps.emplace_back(absl::StrCat("noise", l), TensorToFloatArray(r.noise[l]));
+    RETURN_IF_ERROR(WriteNpzFile(a.noise_out, maps));
   }
+  if (!a.recon.empty()) {
+    auto recon = g->Synthesize(r.latent.unsqueeze(0), r.noise);
+    if (!recon.ok()) return recon.status();
+    if (absl::EndsWith(a.recon, ".npy")) {
+      RETURN_IF_ERROR(WriteNpyFile(a.recon, TensorToFloatArray(*recon)));
+    } else {
+      RETURN_IF_ERROR(WriteRgb8Image(a.recon, GeneratorOutputToRgb8((*recon)[0])));
+    }
+  }
+  std::cout << absl::StrFormat("done: %d steps (%s) in %s, loss %.5f, mse %.5f, psnr %.2f dB -> %s",
+                               r.steps, StopReasonName(r.reason), Duration(elapsed), r.final.loss,
+                               r.final.mse, r.final.psnr, a.out)
+            << std::endl;
   return absl::OkStatus();
+}
+
+enum class EditKind { kMorph, kStyleMix, kExpression };
+
+struct EditArgs {
+  std::string generator, a, b, c, out, latent_out;
+  int frames = 8, crossover = 8, first_layer = 0, last_layer = -1;
+  double lambda = 1.0;
+  NoiseArgs noise;
+};
+
+absl::Status Edit(const Common& common, const EditArgs& e, EditKind kind) {
+  torch::Device device(torch::kCPU);
+  RETURN_IF_ERROR(ApplyCommon(common, &device));
+  RETURN_IF_ERROR(CheckImageOut(e.out));
+  ASSIGN_OR_RETURN(auto g, StyleGan1Generator::Load(e.generator, device));
+  torch::Tensor edited;
+  switch (kind) {
+    case EditKind::kMorph: {
+      ASSIGN_OR_RETURN(torch::Tensor a, ReadLatent(e.a, *g, "--a"));
+      ASSIGN_OR_RETURN(torch::Tensor b, ReadLatent(e.b, *g, "--b"));
+      ASSIGN_OR_RETURN(edited, Morph(a, b, MorphAlphas(e.frames, /*include_endpoints=*/true)));
+      break;
+    }
+    case EditKind::kStyleMix: {
+      ASSIGN_OR_RETURN(torch::Tensor content, ReadLatent(e.a, *g, "--content"));
+      ASSIGN_OR_RETURN(torch::Tensor style, ReadLatent(e.b, *g, "--style"));
+      ASSIGN_OR_RETURN(edited, StyleMix(content, style, e.crossover));
+      break;
+    }
+    case EditKind::kExpression: {
+      ASSIGN_OR_RETURN(torch::Tensor target, ReadLatent(e.a, *g, "--target"));
+      ASSIGN_OR_RETURN(torch::Tensor neutral, ReadLatent(e.b, *g, "--neutral"));
+      ASSIGN_OR_RETURN(torch::Tensor expression, ReadLatent(e.c, *g, "--expression"));
+      ASSIGN_OR_RETURN(edited, ExpressionTransfer(target, neutral, expression, e.lambda,
+                                                  e.first_layer, e.last_layer));
+      break;
+    }
+  }
+  if (!e.latent_out.empty())
+    RETURN_IF_ERROR(WriteNpyFile(e.latent_out, TensorToFloatArray(edited)));
+  return RenderAndWrite(*g, edited, e.noise, e.out, "edit");
 }
 
 struct MapArgs {
@@ -221,13 +388,101 @@ int Run(int argc, char** argv) {
       ->add_option("--out", synth_args.out,
                    "OUT.png: 8-bit RGB (OUT-i.png for N > 1); OUT.npy: raw float32 NCHW output")
       ->required();
-  synth
-      ->add_option("--noise", synth_args.noise,
-                   "random (seeded), zero, or FILE.npz with noise0..noise{L-1}")
-      ->capture_default_str();
-  synth->add_option("--noise-seed", synth_args.noise_seed, "seed of the random noise maps")
-      ->capture_default_str();
+  AddNoiseOptions(synth, &synth_args.noise);
   add_common(synth);
+
+  EmbedArgs embed_args;
+  CLI::App* embed = app.add_subcommand(
+      "embed", "Embed an image into W+ by optimisation (Image2StyleGAN, + noise phase of ++)");
+  embed->add_option("--generator", embed_args.generator, "generator weight file")->required();
+  embed->add_option("--vgg", embed_args.vgg, "VGG16 weight file (torchvision layout)")->required();
+  embed->add_option("--image", embed_args.image, "image file (PNG, JPEG, ...)")->required();
+  embed->add_option("--out", embed_args.out, "latent .npy, float32 [L, 512]")->required();
+  embed->add_option("--recon", embed_args.recon, "write the reconstruction here (.png or .npy)");
+  embed->add_option("--noise-out", embed_args.noise_out, "write the noise maps here (.npz)");
+  embed->add_option("--steps", embed_args.options.steps, "W+ phase steps")->capture_default_str();
+  embed
+      ->add_option("--noise-steps", embed_args.options.noise_steps,
+                   "Image2StyleGAN++ noise phase steps (W+ fixed)")
+      ->capture_default_str();
+  embed->add_option("--lr", embed_args.options.lr, "Adam learning rate")->capture_default_str();
+  embed->add_option("--noise-lr", embed_args.options.noise_lr, "noise phase learning rate")
+      ->capture_default_str();
+  embed->add_option("--space", embed_args.space, "wplus or w")
+      ->check(CLI::IsMember({"wplus", "w"}))
+      ->capture_default_str();
+  embed
+      ->add_option("--init", embed_args.init,
+                   "mean (mean w), zeros, uniform (the paper, non-faces)")
+      ->check(CLI::IsMember({"mean", "zeros", "uniform"}))
+      ->capture_default_str();
+  embed
+      ->add_option("--mean-w-samples", embed_args.options.mean_w_samples,
+                   "mapping samples for the mean w")
+      ->capture_default_str();
+  embed->add_option("--w-mse", embed_args.options.w_mse, "weight of the pixel MSE")
+      ->capture_default_str();
+  embed->add_option("--w-perceptual", embed_args.options.w_perceptual, "weight of the VGG16 term")
+      ->capture_default_str();
+  embed
+      ->add_option("--perceptual-resolution", embed_args.options.perceptual_resolution,
+                   "images are downsampled to this for VGG16")
+      ->capture_default_str();
+  embed->add_flag("--imagenet-norm", embed_args.imagenet_norm, "ImageNet-normalise VGG16 inputs");
+  embed
+      ->add_option("--target-psnr", embed_args.options.target_psnr,
+                   "stop at this PSNR (dB, 0: off)")
+      ->capture_default_str();
+  embed
+      ->add_option("--plateau-window", embed_args.options.plateau_window,
+                   "stop when the loss has not improved for this many steps (0: off)")
+      ->capture_default_str();
+  embed->add_option("--mask", embed_args.mask, "grayscale mask: white pixels count, black do not");
+  embed->add_option("--fit", embed_args.fit, "crop or pad an image that is not square")
+      ->check(CLI::IsMember({"crop", "pad"}))
+      ->capture_default_str();
+  embed->add_option("--seed", embed_args.seed, "seed of the noise maps (and uniform init)")
+      ->capture_default_str();
+  embed->add_option("--log-every", embed_args.log_every, "progress line every N steps")
+      ->capture_default_str();
+  add_common(embed);
+
+  EditArgs morph_args, mix_args, expr_args;
+  CLI::App* morph = app.add_subcommand("morph", "Render a morph between two latents");
+  morph->add_option("--generator", morph_args.generator, "generator weight file")->required();
+  morph->add_option("--a", morph_args.a, "first latent .npy")->required();
+  morph->add_option("--b", morph_args.b, "second latent .npy")->required();
+  morph->add_option("--frames", morph_args.frames, "number of frames, endpoints included")
+      ->check(CLI::Range(2, 10000))
+      ->capture_default_str();
+  CLI::App* stylemix =
+      app.add_subcommand("stylemix", "Coarse layers from one latent, fine from another");
+  stylemix->add_option("--generator", mix_args.generator, "generator weight file")->required();
+  stylemix->add_option("--content", mix_args.a, "latent .npy giving rows [0, crossover)")
+      ->required();
+  stylemix->add_option("--style", mix_args.b, "latent .npy giving rows [crossover, L)")->required();
+  stylemix->add_option("--crossover", mix_args.crossover, "first row taken from --style")
+      ->capture_default_str();
+  CLI::App* expression = app.add_subcommand("expression", "w1 + lambda * (expression - neutral)");
+  expression->add_option("--generator", expr_args.generator, "generator weight file")->required();
+  expression->add_option("--target", expr_args.a, "latent .npy to edit (w1)")->required();
+  expression->add_option("--neutral", expr_args.b, "latent .npy of the neutral face (w2)")
+      ->required();
+  expression->add_option("--expression", expr_args.c, "latent .npy with the expression (w3)")
+      ->required();
+  expression->add_option("--lambda", expr_args.lambda, "strength")->capture_default_str();
+  expression->add_option("--first-layer", expr_args.first_layer, "first W+ row edited")
+      ->capture_default_str();
+  expression->add_option("--last-layer", expr_args.last_layer, "last W+ row edited (-1: the last)")
+      ->capture_default_str();
+  for (auto [cmd, args] :
+       {std::pair{morph, &morph_args}, {stylemix, &mix_args}, {expression, &expr_args}}) {
+    cmd->add_option("--out", args->out, "OUT.png (OUT-i.png for several) or OUT.npy (raw NCHW)")
+        ->required();
+    cmd->add_option("--latent-out", args->latent_out, "also write the edited W+ latents (.npy)");
+    AddNoiseOptions(cmd, &args->noise);
+    add_common(cmd);
+  }
 
   MapArgs map_args;
   CLI::App* map = app.add_subcommand(
@@ -271,6 +526,10 @@ int Run(int argc, char** argv) {
   absl::Status status;
   if (*info) status = Info(info_path);
   if (*synth) status = Synth(common, synth_args);
+  if (*embed) status = Embed(common, embed_args);
+  if (*morph) status = Edit(common, morph_args, EditKind::kMorph);
+  if (*stylemix) status = Edit(common, mix_args, EditKind::kStyleMix);
+  if (*expression) status = Edit(common, expr_args, EditKind::kExpression);
   if (*map) status = Map(common, map_args);
   if (*random) status = RandomModel(random_args);
   if (!status.ok()) {

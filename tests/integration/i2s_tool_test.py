@@ -124,6 +124,66 @@ class ToolTest(unittest.TestCase):
         self.assertEqual(len(torch.load(vgg)), 26)
 
 
+CHELSEA = "/usr/lib/python3/dist-packages/skimage/data/chelsea.png"  # python3-skimage
+
+
+class EmbedAndEditTest(unittest.TestCase):
+    def test_cat_photo_embeds_with_finite_decreasing_loss(self):
+        # A photo nobody here made, 451x300, cropped and resized to the 32x32 model.
+        proc = run("embed", "--generator", fixture("gen_r32.zip.pt"), "--vgg", fixture("vgg.zip.pth"),
+                   "--image", CHELSEA, "--steps", "40", "--noise-steps", "10", "--mean-w-samples", "1000",
+                   "--log-every", "1", "--out", work("cat.npy"), "--recon", work("cat.png"),
+                   "--noise-out", work("cat_noise.npz"), "--threads", "2")
+        losses = [float(line.split(" loss ")[1].split()[0]) for line in proc.stdout.splitlines()
+                  if line.startswith("step ")]
+        self.assertEqual(len(losses), 50)
+        self.assertTrue(all(np.isfinite(losses)))
+        self.assertLess(losses[39], 0.5 * losses[0])  # the W+ phase
+        self.assertLess(losses[-1], losses[40])       # the noise phase (pixel loss only)
+        self.assertIn("done: 50 steps", proc.stdout)
+        latent = np.load(work("cat.npy"))
+        self.assertEqual(latent.shape, (8, 512))
+        self.assertEqual(png_size(work("cat.png")), (32, 32))
+        # The stored latent and noise reproduce the reconstruction exactly.
+        run("synth", "--generator", fixture("gen_r32.zip.pt"), "--latent", work("cat.npy"),
+            "--noise", work("cat_noise.npz"), "--out", work("cat_again.png"))
+        with open(work("cat.png"), "rb") as a, open(work("cat_again.png"), "rb") as b:
+            self.assertEqual(a.read(), b.read())
+
+    def test_edits_render(self):
+        gen = fixture("gen_r32.zip.pt")
+        w = np.load(fixture("gen_r32.wplus.npy"))  # [2, 8, 512]
+        np.save(work("a.npy"), w[0])
+        np.save(work("b.npy"), w[1])
+        proc = run("morph", "--generator", gen, "--a", work("a.npy"), "--b", work("b.npy"), "--frames", "5",
+                   "--out", work("morph.png"), "--latent-out", work("morph.npy"))
+        self.assertEqual(len(proc.stdout.split()), 5)
+        frames = np.load(work("morph.npy"))
+        np.testing.assert_allclose(frames[0], w[0], atol=1e-6)
+        np.testing.assert_allclose(frames[2], (w[0] + w[1]) / 2, atol=1e-5)
+        np.testing.assert_allclose(frames[4], w[1], atol=1e-5)
+        run("stylemix", "--generator", gen, "--content", work("a.npy"), "--style", work("b.npy"),
+            "--crossover", "3", "--out", work("mix.npy"), "--latent-out", work("mix_w.npy"))
+        mixed = np.load(work("mix_w.npy"))[0]
+        np.testing.assert_array_equal(mixed[:3], w[0][:3])
+        np.testing.assert_array_equal(mixed[3:], w[1][3:])
+        run("expression", "--generator", gen, "--target", work("a.npy"), "--neutral", work("a.npy"),
+            "--expression", work("b.npy"), "--lambda", "0.5", "--first-layer", "2", "--last-layer", "4",
+            "--out", work("expr.png"), "--latent-out", work("expr_w.npy"))
+        e = np.load(work("expr_w.npy"))[0]
+        np.testing.assert_allclose(e[2:5], w[0][2:5] + 0.5 * (w[1][2:5] - w[0][2:5]), atol=1e-5)
+        np.testing.assert_array_equal(e[5:], w[0][5:])
+        bad = run("stylemix", "--generator", gen, "--content", work("a.npy"), "--style", work("b.npy"),
+                  "--crossover", "9", "--out", work("x.png"), expect=1)
+        self.assertIn("crossover: 9 is outside [0, 8]", bad.stderr)
+        bad = run("embed", "--generator", gen, "--vgg", fixture("vgg.zip.pth"), "--image", work("absent.png"),
+                  "--out", work("x.npy"), expect=1)
+        self.assertIn("cannot read or decode", bad.stderr)
+        bad = run("embed", "--generator", gen, "--vgg", fixture("vgg.zip.pth"), "--image", CHELSEA,
+                  "--lr", "0", "--out", work("x.npy"), expect=1)
+        self.assertIn("lr: must be positive", bad.stderr)
+
+
 class MalformedInputTest(unittest.TestCase):
     def expect_error(self, args, *needles):
         proc = run(*args, expect=1)
@@ -195,7 +255,7 @@ class MalformedInputTest(unittest.TestCase):
                           "Fortran")
         np.save(work("rows.npy"), np.zeros((7, 512), dtype=np.float32))
         self.expect_error(["synth", "--generator", gen, "--latent", work("rows.npy"), "--out", work("x.png")],
-                          "expected [N, 8, 512]")
+                          "expected [8, 512] or [N, 8, 512]")
         nan = np.zeros((8, 512), dtype=np.float32)
         nan[3, 3] = np.nan
         np.save(work("nan.npy"), nan)
