@@ -124,7 +124,15 @@ class ToolTest(unittest.TestCase):
         self.assertEqual(len(torch.load(vgg)), 26)
 
 
-CHELSEA = "/usr/lib/python3/dist-packages/skimage/data/chelsea.png"  # python3-skimage
+def skimage_photo(name):
+    """A photo shipped by Debian's python3-skimage (not made by this project)."""
+    import skimage.data
+    path = os.path.join(os.path.dirname(skimage.data.__file__), name)
+    assert os.path.exists(path), path
+    return path
+
+
+CHELSEA = skimage_photo("chelsea.png")
 
 
 class EmbedAndEditTest(unittest.TestCase):
