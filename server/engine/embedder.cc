@@ -405,7 +405,7 @@ absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
       metrics->push_back(sm);
       if (callbacks.on_preview && options_.preview_every > 0 &&
           s.step % options_.preview_every == 0) {
-        callbacks.on_preview(s.index, s.step, syn[i].detach());
+        callbacks.on_preview(s.index, s.step, syn[i].detach().clamp(0, 1));
       }
       // Stop rules: the W+ phase ends on steps, target PSNR or plateau (then the noise
       // phase, if any, starts); the noise phase ends the same way.

@@ -106,7 +106,8 @@ struct EmbedResult {
 struct EmbedCallbacks {
   // After each step, the metrics of every image still running (one host sync per step).
   std::function<void(const std::vector<StepMetrics>& metrics, double step_seconds)> on_step;
-  std::function<void(int image, int step, const torch::Tensor& rgb01)> on_preview;  // [3, R, R]
+  // Every preview_every steps: the current rendering, [3, R, R] clamped to [0, 1].
+  std::function<void(int image, int step, const torch::Tensor& rgb01)> on_preview;
   std::function<void(int image, const EmbedCheckpoint& checkpoint)> on_checkpoint;
   std::function<bool()> cancelled;  // polled before every step
 };

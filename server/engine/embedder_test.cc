@@ -170,7 +170,18 @@ TEST_F(EmbedderTest, DeterministicOnCpu) {
   EmbedTarget t = InDomainTarget(8, 12);
   EmbedOptions o = Fast(20);
   o.init = LatentInit::kUniform;
-  auto r1 = RunOk(o, {t});
+  o.preview_every = 8;
+  std::vector<int> preview_steps;
+  EmbedCallbacks cb;
+  cb.on_preview = [&](int image, int step, const torch::Tensor& rgb) {
+    EXPECT_EQ(image, 0);
+    EXPECT_EQ(rgb.sizes(), torch::IntArrayRef({3, 16, 16}));
+    EXPECT_GE(rgb.min().item<float>(), 0.f);
+    EXPECT_LE(rgb.max().item<float>(), 1.f);
+    preview_steps.push_back(step);
+  };
+  auto r1 = RunOk(o, {t}, cb);
+  EXPECT_EQ(preview_steps, (std::vector<int>{8, 16}));
   auto r2 = RunOk(o, {t});
   EXPECT_TRUE(torch::equal(r1[0].latent, r2[0].latent));
   EXPECT_EQ(r1[0].final.loss, r2[0].final.loss);
