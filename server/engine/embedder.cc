@@ -463,11 +463,11 @@ absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
     }
     if (w_group.empty() && noise_group.empty()) break;
     if (callbacks.cancelled && callbacks.cancelled()) {
-      for (ImageState* s : w_group) s->done = true, s->result.reason = StopReason::kCancelled;
-      for (ImageState* s : noise_group) s->done = true, s->result.reason = StopReason::kCancelled;
-      for (ImageState& s : states) {
-        if (s.result.reason == StopReason::kCancelled) {
-          s.result.status = absl::CancelledError(absl::StrCat("cancelled after step ", s.step));
+      for (std::vector<ImageState*>* group : {&w_group, &noise_group}) {
+        for (ImageState* s : *group) {
+          s->done = true;
+          s->result.reason = StopReason::kCancelled;
+          s->result.status = absl::CancelledError(absl::StrCat("cancelled after step ", s->step));
         }
       }
       break;

@@ -142,28 +142,39 @@ EmbedCallbacks RecordLosses(int image, std::vector<double>* losses) {
   return cb;
 }
 
-// Same per-step losses (up to float reassociation) and nearly the same latent. The latent
-// bound is looser than the loss bound: Adam divides by sqrt(v), so coordinates whose
-// gradient is near zero turn rounding noise into steps of up to lr.
+// Solo vs batched runs of one image, with batches of other sizes: the same trajectory up
+// to float reassociation. Kernels may sum in another order for another batch size, and
+// Adam (dividing by sqrt(v)) turns rounding noise on near-zero gradients into steps of
+// up to lr, so the bounds grow along the run: tight at step 1, looser after.
 void ExpectSameTrajectory(const std::vector<double>& a, const std::vector<double>& b,
                           const EmbedResult& ra, const EmbedResult& rb) {
   ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  EXPECT_LT(std::abs(a[0] - b[0]) / a[0], 1e-5) << "step 1";
   double worst = 0;
   for (size_t s = 0; s < a.size(); ++s) worst = std::max(worst, std::abs(a[s] - b[s]) / a[s]);
   ::testing::Test::RecordProperty("max_rel_loss_diff", std::to_string(worst));
-  EXPECT_LT(worst, 1e-3);
+  EXPECT_LT(worst, 2e-2);
   float diff = (ra.latent - rb.latent).abs().max().item<float>();
   ::testing::Test::RecordProperty("max_abs_latent_diff", std::to_string(diff));
-  EXPECT_LT(diff, 1e-2);
+  EXPECT_LT(diff, 5e-2);
 }
 
 TEST_F(EmbedderTest, ResultDoesNotDependOnBatchCompanions) {
   EmbedTarget a = InDomainTarget(5, 9), b = InDomainTarget(6, 10), c = InDomainTarget(7, 11);
-  std::vector<double> solo_losses, batch_losses;
+  EmbedTarget d = InDomainTarget(8, 12), e = InDomainTarget(9, 13);
+  // Same batch size, other companions: the image's arithmetic is the same, bit for bit.
+  std::vector<double> first, second;
+  auto r1 = RunOk(Fast(30), {b, a, c}, RecordLosses(1, &first));
+  auto r2 = RunOk(Fast(30), {d, a, e}, RecordLosses(1, &second));
+  ASSERT_EQ(r1.size(), 3u);
+  ASSERT_EQ(r2.size(), 3u);
+  EXPECT_EQ(first, second);
+  EXPECT_TRUE(torch::equal(r1[1].latent, r2[1].latent));
+  // Alone: the same trajectory up to float reassociation.
+  std::vector<double> solo_losses;
   auto solo = RunOk(Fast(30), {a}, RecordLosses(0, &solo_losses));
-  auto batch = RunOk(Fast(30), {b, a, c}, RecordLosses(1, &batch_losses));
-  ASSERT_EQ(batch.size(), 3u);
-  ExpectSameTrajectory(solo_losses, batch_losses, solo[0], batch[1]);
+  ExpectSameTrajectory(solo_losses, first, solo[0], r1[1]);
 }
 
 TEST_F(EmbedderTest, DeterministicOnCpu) {
