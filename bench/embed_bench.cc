@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_flags.h"
 #include "server/engine/embedder.h"
 #include "server/engine/stylegan1.h"
 #include "server/engine/torch_util.h"
@@ -19,40 +20,18 @@
 int main(int argc, char** argv) {
   std::string generator, vgg, device_spec = "cpu";
   int batch = 1, steps = 5, warmup = 2, threads = 0;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string flag = argv[i];
-    const char* v = argv[i + 1];
-    if (flag == "--generator")
-      generator = v;
-    else if (flag == "--vgg")
-      vgg = v;
-    else if (flag == "--batch")
-      batch = std::atoi(v);
-    else if (flag == "--steps")
-      steps = std::atoi(v);
-    else if (flag == "--warmup")
-      warmup = std::atoi(v);
-    else if (flag == "--threads")
-      threads = std::atoi(v);
-    else if (flag == "--device")
-      device_spec = v;
-    else {
-      std::fprintf(stderr, "embed_bench: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  const i2s::bench::Flags flags{
+      {{"--batch", &batch}, {"--steps", &steps}, {"--warmup", &warmup}, {"--threads", &threads}},
+      {{"--generator", &generator}, {"--vgg", &vgg}, {"--device", &device_spec}}};
+  if (!flags.Parse(argc, argv, "embed_bench")) return 2;
   if (generator.empty() || vgg.empty() || batch < 1 || steps < 1) {
-    std::fprintf(stderr, "embed_bench: --generator and --vgg are required\n");
+    std::fprintf(stderr,
+                 "embed_bench: --generator and --vgg are required, --batch and --steps >= 1\n");
     return 2;
   }
-  if (threads > 0) torch::set_num_threads(threads);
-  auto device = i2s::ParseDevice(device_spec);
-  if (!device.ok()) {
-    std::fprintf(stderr, "embed_bench: %s\n", std::string(device.status().message()).c_str());
-    return 2;
-  }
-  auto g = i2s::StyleGan1Generator::Load(generator, *device);
-  auto v = i2s::Vgg16Extractor::Load(vgg, {}, *device);
+  const torch::Device device = i2s::bench::SetUp(threads, device_spec, "embed_bench");
+  auto g = i2s::StyleGan1Generator::Load(generator, device);
+  auto v = i2s::Vgg16Extractor::Load(vgg, {}, device);
   if (!g.ok() || !v.ok()) {
     std::fprintf(stderr, "embed_bench: %s\n",
                  std::string((g.ok() ? v.status() : g.status()).message()).c_str());
@@ -86,7 +65,7 @@ int main(int argc, char** argv) {
       "engine=i2s device=%s resolution=%lld batch=%d threads=%d steps=%d median_ms=%.1f "
       "min_ms=%.1f "
       "image_steps_per_s=%.3f\n",
-      device->str().c_str(), static_cast<long long>(r), batch, torch::get_num_threads(),
+      device.str().c_str(), static_cast<long long>(r), batch, torch::get_num_threads(),
       static_cast<int>(ms.size()), median, ms.front(), batch * 1000.0 / median);
   return 0;
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_flags.h"
 #include "server/engine/stylegan1.h"
 #include "server/engine/torch_util.h"
 
@@ -27,49 +28,30 @@ void Sync(const torch::Device& d) {
 int main(int argc, char** argv) {
   int resolution = 1024, fmap_base = 8192, batch = 1, reps = 5, warmup = 1, threads = 0;
   std::string device_spec = "cpu";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string flag = argv[i];
-    const char* v = argv[i + 1];
-    if (flag == "--resolution")
-      resolution = std::atoi(v);
-    else if (flag == "--fmap-base")
-      fmap_base = std::atoi(v);
-    else if (flag == "--batch")
-      batch = std::atoi(v);
-    else if (flag == "--reps")
-      reps = std::atoi(v);
-    else if (flag == "--warmup")
-      warmup = std::atoi(v);
-    else if (flag == "--threads")
-      threads = std::atoi(v);
-    else if (flag == "--device")
-      device_spec = v;
-    else {
-      std::fprintf(stderr, "synth_bench: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
-  if (threads > 0) torch::set_num_threads(threads);
-  auto device = i2s::ParseDevice(device_spec);
-  if (!device.ok()) {
-    std::fprintf(stderr, "synth_bench: %s\n", std::string(device.status().message()).c_str());
-    return 2;
-  }
+  const i2s::bench::Flags flags{{{"--resolution", &resolution},
+                                 {"--fmap-base", &fmap_base},
+                                 {"--batch", &batch},
+                                 {"--reps", &reps},
+                                 {"--warmup", &warmup},
+                                 {"--threads", &threads}},
+                                {{"--device", &device_spec}}};
+  if (!flags.Parse(argc, argv, "synth_bench")) return 2;
+  const torch::Device device = i2s::bench::SetUp(threads, device_spec, "synth_bench");
   auto config = i2s::StyleGan1Config::FromFmap(resolution, fmap_base);
-  auto g = i2s::StyleGan1Generator::Create(i2s::RandomStyleGan1Weights(config, 1), *device);
+  auto g = i2s::StyleGan1Generator::Create(i2s::RandomStyleGan1Weights(config, 1), device);
   if (!g.ok()) {
     std::fprintf(stderr, "synth_bench: %s\n", std::string(g.status().message()).c_str());
     return 1;
   }
   torch::InferenceMode inference;
-  torch::Tensor w = torch::randn({batch, (*g)->num_layers(), 512}).to(*device);
+  torch::Tensor w = torch::randn({batch, (*g)->num_layers(), 512}).to(device);
   auto noise = (*g)->MakeNoise(0, batch);
   std::vector<double> ms;
   for (int i = 0; i < warmup + reps; ++i) {
-    Sync(*device);
+    Sync(device);
     auto t0 = std::chrono::steady_clock::now();
     torch::Tensor img = (*g)->Forward(w, noise);
-    Sync(*device);
+    Sync(device);
     double dt =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (i >= warmup) ms.push_back(dt);
@@ -78,7 +60,7 @@ int main(int argc, char** argv) {
   std::printf(
       "engine=i2s device=%s resolution=%d fmap_base=%d batch=%d threads=%d reps=%d median_ms=%.1f "
       "min_ms=%.1f\n",
-      device->str().c_str(), resolution, fmap_base, batch, torch::get_num_threads(), reps,
+      device.str().c_str(), resolution, fmap_base, batch, torch::get_num_threads(), reps,
       ms[ms.size() / 2], ms.front());
   return 0;
 }
