@@ -19,9 +19,7 @@ absl::StatusOr<torch::Tensor> AsBatch(const torch::Tensor& w, absl::string_view 
     return absl::InvalidArgumentError(
         absl::StrCat(name, ": shape ", ShapeString(w.sizes()), ", expected [L, D] or [N, L, D]"));
   }
-  if (!torch::isfinite(w).all().item<bool>()) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": contains NaN or Inf"));
-  }
+  RETURN_IF_ERROR(CheckFinite(w, name));
   torch::Tensor b = w.dim() == 2 ? w.unsqueeze(0) : w;
   return b.to(torch::kFloat32);
 }

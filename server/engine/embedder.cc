@@ -31,9 +31,7 @@ absl::Status CheckImageLike(const torch::Tensor& t, int64_t channels, int64_t re
                                                    ", expected float [", channels, ", ", res, ", ",
                                                    res, "]"));
   }
-  if (!torch::isfinite(t).all().item<bool>()) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": contains NaN or Inf"));
-  }
+  RETURN_IF_ERROR(CheckFinite(t, name));
   if (t.min().item<double>() < -1e-3 || t.max().item<double>() > 1 + 1e-3) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": values outside [0, 1]"));
   }
@@ -252,9 +250,7 @@ absl::Status Embedder::Prepare(const std::vector<EmbedTarget>& targets,
             return absl::InvalidArgumentError(
                 absl::StrCat(name, ".init_latent: expected [", layers, ", ", dim, "]"));
           }
-          if (!torch::isfinite(t.init_latent).all().item<bool>()) {
-            return absl::InvalidArgumentError(name + ".init_latent: contains NaN or Inf");
-          }
+          RETURN_IF_ERROR(CheckFinite(t.init_latent, name + ".init_latent"));
           torch::Tensor w = t.init_latent.to(device, torch::kFloat32);
           // In W space the given W+ is collapsed to its mean row.
           s.latent = (rows == 1 ? w.mean(0, true) : w).clone();
@@ -345,6 +341,9 @@ absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
         torch::stack({loss.detach(), mse.detach(), perc.detach(), grad_ok.to(torch::kFloat32)})
             .cpu();
     auto acc = host.accessor<float, 2>();
+    // An image whose loss or gradient is not finite keeps its last state and fails below.
+    std::vector<bool> healthy(b);
+    for (int64_t i = 0; i < b; ++i) healthy[i] = acc[3][i] > 0.5f && std::isfinite(acc[0][i]);
 
     std::vector<int> t(b);
     for (int64_t i = 0; i < b; ++i) t[i] = group[i]->step - (noise_phase ? options_.steps : 0) + 1;
@@ -360,7 +359,7 @@ absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
         AdamStep(p, m, v, noise[l].grad(), t, options_.noise_lr, options_.beta1, options_.beta2,
                  options_.eps);
         for (int64_t i = 0; i < b; ++i) {
-          if (acc[3][i] < 0.5f || !std::isfinite(acc[0][i])) continue;
+          if (!healthy[i]) continue;
           group[i]->noise[l] = p.narrow(0, i, 1);
           group[i]->noise_m[l] = m.narrow(0, i, 1);
           group[i]->noise_v[l] = v.narrow(0, i, 1);
@@ -375,7 +374,7 @@ absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
       torch::Tensor p = w.detach().clone(), m = torch::stack(ms), v = torch::stack(vs);
       AdamStep(p, m, v, w.grad(), t, options_.lr, options_.beta1, options_.beta2, options_.eps);
       for (int64_t i = 0; i < b; ++i) {
-        if (acc[3][i] < 0.5f || !std::isfinite(acc[0][i])) continue;
+        if (!healthy[i]) continue;
         group[i]->latent = p[i];
         group[i]->m = m[i];
         group[i]->v = v[i];
@@ -392,7 +391,7 @@ absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
       sm.mse = acc[1][i];
       sm.perceptual = acc[2][i];
       sm.psnr = 10 * std::log10(1 / std::max(sm.mse, 1e-12));
-      if (acc[3][i] < 0.5f || !std::isfinite(sm.loss)) {
+      if (!healthy[i]) {
         s.done = true;
         s.result.reason = StopReason::kFailed;
         s.result.status = absl::InternalError(absl::StrCat(

@@ -13,10 +13,7 @@ absl::Status CheckFloatFinite(const torch::Tensor& t, absl::string_view name) {
   if (!t.is_floating_point()) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": expected a floating-point tensor"));
   }
-  if (!torch::isfinite(t).all().item<bool>()) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": contains NaN or Inf"));
-  }
-  return absl::OkStatus();
+  return CheckFinite(t, name);
 }
 
 }  // namespace

@@ -45,6 +45,13 @@ torch::Tensor FloatArrayToTensor(const FloatArray& a) {
   return torch::from_blob(const_cast<float*>(a.values.data()), a.shape, torch::kFloat32).clone();
 }
 
+absl::Status CheckFinite(const torch::Tensor& t, absl::string_view name) {
+  if (!torch::isfinite(t).all().item<bool>()) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": contains NaN or Inf"));
+  }
+  return absl::OkStatus();
+}
+
 std::string ShapeString(torch::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }

@@ -47,6 +47,9 @@ absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec);
 FloatArray TensorToFloatArray(const torch::Tensor& t);
 torch::Tensor FloatArrayToTensor(const FloatArray& a);
 
+// InvalidArgument "<name>: contains NaN or Inf" unless every element of `t` is finite.
+absl::Status CheckFinite(const torch::Tensor& t, absl::string_view name);
+
 // "[2, 3]" for error messages.
 std::string ShapeString(torch::IntArrayRef shape);
 
