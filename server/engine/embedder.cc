@@ -103,8 +103,8 @@ absl::Status EmbedOptions::Validate() const {
   return absl::OkStatus();
 }
 
-struct Embedder::ImageState {
-  int index = 0;
+struct EmbedBatch::ImageState {
+  int handle = 0;
   torch::Tensor target;     // [1, 3, R, R] on device
   torch::Tensor mse_mask;   // [1, 1, R, R]
   torch::Tensor perc_mask;  // [1, 1, R, R]
@@ -145,7 +145,60 @@ absl::StatusOr<torch::Tensor> Embedder::MeanW(Generator& generator, int samples)
   return mean.to(generator.device());
 }
 
-torch::Tensor Embedder::Downsample(const torch::Tensor& images) const {
+absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
+    const std::vector<EmbedTarget>& targets, const EmbedCallbacks& callbacks,
+    const std::vector<std::optional<EmbedCheckpoint>>& resume) {
+  ASSIGN_OR_RETURN(std::unique_ptr<EmbedBatch> batch,
+                   EmbedBatch::Create(generator_, vgg_, options_));
+  if (targets.empty()) return absl::InvalidArgumentError("targets: empty");
+  if (!resume.empty() && resume.size() != targets.size()) {
+    return absl::InvalidArgumentError("resume: one entry per target expected");
+  }
+  std::vector<int> handles;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    ASSIGN_OR_RETURN(int h, batch->Add(targets[i], resume.empty() ? std::nullopt : resume[i],
+                                       absl::StrCat("targets[", i, "]")));
+    handles.push_back(h);  // handles are 0, 1, ... in order, so they equal the indices
+  }
+  while (batch->num_running() > 0) {
+    if (callbacks.cancelled && callbacks.cancelled()) {
+      for (int h : handles) {
+        batch->Cancel(h,
+                      absl::CancelledError(absl::StrCat("cancelled after step ", batch->step(h))));
+      }
+      break;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<StepMetrics> metrics;
+    RETURN_IF_ERROR(batch->Step(callbacks, &metrics));
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (callbacks.on_step && !metrics.empty()) callbacks.on_step(metrics, seconds);
+  }
+  std::vector<EmbedResult> results;
+  for (int h : handles) {
+    ASSIGN_OR_RETURN(EmbedResult r, batch->Take(h));
+    results.push_back(std::move(r));
+  }
+  return results;
+}
+
+EmbedBatch::EmbedBatch(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options)
+    : generator_(generator), vgg_(vgg), options_(std::move(options)) {}
+
+EmbedBatch::~EmbedBatch() = default;
+
+absl::StatusOr<std::unique_ptr<EmbedBatch>> EmbedBatch::Create(Generator* generator,
+                                                               Vgg16Extractor* vgg,
+                                                               const EmbedOptions& options) {
+  RETURN_IF_ERROR(options.Validate());
+  if (generator == nullptr) return absl::InvalidArgumentError("generator: missing");
+  if (vgg == nullptr && (options.w_perceptual > 0 || options.noise_w_perceptual > 0)) {
+    return absl::InvalidArgumentError("vgg: the perceptual loss needs a VGG16");
+  }
+  return std::unique_ptr<EmbedBatch>(new EmbedBatch(generator, vgg, options));
+}
+
+torch::Tensor EmbedBatch::Downsample(const torch::Tensor& images) const {
   const int64_t res = images.size(-1);
   if (res <= options_.perceptual_resolution) return images;
   return F::interpolate(images, F::InterpolateFuncOptions()
@@ -156,7 +209,7 @@ torch::Tensor Embedder::Downsample(const torch::Tensor& images) const {
 }
 
 // Per-image sum over the selected layers of the mean squared feature difference: [B].
-torch::Tensor Embedder::Perceptual(const Vgg16Features& a, const Vgg16Features& b) const {
+torch::Tensor EmbedBatch::Perceptual(const Vgg16Features& a, const Vgg16Features& b) const {
   torch::Tensor total;
   auto add = [&](bool use, const torch::Tensor& x, const torch::Tensor& y) {
     if (!use) return;
@@ -170,330 +223,349 @@ torch::Tensor Embedder::Perceptual(const Vgg16Features& a, const Vgg16Features& 
   return total;
 }
 
-absl::Status Embedder::Prepare(const std::vector<EmbedTarget>& targets,
-                               const std::vector<std::optional<EmbedCheckpoint>>& resume,
-                               std::vector<ImageState>* states) {
+absl::Status EmbedBatch::Prepare(const EmbedTarget& t, const std::optional<EmbedCheckpoint>& cp,
+                                 const std::string& name, ImageState* state) {
   const int64_t res = generator_->resolution();
   const int64_t layers = generator_->num_layers(), dim = generator_->latent_size();
   const int64_t rows = options_.space == LatentSpace::kW ? 1 : layers;
   const torch::Device device = generator_->device();
-  if (!resume.empty() && resume.size() != targets.size()) {
-    return absl::InvalidArgumentError("resume: one entry per target expected");
+  ImageState& s = *state;
+  if (!t.image.defined()) return absl::InvalidArgumentError(name + ".image: missing");
+  RETURN_IF_ERROR(CheckImageLike(t.image, 3, res, name + ".image"));
+  s.target = t.image.to(device, torch::kFloat32).unsqueeze(0);
+  s.mse_mask = torch::ones({1, 1, res, res}, s.target.options());
+  s.perc_mask = s.mse_mask;
+  if (t.mse_mask.defined()) {
+    RETURN_IF_ERROR(CheckImageLike(t.mse_mask, 1, res, name + ".mse_mask"));
+    s.mse_mask = t.mse_mask.to(device, torch::kFloat32).unsqueeze(0);
+    if (s.mse_mask.sum().item<double>() <= 0) {
+      return absl::InvalidArgumentError(name + ".mse_mask: selects no pixel");
+    }
   }
-  torch::Tensor mean_w;
-  for (size_t i = 0; i < targets.size(); ++i) {
-    const EmbedTarget& t = targets[i];
-    const std::string name = absl::StrCat("targets[", i, "]");
-    ImageState s;
-    s.index = static_cast<int>(i);
-    if (!t.image.defined()) return absl::InvalidArgumentError(name + ".image: missing");
-    RETURN_IF_ERROR(CheckImageLike(t.image, 3, res, name + ".image"));
-    s.target = t.image.to(device, torch::kFloat32).unsqueeze(0);
-    s.mse_mask = torch::ones({1, 1, res, res}, s.target.options());
-    s.perc_mask = s.mse_mask;
-    if (t.mse_mask.defined()) {
-      RETURN_IF_ERROR(CheckImageLike(t.mse_mask, 1, res, name + ".mse_mask"));
-      s.mse_mask = t.mse_mask.to(device, torch::kFloat32).unsqueeze(0);
-      if (s.mse_mask.sum().item<double>() <= 0) {
-        return absl::InvalidArgumentError(name + ".mse_mask: selects no pixel");
-      }
+  if (t.perceptual_mask.defined()) {
+    RETURN_IF_ERROR(CheckImageLike(t.perceptual_mask, 1, res, name + ".perceptual_mask"));
+    s.perc_mask = t.perceptual_mask.to(device, torch::kFloat32).unsqueeze(0);
+  }
+  if (options_.w_perceptual > 0 || options_.noise_w_perceptual > 0) {
+    torch::NoGradGuard no_grad;
+    s.target_features = vgg_->Forward(Downsample(s.target * s.perc_mask));
+  }
+  if (cp.has_value()) {
+    const EmbedCheckpoint& c = *cp;
+    if (!c.latent.defined() || c.latent.sizes() != torch::IntArrayRef({rows, dim}) ||
+        c.noise.size() != static_cast<size_t>(layers) || c.step < 0) {
+      return absl::InvalidArgumentError(name + ": resume checkpoint does not fit this embedding");
     }
-    if (t.perceptual_mask.defined()) {
-      RETURN_IF_ERROR(CheckImageLike(t.perceptual_mask, 1, res, name + ".perceptual_mask"));
-      s.perc_mask = t.perceptual_mask.to(device, torch::kFloat32).unsqueeze(0);
+    s.step = c.step;
+    s.latent = c.latent.to(device).clone();
+    s.m = c.adam_m.to(device).clone();
+    s.v = c.adam_v.to(device).clone();
+    for (size_t l = 0; l < c.noise.size(); ++l) {
+      s.noise.push_back(c.noise[l].to(device).clone());
+      bool has_state = l < c.noise_m.size() && l < c.noise_v.size();
+      s.noise_m.push_back(has_state ? c.noise_m[l].to(device).clone()
+                                    : torch::zeros_like(s.noise[l]));
+      s.noise_v.push_back(has_state ? c.noise_v[l].to(device).clone()
+                                    : torch::zeros_like(s.noise[l]));
     }
-    if (options_.w_perceptual > 0 || options_.noise_w_perceptual > 0) {
-      torch::NoGradGuard no_grad;
-      s.target_features = vgg_->Forward(Downsample(s.target * s.perc_mask));
-    }
-    const std::optional<EmbedCheckpoint>* cp = resume.empty() ? nullptr : &resume[i];
-    if (cp != nullptr && cp->has_value()) {
-      const EmbedCheckpoint& c = **cp;
-      if (!c.latent.defined() || c.latent.sizes() != torch::IntArrayRef({rows, dim}) ||
-          c.noise.size() != static_cast<size_t>(layers) || c.step < 0) {
-        return absl::InvalidArgumentError(name + ": resume checkpoint does not fit this embedding");
-      }
-      s.step = c.step;
-      s.latent = c.latent.to(device).clone();
-      s.m = c.adam_m.to(device).clone();
-      s.v = c.adam_v.to(device).clone();
-      for (size_t l = 0; l < c.noise.size(); ++l) {
-        s.noise.push_back(c.noise[l].to(device).clone());
-        bool has_state = l < c.noise_m.size() && l < c.noise_v.size();
-        s.noise_m.push_back(has_state ? c.noise_m[l].to(device).clone()
-                                      : torch::zeros_like(s.noise[l]));
-        s.noise_v.push_back(has_state ? c.noise_v[l].to(device).clone()
-                                      : torch::zeros_like(s.noise[l]));
-      }
-      s.best_loss = c.best_step > 0 ? c.best_loss : std::numeric_limits<double>::infinity();
-      s.best_step = c.best_step;
-    } else {
-      switch (options_.init) {
-        case LatentInit::kMeanW:
-          if (!mean_w.defined()) {
-            ASSIGN_OR_RETURN(mean_w, MeanW(*generator_, options_.mean_w_samples));
-          }
-          s.latent = mean_w.view({1, dim}).expand({rows, dim}).clone();
-          break;
-        case LatentInit::kZeros:
-          s.latent = torch::zeros({rows, dim}, torch::TensorOptions(device));
-          break;
-        case LatentInit::kUniform: {
-          auto gen = at::make_generator<at::CPUGeneratorImpl>(t.seed ^ kUniformSeedSalt);
-          s.latent =
-              (torch::rand({rows, dim}, gen) * 2 - 1).mul_(options_.uniform_range).to(device);
-          break;
+    s.best_loss = c.best_step > 0 ? c.best_loss : std::numeric_limits<double>::infinity();
+    s.best_step = c.best_step;
+  } else {
+    switch (options_.init) {
+      case LatentInit::kMeanW:
+        if (!mean_w_.defined()) {
+          ASSIGN_OR_RETURN(mean_w_, Embedder::MeanW(*generator_, options_.mean_w_samples));
         }
-        case LatentInit::kGiven: {
-          if (!t.init_latent.defined() || t.init_latent.dim() != 2 ||
-              t.init_latent.size(0) != layers || t.init_latent.size(1) != dim) {
-            return absl::InvalidArgumentError(
-                absl::StrCat(name, ".init_latent: expected [", layers, ", ", dim, "]"));
-          }
-          RETURN_IF_ERROR(CheckFinite(t.init_latent, name + ".init_latent"));
-          torch::Tensor w = t.init_latent.to(device, torch::kFloat32);
-          // In W space the given W+ is collapsed to its mean row.
-          s.latent = (rows == 1 ? w.mean(0, true) : w).clone();
-          break;
-        }
+        s.latent = mean_w_.view({1, dim}).expand({rows, dim}).clone();
+        break;
+      case LatentInit::kZeros:
+        s.latent = torch::zeros({rows, dim}, torch::TensorOptions(device));
+        break;
+      case LatentInit::kUniform: {
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(t.seed ^ kUniformSeedSalt);
+        s.latent = (torch::rand({rows, dim}, gen) * 2 - 1).mul_(options_.uniform_range).to(device);
+        break;
       }
-      s.m = torch::zeros_like(s.latent);
-      s.v = torch::zeros_like(s.latent);
-      s.noise = generator_->MakeNoise(t.seed, 1);
-      for (const auto& n : s.noise) {
-        s.noise_m.push_back(torch::zeros_like(n));
-        s.noise_v.push_back(torch::zeros_like(n));
+      case LatentInit::kGiven: {
+        if (!t.init_latent.defined() || t.init_latent.dim() != 2 ||
+            t.init_latent.size(0) != layers || t.init_latent.size(1) != dim) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(name, ".init_latent: expected [", layers, ", ", dim, "]"));
+        }
+        RETURN_IF_ERROR(CheckFinite(t.init_latent, name + ".init_latent"));
+        torch::Tensor w = t.init_latent.to(device, torch::kFloat32);
+        // In W space the given W+ is collapsed to its mean row.
+        s.latent = (rows == 1 ? w.mean(0, true) : w).clone();
+        break;
       }
     }
-    states->push_back(std::move(s));
+    s.m = torch::zeros_like(s.latent);
+    s.v = torch::zeros_like(s.latent);
+    s.noise = generator_->MakeNoise(t.seed, 1);
+    for (const auto& n : s.noise) {
+      s.noise_m.push_back(torch::zeros_like(n));
+      s.noise_v.push_back(torch::zeros_like(n));
+    }
+  }
+  if (s.step >= options_.steps + options_.noise_steps) s.done = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> EmbedBatch::Add(const EmbedTarget& target,
+                                    const std::optional<EmbedCheckpoint>& resume,
+                                    const std::string& name) {
+  auto state = std::make_unique<ImageState>();
+  RETURN_IF_ERROR(
+      TorchCall("preparing " + name, [&] { return Prepare(target, resume, name, state.get()); }));
+  state->handle = next_handle_++;
+  const int handle = state->handle;
+  images_.emplace(handle, std::move(state));
+  return handle;
+}
+
+int EmbedBatch::step(int handle) const {
+  auto it = images_.find(handle);
+  return it == images_.end() ? -1 : it->second->step;
+}
+
+int EmbedBatch::num_running() const {
+  int n = 0;
+  for (const auto& [h, s] : images_) n += s->done ? 0 : 1;
+  return n;
+}
+
+bool EmbedBatch::empty() const { return images_.empty(); }
+
+std::vector<int> EmbedBatch::Finished() const {
+  std::vector<int> done;
+  for (const auto& [h, s] : images_) {
+    if (s->done) done.push_back(h);
+  }
+  return done;
+}
+
+void EmbedBatch::Cancel(int handle, const absl::Status& why) {
+  auto it = images_.find(handle);
+  if (it == images_.end() || it->second->done) return;
+  it->second->done = true;
+  it->second->result.reason = StopReason::kCancelled;
+  it->second->result.status = why;
+}
+
+absl::StatusOr<EmbedCheckpoint> EmbedBatch::Checkpoint(int handle) const {
+  auto it = images_.find(handle);
+  if (it == images_.end()) return absl::NotFoundError(absl::StrCat("image ", handle));
+  const ImageState& s = *it->second;
+  EmbedCheckpoint c;
+  RETURN_IF_ERROR(TorchCall("checkpoint", [&] {
+    c.step = s.step;
+    c.latent = s.latent.detach().cpu();
+    c.adam_m = s.m.cpu();
+    c.adam_v = s.v.cpu();
+    for (size_t l = 0; l < s.noise.size(); ++l) {
+      c.noise.push_back(s.noise[l].detach().cpu());
+      c.noise_m.push_back(s.noise_m[l].cpu());
+      c.noise_v.push_back(s.noise_v[l].cpu());
+    }
+    c.best_loss = s.best_loss;
+    c.best_step = s.best_step;
+    return absl::OkStatus();
+  }));
+  return c;
+}
+
+absl::StatusOr<EmbedResult> EmbedBatch::Take(int handle) {
+  auto it = images_.find(handle);
+  if (it == images_.end()) return absl::NotFoundError(absl::StrCat("image ", handle));
+  ImageState& s = *it->second;
+  if (!s.done) return absl::FailedPreconditionError(absl::StrCat("image ", handle, " is running"));
+  const int64_t layers = generator_->num_layers(), dim = generator_->latent_size();
+  EmbedResult r = std::move(s.result);
+  r.steps = s.step;
+  RETURN_IF_ERROR(TorchCall("result", [&] {
+    r.latent = s.latent.detach().expand({layers, dim}).contiguous().cpu();
+    for (const auto& n : s.noise) r.noise.push_back(n.detach().cpu());
+    return absl::OkStatus();
+  }));
+  images_.erase(it);
+  return r;
+}
+
+absl::Status EmbedBatch::Step(const EmbedCallbacks& callbacks, std::vector<StepMetrics>* metrics) {
+  std::vector<ImageState*> w_group, noise_group;
+  for (auto& [h, s] : images_) {
+    if (s->done) continue;
+    (s->step < options_.steps ? w_group : noise_group).push_back(s.get());
+  }
+  if (!w_group.empty()) {
+    RETURN_IF_ERROR(
+        TorchCall("embedding step", [&] { return StepGroup(w_group, false, callbacks, metrics); }));
+  }
+  if (!noise_group.empty()) {
+    RETURN_IF_ERROR(
+        TorchCall("noise step", [&] { return StepGroup(noise_group, true, callbacks, metrics); }));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
-    const std::vector<EmbedTarget>& targets, const EmbedCallbacks& callbacks,
-    const std::vector<std::optional<EmbedCheckpoint>>& resume) {
-  RETURN_IF_ERROR(options_.Validate());
-  if (targets.empty()) return absl::InvalidArgumentError("targets: empty");
-  std::vector<ImageState> states;
-  RETURN_IF_ERROR(
-      TorchCall("preparing targets", [&] { return Prepare(targets, resume, &states); }));
-
+// One optimiser step for the images in `group`, all in the same phase.
+absl::Status EmbedBatch::StepGroup(std::vector<ImageState*>& group, bool noise_phase,
+                                   const EmbedCallbacks& callbacks,
+                                   std::vector<StepMetrics>* metrics) {
   const int total_steps = options_.steps + options_.noise_steps;
   const int64_t layers = generator_->num_layers(), dim = generator_->latent_size();
-  for (ImageState& s : states) {
-    if (s.step >= total_steps) s.done = true;
+  const int64_t b = static_cast<int64_t>(group.size());
+  std::vector<torch::Tensor> lat, targets_v, mse_masks, perc_masks;
+  for (ImageState* s : group) {
+    lat.push_back(s->latent);
+    targets_v.push_back(s->target);
+    mse_masks.push_back(s->mse_mask);
+    perc_masks.push_back(s->perc_mask);
   }
+  torch::Tensor w = torch::stack(lat).detach();  // [B, rows, D]
+  if (!noise_phase) w.requires_grad_(true);
+  std::vector<torch::Tensor> noise(layers);
+  for (int64_t l = 0; l < layers; ++l) {
+    std::vector<torch::Tensor> maps;
+    for (ImageState* s : group) maps.push_back(s->noise[l]);
+    noise[l] = torch::cat(maps).detach();
+    if (noise_phase) noise[l].requires_grad_(true);
+  }
+  const double w_mse = noise_phase ? options_.noise_w_mse : options_.w_mse;
+  const double w_perc = noise_phase ? options_.noise_w_perceptual : options_.w_perceptual;
+  torch::Tensor wplus = w.size(1) == 1 ? w.expand({b, layers, dim}) : w;
+  torch::Tensor syn = (generator_->Forward(wplus, noise) + 1) / 2;  // [0, 1]
+  torch::Tensor target = torch::cat(targets_v), mse_mask = torch::cat(mse_masks);
+  torch::Tensor mse = ((syn - target).square() * mse_mask).sum({1, 2, 3}) /
+                      (mse_mask.sum({1, 2, 3}) * 3);  // per image, over the masked pixels
+  torch::Tensor perc = torch::zeros_like(mse);
+  if (w_perc > 0) {
+    Vgg16Features tf;
+    auto cat = [&](auto member) {
+      std::vector<torch::Tensor> v;
+      for (ImageState* s : group) v.push_back(member(s->target_features));
+      return torch::cat(v);
+    };
+    tf.relu1_1 = cat([](const Vgg16Features& f) { return f.relu1_1; });
+    tf.relu1_2 = cat([](const Vgg16Features& f) { return f.relu1_2; });
+    tf.relu3_2 = cat([](const Vgg16Features& f) { return f.relu3_2; });
+    tf.relu4_2 = cat([](const Vgg16Features& f) { return f.relu4_2; });
+    perc = Perceptual(vgg_->Forward(Downsample(syn * torch::cat(perc_masks))), tf);
+  }
+  torch::Tensor loss = w_mse * mse + w_perc * perc;  // [B]
+  loss.sum().backward();
 
-  // One optimiser step for the images in `group`, all in the same phase.
-  auto step_group = [&](std::vector<ImageState*>& group, bool noise_phase,
-                        std::vector<StepMetrics>* metrics) -> absl::Status {
-    const int64_t b = static_cast<int64_t>(group.size());
-    std::vector<torch::Tensor> lat, targets_v, mse_masks, perc_masks;
-    for (ImageState* s : group) {
-      lat.push_back(s->latent);
-      targets_v.push_back(s->target);
-      mse_masks.push_back(s->mse_mask);
-      perc_masks.push_back(s->perc_mask);
-    }
-    torch::Tensor w = torch::stack(lat).detach();  // [B, rows, D]
-    if (!noise_phase) w.requires_grad_(true);
-    std::vector<torch::Tensor> noise(layers);
+  // Per-image health, then one host copy of the metrics.
+  std::vector<torch::Tensor> grads;
+  if (noise_phase) {
+    for (const auto& n : noise) grads.push_back(n.grad().flatten(1));
+  } else {
+    grads.push_back(w.grad().flatten(1));
+  }
+  torch::Tensor grad_ok = torch::isfinite(torch::cat(grads, 1)).all(1);
+  torch::Tensor host =
+      torch::stack({loss.detach(), mse.detach(), perc.detach(), grad_ok.to(torch::kFloat32)}).cpu();
+  auto acc = host.accessor<float, 2>();
+  // An image whose loss or gradient is not finite keeps its last state and fails below.
+  std::vector<bool> healthy(b);
+  for (int64_t i = 0; i < b; ++i) healthy[i] = acc[3][i] > 0.5f && std::isfinite(acc[0][i]);
+
+  std::vector<int> t(b);
+  for (int64_t i = 0; i < b; ++i) t[i] = group[i]->step - (noise_phase ? options_.steps : 0) + 1;
+  torch::NoGradGuard no_grad;
+  if (noise_phase) {
     for (int64_t l = 0; l < layers; ++l) {
-      std::vector<torch::Tensor> maps;
-      for (ImageState* s : group) maps.push_back(s->noise[l]);
-      noise[l] = torch::cat(maps).detach();
-      if (noise_phase) noise[l].requires_grad_(true);
-    }
-    const double w_mse = noise_phase ? options_.noise_w_mse : options_.w_mse;
-    const double w_perc = noise_phase ? options_.noise_w_perceptual : options_.w_perceptual;
-    torch::Tensor wplus = w.size(1) == 1 ? w.expand({b, layers, dim}) : w;
-    torch::Tensor syn = (generator_->Forward(wplus, noise) + 1) / 2;  // [0, 1]
-    torch::Tensor target = torch::cat(targets_v), mse_mask = torch::cat(mse_masks);
-    torch::Tensor mse = ((syn - target).square() * mse_mask).sum({1, 2, 3}) /
-                        (mse_mask.sum({1, 2, 3}) * 3);  // per image, over the masked pixels
-    torch::Tensor perc = torch::zeros_like(mse);
-    if (w_perc > 0) {
-      Vgg16Features tf;
-      auto cat = [&](auto member) {
-        std::vector<torch::Tensor> v;
-        for (ImageState* s : group) v.push_back(member(s->target_features));
-        return torch::cat(v);
-      };
-      tf.relu1_1 = cat([](const Vgg16Features& f) { return f.relu1_1; });
-      tf.relu1_2 = cat([](const Vgg16Features& f) { return f.relu1_2; });
-      tf.relu3_2 = cat([](const Vgg16Features& f) { return f.relu3_2; });
-      tf.relu4_2 = cat([](const Vgg16Features& f) { return f.relu4_2; });
-      perc = Perceptual(vgg_->Forward(Downsample(syn * torch::cat(perc_masks))), tf);
-    }
-    torch::Tensor loss = w_mse * mse + w_perc * perc;  // [B]
-    loss.sum().backward();
-
-    // Per-image health, then one host copy of the metrics.
-    std::vector<torch::Tensor> grads;
-    if (noise_phase) {
-      for (const auto& n : noise) grads.push_back(n.grad().flatten(1));
-    } else {
-      grads.push_back(w.grad().flatten(1));
-    }
-    torch::Tensor grad_ok = torch::isfinite(torch::cat(grads, 1)).all(1);
-    torch::Tensor host =
-        torch::stack({loss.detach(), mse.detach(), perc.detach(), grad_ok.to(torch::kFloat32)})
-            .cpu();
-    auto acc = host.accessor<float, 2>();
-    // An image whose loss or gradient is not finite keeps its last state and fails below.
-    std::vector<bool> healthy(b);
-    for (int64_t i = 0; i < b; ++i) healthy[i] = acc[3][i] > 0.5f && std::isfinite(acc[0][i]);
-
-    std::vector<int> t(b);
-    for (int64_t i = 0; i < b; ++i) t[i] = group[i]->step - (noise_phase ? options_.steps : 0) + 1;
-    torch::NoGradGuard no_grad;
-    if (noise_phase) {
-      for (int64_t l = 0; l < layers; ++l) {
-        std::vector<torch::Tensor> ms, vs;
-        for (ImageState* s : group) {
-          ms.push_back(s->noise_m[l]);
-          vs.push_back(s->noise_v[l]);
-        }
-        torch::Tensor p = noise[l].detach().clone(), m = torch::cat(ms), v = torch::cat(vs);
-        AdamStep(p, m, v, noise[l].grad(), t, options_.noise_lr, options_.beta1, options_.beta2,
-                 options_.eps);
-        for (int64_t i = 0; i < b; ++i) {
-          if (!healthy[i]) continue;
-          group[i]->noise[l] = p.narrow(0, i, 1);
-          group[i]->noise_m[l] = m.narrow(0, i, 1);
-          group[i]->noise_v[l] = v.narrow(0, i, 1);
-        }
-      }
-    } else {
       std::vector<torch::Tensor> ms, vs;
       for (ImageState* s : group) {
-        ms.push_back(s->m);
-        vs.push_back(s->v);
+        ms.push_back(s->noise_m[l]);
+        vs.push_back(s->noise_v[l]);
       }
-      torch::Tensor p = w.detach().clone(), m = torch::stack(ms), v = torch::stack(vs);
-      AdamStep(p, m, v, w.grad(), t, options_.lr, options_.beta1, options_.beta2, options_.eps);
+      torch::Tensor p = noise[l].detach().clone(), m = torch::cat(ms), v = torch::cat(vs);
+      AdamStep(p, m, v, noise[l].grad(), t, options_.noise_lr, options_.beta1, options_.beta2,
+               options_.eps);
       for (int64_t i = 0; i < b; ++i) {
         if (!healthy[i]) continue;
-        group[i]->latent = p[i];
-        group[i]->m = m[i];
-        group[i]->v = v[i];
+        group[i]->noise[l] = p.narrow(0, i, 1);
+        group[i]->noise_m[l] = m.narrow(0, i, 1);
+        group[i]->noise_v[l] = v.narrow(0, i, 1);
       }
     }
-
+  } else {
+    std::vector<torch::Tensor> ms, vs;
+    for (ImageState* s : group) {
+      ms.push_back(s->m);
+      vs.push_back(s->v);
+    }
+    torch::Tensor p = w.detach().clone(), m = torch::stack(ms), v = torch::stack(vs);
+    AdamStep(p, m, v, w.grad(), t, options_.lr, options_.beta1, options_.beta2, options_.eps);
     for (int64_t i = 0; i < b; ++i) {
-      ImageState& s = *group[i];
-      StepMetrics sm;
-      sm.image = s.index;
-      sm.step = s.step + 1;
-      sm.noise_phase = noise_phase;
-      sm.loss = acc[0][i];
-      sm.mse = acc[1][i];
-      sm.perceptual = acc[2][i];
-      sm.psnr = 10 * std::log10(1 / std::max(sm.mse, 1e-12));
-      if (!healthy[i]) {
+      if (!healthy[i]) continue;
+      group[i]->latent = p[i];
+      group[i]->m = m[i];
+      group[i]->v = v[i];
+    }
+  }
+
+  for (int64_t i = 0; i < b; ++i) {
+    ImageState& s = *group[i];
+    StepMetrics sm;
+    sm.image = s.handle;
+    sm.step = s.step + 1;
+    sm.noise_phase = noise_phase;
+    sm.loss = acc[0][i];
+    sm.mse = acc[1][i];
+    sm.perceptual = acc[2][i];
+    sm.psnr = 10 * std::log10(1 / std::max(sm.mse, 1e-12));
+    if (!healthy[i]) {
+      s.done = true;
+      s.result.reason = StopReason::kFailed;
+      s.result.status = absl::InternalError(absl::StrCat(
+          "non-finite ", std::isfinite(sm.loss) ? "gradient" : "loss", " at step ", sm.step,
+          noise_phase ? " (noise phase)" : "", "; the latent is the last finite one"));
+      continue;
+    }
+    s.step = sm.step;
+    s.result.final = sm;
+    metrics->push_back(sm);
+    if (callbacks.on_preview && options_.preview_every > 0 &&
+        s.step % options_.preview_every == 0) {
+      callbacks.on_preview(s.handle, s.step, syn[i].detach().clamp(0, 1));
+    }
+    // Stop rules: the W+ phase ends on steps, target PSNR or plateau (then the noise
+    // phase, if any, starts); the noise phase ends the same way.
+    const int phase_end = noise_phase ? total_steps : options_.steps;
+    StopReason reason = StopReason::kSteps;
+    bool phase_over = s.step >= phase_end;
+    if (!phase_over && options_.target_psnr > 0 && sm.psnr >= options_.target_psnr) {
+      phase_over = true;
+      reason = StopReason::kTargetPsnr;
+    }
+    if (sm.loss < s.best_loss * (1 - options_.plateau_rel_eps)) {
+      s.best_loss = sm.loss;
+      s.best_step = s.step;
+    }
+    if (!phase_over && options_.plateau_window > 0 &&
+        s.step - s.best_step >= options_.plateau_window) {
+      phase_over = true;
+      reason = StopReason::kPlateau;
+    }
+    if (phase_over) {
+      s.result.reason = reason;
+      s.best_loss = std::numeric_limits<double>::infinity();
+      s.best_step = 0;
+      if (noise_phase || options_.noise_steps == 0) {
         s.done = true;
-        s.result.reason = StopReason::kFailed;
-        s.result.status = absl::InternalError(absl::StrCat(
-            "non-finite ", std::isfinite(sm.loss) ? "gradient" : "loss", " at step ", sm.step,
-            noise_phase ? " (noise phase)" : "", "; the latent is the last finite one"));
-        continue;
-      }
-      s.step = sm.step;
-      s.result.final = sm;
-      metrics->push_back(sm);
-      if (callbacks.on_preview && options_.preview_every > 0 &&
-          s.step % options_.preview_every == 0) {
-        callbacks.on_preview(s.index, s.step, syn[i].detach().clamp(0, 1));
-      }
-      // Stop rules: the W+ phase ends on steps, target PSNR or plateau (then the noise
-      // phase, if any, starts); the noise phase ends the same way.
-      const int phase_end = noise_phase ? total_steps : options_.steps;
-      StopReason reason = StopReason::kSteps;
-      bool phase_over = s.step >= phase_end;
-      if (!phase_over && options_.target_psnr > 0 && sm.psnr >= options_.target_psnr) {
-        phase_over = true;
-        reason = StopReason::kTargetPsnr;
-      }
-      if (sm.loss < s.best_loss * (1 - options_.plateau_rel_eps)) {
-        s.best_loss = sm.loss;
-        s.best_step = s.step;
-      }
-      if (!phase_over && options_.plateau_window > 0 &&
-          s.step - s.best_step >= options_.plateau_window) {
-        phase_over = true;
-        reason = StopReason::kPlateau;
-      }
-      if (phase_over) {
-        s.result.reason = reason;
-        s.best_loss = std::numeric_limits<double>::infinity();
-        s.best_step = 0;
-        if (noise_phase || options_.noise_steps == 0) {
-          s.done = true;
-        } else {
-          s.step = options_.steps;  // on to the noise phase
-        }
-      }
-      if (callbacks.on_checkpoint && options_.checkpoint_every > 0 &&
-          s.step % options_.checkpoint_every == 0) {
-        EmbedCheckpoint c;
-        c.step = s.step;
-        c.latent = s.latent.cpu();
-        c.adam_m = s.m.cpu();
-        c.adam_v = s.v.cpu();
-        for (size_t l = 0; l < s.noise.size(); ++l) {
-          c.noise.push_back(s.noise[l].cpu());
-          c.noise_m.push_back(s.noise_m[l].cpu());
-          c.noise_v.push_back(s.noise_v[l].cpu());
-        }
-        c.best_loss = s.best_loss;
-        c.best_step = s.best_step;
-        callbacks.on_checkpoint(s.index, c);
+      } else {
+        s.step = options_.steps;  // on to the noise phase
       }
     }
-    return absl::OkStatus();
-  };
-
-  while (true) {
-    std::vector<ImageState*> w_group, noise_group;
-    for (ImageState& s : states) {
-      if (s.done) continue;
-      (s.step < options_.steps ? w_group : noise_group).push_back(&s);
+    if (callbacks.on_checkpoint && options_.checkpoint_every > 0 &&
+        s.step % options_.checkpoint_every == 0) {
+      ASSIGN_OR_RETURN(EmbedCheckpoint c, Checkpoint(s.handle));
+      callbacks.on_checkpoint(s.handle, c);
     }
-    if (w_group.empty() && noise_group.empty()) break;
-    if (callbacks.cancelled && callbacks.cancelled()) {
-      for (std::vector<ImageState*>* group : {&w_group, &noise_group}) {
-        for (ImageState* s : *group) {
-          s->done = true;
-          s->result.reason = StopReason::kCancelled;
-          s->result.status = absl::CancelledError(absl::StrCat("cancelled after step ", s->step));
-        }
-      }
-      break;
-    }
-    auto t0 = std::chrono::steady_clock::now();
-    std::vector<StepMetrics> metrics;
-    if (!w_group.empty()) {
-      RETURN_IF_ERROR(
-          TorchCall("embedding step", [&] { return step_group(w_group, false, &metrics); }));
-    }
-    if (!noise_group.empty()) {
-      RETURN_IF_ERROR(
-          TorchCall("noise step", [&] { return step_group(noise_group, true, &metrics); }));
-    }
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (callbacks.on_step && !metrics.empty()) callbacks.on_step(metrics, seconds);
   }
-
-  std::vector<EmbedResult> results;
-  for (ImageState& s : states) {
-    EmbedResult r = std::move(s.result);
-    r.steps = s.step;
-    r.latent = s.latent.detach().expand({layers, dim}).contiguous().cpu();
-    for (const auto& n : s.noise) r.noise.push_back(n.detach().cpu());
-    results.push_back(std::move(r));
-  }
-  return results;
+  return absl::OkStatus();
 }
 
 }  // namespace i2s

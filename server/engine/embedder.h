@@ -17,6 +17,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -112,6 +114,67 @@ struct EmbedCallbacks {
   std::function<bool()> cancelled;  // polled before every step
 };
 
+// Continuous batching: a set of independent images optimised together, one Adam step
+// at a time. Images join (Add) and leave (Take, Cancel) between steps, so a scheduler can
+// keep a device busy with jobs that arrive and finish at different times; each image's
+// trajectory is the same whatever else shares its steps (see the file comment). Every
+// image in a batch uses the batch's EmbedOptions.
+//
+// Borrows the generator and VGG (they must outlive it); not thread-safe (one owner, the
+// device's worker thread).
+class EmbedBatch {
+ public:
+  // InvalidArgument for bad options.
+  static absl::StatusOr<std::unique_ptr<EmbedBatch>> Create(Generator* generator,
+                                                            Vgg16Extractor* vgg,
+                                                            const EmbedOptions& options);
+  ~EmbedBatch();
+
+  // Adds an image (resumed from `resume` if given) and returns its handle, unique within
+  // the batch. InvalidArgument naming `name` and the field for bad inputs. An image whose
+  // checkpoint already covers every step is done at once.
+  absl::StatusOr<int> Add(const EmbedTarget& target,
+                          const std::optional<EmbedCheckpoint>& resume = std::nullopt,
+                          const std::string& name = "target");
+
+  // One optimiser step for every running image. Callbacks see handles as `image`;
+  // `cancelled` is not used (call Cancel). Appends the metrics of the images stepped.
+  // An error here is the device's (Internal), not an image's.
+  absl::Status Step(const EmbedCallbacks& callbacks, std::vector<StepMetrics>* metrics);
+
+  // Stops a running image now: its result gets reason kCancelled and `why`.
+  void Cancel(int handle, const absl::Status& why);
+  // The state to resume a running or done image from (CPU tensors).
+  absl::StatusOr<EmbedCheckpoint> Checkpoint(int handle) const;
+  // Removes a finished image and returns its result: FailedPrecondition while it runs,
+  // NotFound for an unknown handle.
+  absl::StatusOr<EmbedResult> Take(int handle);
+
+  int step(int handle) const;  // steps done by an image (-1 for an unknown handle)
+  int num_running() const;
+  bool empty() const;                 // no image at all (running or untaken)
+  std::vector<int> Finished() const;  // handles done and not yet taken
+  const EmbedOptions& options() const { return options_; }
+
+ private:
+  struct ImageState;
+  EmbedBatch(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options);
+  absl::Status Prepare(const EmbedTarget& target, const std::optional<EmbedCheckpoint>& resume,
+                       const std::string& name, ImageState* state);
+  absl::Status StepGroup(std::vector<ImageState*>& group, bool noise_phase,
+                         const EmbedCallbacks& callbacks, std::vector<StepMetrics>* metrics);
+  torch::Tensor Downsample(const torch::Tensor& images) const;
+  torch::Tensor Perceptual(const Vgg16Features& a, const Vgg16Features& b) const;
+
+  Generator* generator_;
+  Vgg16Extractor* vgg_;
+  EmbedOptions options_;
+  torch::Tensor mean_w_;  // computed on first use (kMeanW)
+  int next_handle_ = 0;
+  std::map<int, std::unique_ptr<ImageState>> images_;  // by handle = join order
+};
+
+// Embeds a fixed set of images as one batch, to the end (an EmbedBatch driven in a loop).
 class Embedder {
  public:
   Embedder(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options);
@@ -127,13 +190,6 @@ class Embedder {
   static absl::StatusOr<torch::Tensor> MeanW(Generator& generator, int samples);
 
  private:
-  struct ImageState;
-  absl::Status Prepare(const std::vector<EmbedTarget>& targets,
-                       const std::vector<std::optional<EmbedCheckpoint>>& resume,
-                       std::vector<ImageState>* states);
-  torch::Tensor Downsample(const torch::Tensor& images) const;
-  torch::Tensor Perceptual(const Vgg16Features& a, const Vgg16Features& b) const;
-
   Generator* generator_;
   Vgg16Extractor* vgg_;
   EmbedOptions options_;
