@@ -7,7 +7,7 @@
 # unpacked libabsl-dev with -Dabsl_DIR=... (scripts/gpu-check.sh does both).
 
 if(I2S_ENGINE_ONLY AND I2S_ENABLE_TOOLS)
-  message(STATUS "I2S_ENGINE_ONLY=ON: tools and imaging are not built")
+  message(STATUS "I2S_ENGINE_ONLY=ON: the server, imaging and tools are not built")
   set(I2S_ENABLE_TOOLS OFF CACHE BOOL "" FORCE)
 endif()
 
@@ -26,9 +26,18 @@ if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES)
 endif()
 message(STATUS "CUDA support in LibTorch: ${I2S_HAVE_CUDA}")
 
-if(I2S_ENABLE_TOOLS)
+if(NOT I2S_ENGINE_ONLY)
+  # Imaging (server/imaging) and the command lines (i2s_server, i2s_tool).
   find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)
   find_package(CLI11 REQUIRED CONFIG)
+  # The service: gRPC 1.51 + protobuf 3.21 (libgrpc++-dev, protobuf-compiler-grpc).
+  find_package(gRPC REQUIRED CONFIG)
+  find_program(I2S_PROTOC NAMES protoc REQUIRED)
+  find_program(I2S_GRPC_CPP_PLUGIN NAMES grpc_cpp_plugin REQUIRED)
+  find_program(I2S_GRPC_PYTHON_PLUGIN NAMES grpc_python_plugin)
+  # The store (server/store): SQLite database, JSON columns.
+  find_package(SQLite3 REQUIRED)
+  find_package(nlohmann_json REQUIRED CONFIG)
 endif()
 
 if(I2S_ENABLE_TESTS)

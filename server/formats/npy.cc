@@ -250,31 +250,42 @@ absl::Status WriteNpyFile(const std::string& path, const FloatArray& array) {
   return WriteStringToFile(path, SerializeNpy(array));
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, FloatArray>>> ReadNpzFile(
-    const std::string& path) {
-  ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
-  auto zip = ZipArchive::Parse(bytes);
-  if (!zip.ok()) return Annotate(zip.status(), path);
+absl::StatusOr<std::vector<std::pair<std::string, FloatArray>>> ParseNpz(absl::string_view bytes) {
+  ASSIGN_OR_RETURN(ZipArchive zip, ZipArchive::Parse(bytes));
   std::vector<std::pair<std::string, FloatArray>> out;
-  for (const ZipEntry& entry : zip->entries()) {
+  for (const ZipEntry& entry : zip.entries()) {
     if (!absl::EndsWith(entry.name, ".npy")) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ": member '", entry.name, "' is not a .npy array"));
+          absl::StrCat("member '", entry.name, "' is not a .npy array"));
     }
     auto array = ParseNpy(entry.data);
-    if (!array.ok()) return Annotate(array.status(), absl::StrCat(path, ": ", entry.name));
+    if (!array.ok()) return Annotate(array.status(), entry.name);
     out.emplace_back(entry.name.substr(0, entry.name.size() - 4), *std::move(array));
   }
   return out;
 }
 
+absl::StatusOr<std::string> SerializeNpz(
+    const std::vector<std::pair<std::string, FloatArray>>& arrays) {
+  ZipWriter zip;
+  for (const auto& [name, array] : arrays)
+    RETURN_IF_ERROR(zip.Add(name + ".npy", SerializeNpy(array)));
+  return zip.Finish();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, FloatArray>>> ReadNpzFile(
+    const std::string& path) {
+  ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
+  auto arrays = ParseNpz(bytes);
+  if (!arrays.ok()) return Annotate(arrays.status(), path);
+  return arrays;
+}
+
 absl::Status WriteNpzFile(const std::string& path,
                           const std::vector<std::pair<std::string, FloatArray>>& arrays) {
-  ZipWriter zip;
-  for (const auto& [name, array] : arrays) {
-    RETURN_IF_ERROR(Annotate(zip.Add(name + ".npy", SerializeNpy(array)), path));
-  }
-  return WriteStringToFile(path, zip.Finish());
+  auto bytes = SerializeNpz(arrays);
+  if (!bytes.ok()) return Annotate(bytes.status(), path);
+  return WriteStringToFile(path, *bytes);
 }
 
 }  // namespace i2s

@@ -42,6 +42,11 @@ absl::StatusOr<std::vector<std::pair<std::string, FloatArray>>> ReadNpzFile(
 absl::Status WriteNpzFile(const std::string& path,
                           const std::vector<std::pair<std::string, FloatArray>>& arrays);
 
+// The same in memory.
+absl::StatusOr<std::vector<std::pair<std::string, FloatArray>>> ParseNpz(absl::string_view bytes);
+absl::StatusOr<std::string> SerializeNpz(
+    const std::vector<std::pair<std::string, FloatArray>>& arrays);
+
 // Whole-file helpers shared by the readers and writers of this folder.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 absl::Status WriteStringToFile(const std::string& path, absl::string_view data);

@@ -1,13 +1,16 @@
-// Image files <-> tensors, through OpenCV. Thread-safe (no shared state).
+// Images <-> tensors, through OpenCV: files, and encoded bytes held in memory (an upload, a
+// response body). Thread-safe (no shared state).
 #ifndef I2S_SERVER_IMAGING_IMAGE_IO_H_
 #define I2S_SERVER_IMAGING_IMAGE_IO_H_
 
 #include <torch/torch.h>
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace i2s {
 
@@ -16,7 +19,8 @@ namespace i2s {
 torch::Tensor GeneratorOutputToRgb8(const torch::Tensor& image);
 
 // Decodes an image file (PNG, JPEG, ... as OpenCV reads them; alpha is dropped, gray is
-// expanded) to float RGB [3, H, W] in [0, 1].
+// expanded) to float RGB [3, H, W] in [0, 1]. For trusted local files only: no size limits
+// and every format OpenCV knows; untrusted bytes go through DecodeRgbImage.
 absl::StatusOr<torch::Tensor> ReadRgbImage(const std::string& path);
 // A grayscale mask file to [1, H, W] in [0, 1] (white = 1).
 absl::StatusOr<torch::Tensor> ReadMaskImage(const std::string& path);
@@ -32,6 +36,52 @@ absl::StatusOr<torch::Tensor> FitToSquare(const torch::Tensor& image, int size, 
 
 // Writes an 8-bit RGB [H, W, 3] tensor; the format follows the extension (.png, .jpg).
 absl::Status WriteRgb8Image(const std::string& path, const torch::Tensor& rgb8);
+
+// ---- Encoded images in memory (untrusted input) ----
+
+// What the header of an encoded image says, read without decoding the pixels.
+struct ImageHeader {
+  std::string format;  // "png", "jpeg" or "bmp"
+  int64_t width = 0;
+  int64_t height = 0;
+};
+
+// Parses the header of a PNG (the IHDR chunk, which must come first), JPEG (markers up to
+// the first frame header SOF0..SOF15; C4/C8/CC are DHT/JPG/DAC, not frames) or BMP
+// (BITMAPCOREHEADER with 16-bit sizes, or BITMAPINFOHEADER and its successors with signed
+// 32-bit sizes; a negative height means top-down rows). Does not check CRCs or pixel data.
+// Errors are InvalidArgument "<field>: ...": empty input, a format other than these three
+// (the message lists the accepted ones), or a truncated or corrupt header (including a zero
+// size, which for JPEG means a DNL marker that libjpeg does not support).
+absl::StatusOr<ImageHeader> ReadImageHeader(absl::string_view bytes,
+                                            const std::string& field = "image");
+
+// Bounds on what DecodeRgbImage accepts. The pixel bound is what limits memory: decoding
+// holds up to 8 bytes per pixel (16-bit RGBA) in OpenCV, and the result 12 (float RGB).
+struct DecodeLimits {
+  int64_t max_bytes = 32 << 20;     // the encoded input
+  int64_t max_pixels = 50'000'000;  // width * height from the header, before decoding
+};
+
+// Encoded PNG, JPEG or BMP bytes -> float RGB [3, H, W] in [0, 1] on the CPU (alpha
+// dropped, gray expanded, 16-bit samples scaled by 1/65535; JPEG EXIF orientation applied,
+// as ReadRgbImage does). Checks, in this order, each an InvalidArgument that names `field`
+// and the numbers involved: empty input; more than limits.max_bytes; the header
+// (ReadImageHeader); width * height above limits.max_pixels, before any decoding; then
+// decoding: a JPEG without its end-of-image marker (libjpeg would silently pad a truncated
+// one with gray), the decoder failing, or a decoded size other than the header's (or its
+// transpose, which EXIF orientation produces). Only these three formats ever reach
+// cv::imdecode, so a lying header cannot make OpenCV allocate past the pixel limit: the
+// decoders size their buffers from the same header fields parsed here.
+absl::StatusOr<torch::Tensor> DecodeRgbImage(absl::string_view bytes, const DecodeLimits& limits,
+                                             const std::string& field = "image");
+
+enum class EncodeFormat { kPng, kJpeg };
+// 8-bit RGB [H, W, 3] (as GeneratorOutputToRgb8 returns; moved to the CPU if needed) ->
+// encoded PNG or JPEG bytes. jpeg_quality (1..100) applies to kJpeg only. InvalidArgument
+// for another shape or dtype, a bad quality, or a size the format cannot hold (JPEG: 65535).
+absl::StatusOr<std::string> EncodeRgb8(const torch::Tensor& rgb8, EncodeFormat format,
+                                       int jpeg_quality = 90);
 
 }  // namespace i2s
 

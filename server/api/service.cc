@@ -1,0 +1,1021 @@
+#include "server/api/service.h"
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/api/status.h"
+#include "server/base/sha256.h"
+#include "server/base/status_macros.h"
+#include "server/engine/edits.h"
+#include "server/engine/torch_util.h"
+#include "server/formats/npy.h"
+#include "server/imaging/image_io.h"
+#include "server/jobs/job.h"
+
+namespace i2s {
+namespace {
+
+using v1::ImageFormat;
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+absl::Status Field(absl::string_view field, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
+}
+
+// AIP-155: the same request_id with the same request is a repeat; the hash covers the
+// whole request, serialised deterministically (map order fixed).
+std::string RequestHash(const google::protobuf::Message& m) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream raw(&bytes);
+    google::protobuf::io::CodedOutputStream out(&raw);
+    out.SetSerializationDeterministic(true);
+    m.SerializeToCodedStream(&out);
+  }
+  return Sha256Hex(bytes);
+}
+
+absl::Status CheckRequestId(const std::string& id) {
+  if (id.size() > 128) return Field("request_id", "at most 128 characters");
+  return absl::OkStatus();
+}
+
+absl::Status CheckLabels(const google::protobuf::Map<std::string, std::string>& labels) {
+  if (labels.size() > 64) return Field("labels", "at most 64 labels");
+  for (const auto& [k, v] : labels) {
+    if (k.empty() || k.size() > 63) return Field("labels", "keys must have 1-63 characters");
+    if (v.size() > 256) return Field(absl::StrCat("labels[", k, "]"), "at most 256 characters");
+  }
+  return absl::OkStatus();
+}
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
+  auto d = ctx->deadline();
+  if (d > std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(d);
+}
+
+void ToProto(const LatentMetrics& m, v1::EmbedMetrics* out) {
+  out->set_loss(m.loss);
+  out->set_mse(m.mse);
+  out->set_perceptual(m.perceptual);
+  out->set_psnr_db(m.psnr);
+  out->set_steps(m.steps);
+}
+
+void ToProto(const LatentRecord& r, v1::Latent* out) {
+  out->set_id(r.id);
+  out->set_model(r.model);
+  out->set_fingerprint(r.fingerprint);
+  out->set_num_layers(r.num_layers);
+  out->set_latent_size(r.latent_size);
+  for (float v : r.values) out->add_values(v);
+  out->set_source(r.source);
+  out->set_job_id(r.job_id);
+  for (const auto& p : r.parents) out->add_parents(p);
+  out->set_params_json(r.params_json);
+  if (r.metrics) ToProto(*r.metrics, out->mutable_metrics());
+  out->set_created_unix_ms(r.created_unix_ms);
+  for (const auto& [k, v] : r.labels) (*out->mutable_labels())[k] = v;
+  out->set_has_noise(!r.noise_npz.empty());
+  out->set_noise_seed(r.noise_seed);
+}
+
+v1::JobState ToProto(JobState s) { return static_cast<v1::JobState>(static_cast<int>(s)); }
+
+void ToProto(const JobView& v, v1::Job* out) {
+  out->set_id(v.record.id);
+  out->set_request_id(v.record.request_id);
+  out->set_model(v.record.model);
+  out->set_state(ToProto(v.record.state));
+  out->set_queue_position(v.queue_position);
+  out->set_step(v.step);
+  out->set_total_steps(v.total_steps);
+  ToProto(v.metrics, out->mutable_metrics());
+  out->set_latent_id(v.record.latent_id);
+  out->set_error_code(v.record.error_code);
+  out->set_error_message(v.record.error_message);
+  out->set_created_unix_ms(v.record.created_unix_ms);
+  out->set_started_unix_ms(v.record.started_unix_ms);
+  out->set_finished_unix_ms(v.record.finished_unix_ms);
+  out->set_device(v.device);
+  out->set_last_sequence(v.last_sequence);
+}
+
+void SetPng(const std::string& png, int size, v1::Image* out) {
+  out->set_format(v1::PNG);
+  out->set_data(png);
+  out->set_width(size);
+  out->set_height(size);
+}
+
+void ToProto(const JobEvent& e, int resolution, v1::JobEvent* out) {
+  out->Clear();
+  out->set_job_id(e.job_id);
+  out->set_sequence(e.sequence);
+  out->set_time_unix_ms(e.time_unix_ms);
+  switch (e.kind) {
+    case JobEvent::Kind::kQueued:
+      out->mutable_queued()->set_position(e.position);
+      break;
+    case JobEvent::Kind::kRunning:
+      out->mutable_running()->set_device(e.device);
+      out->mutable_running()->set_resumed_from_step(e.resumed_from_step);
+      break;
+    case JobEvent::Kind::kProgress: {
+      auto* p = out->mutable_progress();
+      p->set_step(e.step);
+      p->set_total_steps(e.total_steps);
+      p->set_noise_phase(e.noise_phase);
+      ToProto(e.metrics, p->mutable_metrics());
+      p->set_elapsed_seconds(e.elapsed_seconds);
+      p->set_steps_per_second(e.steps_per_second);
+      p->set_eta_seconds(e.eta_seconds);
+      p->set_batch_size(e.batch_size);
+      if (!e.preview_png.empty()) SetPng(e.preview_png, resolution, p->mutable_preview());
+      break;
+    }
+    case JobEvent::Kind::kSucceeded: {
+      auto* s = out->mutable_succeeded();
+      s->set_latent_id(e.latent_id);
+      ToProto(e.metrics, s->mutable_metrics());
+      s->set_stop_reason(e.stop_reason);
+      if (!e.reconstruction_png.empty()) {
+        SetPng(e.reconstruction_png, resolution, s->mutable_reconstruction());
+      }
+      break;
+    }
+    case JobEvent::Kind::kFailed:
+      out->mutable_failed()->set_code(static_cast<int>(e.status.code()));
+      out->mutable_failed()->set_message(std::string(e.status.message()));
+      break;
+    case JobEvent::Kind::kCancelled:
+      out->mutable_cancelled()->set_step(e.step);
+      out->mutable_cancelled()->set_message(std::string(e.status.message()));
+      break;
+  }
+}
+
+absl::StatusOr<Page> PageOf(int32_t size, const std::string& token) {
+  if (size < 0 || size > 1000) return Field("page_size", "must be in [0, 1000] (0 = 50)");
+  Page p;
+  p.page_size = size == 0 ? 50 : size;
+  p.page_token = token;
+  return p;
+}
+
+// A finished unary call: the reactor with its status.
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+template <typename T>
+class ErrorWriter : public grpc::ServerWriteReactor<T> {
+ public:
+  explicit ErrorWriter(const absl::Status& status) { this->Finish(ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
+// An input latent resolved to values (and noise) for one model.
+struct Resolved {
+  torch::Tensor w;        // [L, D] CPU float32
+  std::string id;         // empty for inline values
+  std::string noise_npz;  // the stored latent's own maps, if any
+  uint64_t noise_seed = 0;
+};
+
+}  // namespace
+
+struct Service::Impl {
+  const ModelRegistry* registry;
+  Scheduler* scheduler;
+  Store* store;
+  ServiceLimits limits;
+  std::string version;
+
+  // The model a call works with: `name` if given, else the model of the first stored
+  // latent among `refs`, else the default.
+  absl::StatusOr<const ModelInfo*> ModelFor(const std::string& name,
+                                            std::initializer_list<const v1::LatentRef*> refs) {
+    if (!name.empty()) {
+      auto m = registry->Find(name);
+      if (!m.ok()) return Annotate(m.status(), "model");
+      return m;
+    }
+    for (const v1::LatentRef* ref : refs) {
+      if (ref->has_latent_id() && !ref->latent_id().empty()) {
+        auto rec = store->GetLatent(ref->latent_id(), /*with_values=*/false);
+        if (!rec.ok()) continue;  // reported when the ref is resolved
+        for (const ModelInfo& m : registry->models()) {
+          if (m.fingerprint == rec->fingerprint) return &m;
+        }
+        return absl::FailedPreconditionError(
+            absl::StrCat("latent \"", rec->id, "\" belongs to model \"", rec->model, "\" (",
+                         rec->fingerprint, "), which this server does not serve"));
+      }
+    }
+    return registry->Find("");
+  }
+
+  absl::StatusOr<Resolved> Resolve(const v1::LatentRef& ref, const ModelInfo& model,
+                                   const std::string& field, uint64_t inline_noise_seed) {
+    Resolved r;
+    const int64_t L = model.num_layers, D = model.latent_size;
+    switch (ref.kind_case()) {
+      case v1::LatentRef::kLatentId: {
+        if (ref.latent_id().empty()) return Field(field + ".latent_id", "empty");
+        auto rec = store->GetLatent(ref.latent_id());
+        if (!rec.ok()) return Annotate(rec.status(), field);
+        if (rec->fingerprint != model.fingerprint) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              field, ": latent \"", rec->id, "\" was made with model \"", rec->model, "\" (",
+              rec->fingerprint, "), not \"", model.name, "\" (", model.fingerprint, ")"));
+        }
+        r.w = torch::from_blob(rec->values.data(), {L, D}, torch::kFloat32).clone();
+        r.id = rec->id;
+        r.noise_npz = std::move(rec->noise_npz);
+        r.noise_seed = rec->noise_seed;
+        return r;
+      }
+      case v1::LatentRef::kValues: {
+        const v1::LatentValues& v = ref.values();
+        if (v.num_layers() != L || v.latent_size() != D) {
+          return Field(field + ".values",
+                       absl::StrCat("shape [", v.num_layers(), ", ", v.latent_size(), "], model \"",
+                                    model.name, "\" needs [", L, ", ", D, "]"));
+        }
+        if (v.values_size() != L * D) {
+          return Field(field + ".values.values",
+                       absl::StrCat(v.values_size(), " numbers, expected ", L * D));
+        }
+        for (float x : v.values()) {
+          if (!std::isfinite(x)) return Field(field + ".values.values", "contains NaN or Inf");
+        }
+        r.w = torch::from_blob(const_cast<float*>(v.values().data()), {L, D}, torch::kFloat32)
+                  .clone();
+        r.noise_seed = inline_noise_seed;
+        return r;
+      }
+      case v1::LatentRef::KIND_NOT_SET:
+        break;
+    }
+    return Field(field, "missing: give latent_id or values");
+  }
+
+  // Noise maps of a resolved latent, on `device`.
+  absl::StatusOr<std::vector<torch::Tensor>> NoiseOf(const Resolved& r, const Generator& g) {
+    if (r.noise_npz.empty()) return g.MakeNoise(r.noise_seed, 1);
+    ASSIGN_OR_RETURN(auto maps, ParseNpz(r.noise_npz));
+    std::vector<torch::Tensor> out;
+    for (auto& [name, a] : maps) out.push_back(FloatArrayToTensor(a).to(g.device()));
+    return out;
+  }
+
+  static absl::Status CheckRender(const v1::RenderOptions& o, const std::string& field) {
+    if (!v1::ImageFormat_IsValid(o.format())) return Field(field + ".format", "unknown format");
+    if (o.jpeg_quality() < 0 || o.jpeg_quality() > 100) {
+      return Field(field + ".jpeg_quality", "must be in [0, 100] (0 = 90)");
+    }
+    return absl::OkStatus();
+  }
+
+  // Generator output [3, R, R] -> the requested format.
+  static absl::Status Encode(const torch::Tensor& image, const v1::RenderOptions& o,
+                             v1::Image* out) {
+    const int64_t size = image.size(-1);
+    out->set_width(static_cast<int>(size));
+    out->set_height(static_cast<int>(size));
+    if (o.format() == v1::RAW_FLOAT32) {
+      out->set_format(v1::RAW_FLOAT32);
+      out->set_data(SerializeNpy(TensorToFloatArray(image)));
+      return absl::OkStatus();
+    }
+    const bool jpeg = o.format() == v1::JPEG;
+    ASSIGN_OR_RETURN(std::string bytes, EncodeRgb8(GeneratorOutputToRgb8(image),
+                                                   jpeg ? EncodeFormat::kJpeg : EncodeFormat::kPng,
+                                                   o.jpeg_quality() == 0 ? 90 : o.jpeg_quality()));
+    out->set_format(jpeg ? v1::JPEG : v1::PNG);
+    out->set_data(std::move(bytes));
+    return absl::OkStatus();
+  }
+
+  // Renders w [L, D] with noise on the device and encodes it.
+  absl::Status Render(int device, const ModelInfo& model, const torch::Tensor& w,
+                      const Resolved& noise_source, const v1::RenderOptions& o, v1::Image* out) {
+    Generator* g = registry->generator(device, model.name);
+    ASSIGN_OR_RETURN(auto noise, NoiseOf(noise_source, *g));
+    ASSIGN_OR_RETURN(torch::Tensor img, g->Synthesize(w.unsqueeze(0), noise));
+    return Encode(img[0].cpu(), o, out);
+  }
+
+  // Stores an edit's result as a new latent (same noise as its first input).
+  absl::StatusOr<LatentRecord> StoreEdit(
+      const ModelInfo& model, const torch::Tensor& w, const Resolved& first,
+      const std::string& source, std::vector<std::string> parents, const nlohmann::json& params,
+      const google::protobuf::Map<std::string, std::string>& labels, const std::string& id) {
+    LatentRecord rec;
+    rec.id = id;
+    rec.model = model.name;
+    rec.fingerprint = model.fingerprint;
+    rec.num_layers = model.num_layers;
+    rec.latent_size = model.latent_size;
+    rec.values = TensorToFloatArray(w).values;
+    rec.noise_npz = first.noise_npz;
+    rec.noise_seed = first.noise_seed;
+    rec.source = source;
+    rec.parents = std::move(parents);
+    rec.params_json = params.dump();
+    rec.created_unix_ms = NowMs();
+    for (const auto& [k, v] : labels) rec.labels[k] = v;
+    RETURN_IF_ERROR(store->PutLatent(rec));
+    rec.values.clear();
+    rec.noise_npz.clear();
+    return rec;
+  }
+};
+
+// ----------------------------------------------------------------- event streams
+
+// Writes one job's events to a client: one write in flight, the next from OnWriteDone
+// or from the cursor's wake-up; heartbeats on quiet streams; Finish exactly once.
+class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
+ public:
+  EventStreamReactor(Service* service, std::shared_ptr<EventCursor> cursor, std::string job_id,
+                     bool cancel_on_disconnect, int resolution)
+      : service_(service),
+        cursor_(std::move(cursor)),
+        job_id_(std::move(job_id)),
+        cancel_on_disconnect_(cancel_on_disconnect),
+        resolution_(resolution),
+        last_write_(std::chrono::steady_clock::now()) {
+    service_->Register(this);
+    cursor_->SetWake([this] { Pump(); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      if (!ok) {
+        FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+        return;
+      }
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    if (cancel_on_disconnect_ && !cursor_->done()) {
+      (void)service_->impl_->scheduler->Cancel(job_id_, "client disconnected");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!writing_) FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled"));
+  }
+
+  void OnDone() override {
+    service_->Unregister(this);
+    cursor_->Close();
+    delete this;
+  }
+
+  void Pump() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_ || writing_) return;
+    if (auto ev = cursor_->Next()) {
+      ToProto(*ev, resolution_, &msg_);
+      StartWriteLocked();
+      return;
+    }
+    if (cursor_->done()) {
+      FinishLocked(grpc::Status::OK);
+    } else if (absl::Status closed = cursor_->closed(); !closed.ok()) {
+      FinishLocked(ToGrpcStatus(closed));
+    }
+  }
+
+  void Heartbeat(double interval_seconds) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_ || writing_) return;
+    if (std::chrono::steady_clock::now() - last_write_ <
+        std::chrono::duration<double>(interval_seconds)) {
+      return;
+    }
+    msg_.Clear();
+    msg_.set_job_id(job_id_);
+    msg_.set_sequence(cursor_->last_sequence());
+    msg_.set_time_unix_ms(NowMs());
+    msg_.mutable_heartbeat();
+    StartWriteLocked();
+  }
+
+ private:
+  void StartWriteLocked() {
+    writing_ = true;
+    last_write_ = std::chrono::steady_clock::now();
+    StartWrite(&msg_);
+  }
+  void FinishLocked(const grpc::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  Service* service_;
+  std::shared_ptr<EventCursor> cursor_;
+  const std::string job_id_;
+  const bool cancel_on_disconnect_;
+  const int resolution_;
+  std::mutex mu_;
+  bool writing_ = false, finished_ = false;
+  std::chrono::steady_clock::time_point last_write_;
+  v1::JobEvent msg_;
+};
+
+// Morph frames, rendered one at a time on the device between optimiser steps.
+class MorphReactor : public grpc::ServerWriteReactor<v1::MorphFrame> {
+ public:
+  MorphReactor(Service::Impl* impl, const ModelInfo* model, Resolved a, Resolved b, int frames,
+               v1::RenderOptions render, absl::Time deadline)
+      : impl_(impl),
+        model_(model),
+        a_(std::move(a)),
+        b_(std::move(b)),
+        frames_(frames),
+        render_(std::move(render)),
+        deadline_(deadline) {
+    RenderNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      return;
+    }
+    if (++index_ == frames_) {
+      Finish(grpc::Status::OK);
+    } else {
+      RenderNext();
+    }
+  }
+  void OnCancel() override { cancelled_ = true; }
+  void OnDone() override { delete this; }
+
+ private:
+  void RenderNext() {
+    if (cancelled_) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled"));
+      return;
+    }
+    const double alpha = frames_ == 1 ? 0 : static_cast<double>(index_) / (frames_ - 1);
+    impl_->scheduler->RunTask(
+        [this, alpha](int device) -> absl::Status {
+          ASSIGN_OR_RETURN(torch::Tensor w, i2s::Morph(a_.w, b_.w, {alpha}));
+          frame_.Clear();
+          frame_.set_index(index_);
+          frame_.set_frames(frames_);
+          frame_.set_alpha(alpha);
+          return impl_->Render(device, *model_, w[0], a_, render_, frame_.mutable_image());
+        },
+        deadline_,
+        [this](absl::Status status) {
+          if (!status.ok()) {
+            Finish(ToGrpcStatus(Annotate(status, absl::StrCat("frame ", index_))));
+          } else {
+            StartWrite(&frame_);
+          }
+        });
+  }
+
+  Service::Impl* impl_;
+  const ModelInfo* model_;
+  Resolved a_, b_;
+  const int frames_;
+  const v1::RenderOptions render_;
+  const absl::Time deadline_;
+  int index_ = 0;
+  std::atomic<bool> cancelled_{false};
+  v1::MorphFrame frame_;
+};
+
+// ----------------------------------------------------------------------- Service
+
+Service::Service(const ModelRegistry* registry, Scheduler* scheduler, Store* store,
+                 ServiceLimits limits, std::string version)
+    : impl_(new Impl{registry, scheduler, store, limits, std::move(version)}) {
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+}
+
+Service::~Service() {
+  {
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    stop_heartbeats_ = true;
+  }
+  heartbeat_cv_.notify_all();
+  heartbeat_thread_.join();
+}
+
+void Service::Register(EventStreamReactor* r) {
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  streams_.insert(r);
+}
+
+void Service::Unregister(EventStreamReactor* r) {
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  streams_.erase(r);
+}
+
+void Service::HeartbeatLoop() {
+  const double interval = impl_->limits.heartbeat_seconds;
+  std::unique_lock<std::mutex> lock(streams_mu_);
+  while (!stop_heartbeats_) {
+    heartbeat_cv_.wait_for(lock, std::chrono::duration<double>(std::min(interval / 4, 1.0)));
+    for (EventStreamReactor* r : streams_) r->Heartbeat(interval);
+  }
+}
+
+grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ctx,
+                                                       const v1::EmbedRequest* req) {
+  auto submit = [&]() -> absl::StatusOr<std::pair<std::string, const ModelInfo*>> {
+    if (!accepting_) return absl::UnavailableError("the server is shutting down");
+    RETURN_IF_ERROR(CheckRequestId(req->request_id()));
+    RETURN_IF_ERROR(CheckLabels(req->labels()));
+    auto found = impl_->registry->Find(req->model());
+    if (!found.ok()) return Annotate(found.status(), "model");
+    const ModelInfo* model = *found;
+    const ServiceLimits& lim = impl_->limits;
+    EmbedJobSpec spec;
+    spec.model = model->name;
+    spec.seed = req->seed();
+    for (const auto& [k, v] : req->labels()) spec.labels[k] = v;
+    if (req->preview_every() < 0) return Field("preview_every", "must be >= 0");
+    spec.preview_every = req->preview_every();
+    spec.return_reconstruction = req->return_reconstruction();
+    if (!v1::ResizeMode_IsValid(req->resize())) return Field("resize", "unknown mode");
+
+    // Options: unset fields keep the engine's defaults; ranges as in the proto.
+    const v1::EmbedOptions& o = req->options();
+    EmbedOptions& e = spec.options;
+    auto in_range = [](double x, double lo, double hi) {
+      return std::isfinite(x) && x >= lo && x <= hi;
+    };
+    if (o.has_steps()) {
+      if (o.steps() < 0 || o.steps() > lim.max_steps) {
+        return Field("options.steps", absl::StrCat("must be in [0, ", lim.max_steps, "]"));
+      }
+      e.steps = o.steps();
+    }
+    if (o.has_noise_steps()) {
+      if (o.noise_steps() < 0 || o.noise_steps() > lim.max_steps) {
+        return Field("options.noise_steps", absl::StrCat("must be in [0, ", lim.max_steps, "]"));
+      }
+      e.noise_steps = o.noise_steps();
+    }
+    if (e.steps + e.noise_steps < 1 || e.steps + e.noise_steps > lim.max_steps) {
+      return Field("options.steps",
+                   absl::StrCat("steps + noise_steps must be in [1, ", lim.max_steps, "]"));
+    }
+    if (o.has_lr()) {
+      if (!in_range(o.lr(), 1e-9, 10)) return Field("options.lr", "must be in (0, 10]");
+      e.lr = o.lr();
+    }
+    if (o.has_noise_lr()) {
+      if (!in_range(o.noise_lr(), 1e-9, 10)) return Field("options.noise_lr", "must be in (0, 10]");
+      e.noise_lr = o.noise_lr();
+    }
+    if (o.has_w_mse()) {
+      if (!in_range(o.w_mse(), 0, 1e6)) return Field("options.w_mse", "must be in [0, 1e6]");
+      e.w_mse = o.w_mse();
+    }
+    if (o.has_w_perceptual()) {
+      if (!in_range(o.w_perceptual(), 0, 1e6)) {
+        return Field("options.w_perceptual", "must be in [0, 1e6]");
+      }
+      e.w_perceptual = o.w_perceptual();
+    }
+    if (e.w_mse == 0 && e.w_perceptual == 0) {
+      return Field("options.w_mse", "w_mse and w_perceptual cannot both be 0");
+    }
+    if (o.has_target_psnr_db()) {
+      if (!in_range(o.target_psnr_db(), 0, 100)) {
+        return Field("options.target_psnr_db", "must be in [0, 100]");
+      }
+      e.target_psnr = o.target_psnr_db();
+    }
+    if (o.has_plateau_window()) {
+      if (o.plateau_window() < 0 || o.plateau_window() > lim.max_steps) {
+        return Field("options.plateau_window", absl::StrCat("must be in [0, ", lim.max_steps, "]"));
+      }
+      e.plateau_window = o.plateau_window();
+    }
+    if (o.has_perceptual_resolution()) {
+      if (o.perceptual_resolution() < 8 || o.perceptual_resolution() > 1024) {
+        return Field("options.perceptual_resolution", "must be in [8, 1024]");
+      }
+      e.perceptual_resolution = o.perceptual_resolution();
+    }
+    if (!v1::LatentSpace_IsValid(o.space())) return Field("options.space", "unknown space");
+    e.space = o.space() == v1::W ? LatentSpace::kW : LatentSpace::kWPlus;
+    switch (o.init()) {
+      case v1::LATENT_INIT_UNSPECIFIED:
+      case v1::MEAN_W:
+        e.init = LatentInit::kMeanW;
+        break;
+      case v1::ZEROS:
+        e.init = LatentInit::kZeros;
+        break;
+      case v1::UNIFORM:
+        e.init = LatentInit::kUniform;
+        break;
+      case v1::FROM_LATENT: {
+        e.init = LatentInit::kGiven;
+        if (o.init_latent_id().empty()) {
+          return Field("options.init_latent_id", "required when init is FROM_LATENT");
+        }
+        v1::LatentRef ref;
+        ref.set_latent_id(o.init_latent_id());
+        ASSIGN_OR_RETURN(Resolved r, impl_->Resolve(ref, *model, "options.init_latent_id", 0));
+        spec.init_latent = r.w;
+        break;
+      }
+      default:
+        return Field("options.init", "unknown init");
+    }
+
+    DecodeLimits dl;
+    dl.max_bytes = lim.max_image_bytes;
+    dl.max_pixels = lim.max_image_pixels;
+    ASSIGN_OR_RETURN(torch::Tensor image, DecodeRgbImage(req->image(), dl, "image"));
+    ASSIGN_OR_RETURN(spec.image,
+                     FitToSquare(image, model->resolution,
+                                 req->resize() == v1::PAD ? FitMode::kPad : FitMode::kCenterCrop));
+    spec.image = spec.image.contiguous();
+    const std::string hash = req->request_id().empty() ? "" : RequestHash(*req);
+    ASSIGN_OR_RETURN(Scheduler::Submission sub,
+                     impl_->scheduler->Submit(std::move(spec), req->request_id(), hash));
+    return std::make_pair(sub.job_id, model);
+  };
+  auto submitted = submit();
+  if (!submitted.ok()) return new ErrorWriter<v1::JobEvent>(submitted.status());
+  auto cursor = impl_->scheduler->Watch(submitted->first, 0);
+  if (!cursor.ok()) return new ErrorWriter<v1::JobEvent>(cursor.status());
+  return new EventStreamReactor(this, *std::move(cursor), submitted->first,
+                                req->cancel_on_disconnect(), submitted->second->resolution);
+}
+
+grpc::ServerWriteReactor<v1::JobEvent>* Service::WatchJob(CallbackServerContext* ctx,
+                                                          const v1::WatchJobRequest* req) {
+  if (req->job_id().empty()) return new ErrorWriter<v1::JobEvent>(Field("job_id", "empty"));
+  auto view = impl_->scheduler->GetJob(req->job_id());
+  if (!view.ok()) return new ErrorWriter<v1::JobEvent>(view.status());
+  auto cursor = impl_->scheduler->Watch(req->job_id(), req->after_sequence());
+  if (!cursor.ok()) return new ErrorWriter<v1::JobEvent>(cursor.status());
+  auto model = impl_->registry->Find(view->record.model);
+  const int resolution = model.ok() ? (*model)->resolution : 0;
+  return new EventStreamReactor(this, *std::move(cursor), req->job_id(), false, resolution);
+}
+
+grpc::ServerUnaryReactor* Service::GetJob(CallbackServerContext* ctx, const v1::GetJobRequest* req,
+                                          v1::Job* resp) {
+  if (req->job_id().empty()) return Done(ctx, Field("job_id", "empty"));
+  auto view = impl_->scheduler->GetJob(req->job_id());
+  if (view.ok()) ToProto(*view, resp);
+  return Done(ctx, view.status());
+}
+
+grpc::ServerUnaryReactor* Service::ListJobs(CallbackServerContext* ctx,
+                                            const v1::ListJobsRequest* req,
+                                            v1::ListJobsResponse* resp) {
+  auto page = PageOf(req->page_size(), req->page_token());
+  if (!page.ok()) return Done(ctx, page.status());
+  std::vector<JobState> states;
+  for (int s : req->states()) {
+    if (s < 1 || s > 5) return Done(ctx, Field("states", absl::StrCat("unknown state ", s)));
+    states.push_back(static_cast<JobState>(s));
+  }
+  auto list = impl_->scheduler->ListJobs(*page, states);
+  if (list.ok()) {
+    for (const JobView& v : list->jobs) ToProto(v, resp->add_jobs());
+    resp->set_next_page_token(list->next_page_token);
+  }
+  return Done(ctx, list.status());
+}
+
+grpc::ServerUnaryReactor* Service::CancelJob(CallbackServerContext* ctx,
+                                             const v1::CancelJobRequest* req, v1::Job* resp) {
+  if (req->job_id().empty()) return Done(ctx, Field("job_id", "empty"));
+  auto view = impl_->scheduler->Cancel(req->job_id());
+  if (view.ok()) ToProto(*view, resp);
+  return Done(ctx, view.status());
+}
+
+grpc::ServerUnaryReactor* Service::GetLatent(CallbackServerContext* ctx,
+                                             const v1::GetLatentRequest* req, v1::Latent* resp) {
+  if (req->latent_id().empty()) return Done(ctx, Field("latent_id", "empty"));
+  auto rec = impl_->store->GetLatent(req->latent_id(), req->include_values());
+  if (rec.ok()) ToProto(*rec, resp);
+  return Done(ctx, rec.status());
+}
+
+grpc::ServerUnaryReactor* Service::ListLatents(CallbackServerContext* ctx,
+                                               const v1::ListLatentsRequest* req,
+                                               v1::ListLatentsResponse* resp) {
+  auto page = PageOf(req->page_size(), req->page_token());
+  if (!page.ok()) return Done(ctx, page.status());
+  std::string fingerprint;
+  if (!req->model().empty()) {
+    auto m = impl_->registry->Find(req->model());
+    if (!m.ok()) return Done(ctx, Annotate(m.status(), "model"));
+    fingerprint = (*m)->fingerprint;
+  }
+  auto list = impl_->store->ListLatents(*page, fingerprint);
+  if (list.ok()) {
+    for (const LatentRecord& r : list->latents) ToProto(r, resp->add_latents());
+    resp->set_next_page_token(list->next_page_token);
+  }
+  return Done(ctx, list.status());
+}
+
+grpc::ServerUnaryReactor* Service::DeleteLatent(CallbackServerContext* ctx,
+                                                const v1::DeleteLatentRequest* req,
+                                                v1::DeleteLatentResponse* resp) {
+  if (req->latent_id().empty()) return Done(ctx, Field("latent_id", "empty"));
+  return Done(ctx, impl_->store->DeleteLatent(req->latent_id()));
+}
+
+grpc::ServerUnaryReactor* Service::ImportLatent(CallbackServerContext* ctx,
+                                                const v1::ImportLatentRequest* req,
+                                                v1::Latent* resp) {
+  auto run = [&]() -> absl::Status {
+    if (!accepting_) return absl::UnavailableError("the server is shutting down");
+    RETURN_IF_ERROR(CheckRequestId(req->request_id()));
+    RETURN_IF_ERROR(CheckLabels(req->labels()));
+    auto found = impl_->registry->Find(req->model());
+    if (!found.ok()) return Annotate(found.status(), "model");
+    const ModelInfo& model = **found;
+    if (req->npy().empty()) return Field("npy", "empty");
+    auto array = ParseNpy(req->npy());
+    if (!array.ok()) return Annotate(array.status(), "npy");
+    const int64_t L = model.num_layers, D = model.latent_size;
+    std::vector<float> values;
+    if (array->shape == std::vector<int64_t>{L, D}) {
+      values = array->values;
+    } else if (array->shape == std::vector<int64_t>{D}) {
+      for (int64_t l = 0; l < L; ++l)
+        values.insert(values.end(), array->values.begin(), array->values.end());
+    } else {
+      return Field("npy", absl::StrCat("shape ", array->ShapeString(), ", model \"", model.name,
+                                       "\" needs [", L, ", ", D, "] (or [", D, "])"));
+    }
+    for (float v : values) {
+      if (!std::isfinite(v)) return Field("npy", "contains NaN or Inf");
+    }
+    std::string id = NewRandomId("lat_");
+    if (!req->request_id().empty()) {
+      ASSIGN_OR_RETURN(
+          std::string claimed,
+          impl_->store->ClaimRequest("ImportLatent", req->request_id(), RequestHash(*req), id));
+      if (claimed != id) {
+        ASSIGN_OR_RETURN(LatentRecord rec, impl_->store->GetLatent(claimed, false));
+        ToProto(rec, resp);
+        return absl::OkStatus();
+      }
+    }
+    LatentRecord rec;
+    rec.id = id;
+    rec.model = model.name;
+    rec.fingerprint = model.fingerprint;
+    rec.num_layers = static_cast<int>(L);
+    rec.latent_size = static_cast<int>(D);
+    rec.values = std::move(values);
+    rec.noise_seed = req->noise_seed();
+    rec.source = "import";
+    rec.created_unix_ms = NowMs();
+    for (const auto& [k, v] : req->labels()) rec.labels[k] = v;
+    RETURN_IF_ERROR(impl_->store->PutLatent(rec));
+    rec.values.clear();
+    ToProto(rec, resp);
+    return absl::OkStatus();
+  };
+  return Done(ctx, run());
+}
+
+grpc::ServerUnaryReactor* Service::ExportLatent(CallbackServerContext* ctx,
+                                                const v1::ExportLatentRequest* req,
+                                                v1::ExportLatentResponse* resp) {
+  if (req->latent_id().empty()) return Done(ctx, Field("latent_id", "empty"));
+  auto rec = impl_->store->GetLatent(req->latent_id());
+  if (!rec.ok()) return Done(ctx, rec.status());
+  FloatArray a;
+  a.shape = {rec->num_layers, rec->latent_size};
+  a.values = std::move(rec->values);
+  resp->set_npy(SerializeNpy(a));
+  rec->noise_npz.clear();
+  ToProto(*rec, resp->mutable_latent());
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* Service::Synthesize(CallbackServerContext* ctx,
+                                              const v1::SynthesizeRequest* req,
+                                              v1::SynthesizeResponse* resp) {
+  auto model = impl_->ModelFor(req->model(), {&req->latent()});
+  if (!model.ok()) return Done(ctx, model.status());
+  absl::Status bad = Impl::CheckRender(req->render(), "render");
+  if (!bad.ok()) return Done(ctx, bad);
+  auto latent = impl_->Resolve(req->latent(), **model, "latent", req->render().noise_seed());
+  if (!latent.ok()) return Done(ctx, latent.status());
+  auto* reactor = ctx->DefaultReactor();
+  impl_->scheduler->RunTask(
+      [this, m = *model, l = *std::move(latent), req, resp](int device) {
+        return impl_->Render(device, *m, l.w, l, req->render(), resp->mutable_image());
+      },
+      DeadlineOf(ctx), [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::MorphFrame>* Service::Morph(CallbackServerContext* ctx,
+                                                         const v1::MorphRequest* req) {
+  auto start = [&]() -> absl::StatusOr<MorphReactor*> {
+    ASSIGN_OR_RETURN(const ModelInfo* model, impl_->ModelFor(req->model(), {&req->a(), &req->b()}));
+    RETURN_IF_ERROR(Impl::CheckRender(req->render(), "render"));
+    const int frames = req->frames() == 0 ? 16 : req->frames();
+    if (frames < 2 || frames > impl_->limits.max_morph_frames) {
+      return Field("frames",
+                   absl::StrCat("must be in [2, ", impl_->limits.max_morph_frames, "] (0 = 16)"));
+    }
+    ASSIGN_OR_RETURN(Resolved a, impl_->Resolve(req->a(), *model, "a", req->render().noise_seed()));
+    ASSIGN_OR_RETURN(Resolved b, impl_->Resolve(req->b(), *model, "b", req->render().noise_seed()));
+    return new MorphReactor(impl_.get(), model, std::move(a), std::move(b), frames, req->render(),
+                            DeadlineOf(ctx));
+  };
+  auto reactor = start();
+  if (!reactor.ok()) return new ErrorWriter<v1::MorphFrame>(reactor.status());
+  return *reactor;
+}
+
+grpc::ServerUnaryReactor* Service::StyleMix(CallbackServerContext* ctx,
+                                            const v1::StyleMixRequest* req,
+                                            v1::EditResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto prepare = [&]() -> absl::Status {
+    if (req->store_result() && !accepting_) {
+      return absl::UnavailableError("the server is shutting down");
+    }
+    RETURN_IF_ERROR(CheckRequestId(req->request_id()));
+    RETURN_IF_ERROR(CheckLabels(req->labels()));
+    ASSIGN_OR_RETURN(const ModelInfo* model,
+                     impl_->ModelFor(req->model(), {&req->content(), &req->style()}));
+    RETURN_IF_ERROR(Impl::CheckRender(req->render(), "render"));
+    if (req->crossover() < 0 || req->crossover() > model->num_layers) {
+      return Field("crossover", absl::StrCat("must be in [0, ", model->num_layers, "]"));
+    }
+    ASSIGN_OR_RETURN(Resolved content,
+                     impl_->Resolve(req->content(), *model, "content", req->render().noise_seed()));
+    ASSIGN_OR_RETURN(Resolved style,
+                     impl_->Resolve(req->style(), *model, "style", req->render().noise_seed()));
+    ASSIGN_OR_RETURN(torch::Tensor mixed, i2s::StyleMix(content.w, style.w, req->crossover()));
+    mixed = mixed[0].contiguous();
+    std::string id;
+    if (req->store_result()) {
+      id = NewRandomId("lat_");
+      if (!req->request_id().empty()) {
+        ASSIGN_OR_RETURN(
+            std::string claimed,
+            impl_->store->ClaimRequest("StyleMix", req->request_id(), RequestHash(*req), id));
+        if (claimed != id) {
+          // A repeat: the stored result, rendered again (rendering is deterministic).
+          ASSIGN_OR_RETURN(LatentRecord rec, impl_->store->GetLatent(claimed, false));
+          ToProto(rec, resp->mutable_latent());
+          id.clear();
+        }
+      }
+      if (!id.empty()) {
+        nlohmann::json params{{"crossover", req->crossover()}};
+        ASSIGN_OR_RETURN(LatentRecord rec,
+                         impl_->StoreEdit(*model, mixed, content, "stylemix",
+                                          {content.id, style.id}, params, req->labels(), id));
+        ToProto(rec, resp->mutable_latent());
+      }
+    }
+    impl_->scheduler->RunTask(
+        [this, model, mixed, content, req, resp](int device) {
+          return impl_->Render(device, *model, mixed, content, req->render(),
+                               resp->mutable_image());
+        },
+        DeadlineOf(ctx), [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+    return absl::OkStatus();
+  };
+  absl::Status s = prepare();
+  if (!s.ok()) reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx,
+                                                      const v1::ExpressionTransferRequest* req,
+                                                      v1::EditResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto prepare = [&]() -> absl::Status {
+    if (req->store_result() && !accepting_) {
+      return absl::UnavailableError("the server is shutting down");
+    }
+    RETURN_IF_ERROR(CheckRequestId(req->request_id()));
+    RETURN_IF_ERROR(CheckLabels(req->labels()));
+    ASSIGN_OR_RETURN(
+        const ModelInfo* model,
+        impl_->ModelFor(req->model(), {&req->target(), &req->neutral(), &req->expression()}));
+    RETURN_IF_ERROR(Impl::CheckRender(req->render(), "render"));
+    if (!std::isfinite(req->lambda()) || std::abs(req->lambda()) > 100) {
+      return Field("lambda", "must be in [-100, 100]");
+    }
+    const int last = req->has_last_layer() ? req->last_layer() : model->num_layers - 1;
+    if (req->first_layer() < 0 || req->first_layer() >= model->num_layers) {
+      return Field("first_layer", absl::StrCat("must be in [0, ", model->num_layers - 1, "]"));
+    }
+    if (last < req->first_layer() || last >= model->num_layers) {
+      return Field("last_layer",
+                   absl::StrCat("must be in [first_layer, ", model->num_layers - 1, "]"));
+    }
+    const uint64_t seed = req->render().noise_seed();
+    ASSIGN_OR_RETURN(Resolved target, impl_->Resolve(req->target(), *model, "target", seed));
+    ASSIGN_OR_RETURN(Resolved neutral, impl_->Resolve(req->neutral(), *model, "neutral", seed));
+    ASSIGN_OR_RETURN(Resolved expr, impl_->Resolve(req->expression(), *model, "expression", seed));
+    ASSIGN_OR_RETURN(torch::Tensor w,
+                     i2s::ExpressionTransfer(target.w, neutral.w, expr.w, req->lambda(),
+                                             req->first_layer(), last));
+    w = w.reshape({model->num_layers, model->latent_size}).contiguous();
+    if (req->store_result()) {
+      std::string id = NewRandomId("lat_");
+      if (!req->request_id().empty()) {
+        ASSIGN_OR_RETURN(std::string claimed,
+                         impl_->store->ClaimRequest("ExpressionTransfer", req->request_id(),
+                                                    RequestHash(*req), id));
+        if (claimed != id) {
+          ASSIGN_OR_RETURN(LatentRecord rec, impl_->store->GetLatent(claimed, false));
+          ToProto(rec, resp->mutable_latent());
+          id.clear();
+        }
+      }
+      if (!id.empty()) {
+        nlohmann::json params{
+            {"lambda", req->lambda()}, {"first_layer", req->first_layer()}, {"last_layer", last}};
+        ASSIGN_OR_RETURN(LatentRecord rec, impl_->StoreEdit(*model, w, target, "expression",
+                                                            {target.id, neutral.id, expr.id},
+                                                            params, req->labels(), id));
+        ToProto(rec, resp->mutable_latent());
+      }
+    }
+    impl_->scheduler->RunTask(
+        [this, model, w, target, req, resp](int device) {
+          return impl_->Render(device, *model, w, target, req->render(), resp->mutable_image());
+        },
+        DeadlineOf(ctx), [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+    return absl::OkStatus();
+  };
+  absl::Status s = prepare();
+  if (!s.ok()) reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* Service::GetServerInfo(CallbackServerContext* ctx,
+                                                 const v1::GetServerInfoRequest* req,
+                                                 v1::ServerInfo* resp) {
+  resp->set_version(impl_->version);
+  for (const ModelInfo& m : impl_->registry->models()) {
+    auto* out = resp->add_models();
+    out->set_name(m.name);
+    out->set_fingerprint(m.fingerprint);
+    out->set_architecture(m.architecture);
+    out->set_resolution(m.resolution);
+    out->set_num_layers(m.num_layers);
+    out->set_latent_size(m.latent_size);
+    out->set_is_default(m.is_default);
+    out->set_is_demo(m.is_demo);
+  }
+  for (const std::string& d : impl_->registry->device_names()) resp->add_devices(d);
+  const ServiceLimits& l = impl_->limits;
+  const SchedulerOptions& s = impl_->scheduler->options();
+  auto* limits = resp->mutable_limits();
+  limits->set_queue_limit(s.queue_limit);
+  limits->set_max_batch(s.max_batch);
+  limits->set_max_message_bytes(l.max_message_bytes);
+  limits->set_max_image_bytes(l.max_image_bytes);
+  limits->set_max_image_pixels(l.max_image_pixels);
+  limits->set_max_steps(l.max_steps);
+  limits->set_max_morph_frames(l.max_morph_frames);
+  limits->set_checkpoint_every(s.checkpoint_every);
+  resp->set_queued_jobs(impl_->scheduler->queued());
+  resp->set_running_jobs(impl_->scheduler->running());
+  return Done(ctx, absl::OkStatus());
+}
+
+}  // namespace i2s

@@ -1,0 +1,118 @@
+#include "server/jobs/model_registry.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/base/status_macros.h"
+#include "server/engine/stylegan1.h"
+
+namespace i2s {
+namespace {
+
+// Seed of the demo model's random VGG16 weights (fixed, so the demo is reproducible).
+constexpr uint64_t kDemoVggSeed = 16;
+
+bool ValidModelName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-')) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
+    const RegistryOptions& options) {
+  if (options.models.empty()) {
+    return absl::InvalidArgumentError("models: none given (use --model NAME=PATH or --demo-model)");
+  }
+  if (options.devices.empty()) return absl::InvalidArgumentError("devices: none given");
+  std::unique_ptr<ModelRegistry> r(new ModelRegistry());
+  r->devices_ = options.devices;
+  std::set<std::string> names;
+  bool all_demo = true;
+  for (const ModelSource& m : options.models) {
+    if (!ValidModelName(m.name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model name \"", m.name, "\": use 1-64 of A-Z a-z 0-9 _ . -"));
+    }
+    if (!names.insert(m.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat("model name \"", m.name, "\" given twice"));
+    }
+    all_demo = all_demo && m.demo;
+  }
+  if (options.vgg_path.empty() && !all_demo) {
+    return absl::InvalidArgumentError(
+        "vgg: a VGG16 weight file (--vgg) is required for real models; only the demo model "
+        "runs without one");
+  }
+  for (const torch::Device& device : options.devices) {
+    std::vector<std::unique_ptr<Generator>> gens;
+    for (const ModelSource& m : options.models) {
+      std::unique_ptr<StyleGan1Generator> g;
+      if (m.demo) {
+        StyleGan1Config config = StyleGan1Config::FromFmap(m.demo_resolution, m.demo_fmap_base);
+        RETURN_IF_ERROR(Annotate(config.Validate(), "demo model"));
+        ASSIGN_OR_RETURN(
+            g, StyleGan1Generator::Create(RandomStyleGan1Weights(config, m.demo_seed), device));
+      } else {
+        auto loaded = StyleGan1Generator::Load(m.path, device);
+        if (!loaded.ok()) return Annotate(loaded.status(), absl::StrCat("model ", m.name));
+        g = *std::move(loaded);
+      }
+      gens.push_back(std::move(g));
+    }
+    std::unique_ptr<Vgg16Extractor> vgg;
+    if (options.vgg_path.empty()) {
+      ASSIGN_OR_RETURN(vgg, Vgg16Extractor::Create(RandomVgg16Weights(kDemoVggSeed), {}, device));
+    } else {
+      auto loaded = Vgg16Extractor::Load(options.vgg_path, {}, device);
+      if (!loaded.ok()) return Annotate(loaded.status(), "vgg");
+      vgg = *std::move(loaded);
+    }
+    r->generators_.push_back(std::move(gens));
+    r->vggs_.push_back(std::move(vgg));
+  }
+  for (size_t i = 0; i < options.models.size(); ++i) {
+    const Generator& g = *r->generators_[0][i];
+    ModelInfo info;
+    info.name = options.models[i].name;
+    info.fingerprint = g.fingerprint();
+    info.architecture = "stylegan1";
+    info.resolution = g.resolution();
+    info.num_layers = g.num_layers();
+    info.latent_size = g.latent_size();
+    info.is_default = i == 0;
+    info.is_demo = options.models[i].demo;
+    r->infos_.push_back(info);
+  }
+  return r;
+}
+
+std::vector<std::string> ModelRegistry::device_names() const {
+  std::vector<std::string> names;
+  for (const torch::Device& d : devices_) names.push_back(d.str());
+  return names;
+}
+
+absl::StatusOr<const ModelInfo*> ModelRegistry::Find(const std::string& name) const {
+  if (name.empty()) return &infos_[0];
+  for (const ModelInfo& info : infos_) {
+    if (info.name == name) return &info;
+  }
+  std::vector<std::string> names;
+  for (const ModelInfo& info : infos_) names.push_back(info.name);
+  return absl::NotFoundError(absl::StrCat(
+      "model \"", name, "\" not found; this server has: ", absl::StrJoin(names, ", ")));
+}
+
+Generator* ModelRegistry::generator(int device_index, const std::string& name) const {
+  for (size_t i = 0; i < infos_.size(); ++i) {
+    if (infos_[i].name == name) return generators_[device_index][i].get();
+  }
+  return nullptr;
+}
+
+}  // namespace i2s

@@ -1,0 +1,895 @@
+#include "server/jobs/scheduler.h"
+
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/base/status_macros.h"
+#include "server/engine/torch_util.h"
+#include "server/formats/npy.h"
+#include "server/imaging/image_io.h"
+
+namespace i2s {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+}  // namespace
+
+std::string NewRandomId(absl::string_view prefix) {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}() ^
+                             static_cast<uint64_t>(Clock::now().time_since_epoch().count())};
+  std::lock_guard<std::mutex> lock(mu);
+  char buf[17];
+  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
+  return absl::StrCat(prefix, buf);
+}
+
+namespace {
+
+// The latent of job "job_X" is "lat_X": a job re-run after a crash between storing its
+// latent and recording success finds its latent already there instead of making two.
+std::string LatentIdForJob(const std::string& job_id) {
+  return absl::StrCat("lat_", job_id.substr(job_id.find('_') + 1));
+}
+
+LatentMetrics MetricsOf(const StepMetrics& m, int steps) {
+  return LatentMetrics{m.loss, m.mse, m.perceptual, m.psnr, steps};
+}
+
+std::string MetricsJson(const LatentMetrics& m) {
+  return nlohmann::json{{"loss", m.loss},
+                        {"mse", m.mse},
+                        {"perceptual", m.perceptual},
+                        {"psnr", m.psnr},
+                        {"steps", m.steps}}
+      .dump();
+}
+
+LatentMetrics MetricsFromJson(const std::string& s) {
+  LatentMetrics m;
+  if (s.empty()) return m;
+  try {
+    auto j = nlohmann::json::parse(s);
+    m.loss = j.at("loss");
+    m.mse = j.at("mse");
+    m.perceptual = j.at("perceptual");
+    m.psnr = j.at("psnr");
+    m.steps = j.at("steps");
+  } catch (const std::exception&) {
+  }
+  return m;
+}
+
+JobRecord WithoutBlobs(JobRecord r) {
+  r.spec.clear();
+  r.checkpoint.clear();
+  return r;
+}
+
+}  // namespace
+
+// One job: its inputs, stored record, live progress and event log.
+class Job {
+ public:
+  Job(JobRecord record, EmbedJobSpec spec) : spec(std::move(spec)), record(std::move(record)) {
+    id = this->record.id;
+    next_sequence = this->record.next_sequence;
+    first_sequence = next_sequence;
+    total_steps = this->spec.options.steps + this->spec.options.noise_steps;
+  }
+
+  // Appends an event (sequence and time assigned here) and wakes the readers.
+  void Emit(JobEvent ev) {
+    std::vector<std::shared_ptr<EventCursor>> wake;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ev.job_id = id;
+      ev.sequence = next_sequence++;
+      ev.time_unix_ms = NowMs();
+      // Only the newest preview is kept: replays get the metrics of every step but not
+      // every picture, which bounds a long job's log to about 100 bytes a step.
+      if (!ev.preview_png.empty()) {
+        for (JobEvent& old : events) old.preview_png.clear();
+      }
+      events.push_back(std::move(ev));
+      for (auto it = cursors.begin(); it != cursors.end();) {
+        if (auto c = it->lock()) {
+          wake.push_back(std::move(c));
+          ++it;
+        } else {
+          it = cursors.erase(it);
+        }
+      }
+    }
+    for (auto& c : wake) c->Wake();
+  }
+
+  std::vector<std::shared_ptr<EventCursor>> Cursors() {
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<std::shared_ptr<EventCursor>> out;
+    for (auto& w : cursors) {
+      if (auto c = w.lock()) out.push_back(std::move(c));
+    }
+    return out;
+  }
+
+  std::string id;
+  const EmbedJobSpec spec;
+  std::optional<EmbedCheckpoint> resume;  // from the store, consumed when it starts
+
+  std::mutex mu;     // guards the fields below
+  JobRecord record;  // without blobs
+  std::vector<JobEvent> events;
+  int64_t first_sequence = 1, next_sequence = 1;
+  int step = 0, total_steps = 0;
+  LatentMetrics metrics;
+  std::string device;
+  bool cancel_requested = false;
+  std::string cancel_reason;
+  std::vector<std::weak_ptr<EventCursor>> cursors;
+
+  // Worker-thread only.
+  EmbedBatch* batch = nullptr;
+  int handle = -1;
+  Clock::time_point started;
+  int start_step = 0;
+  double seconds_per_step = 0;  // exponential moving average
+  Clock::time_point last_preview;
+  std::string pending_preview;
+};
+
+// ----------------------------------------------------------------------- EventCursor
+
+EventCursor::EventCursor(std::shared_ptr<Job> job, int64_t after_sequence, int coalesce_backlog)
+    : job_(std::move(job)),
+      coalesce_backlog_(coalesce_backlog),
+      next_sequence_(after_sequence + 1) {}
+
+EventCursor::~EventCursor() = default;
+
+std::optional<JobEvent> EventCursor::Next() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (done_) return std::nullopt;
+  std::lock_guard<std::mutex> job_lock(job_->mu);
+  const int64_t first = job_->first_sequence;
+  const int64_t last = job_->next_sequence - 1;
+  if (next_sequence_ < first) next_sequence_ = first;
+  if (next_sequence_ > last) return std::nullopt;
+  if (last - next_sequence_ + 1 > coalesce_backlog_) {
+    int64_t s = next_sequence_;
+    while (s < last && job_->events[s - first].kind == JobEvent::Kind::kProgress) ++s;
+    next_sequence_ = s;  // the first lifecycle event, or else the latest progress
+  }
+  JobEvent ev = job_->events[next_sequence_ - first];
+  ++next_sequence_;
+  if (ev.terminal()) done_ = true;
+  return ev;
+}
+
+bool EventCursor::done() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return done_;
+}
+
+absl::Status EventCursor::closed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return closed_;
+}
+
+int64_t EventCursor::last_sequence() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_sequence_ - 1;
+}
+
+void EventCursor::SetWake(std::function<void()> wake) {
+  {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    wake_ = std::move(wake);
+  }
+  Wake();
+}
+
+void EventCursor::Close() {
+  std::lock_guard<std::mutex> lock(wake_mu_);
+  wake_ = nullptr;
+}
+
+void EventCursor::Wake() {
+  std::lock_guard<std::mutex> lock(wake_mu_);
+  if (wake_) wake_();
+}
+
+void EventCursor::Shutdown(const absl::Status& why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_.ok()) closed_ = why;
+  }
+  Wake();
+}
+
+// ------------------------------------------------------------------------- Scheduler
+
+struct Scheduler::Task {
+  std::function<absl::Status(int)> fn;
+  absl::Time deadline;
+  std::function<void(absl::Status)> done;
+};
+
+struct Scheduler::Worker {
+  int index = 0;
+  std::string device;
+  std::thread thread;
+  std::deque<std::shared_ptr<Task>> tasks;                     // guarded by mu_
+  std::vector<std::shared_ptr<Job>> active;                    // guarded by mu_
+  std::map<std::string, std::unique_ptr<EmbedBatch>> batches;  // worker thread only
+};
+
+Scheduler::Scheduler(const SchedulerOptions& options, const ModelRegistry* registry, Store* store)
+    : options_(options), registry_(registry), store_(store) {}
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOptions& options,
+                                                             const ModelRegistry* registry,
+                                                             Store* store) {
+  if (options.queue_limit < 1) return absl::InvalidArgumentError("queue_limit: must be >= 1");
+  if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch: must be >= 1");
+  if (options.checkpoint_every < 1) {
+    return absl::InvalidArgumentError("checkpoint_every: must be >= 1");
+  }
+  std::unique_ptr<Scheduler> s(new Scheduler(options, registry, store));
+  RETURN_IF_ERROR(s->Restore());
+  const auto names = registry->device_names();
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto w = std::make_unique<Worker>();
+    w->index = static_cast<int>(i);
+    w->device = names[i];
+    s->workers_.push_back(std::move(w));
+  }
+  for (auto& w : s->workers_) {
+    Worker* raw = w.get();
+    Scheduler* self = s.get();
+    w->thread = std::thread([self, raw] { self->WorkerLoop(raw); });
+  }
+  return s;
+}
+
+Scheduler::~Scheduler() { Shutdown(); }
+
+absl::Status Scheduler::Restore() {
+  ASSIGN_OR_RETURN(std::vector<JobRecord> unfinished, store_->UnfinishedJobs());
+  for (JobRecord& r : unfinished) {
+    auto spec = ParseSpec(r.spec);
+    std::optional<EmbedCheckpoint> checkpoint;
+    absl::Status bad = spec.status();
+    if (bad.ok() && !r.checkpoint.empty()) {
+      auto c = ParseCheckpoint(r.checkpoint);
+      if (c.ok()) {
+        checkpoint = *std::move(c);
+      } else {
+        bad = c.status();
+      }
+    }
+    if (bad.ok() && !registry_->Find(spec->model).ok()) {
+      bad = absl::FailedPreconditionError(
+          absl::StrCat("model \"", spec->model, "\" is not served any more"));
+    }
+    if (!bad.ok()) {
+      r.state = JobState::kFailed;
+      r.error_code = static_cast<int>(bad.code());
+      r.error_message = absl::StrCat("cannot resume after restart: ", bad.message());
+      r.finished_unix_ms = NowMs();
+      RETURN_IF_ERROR(store_->UpdateJob(r));
+      continue;
+    }
+    // Events after the last checkpoint were lost with the process; skipping past every
+    // number they could have used keeps sequence numbers unique for re-attaching clients.
+    r.next_sequence += options_.checkpoint_every + 8;
+    r.state = JobState::kQueued;
+    RETURN_IF_ERROR(store_->UpdateJob(WithoutBlobs(r)));
+    auto job = std::make_shared<Job>(WithoutBlobs(r), *std::move(spec));
+    job->resume = std::move(checkpoint);
+    if (job->resume) job->step = job->resume->step;
+    live_[job->id] = job;
+    queue_.push_back(job);
+    JobEvent ev;
+    ev.kind = JobEvent::Kind::kQueued;
+    ev.position = static_cast<int>(queue_.size());
+    job->Emit(std::move(ev));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
+                                                        const std::string& request_id,
+                                                        const std::string& request_hash) {
+  RETURN_IF_ERROR(Annotate(spec.options.Validate(), "options"));
+  ASSIGN_OR_RETURN(const ModelInfo* model, registry_->Find(spec.model));
+  spec.model = model->name;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  if (!request_id.empty()) {
+    auto found = store_->FindRequest("Embed", request_id, request_hash);
+    if (found.ok()) return Submission{*found, true};
+    if (!absl::IsNotFound(found.status())) return found.status();
+  }
+  if (static_cast<int>(queue_.size()) >= options_.queue_limit) {
+    return absl::ResourceExhaustedError(absl::StrCat("queue full: ", queue_.size(),
+                                                     " jobs waiting (limit ", options_.queue_limit,
+                                                     ", --queue-limit); retry later"));
+  }
+  JobRecord r;
+  r.id = NewRandomId("job_");
+  r.request_id = request_id;
+  r.model = spec.model;
+  r.state = JobState::kQueued;
+  r.spec = SerializeSpec(spec);
+  r.created_unix_ms = NowMs();
+  if (!request_id.empty()) {
+    RETURN_IF_ERROR(store_->ClaimRequest("Embed", request_id, request_hash, r.id).status());
+  }
+  RETURN_IF_ERROR(store_->CreateJob(r));
+  auto job = std::make_shared<Job>(WithoutBlobs(std::move(r)), std::move(spec));
+  live_[job->id] = job;
+  queue_.push_back(job);
+  JobEvent ev;
+  ev.kind = JobEvent::Kind::kQueued;
+  ev.position = static_cast<int>(queue_.size());
+  job->Emit(std::move(ev));
+  cv_.notify_all();
+  return Submission{job->id, false};
+}
+
+std::shared_ptr<Job> Scheduler::FindLive(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = live_.find(id);
+  return it == live_.end() ? nullptr : it->second;
+}
+
+int Scheduler::QueuePositionLocked(const Job& job) const {
+  for (size_t i = 0; i < queue_.size(); ++i) {
+    if (queue_[i].get() == &job) return static_cast<int>(i) + 1;
+  }
+  return 0;
+}
+
+JobView Scheduler::ViewOf(Job& j) {
+  int position;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    position = QueuePositionLocked(j);
+  }
+  std::lock_guard<std::mutex> lock(j.mu);
+  JobView v;
+  v.record = j.record;
+  v.queue_position = position;
+  v.step = j.step;
+  v.total_steps = j.total_steps;
+  v.metrics = j.metrics;
+  v.device = j.device;
+  v.last_sequence = j.next_sequence - 1;
+  return v;
+}
+
+absl::StatusOr<JobView> Scheduler::GetJob(const std::string& id) {
+  if (auto job = FindLive(id)) return ViewOf(*job);
+  auto r = store_->GetJob(id);
+  if (!r.ok()) return r.status();
+  JobView v;
+  v.record = WithoutBlobs(*r);
+  v.metrics = MetricsFromJson(r->result);
+  v.step = v.metrics.steps;
+  v.last_sequence = r->next_sequence - 1;
+  v.record.result.clear();
+  auto spec = ParseSpec(r->spec);
+  if (spec.ok()) v.total_steps = spec->options.steps + spec->options.noise_steps;
+  return v;
+}
+
+absl::StatusOr<JobList> Scheduler::ListJobs(const Page& page, const std::vector<JobState>& states) {
+  ASSIGN_OR_RETURN(JobPage p, store_->ListJobs(page, states));
+  JobList out;
+  out.next_page_token = p.next_page_token;
+  for (JobRecord& r : p.jobs) {
+    if (auto job = FindLive(r.id)) {
+      out.jobs.push_back(ViewOf(*job));
+      continue;
+    }
+    JobView v;
+    v.metrics = MetricsFromJson(r.result);
+    v.step = v.metrics.steps;
+    v.last_sequence = r.next_sequence - 1;
+    r.result.clear();
+    v.record = std::move(r);
+    out.jobs.push_back(std::move(v));
+  }
+  return out;
+}
+
+absl::StatusOr<JobView> Scheduler::Cancel(const std::string& id, const std::string& why) {
+  std::shared_ptr<Job> job;
+  bool was_queued = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(id);
+    if (it != live_.end()) {
+      job = it->second;
+      for (auto q = queue_.begin(); q != queue_.end(); ++q) {
+        if (q->get() == job.get()) {
+          queue_.erase(q);
+          was_queued = true;
+          break;
+        }
+      }
+    }
+  }
+  if (job == nullptr) {
+    ASSIGN_OR_RETURN(JobRecord r, store_->GetJob(id));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job \"", id, "\" already ended (", JobStateName(r.state), ")"));
+  }
+  if (was_queued) {
+    JobRecord r;
+    {
+      std::lock_guard<std::mutex> lock(job->mu);
+      job->record.state = JobState::kCancelled;
+      job->record.error_code = static_cast<int>(absl::StatusCode::kCancelled);
+      job->record.error_message = absl::StrCat("cancelled while queued (", why, ")");
+      job->record.finished_unix_ms = NowMs();
+      job->record.next_sequence = job->next_sequence + 1;
+      r = job->record;
+    }
+    RETURN_IF_ERROR(store_->UpdateJob(r));
+    JobEvent ev;
+    ev.kind = JobEvent::Kind::kCancelled;
+    ev.step = job->step;
+    ev.status = absl::CancelledError(r.error_message);
+    job->Emit(std::move(ev));
+    Retire(job);
+    return ViewOf(*job);
+  }
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    if (IsTerminal(job->record.state)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job \"", id, "\" already ended (", JobStateName(job->record.state), ")"));
+    }
+    job->cancel_requested = true;
+    job->cancel_reason = why;
+  }
+  cv_.notify_all();
+  return ViewOf(*job);
+}
+
+absl::StatusOr<std::shared_ptr<EventCursor>> Scheduler::Watch(const std::string& id,
+                                                              int64_t after_sequence) {
+  if (after_sequence < 0) {
+    return absl::InvalidArgumentError("after_sequence: must be >= 0");
+  }
+  std::shared_ptr<Job> job = FindLive(id);
+  if (job == nullptr) {
+    // An older job: its log is gone; replay is the terminal event rebuilt from the store.
+    ASSIGN_OR_RETURN(JobRecord r, store_->GetJob(id));
+    EmbedJobSpec spec;
+    r.next_sequence = std::max<int64_t>(r.next_sequence - 1, 1);
+    job = std::make_shared<Job>(WithoutBlobs(r), spec);
+    JobEvent ev;
+    ev.metrics = MetricsFromJson(r.result);
+    ev.step = ev.metrics.steps;
+    if (r.state == JobState::kSucceeded) {
+      ev.kind = JobEvent::Kind::kSucceeded;
+      ev.latent_id = r.latent_id;
+    } else {
+      ev.kind =
+          r.state == JobState::kCancelled ? JobEvent::Kind::kCancelled : JobEvent::Kind::kFailed;
+      ev.status = absl::Status(static_cast<absl::StatusCode>(r.error_code), r.error_message);
+    }
+    job->Emit(std::move(ev));
+  }
+  auto cursor =
+      std::shared_ptr<EventCursor>(new EventCursor(job, after_sequence, options_.coalesce_backlog));
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->cursors.push_back(cursor);
+  }
+  bool stopping;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping = stopping_;
+  }
+  if (stopping) cursor->Shutdown(absl::UnavailableError("the server is shutting down"));
+  return cursor;
+}
+
+void Scheduler::RunTask(std::function<absl::Status(int)> fn, absl::Time deadline,
+                        std::function<void(absl::Status)> done) {
+  auto task = std::make_shared<Task>();
+  task->fn = std::move(fn);
+  task->deadline = deadline;
+  task->done = std::move(done);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      Worker* best = workers_[0].get();
+      for (auto& w : workers_) {
+        if (w->tasks.size() + w->active.size() < best->tasks.size() + best->active.size()) {
+          best = w.get();
+        }
+      }
+      best->tasks.push_back(std::move(task));
+    }
+  }
+  if (task != nullptr) {  // not queued
+    task->done(absl::UnavailableError("the server is shutting down"));
+    return;
+  }
+  cv_.notify_all();
+}
+
+int Scheduler::queued() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(queue_.size());
+}
+
+int Scheduler::running() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return running_;
+}
+
+void Scheduler::WorkerLoop(Worker* w) {
+  while (true) {
+    std::deque<std::shared_ptr<Task>> tasks;
+    std::vector<std::shared_ptr<Job>> admit;
+    bool stop;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] {
+        return stopping_ || !w->tasks.empty() || !w->active.empty() || !queue_.empty();
+      });
+      stop = stopping_;
+      tasks.swap(w->tasks);
+      while (!stop && static_cast<int>(w->active.size() + admit.size()) < options_.max_batch &&
+             !queue_.empty()) {
+        admit.push_back(queue_.front());
+        queue_.pop_front();
+        ++running_;
+      }
+    }
+    for (auto& t : tasks) {
+      if (stop) {
+        t->done(absl::UnavailableError("the server is shutting down"));
+      } else if (absl::Now() > t->deadline) {
+        t->done(absl::DeadlineExceededError("the deadline passed while waiting for the device"));
+      } else {
+        t->done(TorchCall("device task", [&] { return t->fn(w->index); }));
+      }
+    }
+    if (stop) {
+      // Graceful stop: running jobs checkpoint and go back to queued for the next start.
+      for (auto& job : w->active) {
+        auto c = job->batch->Checkpoint(job->handle);
+        if (c.ok()) CheckpointJob(job, *c);
+        JobRecord r;
+        {
+          std::lock_guard<std::mutex> lock(job->mu);
+          job->record.state = JobState::kQueued;
+          job->record.next_sequence = job->next_sequence;
+          r = job->record;
+        }
+        (void)store_->UpdateJob(r);
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      w->active.clear();
+      w->batches.clear();
+      return;
+    }
+    for (auto& job : admit) StartJob(w, job);
+    StepBatches(w);
+  }
+}
+
+void Scheduler::StartJob(Worker* w, const std::shared_ptr<Job>& job) {
+  Generator* g = registry_->generator(w->index, job->spec.model);
+  EmbedOptions opts = job->spec.options;
+  opts.preview_every = 1;  // every step offers a preview; each job takes what it asked for
+  opts.checkpoint_every = options_.checkpoint_every;
+  const std::string key = absl::StrCat(job->spec.model, "|", OptionsKey(opts));
+  auto& batch = w->batches[key];
+  absl::Status status;
+  if (batch == nullptr) {
+    auto created = EmbedBatch::Create(g, registry_->vgg(w->index), opts);
+    if (created.ok()) {
+      batch = *std::move(created);
+    } else {
+      status = created.status();
+    }
+  }
+  int handle = -1;
+  if (status.ok()) {
+    EmbedTarget target;
+    target.image = job->spec.image;
+    target.init_latent = job->spec.init_latent;
+    target.seed = job->spec.seed;
+    auto added = batch->Add(target, job->resume, "job");
+    job->resume.reset();
+    if (added.ok()) {
+      handle = *added;
+    } else {
+      status = added.status();
+    }
+  }
+  if (batch != nullptr && batch->empty()) w->batches.erase(key);
+  if (!status.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --running_;
+  }
+  if (!status.ok()) {
+    EmbedResult failed;
+    failed.reason = StopReason::kFailed;
+    failed.status = status;
+    FinishJob(nullptr, job, std::move(failed));
+    return;
+  }
+  job->batch = w->batches[key].get();
+  job->handle = handle;
+  job->started = Clock::now();
+  job->last_preview = Clock::time_point();
+  JobRecord r;
+  int resumed_from;
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    resumed_from = job->step;
+    job->start_step = job->step;
+    job->device = w->device;
+    job->record.state = JobState::kRunning;
+    if (job->record.started_unix_ms == 0) job->record.started_unix_ms = NowMs();
+    r = job->record;
+  }
+  (void)store_->UpdateJob(r);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    w->active.push_back(job);
+  }
+  JobEvent ev;
+  ev.kind = JobEvent::Kind::kRunning;
+  ev.device = w->device;
+  ev.resumed_from_step = resumed_from;
+  job->Emit(std::move(ev));
+}
+
+void Scheduler::CheckpointJob(const std::shared_ptr<Job>& job, const EmbedCheckpoint& c) {
+  int64_t next;
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    next = job->next_sequence;
+  }
+  (void)store_->SaveCheckpoint(job->id, c.step, SerializeCheckpoint(c), next);
+}
+
+void Scheduler::StepBatches(Worker* w) {
+  std::map<std::pair<EmbedBatch*, int>, std::shared_ptr<Job>> by_handle;
+  std::vector<std::shared_ptr<Job>> active;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active = w->active;
+  }
+  for (auto& job : active) {
+    by_handle[{job->batch, job->handle}] = job;
+    bool cancel;
+    std::string why;
+    {
+      std::lock_guard<std::mutex> lock(job->mu);
+      cancel = job->cancel_requested;
+      why = job->cancel_reason;
+    }
+    if (cancel) {
+      job->batch->Cancel(job->handle,
+                         absl::CancelledError(absl::StrCat(
+                             "cancelled at step ", job->batch->step(job->handle), " (", why, ")")));
+    }
+  }
+  for (auto it = w->batches.begin(); it != w->batches.end();) {
+    EmbedBatch* batch = it->second.get();
+    auto job_of = [&](int handle) { return by_handle[{batch, handle}]; };
+    const int batch_size = batch->num_running();
+    if (batch_size > 0) {
+      EmbedCallbacks cb;
+      cb.on_preview = [&](int handle, int step, const torch::Tensor& rgb01) {
+        auto job = job_of(handle);
+        const int every = job->spec.preview_every;
+        if (every <= 0 || step % every != 0) return;
+        // At most one preview a second: a fast small model must not flood the stream.
+        if (Clock::now() - job->last_preview < std::chrono::seconds(1)) return;
+        auto png = EncodeRgb8(GeneratorOutputToRgb8(rgb01 * 2 - 1), EncodeFormat::kPng);
+        if (png.ok()) {
+          job->pending_preview = *std::move(png);
+          job->last_preview = Clock::now();
+        }
+      };
+      cb.on_checkpoint = [&](int handle, const EmbedCheckpoint& c) {
+        CheckpointJob(job_of(handle), c);
+      };
+      std::vector<StepMetrics> metrics;
+      auto t0 = Clock::now();
+      absl::Status status = batch->Step(cb, &metrics);
+      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (!status.ok()) {
+        // A device error (out of memory, ...): every job of this batch fails with it.
+        for (auto& [key, job] : by_handle) {
+          if (key.first == batch) batch->Cancel(key.second, status);
+        }
+      }
+      for (const StepMetrics& m : metrics) {
+        auto job = job_of(m.image);
+        job->seconds_per_step =
+            job->seconds_per_step == 0 ? seconds : 0.9 * job->seconds_per_step + 0.1 * seconds;
+        JobEvent ev;
+        ev.kind = JobEvent::Kind::kProgress;
+        ev.step = m.step;
+        ev.total_steps = job->total_steps;
+        ev.noise_phase = m.noise_phase;
+        ev.batch_size = batch_size;
+        ev.metrics = MetricsOf(m, m.step);
+        ev.elapsed_seconds = std::chrono::duration<double>(Clock::now() - job->started).count();
+        ev.steps_per_second = job->seconds_per_step > 0 ? 1 / job->seconds_per_step : 0;
+        ev.eta_seconds = ev.steps_per_second > 0
+                             ? std::max(0, job->total_steps - m.step) / ev.steps_per_second
+                             : 0;
+        ev.preview_png = std::move(job->pending_preview);
+        job->pending_preview.clear();
+        {
+          std::lock_guard<std::mutex> lock(job->mu);
+          job->step = m.step;
+          job->metrics = ev.metrics;
+        }
+        job->Emit(std::move(ev));
+      }
+    }
+    for (int handle : batch->Finished()) {
+      auto job = job_of(handle);
+      auto result = batch->Take(handle);
+      if (!result.ok()) {
+        EmbedResult failed;
+        failed.reason = StopReason::kFailed;
+        failed.status = result.status();
+        result = std::move(failed);
+      }
+      FinishJob(w, job, *std::move(result));
+    }
+    it = batch->empty() ? w->batches.erase(it) : std::next(it);
+  }
+}
+
+void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResult result) {
+  JobEvent ev;
+  LatentMetrics metrics = MetricsOf(result.final, result.steps);
+  ev.metrics = metrics;
+  ev.step = result.steps;
+  absl::Status status = result.status;
+  if (status.ok() && result.reason != StopReason::kCancelled &&
+      result.reason != StopReason::kFailed) {
+    const ModelInfo* model = *registry_->Find(job->spec.model);
+    LatentRecord rec;
+    rec.id = LatentIdForJob(job->id);
+    rec.model = model->name;
+    rec.fingerprint = model->fingerprint;
+    rec.num_layers = model->num_layers;
+    rec.latent_size = model->latent_size;
+    rec.values = TensorToFloatArray(result.latent).values;
+    if (job->spec.options.noise_steps > 0) {
+      std::vector<std::pair<std::string, FloatArray>> maps;
+      for (size_t l = 0; l < result.noise.size(); ++l) {
+        maps.emplace_back(absl::StrCat("noise_", l), TensorToFloatArray(result.noise[l]));
+      }
+      auto npz = SerializeNpz(maps);
+      if (npz.ok()) rec.noise_npz = *std::move(npz);
+    }
+    rec.noise_seed = job->spec.seed;
+    rec.source = "embed";
+    rec.job_id = job->id;
+    rec.metrics = metrics;
+    rec.created_unix_ms = NowMs();
+    rec.labels = job->spec.labels;
+    absl::Status put = store_->PutLatent(rec);
+    if (!put.ok() && !absl::IsAlreadyExists(put)) status = Annotate(put, "storing the latent");
+    if (status.ok()) {
+      ev.kind = JobEvent::Kind::kSucceeded;
+      ev.latent_id = rec.id;
+      ev.stop_reason = StopReasonName(result.reason);
+      if (job->spec.return_reconstruction && w != nullptr) {
+        Generator* g = registry_->generator(w->index, job->spec.model);
+        std::vector<torch::Tensor> noise;
+        for (const auto& n : result.noise) noise.push_back(n.to(g->device()));
+        auto img = g->Synthesize(result.latent.unsqueeze(0), noise);
+        if (img.ok()) {
+          auto png = EncodeRgb8(GeneratorOutputToRgb8((*img)[0]), EncodeFormat::kPng);
+          if (png.ok()) ev.reconstruction_png = *std::move(png);
+        }
+      }
+    }
+  } else if (status.ok()) {
+    status = absl::InternalError("embedding stopped without a status");
+  }
+  JobRecord r;
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->step = result.steps;
+    job->metrics = metrics;
+    job->record.finished_unix_ms = NowMs();
+    job->record.result = MetricsJson(metrics);
+    if (status.ok()) {
+      job->record.state = JobState::kSucceeded;
+      job->record.latent_id = ev.latent_id;
+    } else {
+      job->record.state = absl::IsCancelled(status) ? JobState::kCancelled : JobState::kFailed;
+      job->record.error_code = static_cast<int>(status.code());
+      job->record.error_message = std::string(status.message());
+    }
+    job->record.next_sequence = job->next_sequence + 1;  // after the terminal event
+    r = job->record;
+  }
+  if (!status.ok()) {
+    ev.kind = absl::IsCancelled(status) ? JobEvent::Kind::kCancelled : JobEvent::Kind::kFailed;
+    ev.status = status;
+  }
+  (void)store_->UpdateJob(r);
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->record.result.clear();
+  }
+  job->batch = nullptr;
+  if (w != nullptr) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = w->active.begin(); it != w->active.end(); ++it) {
+      if (it->get() == job.get()) {
+        w->active.erase(it);
+        --running_;
+        break;
+      }
+    }
+  }
+  job->Emit(std::move(ev));
+  Retire(job);
+}
+
+void Scheduler::Retire(const std::shared_ptr<Job>& job) {
+  std::lock_guard<std::mutex> lock(mu_);
+  finished_order_.push_back(job->id);
+  while (static_cast<int>(finished_order_.size()) > options_.keep_finished) {
+    live_.erase(finished_order_.front());
+    finished_order_.pop_front();
+  }
+}
+
+void Scheduler::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& w : workers_) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, job] : live_) jobs.push_back(job);
+  }
+  for (auto& job : jobs) {
+    for (auto& c : job->Cursors()) {
+      c->Shutdown(absl::UnavailableError(
+          "the server is shutting down; the job resumes from its checkpoint when it restarts "
+          "(WatchJob to follow it)"));
+    }
+  }
+}
+
+}  // namespace i2s

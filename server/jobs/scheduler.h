@@ -1,0 +1,175 @@
+// The scheduler: embedding jobs from submission to stored latent.
+//
+// - A bounded FIFO queue of jobs (Submit fails with ResourceExhausted when full).
+// - One worker thread per device. A worker keeps an active set of up to max_batch jobs
+//   in EmbedBatches (one per model and option set) and advances every batch one
+//   optimiser step per turn; jobs join from the queue and leave when done between steps
+//   (continuous batching). Short tasks (renders, edits: RunTask) run between steps, ahead
+//   of embedding work, so they never wait for an embedding to finish.
+// - Every job's state lives in the Store; running jobs checkpoint every
+//   checkpoint_every steps. Create() resumes what a previous process left queued or
+//   running (from its last checkpoint).
+// - Each job keeps its event log in memory for WatchJob replays (EventCursor).
+//
+// Thread-safe: every public method may be called from any thread (gRPC handlers). The
+// registry and store are borrowed and must outlive the scheduler.
+#ifndef I2S_SERVER_JOBS_SCHEDULER_H_
+#define I2S_SERVER_JOBS_SCHEDULER_H_
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/jobs/job.h"
+#include "server/jobs/model_registry.h"
+#include "server/store/store.h"
+
+namespace i2s {
+
+// prefix + 16 random hex digits ("job_…", "lat_…"). Thread-safe.
+std::string NewRandomId(absl::string_view prefix);
+
+struct SchedulerOptions {
+  int queue_limit = 64;       // queued (not running) jobs
+  int max_batch = 8;          // images stepped together per device
+  int checkpoint_every = 50;  // steps between checkpoints of a running job
+  int keep_finished = 256;    // finished jobs whose event logs stay in memory
+  // A reader this many events behind gets only the latest progress event (lifecycle
+  // events are never skipped).
+  int coalesce_backlog = 256;
+};
+
+// A consistent snapshot of a job: its stored record plus live progress.
+struct JobView {
+  JobRecord record;        // blobs (spec, checkpoint, result) left empty
+  int queue_position = 0;  // 1-based while queued
+  int step = 0, total_steps = 0;
+  LatentMetrics metrics;  // latest step
+  std::string device;
+  int64_t last_sequence = 0;
+};
+
+struct JobList {
+  std::vector<JobView> jobs;
+  std::string next_page_token;
+};
+
+class Job;
+
+// A reader's position in one job's event stream. Next() hands out events in order,
+// coalescing progress for a reader that is far behind; the wake callback is called
+// (from the producing thread, without scheduler locks held) whenever there may be
+// something new. Thread-safe.
+class EventCursor {
+ public:
+  ~EventCursor();
+  // The next event, or nullopt if none is ready.
+  std::optional<JobEvent> Next();
+  // True once the terminal event has been handed out.
+  bool done() const;
+  // Not OK once the stream cannot go on (the server is shutting down).
+  absl::Status closed() const;
+  int64_t last_sequence() const;
+  // Sets the callback; it is called once right away if events are pending.
+  void SetWake(std::function<void()> wake);
+  // Detaches: no wake call is in progress or will be made after this returns.
+  void Close();
+
+ private:
+  friend class Job;
+  friend class Scheduler;
+  EventCursor(std::shared_ptr<Job> job, int64_t after_sequence, int coalesce_backlog);
+  void Wake();
+  void Shutdown(const absl::Status& why);
+
+  std::shared_ptr<Job> job_;
+  const int coalesce_backlog_;
+  mutable std::mutex mu_;  // guards the fields below
+  int64_t next_sequence_;  // the first sequence not handed out
+  bool done_ = false;
+  absl::Status closed_;
+  std::mutex wake_mu_;  // held while calling wake_
+  std::function<void()> wake_;
+};
+
+class Scheduler {
+ public:
+  // Resumes unfinished jobs from `store` and starts one worker per registry device.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const SchedulerOptions& options,
+                                                           const ModelRegistry* registry,
+                                                           Store* store);
+  ~Scheduler();  // Shutdown()
+
+  struct Submission {
+    std::string job_id;
+    bool existing = false;  // a repeat of an earlier request_id: nothing was created
+  };
+  // Queues a job (spec validated by the caller; options are re-validated here).
+  // ResourceExhausted when the queue is full; Unavailable when shutting down.
+  absl::StatusOr<Submission> Submit(EmbedJobSpec spec, const std::string& request_id,
+                                    const std::string& request_hash);
+
+  absl::StatusOr<JobView> GetJob(const std::string& id);
+  absl::StatusOr<JobList> ListJobs(const Page& page, const std::vector<JobState>& states);
+  // Cancels a queued or running job (a running one stops before its next step).
+  // FailedPrecondition if it already ended.
+  absl::StatusOr<JobView> Cancel(const std::string& id, const std::string& why = "CancelJob");
+  // A cursor over the job's events with sequence > after_sequence. NotFound if unknown.
+  absl::StatusOr<std::shared_ptr<EventCursor>> Watch(const std::string& id, int64_t after_sequence);
+
+  // Runs `task(device_index)` on a worker between optimiser steps, ahead of embedding
+  // work, then calls `done` (on the worker thread) with the task's status:
+  // DeadlineExceeded without running it if it could not start before `deadline`,
+  // Unavailable when shutting down. `done` must not block.
+  void RunTask(std::function<absl::Status(int device_index)> task, absl::Time deadline,
+               std::function<void(absl::Status)> done);
+
+  int queued() const;
+  int running() const;
+  const SchedulerOptions& options() const { return options_; }
+
+  // Graceful stop: refuses new work, checkpoints running jobs (they resume on restart),
+  // ends every cursor with Unavailable, joins the workers. Idempotent.
+  void Shutdown();
+
+ private:
+  struct Worker;
+  struct Task;
+  Scheduler(const SchedulerOptions& options, const ModelRegistry* registry, Store* store);
+  absl::Status Restore();
+  void WorkerLoop(Worker* w);
+  void StartJob(Worker* w, const std::shared_ptr<Job>& job);
+  void StepBatches(Worker* w);
+  void FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResult result);
+  void CheckpointJob(const std::shared_ptr<Job>& job, const EmbedCheckpoint& checkpoint);
+  void Retire(const std::shared_ptr<Job>& job);
+  std::shared_ptr<Job> FindLive(const std::string& id);
+  JobView ViewOf(Job& job);
+  int QueuePositionLocked(const Job& job) const;
+
+  const SchedulerOptions options_;
+  const ModelRegistry* registry_;
+  Store* store_;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::map<std::string, std::shared_ptr<Job>> live_;  // queued, running, recently finished
+  std::deque<std::string> finished_order_;            // retirement order of finished live_ jobs
+  std::vector<std::unique_ptr<Worker>> workers_;
+  int running_ = 0;
+};
+
+}  // namespace i2s
+
+#endif  // I2S_SERVER_JOBS_SCHEDULER_H_

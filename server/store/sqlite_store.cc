@@ -1,0 +1,831 @@
+#include "server/store/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
+#include "server/base/status_macros.h"
+
+namespace i2s {
+namespace {
+
+// AIP-158 defaults: a page size of 0 means "the server's default"; larger requests than
+// the maximum are refused rather than silently shortened.
+constexpr int kDefaultPageSize = 50;
+constexpr int kMaxPageSize = 1000;
+
+// How long a statement waits for a lock held by another connection (a second process,
+// the sqlite3 shell, a backup) before failing with SQLITE_BUSY.
+constexpr int kBusyTimeoutMs = 5000;
+
+// Schema migrations: kMigrations[v] takes a database from PRAGMA user_version v to v + 1.
+// Append only; never edit a released step. The state values in the jobs index are
+// JobState's (persisted, so the enum values must never change).
+//
+// Big blobs are the last columns of their rows: SQLite stores a long row as a chain of
+// overflow pages, and a query that reads only the columns before the blobs stops before
+// that chain, so listings never read them.
+constexpr const char* kMigrations[] = {
+    // 0 -> 1: the initial schema.
+    R"sql(
+CREATE TABLE latents (
+  id TEXT PRIMARY KEY NOT NULL,
+  model TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  num_layers INTEGER NOT NULL,
+  latent_size INTEGER NOT NULL,
+  noise_seed INTEGER NOT NULL,  -- uint64 stored as the int64 with the same bits
+  source TEXT NOT NULL,
+  job_id TEXT NOT NULL,
+  parents_json TEXT NOT NULL,   -- JSON array of latent IDs
+  params_json TEXT NOT NULL,
+  has_metrics INTEGER NOT NULL,
+  metrics_loss REAL,            -- NULL when absent, or NaN (SQLite stores NaN as NULL)
+  metrics_mse REAL,
+  metrics_perceptual REAL,
+  metrics_psnr REAL,
+  metrics_steps INTEGER,
+  created_unix_ms INTEGER NOT NULL,
+  labels_json TEXT NOT NULL,    -- JSON object
+  values_f32 BLOB NOT NULL,     -- float32 little-endian, row-major [num_layers, latent_size]
+  noise_npz BLOB NOT NULL
+);
+CREATE INDEX latents_by_created ON latents (created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_fingerprint ON latents (fingerprint, created_unix_ms DESC, id DESC);
+
+CREATE TABLE jobs (
+  id TEXT PRIMARY KEY NOT NULL,
+  request_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  checkpoint_step INTEGER NOT NULL,
+  latent_id TEXT NOT NULL,
+  error_code INTEGER NOT NULL,
+  error_message TEXT NOT NULL,
+  next_sequence INTEGER NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  started_unix_ms INTEGER NOT NULL,
+  finished_unix_ms INTEGER NOT NULL,
+  result BLOB NOT NULL,
+  spec BLOB NOT NULL,
+  checkpoint BLOB NOT NULL
+);
+CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
+
+CREATE TABLE requests (
+  method TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  request_hash BLOB NOT NULL,
+  result_id TEXT NOT NULL,
+  created_unix_ms INTEGER NOT NULL,  -- for a future expiry of old keys (AIP-155)
+  PRIMARY KEY (method, request_id)
+) WITHOUT ROWID;
+)sql",
+};
+constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
+
+// Column lists, in the order the Read* functions below consume them. The summaries are
+// what listings return; the blobs follow them in the row (see kMigrations).
+constexpr const char* kLatentSummaryColumns =
+    "id, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
+    "parents_json, params_json, has_metrics, metrics_loss, metrics_mse, metrics_perceptual, "
+    "metrics_psnr, metrics_steps, created_unix_ms, labels_json";
+constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
+constexpr const char* kJobSummaryColumns =
+    "id, request_id, model, state, checkpoint_step, latent_id, error_code, error_message, "
+    "next_sequence, created_unix_ms, started_unix_ms, finished_unix_ms";
+constexpr const char* kJobBlobColumns = "result, spec, checkpoint";
+
+absl::Status SqliteError(sqlite3* db, absl::string_view what) {
+  return absl::InternalError(absl::StrCat("sqlite: ", what, ": ", sqlite3_errmsg(db)));
+}
+
+// Runs constant SQL (schema, pragmas, transaction control) that has no parameters.
+absl::Status Exec(sqlite3* db, const std::string& sql, absl::string_view what) {
+  char* message = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message) == SQLITE_OK) {
+    return absl::OkStatus();
+  }
+  absl::Status status = absl::InternalError(
+      absl::StrCat("sqlite: ", what, ": ", message != nullptr ? message : "unknown error"));
+  sqlite3_free(message);
+  return status;
+}
+
+// One execution of a prepared statement: binds named parameters, steps through the rows
+// and reads columns. Resets the statement and clears its bindings when destroyed, so the
+// statement cache can hand it out again. A failed bind is reported by the next Step.
+class Query {
+ public:
+  Query(sqlite3* db, sqlite3_stmt* stmt, absl::string_view what)
+      : db_(db), stmt_(stmt), what_(what) {}
+  ~Query() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  Query(const Query&) = delete;
+  Query& operator=(const Query&) = delete;
+
+  Query& Int(const char* name, int64_t value) {
+    return Check(name, sqlite3_bind_int64(stmt_, Index(name), value));
+  }
+  Query& Double(const char* name, double value) {
+    return Check(name, sqlite3_bind_double(stmt_, Index(name), value));
+  }
+  // The pointer is never null, so an empty string binds as '' (not NULL); SQLITE_TRANSIENT
+  // makes SQLite copy the bytes, so temporaries are fine.
+  Query& Text(const char* name, absl::string_view text) {
+    return Check(name, sqlite3_bind_text64(stmt_, Index(name), text.empty() ? "" : text.data(),
+                                           text.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+  }
+  Query& Blob(const char* name, absl::string_view bytes) {
+    return Check(name, sqlite3_bind_blob64(stmt_, Index(name), bytes.empty() ? "" : bytes.data(),
+                                           bytes.size(), SQLITE_TRANSIENT));
+  }
+
+  // True when a row is ready, false when the statement is done.
+  absl::StatusOr<bool> Step() {
+    RETURN_IF_ERROR(bind_status_);
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqliteError(db_, what_);
+  }
+  // Runs a statement that returns no rows; returns how many rows it changed.
+  absl::StatusOr<int> Run() {
+    ASSIGN_OR_RETURN(bool row, Step());
+    if (row) return absl::InternalError(absl::StrCat("sqlite: ", what_, ": unexpected row"));
+    return sqlite3_changes(db_);
+  }
+
+  // Column readers, for the current row.
+  int64_t ColumnInt(int col) const { return sqlite3_column_int64(stmt_, col); }
+  // NULL reads as NaN: SQLite stores a bound NaN as NULL.
+  double ColumnDouble(int col) const {
+    return IsNull(col) ? std::numeric_limits<double>::quiet_NaN()
+                       : sqlite3_column_double(stmt_, col);
+  }
+  // TEXT and BLOB columns alike, byte for byte.
+  std::string ColumnBytes(int col) const {
+    const void* data = sqlite3_column_blob(stmt_, col);
+    const int size = sqlite3_column_bytes(stmt_, col);
+    return data == nullptr ? std::string() : std::string(static_cast<const char*>(data), size);
+  }
+  bool IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+
+ private:
+  int Index(const char* name) const { return sqlite3_bind_parameter_index(stmt_, name); }
+  Query& Check(const char* name, int rc) {
+    if (rc != SQLITE_OK && bind_status_.ok()) {
+      // SQLITE_RANGE (no such parameter) is a bug here; the rest are resource errors.
+      bind_status_ = absl::InternalError(
+          absl::StrCat("sqlite: ", what_, ": binding ", name, ": ", sqlite3_errstr(rc)));
+    }
+    return *this;
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+  absl::string_view what_;
+  absl::Status bind_status_;
+};
+
+static_assert(sizeof(float) == 4, "latent values are stored as IEEE float32");
+
+// float32 little-endian bytes, whatever the host's byte order.
+std::string EncodeFloats(const std::vector<float>& values) {
+  std::string out(values.size() * sizeof(float), '\0');
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &values[i], sizeof(bits));
+    for (int b = 0; b < 4; ++b) out[4 * i + b] = static_cast<char>((bits >> (8 * b)) & 0xff);
+  }
+  return out;
+}
+
+std::vector<float> DecodeFloats(absl::string_view bytes) {
+  std::vector<float> values(bytes.size() / sizeof(float));
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint32_t bits = 0;
+    for (int b = 0; b < 4; ++b) bits |= uint32_t{static_cast<uint8_t>(bytes[4 * i + b])} << (8 * b);
+    std::memcpy(&values[i], &bits, sizeof(bits));
+  }
+  return values;
+}
+
+// JSON text of parents / labels. nlohmann::json throws on strings that are not UTF-8;
+// that becomes InvalidArgument naming the field.
+template <typename T>
+absl::StatusOr<std::string> ToJson(const T& value, absl::string_view id, absl::string_view field) {
+  try {
+    return nlohmann::json(value).dump();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("latent \"", id, "\": ", field, " must be valid UTF-8 (", e.what(), ")"));
+  }
+}
+
+absl::Status Corrupt(absl::string_view kind, absl::string_view id, absl::string_view what) {
+  return absl::InternalError(absl::StrCat("database is corrupt: ", kind, " \"", id, "\": ", what));
+}
+
+absl::StatusOr<std::vector<std::string>> ParentsFromJson(const std::string& text,
+                                                         absl::string_view id) {
+  const nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_array()) return Corrupt("latent", id, "parents_json is not an array");
+  std::vector<std::string> parents;
+  for (const nlohmann::json& item : json) {
+    if (!item.is_string()) return Corrupt("latent", id, "parents_json holds a non-string");
+    parents.push_back(item.get<std::string>());
+  }
+  return parents;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> LabelsFromJson(const std::string& text,
+                                                                  absl::string_view id) {
+  const nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object()) return Corrupt("latent", id, "labels_json is not an object");
+  std::map<std::string, std::string> labels;
+  for (const auto& [key, value] : json.items()) {
+    if (!value.is_string()) return Corrupt("latent", id, "labels_json holds a non-string");
+    labels.emplace(key, value.get<std::string>());
+  }
+  return labels;
+}
+
+// Reads kLatentSummaryColumns from column 0 on, then (with_values) kLatentBlobColumns.
+absl::StatusOr<LatentRecord> ReadLatent(const Query& q, bool with_values) {
+  LatentRecord r;
+  int c = 0;
+  r.id = q.ColumnBytes(c++);
+  r.model = q.ColumnBytes(c++);
+  r.fingerprint = q.ColumnBytes(c++);
+  r.num_layers = static_cast<int>(q.ColumnInt(c++));
+  r.latent_size = static_cast<int>(q.ColumnInt(c++));
+  r.noise_seed = static_cast<uint64_t>(q.ColumnInt(c++));
+  r.source = q.ColumnBytes(c++);
+  r.job_id = q.ColumnBytes(c++);
+  ASSIGN_OR_RETURN(r.parents, ParentsFromJson(q.ColumnBytes(c++), r.id));
+  r.params_json = q.ColumnBytes(c++);
+  if (q.ColumnInt(c++) != 0) {
+    LatentMetrics m;
+    m.loss = q.ColumnDouble(c++);
+    m.mse = q.ColumnDouble(c++);
+    m.perceptual = q.ColumnDouble(c++);
+    m.psnr = q.ColumnDouble(c++);
+    m.steps = static_cast<int>(q.ColumnInt(c++));
+    r.metrics = m;
+  } else {
+    c += 5;
+  }
+  r.created_unix_ms = q.ColumnInt(c++);
+  ASSIGN_OR_RETURN(r.labels, LabelsFromJson(q.ColumnBytes(c++), r.id));
+  if (with_values) {
+    const std::string bytes = q.ColumnBytes(c++);
+    const int64_t want = int64_t{r.num_layers} * r.latent_size * int64_t{sizeof(float)};
+    if (static_cast<int64_t>(bytes.size()) != want) {
+      return Corrupt("latent", r.id,
+                     absl::StrCat("values_f32 has ", bytes.size(), " bytes, want ", want));
+    }
+    r.values = DecodeFloats(bytes);
+    r.noise_npz = q.ColumnBytes(c++);
+  }
+  return r;
+}
+
+// Reads kJobSummaryColumns from column 0 on, then (with_blobs) kJobBlobColumns.
+absl::StatusOr<JobRecord> ReadJob(const Query& q, bool with_blobs) {
+  JobRecord r;
+  int c = 0;
+  r.id = q.ColumnBytes(c++);
+  r.request_id = q.ColumnBytes(c++);
+  r.model = q.ColumnBytes(c++);
+  const int64_t state = q.ColumnInt(c++);
+  if (state < static_cast<int>(JobState::kQueued) ||
+      state > static_cast<int>(JobState::kCancelled)) {
+    return Corrupt("job", r.id, absl::StrCat("unknown state ", state));
+  }
+  r.state = static_cast<JobState>(state);
+  r.checkpoint_step = static_cast<int>(q.ColumnInt(c++));
+  r.latent_id = q.ColumnBytes(c++);
+  r.error_code = static_cast<int>(q.ColumnInt(c++));
+  r.error_message = q.ColumnBytes(c++);
+  r.next_sequence = q.ColumnInt(c++);
+  r.created_unix_ms = q.ColumnInt(c++);
+  r.started_unix_ms = q.ColumnInt(c++);
+  r.finished_unix_ms = q.ColumnInt(c++);
+  if (with_blobs) {
+    r.result = q.ColumnBytes(c++);
+    r.spec = q.ColumnBytes(c++);
+    r.checkpoint = q.ColumnBytes(c++);
+  }
+  return r;
+}
+
+// Keyset pagination. A token is the web-safe base64 of "<table>:<created_unix_ms>:<id>"
+// for the last row of the previous page (table 'L' latents, 'J' jobs, so a token of one
+// listing is refused by the other); the next page starts strictly after that key in the
+// (created_unix_ms DESC, id DESC) order. Unlike an offset, that neither skips nor repeats
+// rows when others are inserted or deleted between calls.
+struct PageQuery {
+  int limit = kDefaultPageSize;
+  bool has_after = false;
+  int64_t after_created_unix_ms = 0;
+  std::string after_id;
+};
+
+std::string MakePageToken(char table, int64_t created_unix_ms, absl::string_view id) {
+  return absl::WebSafeBase64Escape(
+      absl::StrCat(std::string(1, table), ":", created_unix_ms, ":", id));
+}
+
+absl::StatusOr<PageQuery> ParsePage(const Page& page, char table) {
+  PageQuery q;
+  if (page.page_size < 0 || page.page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError(absl::StrCat("page_size must be between 0 and ", kMaxPageSize,
+                                                   " (0 = ", kDefaultPageSize, "), got ",
+                                                   page.page_size));
+  }
+  if (page.page_size > 0) q.limit = page.page_size;
+  if (page.page_token.empty()) return q;
+
+  const absl::Status bad = absl::InvalidArgumentError(
+      "page_token is not valid: pass the next_page_token of the previous call unchanged");
+  std::string key;
+  if (!absl::WebSafeBase64Unescape(page.page_token, &key)) return bad;
+  // "<table>:<created>:<id>"; the ID may itself contain ':'.
+  if (key.size() < 4 || key[0] != table || key[1] != ':') return bad;
+  const size_t colon = key.find(':', 2);
+  if (colon == std::string::npos || colon + 1 == key.size()) return bad;
+  if (!absl::SimpleAtoi(absl::string_view(key).substr(2, colon - 2), &q.after_created_unix_ms)) {
+    return bad;
+  }
+  q.has_after = true;
+  q.after_id = key.substr(colon + 1);
+  return q;
+}
+
+// The WHERE/ORDER BY/LIMIT tail of a listing; `filters` are constant SQL fragments.
+std::string ListingTail(std::vector<std::string> filters, const PageQuery& page) {
+  // Row values compare lexicographically: "strictly after the token's key" in DESC order.
+  if (page.has_after) filters.push_back("(created_unix_ms, id) < (:after_created, :after_id)");
+  std::string tail;
+  if (!filters.empty()) absl::StrAppend(&tail, " WHERE ", absl::StrJoin(filters, " AND "));
+  absl::StrAppend(&tail, " ORDER BY created_unix_ms DESC, id DESC LIMIT :limit");
+  return tail;
+}
+
+void BindPage(Query& q, const PageQuery& page) {
+  if (page.has_after) {
+    q.Int(":after_created", page.after_created_unix_ms).Text(":after_id", page.after_id);
+  }
+  q.Int(":limit", page.limit + 1);  // one more row says whether there is a next page
+}
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::Status LatentNotFound(absl::string_view id) {
+  return absl::NotFoundError(absl::StrCat("latent \"", id, "\" not found"));
+}
+absl::Status JobNotFound(absl::string_view id) {
+  return absl::NotFoundError(absl::StrCat("job \"", id, "\" not found"));
+}
+
+// The job columns UpdateJob writes (all but spec, checkpoint and checkpoint_step).
+void BindJobMetadata(Query& q, const JobRecord& r) {
+  q.Text(":id", r.id)
+      .Text(":request_id", r.request_id)
+      .Text(":model", r.model)
+      .Int(":state", static_cast<int>(r.state))
+      .Text(":latent_id", r.latent_id)
+      .Int(":error_code", r.error_code)
+      .Text(":error_message", r.error_message)
+      .Int(":next_sequence", r.next_sequence)
+      .Int(":created_unix_ms", r.created_unix_ms)
+      .Int(":started_unix_ms", r.started_unix_ms)
+      .Int(":finished_unix_ms", r.finished_unix_ms)
+      .Blob(":result", r.result);
+}
+
+absl::Status CheckJobState(JobState state, absl::string_view field) {
+  const int value = static_cast<int>(state);
+  if (value < static_cast<int>(JobState::kQueued) ||
+      value > static_cast<int>(JobState::kCancelled)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": unknown job state ", value));
+  }
+  return absl::OkStatus();
+}
+
+// The result_id recorded for (method, request_id) by `stmt` (kFindRequestSql); nullopt
+// if there is none; InvalidArgument if it was recorded with another request_hash.
+constexpr const char* kFindRequestSql =
+    "SELECT request_hash, result_id FROM requests"
+    " WHERE method = :method AND request_id = :request_id";
+
+absl::StatusOr<std::optional<std::string>> LookupRequest(sqlite3* db, sqlite3_stmt* stmt,
+                                                         const std::string& method,
+                                                         const std::string& request_id,
+                                                         const std::string& request_hash) {
+  Query q(db, stmt, "looking up a request_id");
+  q.Text(":method", method).Text(":request_id", request_id);
+  ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return std::nullopt;
+  if (q.ColumnBytes(0) != request_hash) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id: \"", request_id, "\" was used for a different request"));
+  }
+  return q.ColumnBytes(1);
+}
+
+absl::StatusOr<int64_t> ReadUserVersion(sqlite3* db) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &raw, nullptr) != SQLITE_OK) {
+    return SqliteError(db, "reading user_version");
+  }
+  const std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> stmt(raw, sqlite3_finalize);
+  Query q(db, stmt.get(), "reading user_version");
+  ASSIGN_OR_RETURN(bool row, q.Step());
+  return row ? q.ColumnInt(0) : 0;
+}
+
+// Creates or migrates the schema to kSchemaVersion, atomically: the version is read
+// inside the write transaction, so two processes opening a new file at once do not both
+// create it.
+absl::Status Migrate(sqlite3* db) {
+  RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE", "begin migration"));
+  auto migrate = [db]() -> absl::Status {
+    ASSIGN_OR_RETURN(int64_t version, ReadUserVersion(db));
+    if (version > kSchemaVersion) {
+      return absl::FailedPreconditionError(absl::StrCat("database schema version ", version,
+                                                        " is newer than this server's (",
+                                                        kSchemaVersion, "); use a newer server"));
+    }
+    for (int64_t v = version; v < kSchemaVersion; ++v) {
+      RETURN_IF_ERROR(Exec(db, kMigrations[v], absl::StrCat("migration to version ", v + 1)));
+      // PRAGMA takes no bound parameters; the value is our own constant.
+      RETURN_IF_ERROR(Exec(db, absl::StrCat("PRAGMA user_version = ", v + 1), "set user_version"));
+    }
+    return absl::OkStatus();
+  };
+  absl::Status status = migrate();
+  if (!status.ok()) {
+    Exec(db, "ROLLBACK", "rollback migration").IgnoreError();  // the first error matters
+    return status;
+  }
+  return Exec(db, "COMMIT", "commit migration");
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  // SQLITE_OPEN_NOMUTEX: the connection is serialised by mu_, SQLite's own lock is redundant.
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status status = absl::InternalError(
+        absl::StrCat("sqlite: opening \"", path,
+                     "\": ", db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+    sqlite3_close_v2(db);
+    return status;
+  }
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db));  // owns db from here on
+
+  const auto annotate = [&path](const absl::Status& status) {
+    return Annotate(status, absl::StrCat("database \"", path, "\""));
+  };
+  if (sqlite3_busy_timeout(db, kBusyTimeoutMs) != SQLITE_OK) {
+    return annotate(SqliteError(db, "busy_timeout"));
+  }
+  // WAL: readers in other processes do not block the writer, and a commit appends to
+  // one file. An in-memory database stays in "memory" mode, which is fine.
+  RETURN_IF_ERROR(annotate(Exec(db, "PRAGMA journal_mode = WAL", "journal_mode")));
+  // FULL, not NORMAL: in WAL mode NORMAL never corrupts the file but may lose the last
+  // commits on power loss or an OS crash. An acknowledged latent, job or request ID has
+  // been handed to a client, so it must survive; the store writes a few rows a second at
+  // most (checkpoints every few seconds per job), so one fsync per commit is cheap.
+  RETURN_IF_ERROR(annotate(Exec(db, "PRAGMA synchronous = FULL", "synchronous")));
+  RETURN_IF_ERROR(annotate(Migrate(db)));
+  return store;
+}
+
+SqliteStore::SqliteStore(sqlite3* db) : db_(db) {}
+
+SqliteStore::~SqliteStore() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+  statements_.clear();
+  sqlite3_close_v2(db_);
+}
+
+absl::StatusOr<sqlite3_stmt*> SqliteStore::Prepare(const std::string& sql) {
+  auto it = statements_.find(sql);
+  if (it != statements_.end()) return it->second;
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                         &stmt, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, absl::StrCat("preparing \"", sql, "\""));
+  }
+  statements_.emplace(sql, stmt);
+  return stmt;
+}
+
+// ---- LatentStore ----
+
+absl::Status SqliteStore::PutLatent(const LatentRecord& record) {
+  const auto name = [&record] { return absl::StrCat("latent \"", record.id, "\""); };
+  if (record.id.empty()) return absl::InvalidArgumentError("latent id is empty");
+  if (record.num_layers < 0 || record.latent_size < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(name(), ": num_layers ", record.num_layers,
+                                                   " and latent_size ", record.latent_size,
+                                                   " must not be negative"));
+  }
+  const int64_t want = int64_t{record.num_layers} * record.latent_size;
+  if (static_cast<int64_t>(record.values.size()) != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name(), ": values has ", record.values.size(), " floats, want num_layers * latent_size = ",
+        record.num_layers, " * ", record.latent_size, " = ", want));
+  }
+  ASSIGN_OR_RETURN(std::string parents_json, ToJson(record.parents, record.id, "parents"));
+  ASSIGN_OR_RETURN(std::string labels_json, ToJson(record.labels, record.id, "labels"));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                   Prepare(absl::StrCat("INSERT INTO latents (", kLatentSummaryColumns, ", ",
+                                        kLatentBlobColumns, R"sql() VALUES (
+      :id, :model, :fingerprint, :num_layers, :latent_size, :noise_seed, :source, :job_id,
+      :parents_json, :params_json, :has_metrics, :metrics_loss, :metrics_mse,
+      :metrics_perceptual, :metrics_psnr, :metrics_steps, :created_unix_ms, :labels_json,
+      :values_f32, :noise_npz)
+    ON CONFLICT (id) DO NOTHING)sql")));
+  Query q(db_, stmt, "PutLatent");
+  q.Text(":id", record.id)
+      .Text(":model", record.model)
+      .Text(":fingerprint", record.fingerprint)
+      .Int(":num_layers", record.num_layers)
+      .Int(":latent_size", record.latent_size)
+      .Int(":noise_seed", static_cast<int64_t>(record.noise_seed))
+      .Text(":source", record.source)
+      .Text(":job_id", record.job_id)
+      .Text(":parents_json", parents_json)
+      .Text(":params_json", record.params_json)
+      .Int(":has_metrics", record.metrics.has_value() ? 1 : 0)
+      .Int(":created_unix_ms", record.created_unix_ms)
+      .Text(":labels_json", labels_json)
+      .Blob(":values_f32", EncodeFloats(record.values))
+      .Blob(":noise_npz", record.noise_npz);
+  if (record.metrics.has_value()) {
+    q.Double(":metrics_loss", record.metrics->loss)
+        .Double(":metrics_mse", record.metrics->mse)
+        .Double(":metrics_perceptual", record.metrics->perceptual)
+        .Double(":metrics_psnr", record.metrics->psnr)
+        .Int(":metrics_steps", record.metrics->steps);
+  }  // else the metrics_* parameters stay NULL
+  ASSIGN_OR_RETURN(int changed, q.Run());
+  if (changed == 0) return absl::AlreadyExistsError(absl::StrCat(name(), " already exists"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LatentRecord> SqliteStore::GetLatent(const std::string& id, bool with_values) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                   Prepare(absl::StrCat("SELECT ", kLatentSummaryColumns,
+                                        with_values ? absl::StrCat(", ", kLatentBlobColumns) : "",
+                                        " FROM latents WHERE id = :id")));
+  Query q(db_, stmt, "GetLatent");
+  q.Text(":id", id);
+  ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return LatentNotFound(id);
+  return ReadLatent(q, with_values);
+}
+
+absl::StatusOr<LatentPage> SqliteStore::ListLatents(const Page& page,
+                                                    const std::string& fingerprint) {
+  ASSIGN_OR_RETURN(PageQuery page_query, ParsePage(page, 'L'));
+  std::vector<std::string> filters;
+  if (!fingerprint.empty()) filters.push_back("fingerprint = :fingerprint");
+  const std::string sql = absl::StrCat("SELECT ", kLatentSummaryColumns, " FROM latents",
+                                       ListingTail(std::move(filters), page_query));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql));
+  Query q(db_, stmt, "ListLatents");
+  if (!fingerprint.empty()) q.Text(":fingerprint", fingerprint);
+  BindPage(q, page_query);
+  LatentPage result;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    if (static_cast<int>(result.latents.size()) == page_query.limit) {
+      const LatentRecord& last = result.latents.back();
+      result.next_page_token = MakePageToken('L', last.created_unix_ms, last.id);
+      break;
+    }
+    ASSIGN_OR_RETURN(LatentRecord record, ReadLatent(q, /*with_values=*/false));
+    result.latents.push_back(std::move(record));
+  }
+  return result;
+}
+
+absl::Status SqliteStore::DeleteLatent(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare("DELETE FROM latents WHERE id = :id"));
+  Query q(db_, stmt, "DeleteLatent");
+  q.Text(":id", id);
+  ASSIGN_OR_RETURN(int changed, q.Run());
+  if (changed == 0) return LatentNotFound(id);
+  return absl::OkStatus();
+}
+
+// ---- JobStore ----
+
+absl::Status SqliteStore::CreateJob(const JobRecord& record) {
+  if (record.id.empty()) return absl::InvalidArgumentError("job id is empty");
+  RETURN_IF_ERROR(CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                   Prepare(absl::StrCat("INSERT INTO jobs (", kJobSummaryColumns, ", ",
+                                        kJobBlobColumns, R"sql() VALUES (
+      :id, :request_id, :model, :state, :checkpoint_step, :latent_id, :error_code,
+      :error_message, :next_sequence, :created_unix_ms, :started_unix_ms, :finished_unix_ms,
+      :result, :spec, :checkpoint)
+    ON CONFLICT (id) DO NOTHING)sql")));
+  Query q(db_, stmt, "CreateJob");
+  BindJobMetadata(q, record);
+  q.Int(":checkpoint_step", record.checkpoint_step)
+      .Blob(":spec", record.spec)
+      .Blob(":checkpoint", record.checkpoint);
+  ASSIGN_OR_RETURN(int changed, q.Run());
+  if (changed == 0) {
+    return absl::AlreadyExistsError(absl::StrCat("job \"", record.id, "\" already exists"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::UpdateJob(const JobRecord& record) {
+  RETURN_IF_ERROR(CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(UPDATE jobs SET
+      request_id = :request_id, model = :model, state = :state, latent_id = :latent_id,
+      error_code = :error_code, error_message = :error_message, next_sequence = :next_sequence,
+      created_unix_ms = :created_unix_ms, started_unix_ms = :started_unix_ms,
+      finished_unix_ms = :finished_unix_ms, result = :result
+    WHERE id = :id)sql"));
+  Query q(db_, stmt, "UpdateJob");
+  BindJobMetadata(q, record);
+  ASSIGN_OR_RETURN(int changed, q.Run());
+  if (changed == 0) return JobNotFound(record.id);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
+                                         int64_t next_sequence) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(UPDATE jobs SET
+      checkpoint = :checkpoint, checkpoint_step = :step, next_sequence = :next_sequence
+    WHERE id = :id)sql"));
+  Query q(db_, stmt, "SaveCheckpoint");
+  q.Text(":id", id)
+      .Int(":step", step)
+      .Blob(":checkpoint", bytes)
+      .Int(":next_sequence", next_sequence);
+  ASSIGN_OR_RETURN(int changed, q.Run());
+  if (changed == 0) return JobNotFound(id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobRecord> SqliteStore::GetJob(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                   Prepare(absl::StrCat("SELECT ", kJobSummaryColumns, ", ", kJobBlobColumns,
+                                        " FROM jobs WHERE id = :id")));
+  Query q(db_, stmt, "GetJob");
+  q.Text(":id", id);
+  ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return JobNotFound(id);
+  return ReadJob(q, /*with_blobs=*/true);
+}
+
+absl::StatusOr<JobPage> SqliteStore::ListJobs(const Page& page,
+                                              const std::vector<JobState>& states) {
+  ASSIGN_OR_RETURN(PageQuery page_query, ParsePage(page, 'J'));
+  // The state filter is a bit mask (bit s set = keep state s), so one statement serves
+  // every combination of states.
+  int64_t state_mask = 0;
+  for (JobState state : states) {
+    RETURN_IF_ERROR(CheckJobState(state, "states"));
+    state_mask |= int64_t{1} << static_cast<int>(state);
+  }
+  std::vector<std::string> filters;
+  if (state_mask != 0) filters.push_back("((:state_mask >> state) & 1) = 1");
+  const std::string sql = absl::StrCat("SELECT ", kJobSummaryColumns, " FROM jobs",
+                                       ListingTail(std::move(filters), page_query));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql));
+  Query q(db_, stmt, "ListJobs");
+  if (state_mask != 0) q.Int(":state_mask", state_mask);
+  BindPage(q, page_query);
+  JobPage result;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    if (static_cast<int>(result.jobs.size()) == page_query.limit) {
+      const JobRecord& last = result.jobs.back();
+      result.next_page_token = MakePageToken('J', last.created_unix_ms, last.id);
+      break;
+    }
+    ASSIGN_OR_RETURN(JobRecord record, ReadJob(q, /*with_blobs=*/false));
+    result.jobs.push_back(std::move(record));
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<JobRecord>> SqliteStore::UnfinishedJobs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Same condition as the partial index jobs_unfinished, so SQLite uses it.
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                   Prepare(absl::StrCat("SELECT ", kJobSummaryColumns, ", ", kJobBlobColumns,
+                                        " FROM jobs WHERE state IN (1, 2)"
+                                        " ORDER BY created_unix_ms, id")));
+  static_assert(
+      static_cast<int>(JobState::kQueued) == 1 && static_cast<int>(JobState::kRunning) == 2,
+      "the SQL above and the jobs_unfinished index use these values");
+  Query q(db_, stmt, "UnfinishedJobs");
+  std::vector<JobRecord> jobs;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    ASSIGN_OR_RETURN(JobRecord record, ReadJob(q, /*with_blobs=*/true));
+    jobs.push_back(std::move(record));
+  }
+  return jobs;
+}
+
+// ---- RequestStore ----
+
+absl::StatusOr<std::string> SqliteStore::ClaimRequest(const std::string& method,
+                                                      const std::string& request_id,
+                                                      const std::string& request_hash,
+                                                      const std::string& result_id) {
+  if (request_id.empty()) return absl::InvalidArgumentError("request_id is empty");
+  std::lock_guard<std::mutex> lock(mu_);
+  // Insert if new, then read back whichever row won. A row never changes once written,
+  // so no transaction is needed, even with another process on the same file.
+  {
+    ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(INSERT INTO requests
+      (method, request_id, request_hash, result_id, created_unix_ms)
+      VALUES (:method, :request_id, :request_hash, :result_id, :created_unix_ms)
+      ON CONFLICT (method, request_id) DO NOTHING)sql"));
+    Query q(db_, stmt, "ClaimRequest");
+    q.Text(":method", method)
+        .Text(":request_id", request_id)
+        .Blob(":request_hash", request_hash)
+        .Text(":result_id", result_id)
+        .Int(":created_unix_ms", NowUnixMs());
+    RETURN_IF_ERROR(q.Run().status());
+  }
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kFindRequestSql));
+  ASSIGN_OR_RETURN(std::optional<std::string> result,
+                   LookupRequest(db_, stmt, method, request_id, request_hash));
+  if (!result.has_value()) {
+    return absl::InternalError("sqlite: ClaimRequest: the request row vanished");
+  }
+  return *std::move(result);
+}
+
+absl::StatusOr<std::string> SqliteStore::FindRequest(const std::string& method,
+                                                     const std::string& request_id,
+                                                     const std::string& request_hash) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kFindRequestSql));
+  ASSIGN_OR_RETURN(std::optional<std::string> result,
+                   LookupRequest(db_, stmt, method, request_id, request_hash));
+  if (!result.has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("request_id \"", request_id, "\" of ", method, " not found"));
+  }
+  return *std::move(result);
+}
+
+}  // namespace i2s

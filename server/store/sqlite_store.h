@@ -1,0 +1,90 @@
+// SqliteStore: the embedded Store backend, one SQLite database file per server.
+#ifndef I2S_SERVER_STORE_SQLITE_STORE_H_
+#define I2S_SERVER_STORE_SQLITE_STORE_H_
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/store/store.h"
+
+// From <sqlite3.h>, which only sqlite_store.cc includes.
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace i2s {
+
+// Latents, jobs and request IDs in one SQLite database (WAL journal, synchronous=FULL).
+// The schema is created on first Open and versioned with PRAGMA user_version, so later
+// releases can migrate it in place; a database from a newer release is refused.
+//
+// Storage: latent values are float32 little-endian blobs; parents and labels are JSON
+// text (so they must be valid UTF-8, else PutLatent gives InvalidArgument); big blobs sit
+// at the end of each row, so listings, which read only the columns before them, never
+// touch their pages. Page tokens are opaque (web-safe base64 of the last row's
+// "created_unix_ms:id" key, tagged with the table) and stay valid across writes: a listing
+// neither skips nor repeats rows that existed when it started.
+//
+// UpdateJob writes neither spec nor checkpoint nor checkpoint_step (the step belongs to
+// the checkpoint bytes, which only SaveCheckpoint writes).
+//
+// Ownership: owns the connection and its prepared statements; the destructor closes them.
+// Thread-safe: one connection serialised by a mutex (SQLite's own mutex is not used). Other
+// processes may open the same file (WAL plus a busy timeout), e.g. the sqlite3 shell for
+// inspection or a backup.
+class SqliteStore final : public Store {
+ public:
+  // Opens (creating if missing) the database at `path`; ":memory:" gives a private
+  // in-memory database (for tests). Internal for SQLite errors (unwritable path, a file
+  // that is not a database); FailedPrecondition for a schema newer than this code knows.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  // LatentStore.
+  absl::Status PutLatent(const LatentRecord& record) override;
+  absl::StatusOr<LatentRecord> GetLatent(const std::string& id, bool with_values = true) override;
+  absl::StatusOr<LatentPage> ListLatents(const Page& page,
+                                         const std::string& fingerprint = "") override;
+  absl::Status DeleteLatent(const std::string& id) override;
+
+  // JobStore.
+  absl::Status CreateJob(const JobRecord& record) override;
+  absl::Status UpdateJob(const JobRecord& record) override;
+  absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
+                              int64_t next_sequence) override;
+  absl::StatusOr<JobRecord> GetJob(const std::string& id) override;
+  absl::StatusOr<JobPage> ListJobs(const Page& page, const std::vector<JobState>& states) override;
+  absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() override;
+
+  // RequestStore.
+  absl::StatusOr<std::string> ClaimRequest(const std::string& method, const std::string& request_id,
+                                           const std::string& request_hash,
+                                           const std::string& result_id) override;
+  absl::StatusOr<std::string> FindRequest(const std::string& method, const std::string& request_id,
+                                          const std::string& request_hash) override;
+
+ private:
+  explicit SqliteStore(sqlite3* db);
+
+  // The cached prepared statement for `sql` (compiled on first use).
+  // `sql` is built from constant fragments only; values are always bound parameters.
+  // Call with mu_ held.
+  absl::StatusOr<sqlite3_stmt*> Prepare(const std::string& sql);
+
+  // std::mutex rather than absl::Mutex: ThreadSanitizer understands it without an
+  // instrumented Abseil build.
+  std::mutex mu_;      // guards db_ (every call on it) and statements_
+  sqlite3* const db_;  // owned
+  std::unordered_map<std::string, sqlite3_stmt*> statements_;  // owned, keyed by SQL text
+};
+
+}  // namespace i2s
+
+#endif  // I2S_SERVER_STORE_SQLITE_STORE_H_

@@ -1,0 +1,763 @@
+#include "server/store/sqlite_store.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace i2s {
+namespace {
+
+// A fresh directory under the test's temp dir, removed (with its files) on destruction.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern = ::testing::TempDir() + "store_test_XXXXXX";
+    char* dir = mkdtemp(pattern.data());
+    EXPECT_NE(dir, nullptr);
+    path_ = pattern;
+  }
+  ~ScratchDir() {
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+      std::remove((path_ + "/db.sqlite" + suffix).c_str());
+    }
+    std::remove((path_ + "/garbage").c_str());
+    rmdir(path_.c_str());
+  }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::unique_ptr<SqliteStore> OpenOrDie(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(path);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? *std::move(store) : nullptr;
+}
+
+// A latent with every field set (values with awkward floats, binary noise, metrics).
+LatentRecord FullLatent(const std::string& id, int64_t created_unix_ms = 1000) {
+  LatentRecord r;
+  r.id = id;
+  r.model = "ffhq";
+  r.fingerprint = "fp_ffhq";
+  r.num_layers = 3;
+  r.latent_size = 4;
+  r.values = {0.0f,
+              -0.0f,
+              1.5f,
+              -2.25f,
+              std::numeric_limits<float>::infinity(),
+              1e-38f,
+              3.4e38f,
+              7.0f,
+              std::numeric_limits<float>::denorm_min(),
+              -1.0f,
+              0.1f,
+              42.0f};
+  r.noise_npz = std::string("PK\x03\x04\0\x01\xff", 7);
+  r.noise_seed = 0xfedcba9876543210ull;  // above INT64_MAX: tests the int64 storage
+  r.source = "embed";
+  r.job_id = "job_1";
+  r.parents = {"lat_a", "lat_b", "lat_a"};
+  r.params_json = R"({"alpha": 0.5})";
+  r.metrics = LatentMetrics{0.25, 0.125, 0.0625, 31.5, 1000};
+  r.created_unix_ms = created_unix_ms;
+  r.labels = {{"owner", "ana"}, {"tag", "smile \xc3\xa9"}, {"", "empty key"}};
+  return r;
+}
+
+// The minimum: empty optional fields.
+LatentRecord BareLatent(const std::string& id, int64_t created_unix_ms,
+                        const std::string& fingerprint = "fp_ffhq") {
+  LatentRecord r;
+  r.id = id;
+  r.fingerprint = fingerprint;
+  r.num_layers = 1;
+  r.latent_size = 2;
+  r.values = {1.0f, 2.0f};
+  r.source = "import";
+  r.created_unix_ms = created_unix_ms;
+  return r;
+}
+
+void ExpectSameLatent(const LatentRecord& a, const LatentRecord& b, bool with_values) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.model, b.model);
+  EXPECT_EQ(a.fingerprint, b.fingerprint);
+  EXPECT_EQ(a.num_layers, b.num_layers);
+  EXPECT_EQ(a.latent_size, b.latent_size);
+  if (with_values) {
+    ASSERT_EQ(a.values.size(), b.values.size());
+    for (size_t i = 0; i < a.values.size(); ++i) {
+      // Bit-exact, so -0.0 and 0.0 differ.
+      EXPECT_EQ(std::signbit(a.values[i]), std::signbit(b.values[i])) << i;
+      EXPECT_EQ(a.values[i], b.values[i]) << i;
+    }
+    EXPECT_EQ(a.noise_npz, b.noise_npz);
+  }
+  EXPECT_EQ(a.noise_seed, b.noise_seed);
+  EXPECT_EQ(a.source, b.source);
+  EXPECT_EQ(a.job_id, b.job_id);
+  EXPECT_EQ(a.parents, b.parents);
+  EXPECT_EQ(a.params_json, b.params_json);
+  ASSERT_EQ(a.metrics.has_value(), b.metrics.has_value());
+  if (a.metrics.has_value()) {
+    EXPECT_EQ(a.metrics->loss, b.metrics->loss);
+    EXPECT_EQ(a.metrics->mse, b.metrics->mse);
+    EXPECT_EQ(a.metrics->perceptual, b.metrics->perceptual);
+    EXPECT_EQ(a.metrics->psnr, b.metrics->psnr);
+    EXPECT_EQ(a.metrics->steps, b.metrics->steps);
+  }
+  EXPECT_EQ(a.created_unix_ms, b.created_unix_ms);
+  EXPECT_EQ(a.labels, b.labels);
+}
+
+JobRecord FullJob(const std::string& id, int64_t created_unix_ms = 2000) {
+  JobRecord r;
+  r.id = id;
+  r.request_id = "req_" + id;
+  r.model = "ffhq";
+  r.state = JobState::kRunning;
+  r.spec = std::string("spec\0bytes\xff", 11);
+  r.checkpoint = std::string("ckpt\0", 5);
+  r.checkpoint_step = 100;
+  r.result = std::string("res\0", 4);
+  r.latent_id = "lat_9";
+  r.error_code = 13;
+  r.error_message = "boom";
+  r.next_sequence = 77;
+  r.created_unix_ms = created_unix_ms;
+  r.started_unix_ms = created_unix_ms + 1;
+  r.finished_unix_ms = created_unix_ms + 2;
+  return r;
+}
+
+void ExpectSameJob(const JobRecord& a, const JobRecord& b, bool with_blobs) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.request_id, b.request_id);
+  EXPECT_EQ(a.model, b.model);
+  EXPECT_EQ(a.state, b.state);
+  if (with_blobs) {
+    EXPECT_EQ(a.spec, b.spec);
+    EXPECT_EQ(a.checkpoint, b.checkpoint);
+    EXPECT_EQ(a.result, b.result);
+  }
+  EXPECT_EQ(a.checkpoint_step, b.checkpoint_step);
+  EXPECT_EQ(a.latent_id, b.latent_id);
+  EXPECT_EQ(a.error_code, b.error_code);
+  EXPECT_EQ(a.error_message, b.error_message);
+  EXPECT_EQ(a.next_sequence, b.next_sequence);
+  EXPECT_EQ(a.created_unix_ms, b.created_unix_ms);
+  EXPECT_EQ(a.started_unix_ms, b.started_unix_ms);
+  EXPECT_EQ(a.finished_unix_ms, b.finished_unix_ms);
+}
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = OpenOrDie(":memory:");
+    ASSERT_NE(store_, nullptr);
+  }
+  std::unique_ptr<SqliteStore> store_;
+};
+
+TEST(JobStateTest, NamesAndTerminal) {
+  EXPECT_STREQ(JobStateName(JobState::kQueued), "queued");
+  EXPECT_STREQ(JobStateName(JobState::kRunning), "running");
+  EXPECT_STREQ(JobStateName(JobState::kSucceeded), "succeeded");
+  EXPECT_STREQ(JobStateName(JobState::kFailed), "failed");
+  EXPECT_STREQ(JobStateName(JobState::kCancelled), "cancelled");
+  EXPECT_STREQ(JobStateName(static_cast<JobState>(9)), "unknown");
+  EXPECT_FALSE(IsTerminal(JobState::kQueued));
+  EXPECT_FALSE(IsTerminal(JobState::kRunning));
+  EXPECT_TRUE(IsTerminal(JobState::kSucceeded));
+  EXPECT_TRUE(IsTerminal(JobState::kFailed));
+  EXPECT_TRUE(IsTerminal(JobState::kCancelled));
+}
+
+TEST_F(SqliteStoreTest, LatentRoundTripAllFields) {
+  const LatentRecord in = FullLatent("lat_full");
+  ASSERT_TRUE(store_->PutLatent(in).ok());
+  absl::StatusOr<LatentRecord> out = store_->GetLatent("lat_full");
+  ASSERT_TRUE(out.ok()) << out.status();
+  ExpectSameLatent(in, *out, /*with_values=*/true);
+}
+
+TEST_F(SqliteStoreTest, LatentRoundTripOptionalFieldsAbsent) {
+  const LatentRecord in = BareLatent("lat_bare", 5);
+  ASSERT_TRUE(store_->PutLatent(in).ok());
+  absl::StatusOr<LatentRecord> out = store_->GetLatent("lat_bare");
+  ASSERT_TRUE(out.ok()) << out.status();
+  ExpectSameLatent(in, *out, /*with_values=*/true);
+  EXPECT_FALSE(out->metrics.has_value());
+  EXPECT_TRUE(out->parents.empty());
+  EXPECT_TRUE(out->labels.empty());
+  EXPECT_TRUE(out->noise_npz.empty());
+}
+
+TEST_F(SqliteStoreTest, LatentMetricsNaNAndZeroSurvive) {
+  // SQLite stores a NaN REAL as NULL; a diverged embedding still reads back NaN.
+  LatentRecord in = BareLatent("lat_nan", 1);
+  in.metrics = LatentMetrics{std::nan(""), 0.0, -0.0, std::numeric_limits<double>::infinity(), 0};
+  ASSERT_TRUE(store_->PutLatent(in).ok());
+  absl::StatusOr<LatentRecord> out = store_->GetLatent("lat_nan");
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_TRUE(out->metrics.has_value());
+  EXPECT_TRUE(std::isnan(out->metrics->loss));
+  EXPECT_EQ(out->metrics->mse, 0.0);
+  EXPECT_TRUE(std::isinf(out->metrics->psnr));
+  EXPECT_EQ(out->metrics->steps, 0);
+}
+
+TEST_F(SqliteStoreTest, GetLatentWithoutValues) {
+  const LatentRecord in = FullLatent("lat_full");
+  ASSERT_TRUE(store_->PutLatent(in).ok());
+  absl::StatusOr<LatentRecord> out = store_->GetLatent("lat_full", /*with_values=*/false);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ExpectSameLatent(in, *out, /*with_values=*/false);
+  EXPECT_TRUE(out->values.empty());
+  EXPECT_TRUE(out->noise_npz.empty());
+}
+
+TEST_F(SqliteStoreTest, PutLatentErrors) {
+  ASSERT_TRUE(store_->PutLatent(FullLatent("lat_1")).ok());
+  absl::Status dup = store_->PutLatent(FullLatent("lat_1"));
+  EXPECT_EQ(dup.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(absl::StrContains(dup.message(), "\"lat_1\"")) << dup;
+
+  LatentRecord wrong_size = FullLatent("lat_2");
+  wrong_size.values.pop_back();
+  absl::Status size = store_->PutLatent(wrong_size);
+  EXPECT_EQ(size.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(size.message(), "values")) << size;
+
+  LatentRecord bad_label = FullLatent("lat_3");
+  bad_label.labels["k"] = "\xff\xfe";  // not UTF-8
+  absl::Status label = store_->PutLatent(bad_label);
+  EXPECT_EQ(label.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(label.message(), "labels")) << label;
+
+  EXPECT_EQ(store_->PutLatent(BareLatent("", 1)).code(), absl::StatusCode::kInvalidArgument);
+  // Nothing of the failed puts was stored.
+  EXPECT_EQ(store_->GetLatent("lat_2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetLatent("lat_3").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SqliteStoreTest, GetAndDeleteLatentNotFound) {
+  absl::Status get = store_->GetLatent("lat_x").status();
+  EXPECT_EQ(get.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(get.message(), "latent \"lat_x\" not found");
+  EXPECT_EQ(store_->DeleteLatent("lat_x").code(), absl::StatusCode::kNotFound);
+
+  ASSERT_TRUE(store_->PutLatent(BareLatent("lat_1", 1)).ok());
+  EXPECT_TRUE(store_->DeleteLatent("lat_1").ok());
+  EXPECT_EQ(store_->GetLatent("lat_1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeleteLatent("lat_1").code(), absl::StatusCode::kNotFound);
+  // The ID is free again.
+  EXPECT_TRUE(store_->PutLatent(BareLatent("lat_1", 2)).ok());
+}
+
+TEST_F(SqliteStoreTest, ListLatentsLeavesBlobsEmptyAndFiltersByFingerprint) {
+  ASSERT_TRUE(store_->PutLatent(FullLatent("lat_a", 10)).ok());
+  ASSERT_TRUE(store_->PutLatent(BareLatent("lat_b", 20, "fp_other")).ok());
+  ASSERT_TRUE(store_->PutLatent(BareLatent("lat_c", 30)).ok());
+
+  absl::StatusOr<LatentPage> all = store_->ListLatents(Page{});
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->latents.size(), 3u);
+  EXPECT_EQ(all->latents[0].id, "lat_c");  // newest first
+  EXPECT_EQ(all->latents[1].id, "lat_b");
+  EXPECT_EQ(all->latents[2].id, "lat_a");
+  EXPECT_TRUE(all->next_page_token.empty());
+  ExpectSameLatent(FullLatent("lat_a", 10), all->latents[2], /*with_values=*/false);
+  for (const LatentRecord& r : all->latents) {
+    EXPECT_TRUE(r.values.empty()) << r.id;
+    EXPECT_TRUE(r.noise_npz.empty()) << r.id;
+  }
+
+  absl::StatusOr<LatentPage> ffhq = store_->ListLatents(Page{}, "fp_ffhq");
+  ASSERT_TRUE(ffhq.ok()) << ffhq.status();
+  ASSERT_EQ(ffhq->latents.size(), 2u);
+  EXPECT_EQ(ffhq->latents[0].id, "lat_c");
+  EXPECT_EQ(ffhq->latents[1].id, "lat_a");
+
+  absl::StatusOr<LatentPage> none = store_->ListLatents(Page{}, "fp_none");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->latents.empty());
+  EXPECT_TRUE(none->next_page_token.empty());
+}
+
+// Walks every page of size `page_size` and returns the IDs in order.
+std::vector<std::string> AllLatentIds(SqliteStore& store, int page_size,
+                                      const std::string& fingerprint = "") {
+  std::vector<std::string> ids;
+  Page page;
+  page.page_size = page_size;
+  for (int guard = 0; guard < 1000; ++guard) {
+    absl::StatusOr<LatentPage> result = store.ListLatents(page, fingerprint);
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (!result.ok()) break;
+    EXPECT_LE(static_cast<int>(result->latents.size()), page_size);
+    for (const LatentRecord& r : result->latents) ids.push_back(r.id);
+    if (result->next_page_token.empty()) break;
+    EXPECT_EQ(static_cast<int>(result->latents.size()), page_size);
+    page.page_token = result->next_page_token;
+  }
+  return ids;
+}
+
+TEST_F(SqliteStoreTest, ListLatentsPagesWithoutGapOrDuplicate) {
+  // 23 latents; timestamps repeat (t = i / 3) so ties are broken by ID, descending. IDs
+  // contain ':' to check the token keeps them whole.
+  std::vector<std::string> want;
+  for (int i = 0; i < 23; ++i) {
+    const std::string id = absl::StrCat("lat:", 100 + i);
+    ASSERT_TRUE(store_->PutLatent(BareLatent(id, i / 3)).ok());
+    want.insert(want.begin(), id);  // newest (and, on a tie, largest ID) first
+  }
+  for (int page_size : {1, 2, 3, 5, 22, 23, 24, 1000}) {
+    EXPECT_EQ(AllLatentIds(*store_, page_size), want) << "page_size " << page_size;
+  }
+  // Page size 0 means 50: everything in one page.
+  absl::StatusOr<LatentPage> page = store_->ListLatents(Page{0, ""});
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->latents.size(), 23u);
+  EXPECT_TRUE(page->next_page_token.empty());
+}
+
+TEST_F(SqliteStoreTest, ListLatentsDefaultPageSizeIs50) {
+  for (int i = 0; i < 51; ++i) {
+    ASSERT_TRUE(store_->PutLatent(BareLatent(absl::StrCat("lat_", 100 + i), i)).ok());
+  }
+  absl::StatusOr<LatentPage> page = store_->ListLatents(Page{0, ""});
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->latents.size(), 50u);
+  EXPECT_FALSE(page->next_page_token.empty());
+  absl::StatusOr<LatentPage> rest = store_->ListLatents(Page{0, page->next_page_token});
+  ASSERT_TRUE(rest.ok());
+  ASSERT_EQ(rest->latents.size(), 1u);
+  EXPECT_EQ(rest->latents[0].id, "lat_100");
+  EXPECT_TRUE(rest->next_page_token.empty());
+}
+
+TEST_F(SqliteStoreTest, ListLatentsPagesStableUnderWrites) {
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(store_->PutLatent(BareLatent(absl::StrCat("lat_", i), 10 * i)).ok());
+  }
+  absl::StatusOr<LatentPage> first = store_->ListLatents(Page{2, ""});
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->latents.size(), 2u);  // lat_5, lat_4
+  // A newer latent and the deletion of an already listed one do not shift the next page.
+  ASSERT_TRUE(store_->PutLatent(BareLatent("lat_new", 1000)).ok());
+  ASSERT_TRUE(store_->DeleteLatent("lat_5").ok());
+  absl::StatusOr<LatentPage> second = store_->ListLatents(Page{2, first->next_page_token});
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(second->latents.size(), 2u);
+  EXPECT_EQ(second->latents[0].id, "lat_3");
+  EXPECT_EQ(second->latents[1].id, "lat_2");
+}
+
+TEST_F(SqliteStoreTest, ListLatentsPaginationWithFingerprint) {
+  std::vector<std::string> want;
+  for (int i = 0; i < 10; ++i) {
+    const std::string id = absl::StrCat("lat_", 10 + i);
+    const bool mine = i % 2 == 0;
+    ASSERT_TRUE(store_->PutLatent(BareLatent(id, 7, mine ? "fp_a" : "fp_b")).ok());
+    if (mine) want.insert(want.begin(), id);
+  }
+  EXPECT_EQ(AllLatentIds(*store_, 2, "fp_a"), want);
+}
+
+TEST_F(SqliteStoreTest, BadPageSizeAndToken) {
+  for (int size : {-1, 1001}) {
+    absl::Status latents = store_->ListLatents(Page{size, ""}).status();
+    EXPECT_EQ(latents.code(), absl::StatusCode::kInvalidArgument) << size;
+    EXPECT_TRUE(absl::StrContains(latents.message(), "page_size")) << latents;
+    absl::Status jobs = store_->ListJobs(Page{size, ""}, {}).status();
+    EXPECT_EQ(jobs.code(), absl::StatusCode::kInvalidArgument) << size;
+    EXPECT_TRUE(absl::StrContains(jobs.message(), "page_size")) << jobs;
+  }
+  EXPECT_TRUE(store_->ListLatents(Page{1000, ""}).ok());
+
+  for (const std::string token : {"!!!", "bm90IGEgdG9rZW4", "TDp4OmxhdF8x" /* L:x:lat_1 */,
+                                  "TDoxMA" /* L:10 */, "TDoxMDo" /* L:10: */}) {
+    absl::Status status = store_->ListLatents(Page{10, token}).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << token;
+    EXPECT_TRUE(absl::StrContains(status.message(), "page_token")) << status << token;
+  }
+
+  // A token of one listing is refused by the other.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(store_->PutLatent(BareLatent(absl::StrCat("lat_", i), i)).ok());
+    ASSERT_TRUE(store_->CreateJob(FullJob(absl::StrCat("job_", i), i)).ok());
+  }
+  absl::StatusOr<LatentPage> latents = store_->ListLatents(Page{1, ""});
+  ASSERT_TRUE(latents.ok());
+  ASSERT_FALSE(latents->next_page_token.empty());
+  EXPECT_EQ(store_->ListJobs(Page{1, latents->next_page_token}, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<JobPage> jobs = store_->ListJobs(Page{1, ""}, {});
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_FALSE(jobs->next_page_token.empty());
+  EXPECT_EQ(store_->ListLatents(Page{1, jobs->next_page_token}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SqliteStoreTest, JobRoundTripAllFields) {
+  const JobRecord in = FullJob("job_full");
+  ASSERT_TRUE(store_->CreateJob(in).ok());
+  absl::StatusOr<JobRecord> out = store_->GetJob("job_full");
+  ASSERT_TRUE(out.ok()) << out.status();
+  ExpectSameJob(in, *out, /*with_blobs=*/true);
+
+  JobRecord empty;  // defaults: queued, empty blobs
+  empty.id = "job_empty";
+  ASSERT_TRUE(store_->CreateJob(empty).ok());
+  absl::StatusOr<JobRecord> out_empty = store_->GetJob("job_empty");
+  ASSERT_TRUE(out_empty.ok()) << out_empty.status();
+  ExpectSameJob(empty, *out_empty, /*with_blobs=*/true);
+}
+
+TEST_F(SqliteStoreTest, JobErrors) {
+  ASSERT_TRUE(store_->CreateJob(FullJob("job_1")).ok());
+  absl::Status dup = store_->CreateJob(FullJob("job_1"));
+  EXPECT_EQ(dup.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(absl::StrContains(dup.message(), "\"job_1\"")) << dup;
+
+  absl::Status get = store_->GetJob("job_x").status();
+  EXPECT_EQ(get.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(get.message(), "job \"job_x\" not found");
+  EXPECT_EQ(store_->UpdateJob(FullJob("job_x")).code(), absl::StatusCode::kNotFound);
+  absl::Status ckpt = store_->SaveCheckpoint("job_x", 1, "c", 2);
+  EXPECT_EQ(ckpt.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StrContains(ckpt.message(), "\"job_x\"")) << ckpt;
+
+  JobRecord bad_state = FullJob("job_2");
+  bad_state.state = static_cast<JobState>(0);
+  EXPECT_EQ(store_->CreateJob(bad_state).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ListJobs(Page{}, {static_cast<JobState>(6)}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SqliteStoreTest, UpdateJobKeepsSpecAndCheckpoint) {
+  const JobRecord created = FullJob("job_1");
+  ASSERT_TRUE(store_->CreateJob(created).ok());
+
+  JobRecord update;
+  update.id = "job_1";
+  update.request_id = "req_other";
+  update.model = "cars";
+  update.state = JobState::kSucceeded;
+  update.spec = "IGNORED SPEC";
+  update.checkpoint = "IGNORED CHECKPOINT";
+  update.checkpoint_step = 999;  // goes with the checkpoint: ignored too
+  update.result = std::string("final\0metrics", 13);
+  update.latent_id = "lat_result";
+  update.error_code = 0;
+  update.error_message = "";
+  update.next_sequence = 500;
+  update.created_unix_ms = 3;
+  update.started_unix_ms = 4;
+  update.finished_unix_ms = 5;
+  ASSERT_TRUE(store_->UpdateJob(update).ok());
+
+  absl::StatusOr<JobRecord> out = store_->GetJob("job_1");
+  ASSERT_TRUE(out.ok()) << out.status();
+  JobRecord want = update;
+  want.spec = created.spec;
+  want.checkpoint = created.checkpoint;
+  want.checkpoint_step = created.checkpoint_step;
+  ExpectSameJob(want, *out, /*with_blobs=*/true);
+}
+
+TEST_F(SqliteStoreTest, SaveCheckpoint) {
+  const JobRecord created = FullJob("job_1");
+  ASSERT_TRUE(store_->CreateJob(created).ok());
+  const std::string bytes(100000, '\x7f');  // larger than a page: overflow pages
+  ASSERT_TRUE(store_->SaveCheckpoint("job_1", 250, bytes, 1234).ok());
+
+  absl::StatusOr<JobRecord> out = store_->GetJob("job_1");
+  ASSERT_TRUE(out.ok()) << out.status();
+  JobRecord want = created;
+  want.checkpoint = bytes;
+  want.checkpoint_step = 250;
+  want.next_sequence = 1234;
+  ExpectSameJob(want, *out, /*with_blobs=*/true);
+
+  // An empty checkpoint clears it.
+  ASSERT_TRUE(store_->SaveCheckpoint("job_1", 0, "", 1235).ok());
+  out = store_->GetJob("job_1");
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->checkpoint, "");
+  EXPECT_EQ(out->checkpoint_step, 0);
+  EXPECT_EQ(out->next_sequence, 1235);
+  EXPECT_EQ(out->spec, created.spec);
+}
+
+TEST_F(SqliteStoreTest, ListJobsStateFilterAndBlobsEmpty) {
+  const JobState states[] = {JobState::kQueued, JobState::kRunning,   JobState::kSucceeded,
+                             JobState::kFailed, JobState::kCancelled, JobState::kSucceeded};
+  for (int i = 0; i < 6; ++i) {
+    JobRecord job = FullJob(absl::StrCat("job_", i), 100 + i);
+    job.state = states[i];
+    ASSERT_TRUE(store_->CreateJob(job).ok());
+  }
+  const auto ids = [this](const std::vector<JobState>& filter) {
+    std::vector<std::string> out;
+    absl::StatusOr<JobPage> page = store_->ListJobs(Page{}, filter);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) return out;
+    for (const JobRecord& job : page->jobs) {
+      EXPECT_TRUE(job.spec.empty() && job.checkpoint.empty() && job.result.empty()) << job.id;
+      out.push_back(job.id);
+    }
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(ids({}), (V{"job_5", "job_4", "job_3", "job_2", "job_1", "job_0"}));
+  EXPECT_EQ(ids({JobState::kSucceeded}), (V{"job_5", "job_2"}));
+  EXPECT_EQ(ids({JobState::kQueued, JobState::kCancelled}), (V{"job_4", "job_0"}));
+  EXPECT_EQ(ids({JobState::kRunning, JobState::kRunning}), (V{"job_1"}));
+
+  // The listing keeps every other field.
+  absl::StatusOr<JobPage> page = store_->ListJobs(Page{1, ""}, {JobState::kFailed});
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->jobs.size(), 1u);
+  JobRecord want = FullJob("job_3", 103);
+  want.state = JobState::kFailed;
+  ExpectSameJob(want, page->jobs[0], /*with_blobs=*/false);
+}
+
+TEST_F(SqliteStoreTest, ListJobsPagesWithFilter) {
+  std::vector<std::string> want;
+  for (int i = 0; i < 17; ++i) {
+    JobRecord job = FullJob(absl::StrCat("job_", 100 + i), i / 4);  // ties broken by ID
+    job.state = i % 3 == 0 ? JobState::kFailed : JobState::kQueued;
+    ASSERT_TRUE(store_->CreateJob(job).ok());
+    if (job.state == JobState::kQueued) want.insert(want.begin(), job.id);
+  }
+  std::vector<std::string> got;
+  Page page{3, ""};
+  for (int guard = 0; guard < 100; ++guard) {
+    absl::StatusOr<JobPage> result = store_->ListJobs(page, {JobState::kQueued});
+    ASSERT_TRUE(result.ok()) << result.status();
+    for (const JobRecord& job : result->jobs) got.push_back(job.id);
+    if (result->next_page_token.empty()) break;
+    page.page_token = result->next_page_token;
+  }
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(SqliteStoreTest, UnfinishedJobsOldestFirstWithBlobs) {
+  struct Row {
+    const char* id;
+    int64_t created;
+    JobState state;
+  };
+  const Row rows[] = {{"job_d", 40, JobState::kRunning},   {"job_a", 10, JobState::kSucceeded},
+                      {"job_c", 30, JobState::kQueued},    {"job_b", 30, JobState::kRunning},
+                      {"job_e", 20, JobState::kCancelled}, {"job_f", 5, JobState::kFailed},
+                      {"job_g", 50, JobState::kQueued}};
+  for (const Row& row : rows) {
+    JobRecord job = FullJob(row.id, row.created);
+    job.state = row.state;
+    ASSERT_TRUE(store_->CreateJob(job).ok());
+  }
+  absl::StatusOr<std::vector<JobRecord>> jobs = store_->UnfinishedJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  std::vector<std::string> ids;
+  for (const JobRecord& job : *jobs) ids.push_back(job.id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"job_b", "job_c", "job_d", "job_g"}));
+  JobRecord want = FullJob("job_c", 30);
+  want.state = JobState::kQueued;
+  ASSERT_EQ(jobs->size(), 4u);
+  ExpectSameJob(want, (*jobs)[1], /*with_blobs=*/true);
+
+  // Finishing one takes it off the list.
+  JobRecord done = (*jobs)[0];
+  done.state = JobState::kSucceeded;
+  ASSERT_TRUE(store_->UpdateJob(done).ok());
+  jobs = store_->UnfinishedJobs();
+  ASSERT_TRUE(jobs.ok());
+  EXPECT_EQ(jobs->size(), 3u);
+}
+
+TEST_F(SqliteStoreTest, ClaimRequest) {
+  // New: recorded and returned.
+  absl::StatusOr<std::string> first = store_->ClaimRequest("CreateJob", "r1", "hash_a", "job_1");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(*first, "job_1");
+  // Repeat with the same hash: the recorded result, whatever result_id is offered.
+  absl::StatusOr<std::string> repeat = store_->ClaimRequest("CreateJob", "r1", "hash_a", "job_2");
+  ASSERT_TRUE(repeat.ok()) << repeat.status();
+  EXPECT_EQ(*repeat, "job_1");
+  // Same request_id, different request.
+  absl::Status other = store_->ClaimRequest("CreateJob", "r1", "hash_b", "job_3").status();
+  EXPECT_EQ(other.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(other.message(), "request_id")) << other;
+  EXPECT_TRUE(absl::StrContains(other.message(), "different request")) << other;
+  // Keys are per method.
+  absl::StatusOr<std::string> other_method =
+      store_->ClaimRequest("ImportLatent", "r1", "hash_b", "lat_1");
+  ASSERT_TRUE(other_method.ok()) << other_method.status();
+  EXPECT_EQ(*other_method, "lat_1");
+  // Hashes compare as bytes.
+  absl::StatusOr<std::string> binary =
+      store_->ClaimRequest("CreateJob", "r2", std::string("\0\xff", 2), "job_4");
+  ASSERT_TRUE(binary.ok());
+  EXPECT_EQ(store_->ClaimRequest("CreateJob", "r2", std::string("\0\xfe", 2), "x").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ClaimRequest("CreateJob", "", "h", "x").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SqliteStoreTest, FindRequest) {
+  EXPECT_EQ(store_->FindRequest("CreateJob", "r1", "hash_a").status().code(),
+            absl::StatusCode::kNotFound);
+  // Looking up does not record.
+  EXPECT_EQ(store_->FindRequest("CreateJob", "r1", "hash_a").status().code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store_->ClaimRequest("CreateJob", "r1", "hash_a", "job_1").ok());
+  absl::StatusOr<std::string> found = store_->FindRequest("CreateJob", "r1", "hash_a");
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(*found, "job_1");
+  EXPECT_EQ(store_->FindRequest("CreateJob", "r1", "hash_b").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->FindRequest("ImportLatent", "r1", "hash_a").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(SqliteStoreFileTest, PersistsAcrossReopen) {
+  ScratchDir dir;
+  const std::string path = dir.File("db.sqlite");
+  const LatentRecord latent = FullLatent("lat_1");
+  const JobRecord job = FullJob("job_1");
+  {
+    std::unique_ptr<SqliteStore> store = OpenOrDie(path);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->PutLatent(latent).ok());
+    ASSERT_TRUE(store->CreateJob(job).ok());
+    ASSERT_TRUE(store->ClaimRequest("CreateJob", "r1", "h", "job_1").ok());
+  }
+  std::unique_ptr<SqliteStore> store = OpenOrDie(path);  // schema exists: no migration
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<LatentRecord> got_latent = store->GetLatent("lat_1");
+  ASSERT_TRUE(got_latent.ok()) << got_latent.status();
+  ExpectSameLatent(latent, *got_latent, /*with_values=*/true);
+  absl::StatusOr<JobRecord> got_job = store->GetJob("job_1");
+  ASSERT_TRUE(got_job.ok()) << got_job.status();
+  ExpectSameJob(job, *got_job, /*with_blobs=*/true);
+  absl::StatusOr<std::string> request = store->FindRequest("CreateJob", "r1", "h");
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(*request, "job_1");
+  absl::StatusOr<std::vector<JobRecord>> unfinished = store->UnfinishedJobs();
+  ASSERT_TRUE(unfinished.ok());
+  EXPECT_EQ(unfinished->size(), 1u);
+}
+
+TEST(SqliteStoreFileTest, UsesWalAndRecordsSchemaVersion) {
+  ScratchDir dir;
+  const std::string path = dir.File("db.sqlite");
+  ASSERT_NE(OpenOrDie(path), nullptr);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  const auto pragma = [db](const char* sql) {
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr), SQLITE_OK);
+    EXPECT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+    std::string value(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)));
+    sqlite3_finalize(stmt);
+    return value;
+  };
+  EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");  // persistent in the file
+  EXPECT_EQ(pragma("PRAGMA user_version"), "1");
+  sqlite3_close(db);
+}
+
+TEST(SqliteStoreFileTest, RefusesNewerSchema) {
+  ScratchDir dir;
+  const std::string path = dir.File("db.sqlite");
+  ASSERT_NE(OpenOrDie(path), nullptr);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  absl::Status status = SqliteStore::Open(path).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(status.message(), "99")) << status;
+}
+
+TEST(SqliteStoreFileTest, NotADatabaseIsAnInternalError) {
+  ScratchDir dir;
+  const std::string path = dir.File("garbage");
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << std::string(4096, 'x');
+  }
+  absl::Status status = SqliteStore::Open(path).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal);
+  EXPECT_TRUE(absl::StrContains(status.message(), "not a database")) << status;
+  EXPECT_EQ(SqliteStore::Open(dir.File("no/such/dir/db")).status().code(),
+            absl::StatusCode::kInternal);
+}
+
+TEST(SqliteStoreFileTest, ConcurrentUseFromFourThreads) {
+  ScratchDir dir;
+  std::unique_ptr<SqliteStore> store = OpenOrDie(dir.File("db.sqlite"));
+  ASSERT_NE(store, nullptr);
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 25;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&store, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string id = absl::StrCat("lat_", t, "_", i);
+        EXPECT_TRUE(store->PutLatent(FullLatent(id, i)).ok()) << id;
+        EXPECT_TRUE(store->GetLatent(id).ok()) << id;
+        EXPECT_TRUE(store->ListLatents(Page{5, ""}).ok());
+        const std::string job = absl::StrCat("job_", t, "_", i);
+        EXPECT_TRUE(store->CreateJob(FullJob(job, i)).ok()) << job;
+        EXPECT_TRUE(store->SaveCheckpoint(job, i, "ckpt", i).ok()) << job;
+        // All threads race for the same keys; exactly one result wins per key.
+        absl::StatusOr<std::string> claimed =
+            store->ClaimRequest("CreateJob", absl::StrCat("r", i), "h", job);
+        EXPECT_TRUE(claimed.ok()) << claimed.status();
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+
+  std::set<std::string> ids;
+  for (const std::string& id : AllLatentIds(*store, 7)) ids.insert(id);
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kThreads * kPerThread));
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) {
+      EXPECT_EQ(ids.count(absl::StrCat("lat_", t, "_", i)), 1u);
+    }
+  }
+  absl::StatusOr<JobPage> jobs = store->ListJobs(Page{1000, ""}, {});
+  ASSERT_TRUE(jobs.ok());
+  EXPECT_EQ(jobs->jobs.size(), static_cast<size_t>(kThreads * kPerThread));
+  for (int i = 0; i < kPerThread; ++i) {
+    absl::StatusOr<std::string> winner = store->FindRequest("CreateJob", absl::StrCat("r", i), "h");
+    ASSERT_TRUE(winner.ok());
+    EXPECT_EQ(winner->substr(winner->size() - absl::StrCat("_", i).size()), absl::StrCat("_", i));
+  }
+}
+
+}  // namespace
+}  // namespace i2s

@@ -1,0 +1,142 @@
+// Persistent state of the service: latents (by ID) and embedding jobs (by ID), plus the
+// request_id table behind idempotent creating calls. Domain types only: no protobuf, no
+// gRPC, no LibTorch. Opaque byte fields (job spec, checkpoint, result) are serialised by
+// their owner (server/jobs) and stored as blobs.
+//
+// Implementations are thread-safe: every method may be called from any thread.
+// Backends: SqliteStore (sqlite_store.h, the embedded default). A PostgreSQL backend for
+// several replicas implements the same interfaces (issue 7).
+#ifndef I2S_SERVER_STORE_STORE_H_
+#define I2S_SERVER_STORE_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace i2s {
+
+// Final metrics of the embedding that produced a latent (absent for imports and edits).
+struct LatentMetrics {
+  double loss = 0, mse = 0, perceptual = 0, psnr = 0;
+  int steps = 0;
+};
+
+struct LatentRecord {
+  std::string id;     // unique, chosen by the caller (the service makes "lat_<hex>")
+  std::string model;  // name of the model it was made with (informational)
+  std::string
+      fingerprint;      // WeightsFingerprint() of that model: a latent means nothing under another
+  int num_layers = 0;   // rows of W+
+  int latent_size = 0;  // 512 for the published models
+  std::vector<float>
+      values;               // row-major [num_layers, latent_size]; empty when listed without values
+  std::string noise_npz;    // optional per-layer noise maps as .npz bytes; empty = none
+  uint64_t noise_seed = 0;  // seed of the maps when noise_npz is empty (generated on use)
+  // Provenance: how the latent came to be.
+  std::string source;                // "embed", "import", "morph", "stylemix", "expression"
+  std::string job_id;                // for "embed"
+  std::vector<std::string> parents;  // input latent IDs of an edit
+  std::string params_json;           // the edit's parameters, as a JSON object
+  std::optional<LatentMetrics> metrics;
+  int64_t created_unix_ms = 0;
+  std::map<std::string, std::string> labels;
+};
+
+struct Page {
+  int page_size = 50;      // 1..1000; 0 means the default (50)
+  std::string page_token;  // empty for the first page; else next_page_token of the last call
+};
+
+struct LatentPage {
+  std::vector<LatentRecord> latents;  // newest first; values and noise_npz left empty
+  std::string next_page_token;        // empty on the last page
+};
+
+class LatentStore {
+ public:
+  virtual ~LatentStore() = default;
+  // AlreadyExists if the ID is taken; InvalidArgument if values.size() !=
+  // num_layers * latent_size.
+  virtual absl::Status PutLatent(const LatentRecord& record) = 0;
+  // NotFound naming the ID. Without values, `values` and `noise_npz` are left empty.
+  virtual absl::StatusOr<LatentRecord> GetLatent(const std::string& id,
+                                                 bool with_values = true) = 0;
+  // Newest first (created_unix_ms, then ID). InvalidArgument for a bad page token/size.
+  // `fingerprint` non-empty keeps only latents of that model.
+  virtual absl::StatusOr<LatentPage> ListLatents(const Page& page,
+                                                 const std::string& fingerprint = "") = 0;
+  virtual absl::Status DeleteLatent(const std::string& id) = 0;  // NotFound if absent
+};
+
+enum class JobState { kQueued = 1, kRunning = 2, kSucceeded = 3, kFailed = 4, kCancelled = 5 };
+const char* JobStateName(JobState state);  // "queued", "running", ...
+bool IsTerminal(JobState state);
+
+struct JobRecord {
+  std::string id;          // unique ("job_<hex>")
+  std::string request_id;  // the client's idempotency key, may be empty
+  std::string model;       // model name
+  JobState state = JobState::kQueued;
+  std::string spec;        // opaque: everything needed to run the job (inputs, options)
+  std::string checkpoint;  // opaque: last checkpoint; empty = none
+  int checkpoint_step = 0;
+  std::string result;     // opaque: final metrics etc. once terminal
+  std::string latent_id;  // the stored result once succeeded
+  int error_code = 0;     // absl::StatusCode of a failed/cancelled job
+  std::string error_message;
+  int64_t next_sequence = 1;  // first event sequence number not yet used
+  int64_t created_unix_ms = 0, started_unix_ms = 0, finished_unix_ms = 0;
+};
+
+struct JobPage {
+  std::vector<JobRecord> jobs;  // newest first; spec, checkpoint and result left empty
+  std::string next_page_token;
+};
+
+class JobStore {
+ public:
+  virtual ~JobStore() = default;
+  virtual absl::Status CreateJob(const JobRecord& record) = 0;  // AlreadyExists if the ID is taken
+  // Replaces every field of the job with `record` except spec, checkpoint and
+  // checkpoint_step (which only CreateJob and SaveCheckpoint write). NotFound if absent.
+  virtual absl::Status UpdateJob(const JobRecord& record) = 0;
+  virtual absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
+                                      int64_t next_sequence) = 0;
+  virtual absl::StatusOr<JobRecord> GetJob(const std::string& id) = 0;  // with all blobs
+  // Newest first; `states` empty = all states.
+  virtual absl::StatusOr<JobPage> ListJobs(const Page& page,
+                                           const std::vector<JobState>& states) = 0;
+  // Jobs in kQueued or kRunning, oldest first, with all blobs: what a restart resumes.
+  virtual absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() = 0;
+};
+
+// Idempotency keys (AIP-155): the first call with a (method, request_id) records the
+// result it created; a repeat gets that result back.
+class RequestStore {
+ public:
+  virtual ~RequestStore() = default;
+  // If (method, request_id) is new, records (request_hash, result_id) and returns
+  // result_id. If it exists with the same request_hash, returns the recorded result_id
+  // (the caller then creates nothing). With another hash: InvalidArgument
+  // ("request_id: ... was used for a different request").
+  virtual absl::StatusOr<std::string> ClaimRequest(const std::string& method,
+                                                   const std::string& request_id,
+                                                   const std::string& request_hash,
+                                                   const std::string& result_id) = 0;
+  // Looks up without recording: NotFound if new.
+  virtual absl::StatusOr<std::string> FindRequest(const std::string& method,
+                                                  const std::string& request_id,
+                                                  const std::string& request_hash) = 0;
+};
+
+// All three behind one object (one database).
+class Store : public LatentStore, public JobStore, public RequestStore {};
+
+}  // namespace i2s
+
+#endif  // I2S_SERVER_STORE_STORE_H_

@@ -1,0 +1,102 @@
+"""Test harness for i2s_server: Python stubs generated from the proto at test time, a
+real server process on 127.0.0.1 port 0, and small helpers. Uses only Debian's
+python3-grpcio and python3-protobuf: an independent client of the API contract."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIMAGE_DATA = "/usr/lib/python3/dist-packages/skimage/data"
+
+
+def generate_stubs(proto_dir, out_dir, protoc="protoc", plugin=None):
+    """Runs protoc + grpc_python_plugin and makes the stubs importable."""
+    plugin = plugin or shutil.which("grpc_python_plugin")
+    if plugin is None:
+        raise RuntimeError("grpc_python_plugin not found (Debian: protobuf-compiler-grpc)")
+    os.makedirs(out_dir, exist_ok=True)
+    subprocess.run([protoc, f"-I{proto_dir}", f"--python_out={out_dir}", f"--grpc_out={out_dir}",
+                    f"--plugin=protoc-gen-grpc={plugin}",
+                    os.path.join(proto_dir, "i2s/v1/i2s.proto")], check=True)
+    if out_dir not in sys.path:
+        sys.path.insert(0, out_dir)
+
+
+class Server:
+    """An i2s_server process serving the demo model on 127.0.0.1:<free port>."""
+
+    def __init__(self, binary, data_dir, extra=(), resolution=32, fmap_base=256, log_dir=None):
+        self.binary = binary
+        self.data_dir = data_dir
+        self.extra = list(extra)
+        self.resolution = resolution
+        self.fmap_base = fmap_base
+        self.log_dir = log_dir or data_dir
+        self.proc = None
+        self.port = None
+        self.starts = 0
+
+    def start(self, timeout=120):
+        import grpc
+        port_file = os.path.join(self.data_dir, "port")
+        if os.path.exists(port_file):
+            os.remove(port_file)
+        self.starts += 1
+        self.log_path = os.path.join(self.log_dir, f"server-{self.starts}.log")
+        log = open(self.log_path, "w")
+        cmd = [self.binary, "--demo-model", "--demo-resolution", str(self.resolution),
+               "--demo-fmap-base", str(self.fmap_base), "--address", "127.0.0.1:0",
+               "--port-file", port_file, "--data-dir", self.data_dir, "--devices", "cpu",
+               "--threads", "1"] + self.extra
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while not os.path.exists(port_file):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
+            if time.time() > deadline:
+                raise RuntimeError("server did not start: " + self.log())
+            time.sleep(0.05)
+        self.port = int(open(port_file).read().strip())
+        self.channel = grpc.insecure_channel(
+            f"127.0.0.1:{self.port}",
+            options=[("grpc.max_receive_message_length", 64 << 20)])
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        return self
+
+    def stub(self):
+        from i2s.v1 import i2s_pb2_grpc
+        return i2s_pb2_grpc.ImageToStyleGanStub(self.channel)
+
+    def log(self):
+        try:
+            return open(self.log_path).read()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        """Sends `sig` and waits; returns (exit code, seconds taken)."""
+        if self.proc is None:
+            return None, 0
+        t0 = time.time()
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.channel.close()
+        self.proc = None
+        return code, time.time() - t0
+
+
+def image_bytes(name):
+    with open(os.path.join(SKIMAGE_DATA, name), "rb") as f:
+        return f.read()
+
+
+def temp_dir(prefix):
+    return tempfile.mkdtemp(prefix=prefix)

@@ -1,0 +1,569 @@
+"""The API contract, checked by an independent Python client against a real i2s_server.
+
+Run: server_test.py --server build/server/i2s_server --proto proto --work DIR [unittest args]
+"""
+
+import argparse
+import io
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+import unittest
+import zlib
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import i2s_harness as h  # noqa: E402
+
+ARGS = None
+grpc = None
+pb = None
+
+
+def setUpModule():
+    global grpc, pb
+    h.generate_stubs(ARGS.proto, os.path.join(ARGS.work, "stubs"))
+    import grpc as grpc_module
+    from i2s.v1 import i2s_pb2
+    grpc, pb = grpc_module, i2s_pb2
+
+
+def new_server(name, extra=()):
+    d = os.path.join(ARGS.work, name)
+    if os.path.exists(d):
+        import shutil
+        shutil.rmtree(d)
+    os.makedirs(d)
+    return h.Server(ARGS.server, d, extra=["--checkpoint-every", "5", "--heartbeat-seconds", "1"]
+                    + list(extra))
+
+
+def fast_options(steps, **kw):
+    """Pixel loss only: the quickest embedding (VGG off)."""
+    return pb.EmbedOptions(steps=steps, w_perceptual=0.0, lr=0.05, **kw)
+
+
+def png_size(data):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
+    return struct.unpack(">II", data[16:24])
+
+
+def read_npy(data):
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def kind(ev):
+    return ev.WhichOneof("kind")
+
+
+def collect(stream, until=None):
+    events = []
+    for ev in stream:
+        if kind(ev) == "heartbeat":
+            continue
+        events.append(ev)
+        if until is not None and until(ev):
+            break
+    return events
+
+
+def crafted_png(width, height):
+    """A valid PNG header (IHDR with CRC) claiming width x height, with no real data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00" * 64
+
+
+class ServiceTest(unittest.TestCase):
+    """One shared server for the tests that do not restart it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = new_server("main", ["--max-batch", "4"]).start()
+        cls.stub = cls.server.stub()
+        cls.info = cls.stub.GetServerInfo(pb.GetServerInfoRequest())
+        cls.model = cls.info.models[0]
+
+    @classmethod
+    def tearDownClass(cls):
+        code, _ = cls.server.stop()
+        assert code == 0, cls.server.log()
+
+    def embed(self, image="chelsea.png", steps=20, **kw):
+        req = pb.EmbedRequest(image=h.image_bytes(image), options=fast_options(steps), **kw)
+        events = collect(self.stub.Embed(req, timeout=300))
+        self.assertEqual(kind(events[-1]), "succeeded", events[-1])
+        return events
+
+    def assertCode(self, code, field, fn, *args, **kw):
+        with self.assertRaises(grpc.RpcError) as cm:
+            r = fn(*args, **kw)
+            if hasattr(r, "__iter__") and not hasattr(r, "ListFields"):
+                list(r)
+        self.assertEqual(cm.exception.code(), code, cm.exception.details())
+        if field:
+            self.assertIn(field, cm.exception.details())
+        return cm.exception.details()
+
+    def test_server_info(self):
+        self.assertEqual(self.model.name, "demo")
+        self.assertTrue(self.model.is_demo and self.model.is_default)
+        self.assertEqual(self.model.resolution, 32)
+        self.assertEqual(self.model.num_layers, 8)
+        self.assertEqual(self.model.latent_size, 512)
+        self.assertTrue(self.model.fingerprint.startswith("sha256:"))
+        self.assertEqual(list(self.info.devices), ["cpu"])
+        self.assertEqual(self.info.limits.max_batch, 4)
+
+    def test_health_and_reflection(self):
+        check = self.server.channel.unary_unary("/grpc.health.v1.Health/Check")
+        self.assertEqual(check(b"", timeout=10), b"\x08\x01")  # status: SERVING
+        refl = self.server.channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        replies = list(refl(iter([b"\x3a\x00"]), timeout=10))  # list_services: ""
+        self.assertIn(b"i2s.v1.ImageToStyleGan", replies[0])
+
+    def test_full_flow(self):
+        req = pb.EmbedRequest(image=h.image_bytes("chelsea.png"), seed=3,
+                              options=pb.EmbedOptions(steps=25, lr=0.05),
+                              labels={"who": "chelsea"}, preview_every=5,
+                              return_reconstruction=True)
+        events = collect(self.stub.Embed(req, timeout=300))
+        kinds = [kind(e) for e in events]
+        self.assertEqual(kinds[0], "queued")
+        self.assertEqual(kinds[1], "running")
+        self.assertEqual(kinds[2:-1], ["progress"] * 25)
+        self.assertEqual(kinds[-1], "succeeded")
+        self.assertEqual([e.sequence for e in events], list(range(1, len(events) + 1)))
+        self.assertEqual([e.progress.step for e in events[2:-1]], list(range(1, 26)))
+        self.assertTrue(any(e.progress.HasField("preview") for e in events[2:-1]))
+        for e in events[2:-1]:
+            if e.progress.HasField("preview"):
+                self.assertEqual(png_size(e.progress.preview.data), (32, 32))
+        last = events[-2].progress
+        self.assertEqual(last.total_steps, 25)
+        self.assertGreater(last.metrics.psnr_db, 10)
+        done = events[-1].succeeded
+        self.assertEqual(done.stop_reason, "steps")
+        self.assertEqual(done.metrics.steps, 25)
+        self.assertEqual(png_size(done.reconstruction.data), (32, 32))
+        job = self.stub.GetJob(pb.GetJobRequest(job_id=events[0].job_id))
+        self.assertEqual(job.state, pb.SUCCEEDED)
+        self.assertEqual(job.latent_id, done.latent_id)
+        self.assertEqual(job.last_sequence, events[-1].sequence)
+
+        lat = self.stub.GetLatent(pb.GetLatentRequest(latent_id=done.latent_id, include_values=True))
+        self.assertEqual((lat.num_layers, lat.latent_size), (8, 512))
+        self.assertEqual(len(lat.values), 8 * 512)
+        self.assertEqual(lat.source, "embed")
+        self.assertEqual(lat.job_id, job.id)
+        self.assertEqual(lat.fingerprint, self.model.fingerprint)
+        self.assertEqual(dict(lat.labels), {"who": "chelsea"})
+        self.assertAlmostEqual(lat.metrics.psnr_db, done.metrics.psnr_db, places=4)
+        exported = self.stub.ExportLatent(pb.ExportLatentRequest(latent_id=lat.id))
+        w = read_npy(exported.npy)
+        self.assertEqual(w.shape, (8, 512))
+        np.testing.assert_array_equal(w.ravel(), np.array(lat.values, dtype=np.float32))
+
+        # Rendering the stored latent reproduces the reconstruction exactly.
+        syn = self.stub.Synthesize(pb.SynthesizeRequest(latent=pb.LatentRef(latent_id=lat.id)))
+        self.assertEqual(syn.image.data, done.reconstruction.data)
+        raw = self.stub.Synthesize(pb.SynthesizeRequest(
+            latent=pb.LatentRef(latent_id=lat.id), render=pb.RenderOptions(format=pb.RAW_FLOAT32)))
+        self.assertEqual(read_npy(raw.image.data).shape, (3, 32, 32))
+        jpg = self.stub.Synthesize(pb.SynthesizeRequest(
+            latent=pb.LatentRef(latent_id=lat.id), render=pb.RenderOptions(format=pb.JPEG)))
+        self.assertEqual(jpg.image.data[:2], b"\xff\xd8")
+
+        # A second latent by import (the embedding's values shifted), then the edits.
+        other = self.stub.ImportLatent(pb.ImportLatentRequest(npy=_npy(w + 0.5), labels={"k": "v"}))
+        self.assertEqual(other.source, "import")
+        frames = list(self.stub.Morph(pb.MorphRequest(a=pb.LatentRef(latent_id=lat.id),
+                                                       b=pb.LatentRef(latent_id=other.id),
+                                                       frames=5), timeout=120))
+        self.assertEqual([f.index for f in frames], [0, 1, 2, 3, 4])
+        self.assertEqual([round(f.alpha, 6) for f in frames], [0, 0.25, 0.5, 0.75, 1])
+        self.assertEqual(frames[0].image.data, syn.image.data)  # alpha 0 is `a`, same noise
+        mix = self.stub.StyleMix(pb.StyleMixRequest(content=pb.LatentRef(latent_id=lat.id),
+                                                    style=pb.LatentRef(latent_id=other.id),
+                                                    crossover=4, store_result=True))
+        self.assertEqual(png_size(mix.image.data), (32, 32))
+        self.assertEqual(mix.latent.source, "stylemix")
+        self.assertEqual(list(mix.latent.parents), [lat.id, other.id])
+        mixed = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(latent_id=mix.latent.id)).npy)
+        np.testing.assert_array_equal(mixed[:4], w[:4])
+        np.testing.assert_array_equal(mixed[4:], (w + 0.5)[4:])
+        # Edits chain: an expression transfer on the stored mix.
+        expr = self.stub.ExpressionTransfer(pb.ExpressionTransferRequest(
+            target=pb.LatentRef(latent_id=mix.latent.id), neutral=pb.LatentRef(latent_id=lat.id),
+            expression=pb.LatentRef(latent_id=other.id), lambda_=2.0, first_layer=2, last_layer=5,
+            store_result=True))
+        e = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(latent_id=expr.latent.id)).npy)
+        np.testing.assert_allclose(e[2:6], mixed[2:6] + 2.0 * 0.5, atol=1e-5)
+        np.testing.assert_array_equal(e[:2], mixed[:2])
+        self.assertEqual(list(expr.latent.parents), [mix.latent.id, lat.id, other.id])
+
+        # Listing pages through everything; delete; then NOT_FOUND.
+        seen, token = [], ""
+        while True:
+            page = self.stub.ListLatents(pb.ListLatentsRequest(page_size=2, page_token=token))
+            seen += [l.id for l in page.latents]
+            self.assertTrue(all(len(l.values) == 0 for l in page.latents))
+            token = page.next_page_token
+            if not token:
+                break
+        self.assertEqual(len(seen), len(set(seen)))
+        self.assertTrue({lat.id, other.id, mix.latent.id, expr.latent.id} <= set(seen))
+        self.stub.DeleteLatent(pb.DeleteLatentRequest(latent_id=expr.latent.id))
+        self.assertCode(grpc.StatusCode.NOT_FOUND, expr.latent.id, self.stub.GetLatent,
+                        pb.GetLatentRequest(latent_id=expr.latent.id))
+
+    def test_watch_replays_after_disconnect(self):
+        req = pb.EmbedRequest(image=h.image_bytes("coffee.png"), options=fast_options(60))
+        call = self.stub.Embed(req, timeout=300)
+        first = collect(call, until=lambda e: e.sequence >= 8)
+        call.cancel()  # the client goes away; the job goes on
+        job_id = first[0].job_id
+        self.assertEqual([e.sequence for e in first], list(range(1, 9)))
+        rest = collect(self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_sequence=8),
+                                          timeout=300))
+        seqs = [e.sequence for e in rest]
+        self.assertEqual(seqs, list(range(9, 9 + len(seqs))))  # no gap, no duplicate
+        self.assertEqual(kind(rest[-1]), "succeeded")
+        steps = [e.progress.step for e in first + rest if kind(e) == "progress"]
+        self.assertEqual(steps, list(range(1, 61)))
+        # Watching a finished job replays its log from the start.
+        again = collect(self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=60))
+        self.assertEqual([e.sequence for e in again], [e.sequence for e in first + rest])
+
+    def test_cancel_takes_effect_within_one_step(self):
+        req = pb.EmbedRequest(image=h.image_bytes("chelsea.png"), options=fast_options(100000))
+        call = self.stub.Embed(req, timeout=300)
+        seen = collect(call, until=lambda e: kind(e) == "progress" and e.progress.step >= 3)
+        job_id = seen[0].job_id
+        self.stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
+        after = collect(call)
+        self.assertEqual(kind(after[-1]), "cancelled")
+        # Steps already running when the cancel arrived may finish: at most one.
+        self.assertLessEqual(sum(kind(e) == "progress" for e in after), 1, after)
+        job = self.stub.GetJob(pb.GetJobRequest(job_id=job_id))
+        self.assertEqual(job.state, pb.CANCELLED)
+        self.assertEqual(job.error_code, grpc.StatusCode.CANCELLED.value[0])
+        self.assertCode(grpc.StatusCode.FAILED_PRECONDITION, "already ended", self.stub.CancelJob,
+                        pb.CancelJobRequest(job_id=job_id))
+
+    def test_cancel_on_disconnect(self):
+        req = pb.EmbedRequest(image=h.image_bytes("chelsea.png"), options=fast_options(100000),
+                              cancel_on_disconnect=True)
+        call = self.stub.Embed(req, timeout=300)
+        seen = collect(call, until=lambda e: kind(e) == "progress")
+        call.cancel()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            job = self.stub.GetJob(pb.GetJobRequest(job_id=seen[0].job_id))
+            if job.state == pb.CANCELLED:
+                break
+            time.sleep(0.05)
+        self.assertEqual(job.state, pb.CANCELLED)
+        self.assertIn("client disconnected", job.error_message)
+
+    def test_request_id_is_idempotent(self):
+        req = pb.EmbedRequest(image=h.image_bytes("chelsea.png"), options=fast_options(10),
+                              request_id="req-embed-1")
+        first = collect(self.stub.Embed(req, timeout=300))
+        before = self.stub.ListJobs(pb.ListJobsRequest(page_size=1000))
+        second = collect(self.stub.Embed(req, timeout=300))
+        after = self.stub.ListJobs(pb.ListJobsRequest(page_size=1000))
+        self.assertEqual(first[0].job_id, second[0].job_id)
+        self.assertEqual(len(before.jobs), len(after.jobs))
+        self.assertEqual(second[-1].succeeded.latent_id, first[-1].succeeded.latent_id)
+        changed = pb.EmbedRequest(image=h.image_bytes("chelsea.png"), options=fast_options(11),
+                                  request_id="req-embed-1")
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, "request_id", self.stub.Embed, changed)
+        # Edits that store their result: a repeat returns the first latent.
+        lat = first[-1].succeeded.latent_id
+        mix = pb.StyleMixRequest(content=pb.LatentRef(latent_id=lat),
+                                 style=pb.LatentRef(latent_id=lat), crossover=2,
+                                 store_result=True, request_id="req-mix-1")
+        a = self.stub.StyleMix(mix)
+        b = self.stub.StyleMix(mix)
+        self.assertEqual(a.latent.id, b.latent.id)
+        self.assertEqual(a.image.data, b.image.data)
+        imp = pb.ImportLatentRequest(npy=_npy(np.zeros((8, 512), np.float32)), request_id="imp-1")
+        self.assertEqual(self.stub.ImportLatent(imp).id, self.stub.ImportLatent(imp).id)
+
+    def test_batched_results_match_solo(self):
+        images = ["chelsea.png", "coffee.png", "astronaut.png"]
+        opts = fast_options(30)
+        solo = {}
+        for name in images:
+            events = collect(self.stub.Embed(pb.EmbedRequest(image=h.image_bytes(name),
+                                                             options=opts, seed=5), timeout=300))
+            solo[name] = events
+        results, threads = {}, []
+
+        def run(name):
+            results[name] = collect(self.stub.Embed(
+                pb.EmbedRequest(image=h.image_bytes(name), options=opts, seed=5), timeout=300))
+        for name in images:
+            threads.append(threading.Thread(target=run, args=(name,)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        batch_sizes = [e.progress.batch_size for ev in results.values() for e in ev
+                       if kind(e) == "progress"]
+        self.assertGreater(max(batch_sizes), 1, "the concurrent jobs never shared a step")
+        for name in images:
+            a = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(
+                latent_id=solo[name][-1].succeeded.latent_id)).npy)
+            b = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(
+                latent_id=results[name][-1].succeeded.latent_id)).npy)
+            # Same computation per image; only float summation order may differ.
+            np.testing.assert_allclose(b, a, atol=2e-3, rtol=0, err_msg=name)
+            la = solo[name][-1].succeeded.metrics.loss
+            lb = results[name][-1].succeeded.metrics.loss
+            self.assertLess(abs(la - lb) / la, 1e-3, name)
+
+    def test_bad_inputs(self):
+        IA, NF = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+        img = h.image_bytes("chelsea.png")
+        embed = lambda **kw: self.stub.Embed(pb.EmbedRequest(**kw), timeout=30)
+        self.assertCode(IA, "image", embed, image=b"", options=fast_options(1))
+        self.assertCode(IA, "image", embed, image=b"not an image at all", options=fast_options(1))
+        self.assertCode(IA, "image", embed, image=img[:200], options=fast_options(1))
+        self.assertCode(NF, "model", embed, image=img, model="nope")
+        for opts, field in [(pb.EmbedOptions(steps=-1), "options.steps"),
+                            (pb.EmbedOptions(steps=10**9), "options.steps"),
+                            (pb.EmbedOptions(steps=0), "options.steps"),
+                            (pb.EmbedOptions(lr=0), "options.lr"),
+                            (pb.EmbedOptions(lr=float("nan")), "options.lr"),
+                            (pb.EmbedOptions(w_mse=-1), "options.w_mse"),
+                            (pb.EmbedOptions(w_mse=0, w_perceptual=0), "options.w_mse"),
+                            (pb.EmbedOptions(target_psnr_db=500), "options.target_psnr_db"),
+                            (pb.EmbedOptions(perceptual_resolution=4), "options.perceptual_resolution"),
+                            (pb.EmbedOptions(init=pb.FROM_LATENT), "options.init_latent_id")]:
+            self.assertCode(IA, field, embed, image=img, options=opts)
+        self.assertCode(NF, "lat_missing", embed, image=img,
+                        options=pb.EmbedOptions(init=pb.FROM_LATENT, init_latent_id="lat_missing"))
+        self.assertCode(IA, "preview_every", embed, image=img, preview_every=-2)
+        self.assertCode(IA, "request_id", embed, image=img, request_id="x" * 200)
+
+        vals = lambda n, L=8, v=0.0: pb.LatentRef(values=pb.LatentValues(
+            num_layers=L, latent_size=512, values=[v] * n))
+        syn = lambda ref, **kw: self.stub.Synthesize(pb.SynthesizeRequest(latent=ref, **kw))
+        self.assertCode(IA, "latent.values", syn, vals(8 * 512, L=7))
+        self.assertCode(IA, "latent.values.values", syn, vals(100))
+        self.assertCode(IA, "NaN", syn, vals(8 * 512, v=float("nan")))
+        self.assertCode(IA, "latent", syn, pb.LatentRef())
+        self.assertCode(NF, "lat_nope", syn, pb.LatentRef(latent_id="lat_nope"))
+        self.assertCode(IA, "render.jpeg_quality", syn, vals(8 * 512),
+                        render=pb.RenderOptions(jpeg_quality=101))
+        self.assertCode(NF, "model", syn, vals(8 * 512), model="nope")
+        ok = vals(8 * 512)
+        self.assertCode(IA, "crossover", self.stub.StyleMix,
+                        pb.StyleMixRequest(content=ok, style=ok, crossover=9))
+        self.assertCode(IA, "style", self.stub.StyleMix,
+                        pb.StyleMixRequest(content=ok, crossover=1))
+        self.assertCode(IA, "lambda", self.stub.ExpressionTransfer,
+                        pb.ExpressionTransferRequest(target=ok, neutral=ok, expression=ok,
+                                                     lambda_=float("inf")))
+        self.assertCode(IA, "last_layer", self.stub.ExpressionTransfer,
+                        pb.ExpressionTransferRequest(target=ok, neutral=ok, expression=ok,
+                                                     first_layer=3, last_layer=2))
+        self.assertCode(IA, "frames", lambda: self.stub.Morph(pb.MorphRequest(a=ok, b=ok, frames=1)))
+        self.assertCode(IA, "frames", lambda: self.stub.Morph(pb.MorphRequest(a=ok, b=ok,
+                                                                               frames=100000)))
+        imp = lambda npy: self.stub.ImportLatent(pb.ImportLatentRequest(npy=npy))
+        self.assertCode(IA, "npy", imp, b"")
+        self.assertCode(IA, "npy", imp, b"garbage")
+        self.assertCode(IA, "npy", imp, _npy(np.zeros((3, 512), np.float32)))
+        self.assertCode(IA, "npy", imp, _npy(np.zeros((8, 512), np.float64)))
+        self.assertCode(IA, "npy", imp, _npy(np.full((8, 512), np.inf, np.float32)))
+        for fn, req, field in [
+                (self.stub.GetJob, pb.GetJobRequest(job_id="job_nope"), "job_nope"),
+                (self.stub.CancelJob, pb.CancelJobRequest(job_id="job_nope"), "job_nope"),
+                (self.stub.GetLatent, pb.GetLatentRequest(latent_id="lat_nope"), "lat_nope"),
+                (self.stub.DeleteLatent, pb.DeleteLatentRequest(latent_id="lat_nope"), "lat_nope"),
+                (self.stub.ExportLatent, pb.ExportLatentRequest(latent_id="lat_nope"), "lat_nope")]:
+            self.assertCode(NF, field, fn, req)
+        self.assertCode(NF, "job_nope", lambda: self.stub.WatchJob(
+            pb.WatchJobRequest(job_id="job_nope")))
+        self.assertCode(IA, "job_id", self.stub.GetJob, pb.GetJobRequest())
+        self.assertCode(IA, "page_size", self.stub.ListLatents, pb.ListLatentsRequest(page_size=-1))
+        self.assertCode(IA, "page_token", self.stub.ListJobs, pb.ListJobsRequest(page_token="@@"))
+
+    def test_latent_of_another_model_is_failed_precondition(self):
+        # A latent recorded under another fingerprint (as if made by another model).
+        lat = self.stub.ImportLatent(pb.ImportLatentRequest(
+            npy=_npy(np.zeros((8, 512), np.float32))))
+        import sqlite3
+        db = sqlite3.connect(os.path.join(self.server.data_dir, "i2s.sqlite"))
+        db.execute("UPDATE latents SET fingerprint = 'sha256:other' WHERE id = ?", (lat.id,))
+        db.commit()
+        db.close()
+        self.assertCode(grpc.StatusCode.FAILED_PRECONDITION, lat.id, self.stub.Synthesize,
+                        pb.SynthesizeRequest(model="demo", latent=pb.LatentRef(latent_id=lat.id)))
+
+    def test_heartbeats_on_quiet_streams(self):
+        # A job queued behind a long one gets heartbeats while nothing else happens.
+        hb = []
+        long_call = self.stub.Embed(pb.EmbedRequest(image=h.image_bytes("chelsea.png"),
+                                                    options=fast_options(100000)), timeout=300)
+        first = collect(long_call, until=lambda e: kind(e) == "running")
+        watch = self.stub.WatchJob(pb.WatchJobRequest(job_id=first[0].job_id,
+                                                      after_sequence=10**9), timeout=300)
+        for ev in watch:  # after_sequence past the end: only heartbeats, then live events
+            if kind(ev) == "heartbeat":
+                hb.append(ev)
+                if len(hb) == 1:
+                    break
+        self.assertEqual(len(hb), 1)
+        self.stub.CancelJob(pb.CancelJobRequest(job_id=first[0].job_id))
+        collect(long_call)
+
+
+def _npy(a):
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+class LimitsTest(unittest.TestCase):
+    """A server with small limits: queue full, image size and pixel limits."""
+
+    def test_queue_full_and_image_limits(self):
+        server = new_server("limits", ["--queue-limit", "2", "--max-batch", "1",
+                                       "--max-image-bytes", "300000",
+                                       "--max-image-pixels", "100000"]).start()
+        stub = server.stub()
+        try:
+            img = _png(120, 120)
+            calls, jobs = [], []
+            for i in range(3):  # one runs, two wait
+                call = stub.Embed(pb.EmbedRequest(image=img, options=fast_options(100000)),
+                                  timeout=120)
+                ev = next(iter(call))
+                calls.append(call)
+                jobs.append(ev.job_id)
+                if i == 0:  # let the first start running so the queue holds the next two
+                    collect(call, until=lambda e: kind(e) == "running")
+            with self.assertRaises(grpc.RpcError) as cm:
+                list(stub.Embed(pb.EmbedRequest(image=img, options=fast_options(10)), timeout=30))
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("limit 2", cm.exception.details())
+            queued = stub.GetJob(pb.GetJobRequest(job_id=jobs[2]))
+            self.assertEqual((queued.state, queued.queue_position), (pb.QUEUED, 2))
+            with self.assertRaises(grpc.RpcError) as cm:  # chelsea: 451x300 = 135300 pixels
+                list(stub.Embed(pb.EmbedRequest(image=h.image_bytes("chelsea.png")), timeout=30))
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("image", cm.exception.details())
+            self.assertIn("pixels", cm.exception.details())
+            with self.assertRaises(grpc.RpcError) as cm:
+                list(stub.Embed(pb.EmbedRequest(image=crafted_png(100000, 100000)), timeout=30))
+            self.assertIn("pixels", cm.exception.details())
+            with self.assertRaises(grpc.RpcError) as cm:
+                list(stub.Embed(pb.EmbedRequest(image=b"\x89PNG" + b"\0" * 400000), timeout=30))
+            self.assertIn("bytes", cm.exception.details())
+            for j in jobs:
+                stub.CancelJob(pb.CancelJobRequest(job_id=j))
+            for c in calls:
+                self.assertEqual(kind(collect(c)[-1]), "cancelled")
+        finally:
+            code, _ = server.stop()
+            self.assertEqual(code, 0, server.log())
+
+
+def _png(w, hgt):
+    """A real w x hgt RGB PNG (a gradient), written with zlib only."""
+    raw = b""
+    for y in range(hgt):
+        raw += b"\x00" + b"".join(bytes((x * 255 // w, y * 255 // hgt, 128)) for x in range(w))
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, hgt, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+class RestartTest(unittest.TestCase):
+    """State survives restarts: graceful (SIGTERM) and abrupt (kill -9)."""
+
+    def test_graceful_shutdown_then_resume(self):
+        server = new_server("graceful").start()
+        stub = server.stub()
+        lat = stub.ImportLatent(pb.ImportLatentRequest(npy=_npy(np.ones((8, 512), np.float32))))
+        call = stub.Embed(pb.EmbedRequest(image=h.image_bytes("chelsea.png"),
+                                          options=fast_options(400)), timeout=300)
+        seen = collect(call, until=lambda e: kind(e) == "progress" and e.progress.step >= 12)
+        job_id = seen[0].job_id
+        code, seconds = server.stop(signal.SIGTERM)
+        self.assertEqual(code, 0, server.log())
+        self.assertLess(seconds, 25)
+        with self.assertRaises(grpc.RpcError) as cm:
+            collect(call)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE, cm.exception.details())
+        server.start()
+        stub = server.stub()
+        self.assertEqual(stub.GetLatent(pb.GetLatentRequest(latent_id=lat.id)).id, lat.id)
+        events = collect(stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=300))
+        running = [e for e in events if kind(e) == "running"]
+        self.assertGreaterEqual(running[0].running.resumed_from_step, 12)
+        self.assertEqual(kind(events[-1]), "succeeded")
+        self.assertEqual(events[-1].succeeded.metrics.steps, 400)
+        self.assertGreater(min(e.sequence for e in events), seen[-1].sequence)  # never reused
+        code, _ = server.stop()
+        self.assertEqual(code, 0)
+
+    def test_kill9_mid_job_resumes_from_checkpoint(self):
+        server = new_server("kill9").start()
+        stub = server.stub()
+        opts = fast_options(120)
+        lat = stub.ImportLatent(pb.ImportLatentRequest(npy=_npy(np.ones((8, 512), np.float32))))
+        queued_req = pb.EmbedRequest(image=h.image_bytes("coffee.png"), options=fast_options(15))
+        call = stub.Embed(pb.EmbedRequest(image=h.image_bytes("astronaut.png"), options=opts,
+                                          seed=9), timeout=300)
+        seen = collect(call, until=lambda e: kind(e) == "progress" and e.progress.step >= 23)
+        job_id = seen[0].job_id
+        queued_call = stub.Embed(queued_req, timeout=300)  # runs beside it (max batch 8)
+        queued_id = next(iter(queued_call)).job_id
+        code, _ = server.stop(signal.SIGKILL)
+        self.assertEqual(code, -signal.SIGKILL)
+        server.start()
+        stub = server.stub()
+        self.assertEqual(stub.GetLatent(pb.GetLatentRequest(latent_id=lat.id)).id, lat.id)
+        events = collect(stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=300))
+        running = [e for e in events if kind(e) == "running"][0].running
+        self.assertGreaterEqual(running.resumed_from_step, 20)  # last checkpoint: every 5 steps
+        self.assertLessEqual(running.resumed_from_step, seen[-1].progress.step + 5)
+        self.assertEqual(kind(events[-1]), "succeeded")
+        self.assertEqual(kind(collect(stub.WatchJob(pb.WatchJobRequest(job_id=queued_id),
+                                                    timeout=300))[-1]), "succeeded")
+        resumed = read_npy(stub.ExportLatent(pb.ExportLatentRequest(
+            latent_id=events[-1].succeeded.latent_id)).npy)
+        # The same job without the crash: resuming from a checkpoint changes nothing.
+        fresh = collect(stub.Embed(pb.EmbedRequest(image=h.image_bytes("astronaut.png"),
+                                                   options=opts, seed=9), timeout=300))
+        uninterrupted = read_npy(stub.ExportLatent(pb.ExportLatentRequest(
+            latent_id=fresh[-1].succeeded.latent_id)).npy)
+        np.testing.assert_allclose(resumed, uninterrupted, atol=2e-3, rtol=0)
+        code, _ = server.stop()
+        self.assertEqual(code, 0)
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser()
+    p.add_argument("--server", required=True)
+    p.add_argument("--proto", required=True)
+    p.add_argument("--work", required=True)
+    ARGS, rest = p.parse_known_args()
+    os.makedirs(ARGS.work, exist_ok=True)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
