@@ -934,8 +934,8 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
         const ModelInfo* model,
         impl_->ModelFor(req->model(), {&req->target(), &req->neutral(), &req->expression()}));
     RETURN_IF_ERROR(Impl::CheckRender(req->render(), "render"));
-    if (!std::isfinite(req->lambda()) || std::abs(req->lambda()) > 100) {
-      return Field("lambda", "must be in [-100, 100]");
+    if (!std::isfinite(req->strength()) || std::abs(req->strength()) > 100) {
+      return Field("strength", "must be in [-100, 100]");
     }
     const int last = req->has_last_layer() ? req->last_layer() : model->num_layers - 1;
     if (req->first_layer() < 0 || req->first_layer() >= model->num_layers) {
@@ -950,7 +950,7 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
     ASSIGN_OR_RETURN(Resolved neutral, impl_->Resolve(req->neutral(), *model, "neutral", seed));
     ASSIGN_OR_RETURN(Resolved expr, impl_->Resolve(req->expression(), *model, "expression", seed));
     ASSIGN_OR_RETURN(torch::Tensor w,
-                     i2s::ExpressionTransfer(target.w, neutral.w, expr.w, req->lambda(),
+                     i2s::ExpressionTransfer(target.w, neutral.w, expr.w, req->strength(),
                                              req->first_layer(), last));
     w = w.reshape({model->num_layers, model->latent_size}).contiguous();
     if (req->store_result()) {
@@ -967,7 +967,7 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
       }
       if (!id.empty()) {
         nlohmann::json params{
-            {"lambda", req->lambda()}, {"first_layer", req->first_layer()}, {"last_layer", last}};
+            {"lambda", req->strength()}, {"first_layer", req->first_layer()}, {"last_layer", last}};
         ASSIGN_OR_RETURN(LatentRecord rec, impl_->StoreEdit(*model, w, target, "expression",
                                                             {target.id, neutral.id, expr.id},
                                                             params, req->labels(), id));

@@ -60,7 +60,8 @@ class Server:
             if time.time() > deadline:
                 raise RuntimeError("server did not start: " + self.log())
             time.sleep(0.05)
-        self.port = int(open(port_file).read().strip())
+        with open(port_file) as f:
+            self.port = int(f.read().strip())
         self.channel = grpc.insecure_channel(
             f"127.0.0.1:{self.port}",
             options=[("grpc.max_receive_message_length", 64 << 20)])

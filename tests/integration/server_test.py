@@ -200,7 +200,7 @@ class ServiceTest(unittest.TestCase):
         # Edits chain: an expression transfer on the stored mix.
         expr = self.stub.ExpressionTransfer(pb.ExpressionTransferRequest(
             target=pb.LatentRef(latent_id=mix.latent.id), neutral=pb.LatentRef(latent_id=lat.id),
-            expression=pb.LatentRef(latent_id=other.id), lambda_=2.0, first_layer=2, last_layer=5,
+            expression=pb.LatentRef(latent_id=other.id), strength=2.0, first_layer=2, last_layer=5,
             store_result=True))
         e = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(latent_id=expr.latent.id)).npy)
         np.testing.assert_allclose(e[2:6], mixed[2:6] + 2.0 * 0.5, atol=1e-5)
@@ -298,7 +298,7 @@ class ServiceTest(unittest.TestCase):
 
     def test_batched_results_match_solo(self):
         images = ["chelsea.png", "coffee.png", "astronaut.png"]
-        opts = fast_options(30)
+        opts = pb.EmbedOptions(steps=30, w_perceptual=0.0)  # the paper's lr, 0.01
         solo = {}
         for name in images:
             events = collect(self.stub.Embed(pb.EmbedRequest(image=h.image_bytes(name),
@@ -319,15 +319,23 @@ class ServiceTest(unittest.TestCase):
                        if kind(e) == "progress"]
         self.assertGreater(max(batch_sizes), 1, "the concurrent jobs never shared a step")
         for name in images:
-            a = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(
-                latent_id=solo[name][-1].succeeded.latent_id)).npy)
-            b = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(
-                latent_id=results[name][-1].succeeded.latent_id)).npy)
-            # Same computation per image; only float summation order may differ.
-            np.testing.assert_allclose(b, a, atol=2e-3, rtol=0, err_msg=name)
+            # Per image the computation is the same; only float summation order differs
+            # with the batch size, and Adam turns rounding noise on near-zero gradients
+            # into steps of size lr, so latents drift apart elementwise while the fit (loss,
+            # rendered image) stays the same: that is what is compared.
             la = solo[name][-1].succeeded.metrics.loss
             lb = results[name][-1].succeeded.metrics.loss
-            self.assertLess(abs(la - lb) / la, 1e-3, name)
+            self.assertLess(abs(la - lb) / la, 1e-3, (name, la, lb))
+            ra, rb = (read_npy(self.stub.Synthesize(pb.SynthesizeRequest(
+                latent=pb.LatentRef(latent_id=ev[-1].succeeded.latent_id),
+                render=pb.RenderOptions(format=pb.RAW_FLOAT32))).image.data)
+                for ev in (solo[name], results[name]))
+            mse = float(np.mean(((ra - rb) / 2) ** 2))
+            psnr = 10 * np.log10(1 / max(mse, 1e-20))
+            print(f"{name}: loss solo {la:.6g} batched {lb:.6g}; renders agree to {psnr:.1f} dB",
+                  file=sys.stderr)
+            # Measured on Debian 12: 75-133 dB at lr 0.01 (at lr 0.05 the noise grows to ~28 dB).
+            self.assertGreater(psnr, 60, name)
 
     def test_bad_inputs(self):
         IA, NF = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
@@ -369,9 +377,9 @@ class ServiceTest(unittest.TestCase):
                         pb.StyleMixRequest(content=ok, style=ok, crossover=9))
         self.assertCode(IA, "style", self.stub.StyleMix,
                         pb.StyleMixRequest(content=ok, crossover=1))
-        self.assertCode(IA, "lambda", self.stub.ExpressionTransfer,
+        self.assertCode(IA, "strength", self.stub.ExpressionTransfer,
                         pb.ExpressionTransferRequest(target=ok, neutral=ok, expression=ok,
-                                                     lambda_=float("inf")))
+                                                     strength=float("inf")))
         self.assertCode(IA, "last_layer", self.stub.ExpressionTransfer,
                         pb.ExpressionTransferRequest(target=ok, neutral=ok, expression=ok,
                                                      first_layer=3, last_layer=2))
@@ -500,12 +508,16 @@ class RestartTest(unittest.TestCase):
                                           options=fast_options(400)), timeout=300)
         seen = collect(call, until=lambda e: kind(e) == "progress" and e.progress.step >= 12)
         job_id = seen[0].job_id
-        code, seconds = server.stop(signal.SIGTERM)
-        self.assertEqual(code, 0, server.log())
-        self.assertLess(seconds, 25)
-        with self.assertRaises(grpc.RpcError) as cm:
+        t0 = time.time()
+        server.proc.send_signal(signal.SIGTERM)
+        with self.assertRaises(grpc.RpcError) as cm:  # the stream ends with a status
             collect(call)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE, cm.exception.details())
+        self.assertIn("resumes", cm.exception.details())
+        code, _ = server.stop(signal.SIGTERM)
+        self.assertEqual(code, 0, server.log())
+        self.assertLess(time.time() - t0, 25)
+        self.assertIn("stopped in", server.log())
         server.start()
         stub = server.stub()
         self.assertEqual(stub.GetLatent(pb.GetLatentRequest(latent_id=lat.id)).id, lat.id)
