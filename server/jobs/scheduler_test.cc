@@ -1,0 +1,237 @@
+// The scheduler in-process, on a tiny demo model and a real SQLite store: lifecycle and
+// events, cancellation before the next step, queue limit, device tasks between steps
+// and deadlines, and resume from a checkpoint after a restart.
+#include "server/jobs/scheduler.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "server/formats/npy.h"
+#include "server/store/sqlite_store.h"
+
+namespace i2s {
+namespace {
+
+using Kind = JobEvent::Kind;
+
+std::unique_ptr<ModelRegistry> TinyRegistry() {
+  RegistryOptions o;
+  ModelSource m;
+  m.name = "demo";
+  m.demo = true;
+  m.demo_resolution = 16;
+  m.demo_fmap_base = 128;
+  o.models.push_back(m);
+  o.devices.push_back(torch::kCPU);
+  auto r = ModelRegistry::Create(o);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return *std::move(r);
+}
+
+EmbedJobSpec Spec(int steps, uint64_t seed = 1) {
+  EmbedJobSpec spec;
+  spec.model = "demo";
+  torch::manual_seed(static_cast<int64_t>(seed));
+  spec.image = torch::rand({3, 16, 16});
+  spec.options.steps = steps;
+  spec.options.w_perceptual = 0;
+  spec.options.mean_w_samples = 100;
+  spec.seed = seed;
+  return spec;
+}
+
+// Reads events until `until` holds for one (returned last) or `seconds` pass.
+std::vector<JobEvent> ReadUntil(EventCursor& c, const std::function<bool(const JobEvent&)>& until,
+                                double seconds = 120) {
+  std::vector<JobEvent> out;
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (auto ev = c.Next()) {
+      out.push_back(*ev);
+      if (until(*ev)) return out;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  ADD_FAILURE() << "timed out after " << out.size() << " events";
+  return out;
+}
+
+bool Terminal(const JobEvent& e) { return e.terminal(); }
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("sched_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    registry_ = TinyRegistry();
+    OpenStore();
+  }
+  void OpenStore() {
+    auto s = SqliteStore::Open((dir_ / "db.sqlite").string());
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+  }
+  std::unique_ptr<Scheduler> Start(SchedulerOptions o = {}) {
+    auto s = Scheduler::Create(o, registry_.get(), store_.get());
+    EXPECT_TRUE(s.ok()) << s.status();
+    return *std::move(s);
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<ModelRegistry> registry_;
+  std::unique_ptr<SqliteStore> store_;
+};
+
+TEST_F(SchedulerTest, SpecAndCheckpointBytesRoundTrip) {
+  EmbedJobSpec spec = Spec(7, 3);
+  spec.labels = {{"a", "b"}};
+  spec.init_latent = torch::randn({6, 512});
+  spec.options.init = LatentInit::kGiven;
+  auto back = ParseSpec(SerializeSpec(spec));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(torch::equal(back->image, spec.image));
+  EXPECT_TRUE(torch::equal(back->init_latent, spec.init_latent));
+  EXPECT_EQ(OptionsKey(back->options), OptionsKey(spec.options));
+  EXPECT_EQ(back->labels, spec.labels);
+  EXPECT_EQ(back->seed, 3u);
+  EXPECT_FALSE(ParseSpec("not a zip").ok());
+
+  EmbedCheckpoint c;
+  c.step = 4;
+  c.latent = torch::randn({6, 512});
+  c.adam_m = torch::randn({6, 512});
+  c.adam_v = torch::rand({6, 512});
+  c.noise = {torch::randn({1, 1, 4, 4})};
+  c.noise_m = {torch::randn({1, 1, 4, 4})};
+  c.noise_v = {torch::rand({1, 1, 4, 4})};
+  c.best_loss = std::numeric_limits<double>::infinity();
+  auto cb = ParseCheckpoint(SerializeCheckpoint(c));
+  ASSERT_TRUE(cb.ok()) << cb.status();
+  EXPECT_EQ(cb->step, 4);
+  EXPECT_TRUE(std::isinf(cb->best_loss));
+  EXPECT_TRUE(torch::equal(cb->adam_v, c.adam_v));
+  EXPECT_TRUE(torch::equal(cb->noise_m[0], c.noise_m[0]));
+}
+
+TEST_F(SchedulerTest, JobRunsToAStoredLatentWithOrderedEvents) {
+  auto s = Start();
+  auto sub = s->Submit(Spec(6), "", "");
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  auto cursor = s->Watch(sub->job_id, 0);
+  ASSERT_TRUE(cursor.ok());
+  auto events = ReadUntil(**cursor, Terminal);
+  ASSERT_EQ(events.size(), 9u);  // queued, running, 6 progress, succeeded
+  EXPECT_EQ(events[0].kind, Kind::kQueued);
+  EXPECT_EQ(events[1].kind, Kind::kRunning);
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].sequence, int64_t(i) + 1);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(events[2 + i].step, i + 1);
+  ASSERT_EQ(events.back().kind, Kind::kSucceeded);
+  auto latent = store_->GetLatent(events.back().latent_id);
+  ASSERT_TRUE(latent.ok()) << latent.status();
+  EXPECT_EQ(latent->job_id, sub->job_id);
+  EXPECT_EQ(latent->num_layers, 6);
+  EXPECT_EQ(latent->fingerprint, registry_->models()[0].fingerprint);
+  auto view = s->GetJob(sub->job_id);
+  ASSERT_TRUE(view.ok());
+  EXPECT_EQ(view->record.state, JobState::kSucceeded);
+  EXPECT_EQ(view->last_sequence, 9);
+}
+
+TEST_F(SchedulerTest, CancelTakesEffectBeforeTheNextStep) {
+  auto s = Start();
+  auto sub = s->Submit(Spec(100000), "", "");
+  ASSERT_TRUE(sub.ok());
+  auto cursor = *s->Watch(sub->job_id, 0);
+  ReadUntil(*cursor, [](const JobEvent& e) { return e.kind == Kind::kProgress && e.step >= 2; });
+  ASSERT_TRUE(s->Cancel(sub->job_id).ok());
+  auto rest = ReadUntil(*cursor, Terminal);
+  ASSERT_EQ(rest.back().kind, Kind::kCancelled);
+  int progress = 0;
+  for (const auto& e : rest) progress += e.kind == Kind::kProgress;
+  EXPECT_LE(progress, 1);  // at most the step already running
+  EXPECT_EQ(s->Cancel(sub->job_id).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s->Cancel("job_nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, QueueLimitAndDeviceTasksBetweenSteps) {
+  SchedulerOptions o;
+  o.queue_limit = 1;
+  o.max_batch = 1;
+  auto s = Start(o);
+  auto running = s->Submit(Spec(100000), "", "");
+  ASSERT_TRUE(running.ok());
+  auto cursor = *s->Watch(running->job_id, 0);
+  ReadUntil(*cursor, [](const JobEvent& e) { return e.kind == Kind::kProgress; });
+  ASSERT_TRUE(s->Submit(Spec(5), "", "").ok());  // waits
+  auto full = s->Submit(Spec(5), "", "");
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(full.status().message().find("limit 1"), std::string::npos);
+
+  // A task runs between steps although the embedding never ends.
+  std::promise<absl::Status> done;
+  auto t0 = std::chrono::steady_clock::now();
+  s->RunTask([](int device) { return device == 0 ? absl::OkStatus() : absl::InternalError("?"); },
+             absl::InfiniteFuture(), [&](absl::Status st) { done.set_value(st); });
+  EXPECT_TRUE(done.get_future().get().ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  std::promise<absl::Status> late;
+  s->RunTask([](int) { return absl::OkStatus(); }, absl::Now() - absl::Seconds(1),
+             [&](absl::Status st) { late.set_value(st); });
+  EXPECT_EQ(late.get_future().get().code(), absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(s->Cancel(running->job_id).ok());
+}
+
+TEST_F(SchedulerTest, ShutdownCheckpointsAndARestartResumesToTheSameResult) {
+  SchedulerOptions o;
+  o.checkpoint_every = 3;
+  std::string job_id;
+  {
+    auto s = Start(o);
+    auto sub = s->Submit(Spec(40, 5), "", "");
+    ASSERT_TRUE(sub.ok());
+    job_id = sub->job_id;
+    auto cursor = *s->Watch(job_id, 0);
+    ReadUntil(*cursor, [](const JobEvent& e) { return e.kind == Kind::kProgress && e.step >= 10; });
+    s->Shutdown();
+    EXPECT_EQ(cursor->closed().code(), absl::StatusCode::kUnavailable);
+  }
+  auto record = store_->GetJob(job_id);
+  ASSERT_TRUE(record.ok());
+  EXPECT_EQ(record->state, JobState::kQueued);
+  EXPECT_GE(record->checkpoint_step, 10);
+  store_.reset();
+  OpenStore();
+  auto s = Start(o);
+  auto cursor = *s->Watch(job_id, 0);
+  auto events = ReadUntil(*cursor, Terminal);
+  ASSERT_EQ(events.back().kind, Kind::kSucceeded);
+  int resumed = -1;
+  for (const auto& e : events) {
+    if (e.kind == Kind::kRunning) resumed = e.resumed_from_step;
+  }
+  EXPECT_GE(resumed, 10);
+  // The same job without the interruption.
+  auto fresh = s->Submit(Spec(40, 5), "", "");
+  auto fresh_events = ReadUntil(**s->Watch(fresh->job_id, 0), Terminal);
+  auto a = store_->GetLatent(events.back().latent_id);
+  auto b = store_->GetLatent(fresh_events.back().latent_id);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->values.size(), b->values.size());
+  float max_diff = 0;
+  for (size_t i = 0; i < a->values.size(); ++i) {
+    max_diff = std::max(max_diff, std::abs(a->values[i] - b->values[i]));
+  }
+  EXPECT_LT(max_diff, 1e-5);
+}
+
+}  // namespace
+}  // namespace i2s
