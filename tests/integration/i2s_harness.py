@@ -29,13 +29,16 @@ def generate_stubs(proto_dir, out_dir, protoc="protoc", plugin=None):
 class Server:
     """An i2s_server process serving the demo model on 127.0.0.1:<free port>."""
 
-    def __init__(self, binary, data_dir, extra=(), resolution=32, fmap_base=256, log_dir=None):
+    def __init__(self, binary, data_dir, extra=(), resolution=32, fmap_base=256, log_dir=None,
+                 devices="cpu", threads=1):
         self.binary = binary
         self.data_dir = data_dir
         self.extra = list(extra)
         self.resolution = resolution
         self.fmap_base = fmap_base
         self.log_dir = log_dir or data_dir
+        self.devices = devices
+        self.threads = threads
         self.proc = None
         self.port = None
         self.starts = 0
@@ -50,8 +53,8 @@ class Server:
         log = open(self.log_path, "w")
         cmd = [self.binary, "--demo-model", "--demo-resolution", str(self.resolution),
                "--demo-fmap-base", str(self.fmap_base), "--address", "127.0.0.1:0",
-               "--port-file", port_file, "--data-dir", self.data_dir, "--devices", "cpu",
-               "--threads", "1"] + self.extra
+               "--port-file", port_file, "--data-dir", self.data_dir, "--devices", self.devices,
+               "--threads", str(self.threads)] + self.extra
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while not os.path.exists(port_file):
