@@ -319,13 +319,26 @@ struct Service::Impl {
     return Encode(img[0].cpu(), o, out);
   }
 
-  // Stores an edit's result as a new latent (same noise as its first input).
-  absl::StatusOr<LatentRecord> StoreEdit(
-      const ModelInfo& model, const torch::Tensor& w, const Resolved& first,
-      const std::string& source, std::vector<std::string> parents, const nlohmann::json& params,
-      const google::protobuf::Map<std::string, std::string>& labels, const std::string& id) {
+  // Stores an edit's result as a new latent (same noise as its first input) into `out`
+  // (without values). With a request_id seen before for the same request, stores nothing
+  // and returns the first result.
+  absl::Status StoreResult(const std::string& method, const std::string& request_id,
+                           const std::string& request_hash, const ModelInfo& model,
+                           const torch::Tensor& w, const Resolved& first, const std::string& source,
+                           std::vector<std::string> parents, const nlohmann::json& params,
+                           const google::protobuf::Map<std::string, std::string>& labels,
+                           v1::Latent* out) {
     LatentRecord rec;
-    rec.id = id;
+    rec.id = NewRandomId("lat_");
+    if (!request_id.empty()) {
+      ASSIGN_OR_RETURN(std::string claimed,
+                       store->ClaimRequest(method, request_id, request_hash, rec.id));
+      if (claimed != rec.id) {
+        ASSIGN_OR_RETURN(LatentRecord earlier, store->GetLatent(claimed, false));
+        ToProto(earlier, out);
+        return absl::OkStatus();
+      }
+    }
     rec.model = model.name;
     rec.fingerprint = model.fingerprint;
     rec.num_layers = model.num_layers;
@@ -341,7 +354,8 @@ struct Service::Impl {
     RETURN_IF_ERROR(store->PutLatent(rec));
     rec.values.clear();
     rec.noise_npz.clear();
-    return rec;
+    ToProto(rec, out);
+    return absl::OkStatus();
   }
 };
 
@@ -885,27 +899,11 @@ grpc::ServerUnaryReactor* Service::StyleMix(CallbackServerContext* ctx,
                      impl_->Resolve(req->style(), *model, "style", req->render().noise_seed()));
     ASSIGN_OR_RETURN(torch::Tensor mixed, i2s::StyleMix(content.w, style.w, req->crossover()));
     mixed = mixed[0].contiguous();
-    std::string id;
     if (req->store_result()) {
-      id = NewRandomId("lat_");
-      if (!req->request_id().empty()) {
-        ASSIGN_OR_RETURN(
-            std::string claimed,
-            impl_->store->ClaimRequest("StyleMix", req->request_id(), RequestHash(*req), id));
-        if (claimed != id) {
-          // A repeat: the stored result, rendered again (rendering is deterministic).
-          ASSIGN_OR_RETURN(LatentRecord rec, impl_->store->GetLatent(claimed, false));
-          ToProto(rec, resp->mutable_latent());
-          id.clear();
-        }
-      }
-      if (!id.empty()) {
-        nlohmann::json params{{"crossover", req->crossover()}};
-        ASSIGN_OR_RETURN(LatentRecord rec,
-                         impl_->StoreEdit(*model, mixed, content, "stylemix",
-                                          {content.id, style.id}, params, req->labels(), id));
-        ToProto(rec, resp->mutable_latent());
-      }
+      RETURN_IF_ERROR(impl_->StoreResult("StyleMix", req->request_id(), RequestHash(*req), *model,
+                                         mixed, content, "stylemix", {content.id, style.id},
+                                         {{"crossover", req->crossover()}}, req->labels(),
+                                         resp->mutable_latent()));
     }
     impl_->scheduler->RunTask(
         [this, model, mixed, content, req, resp](int device) {
@@ -954,25 +952,11 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
                                              req->first_layer(), last));
     w = w.reshape({model->num_layers, model->latent_size}).contiguous();
     if (req->store_result()) {
-      std::string id = NewRandomId("lat_");
-      if (!req->request_id().empty()) {
-        ASSIGN_OR_RETURN(std::string claimed,
-                         impl_->store->ClaimRequest("ExpressionTransfer", req->request_id(),
-                                                    RequestHash(*req), id));
-        if (claimed != id) {
-          ASSIGN_OR_RETURN(LatentRecord rec, impl_->store->GetLatent(claimed, false));
-          ToProto(rec, resp->mutable_latent());
-          id.clear();
-        }
-      }
-      if (!id.empty()) {
-        nlohmann::json params{
-            {"lambda", req->strength()}, {"first_layer", req->first_layer()}, {"last_layer", last}};
-        ASSIGN_OR_RETURN(LatentRecord rec, impl_->StoreEdit(*model, w, target, "expression",
-                                                            {target.id, neutral.id, expr.id},
-                                                            params, req->labels(), id));
-        ToProto(rec, resp->mutable_latent());
-      }
+      RETURN_IF_ERROR(impl_->StoreResult(
+          "ExpressionTransfer", req->request_id(), RequestHash(*req), *model, w, target,
+          "expression", {target.id, neutral.id, expr.id},
+          {{"lambda", req->strength()}, {"first_layer", req->first_layer()}, {"last_layer", last}},
+          req->labels(), resp->mutable_latent()));
     }
     impl_->scheduler->RunTask(
         [this, model, w, target, req, resp](int device) {

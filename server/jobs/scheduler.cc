@@ -75,6 +75,17 @@ JobRecord WithoutBlobs(JobRecord r) {
   return r;
 }
 
+// The view of a job that is not in memory: what its stored record says.
+JobView ViewOfRecord(JobRecord r) {
+  JobView v;
+  v.metrics = MetricsFromJson(r.result);
+  v.step = v.metrics.steps;
+  v.last_sequence = r.next_sequence - 1;
+  r.result.clear();
+  v.record = std::move(r);
+  return v;
+}
+
 }  // namespace
 
 // One job: its inputs, stored record, live progress and event log.
@@ -382,13 +393,8 @@ absl::StatusOr<JobView> Scheduler::GetJob(const std::string& id) {
   if (auto job = FindLive(id)) return ViewOf(*job);
   auto r = store_->GetJob(id);
   if (!r.ok()) return r.status();
-  JobView v;
-  v.record = WithoutBlobs(*r);
-  v.metrics = MetricsFromJson(r->result);
-  v.step = v.metrics.steps;
-  v.last_sequence = r->next_sequence - 1;
-  v.record.result.clear();
   auto spec = ParseSpec(r->spec);
+  JobView v = ViewOfRecord(WithoutBlobs(*std::move(r)));
   if (spec.ok()) v.total_steps = spec->options.steps + spec->options.noise_steps;
   return v;
 }
@@ -402,13 +408,7 @@ absl::StatusOr<JobList> Scheduler::ListJobs(const Page& page, const std::vector<
       out.jobs.push_back(ViewOf(*job));
       continue;
     }
-    JobView v;
-    v.metrics = MetricsFromJson(r.result);
-    v.step = v.metrics.steps;
-    v.last_sequence = r.next_sequence - 1;
-    r.result.clear();
-    v.record = std::move(r);
-    out.jobs.push_back(std::move(v));
+    out.jobs.push_back(ViewOfRecord(std::move(r)));
   }
   return out;
 }
