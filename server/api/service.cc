@@ -319,6 +319,17 @@ struct Service::Impl {
     return Encode(img[0].cpu(), o, out);
   }
 
+  // Renders w on a device worker (between optimiser steps) into `image`, then finishes
+  // the call. `render` and `image` belong to the call and live until Finish.
+  void RenderAndFinish(grpc::ServerUnaryReactor* reactor, absl::Time deadline,
+                       const ModelInfo* model, torch::Tensor w, Resolved noise_source,
+                       const v1::RenderOptions* render, v1::Image* image) {
+    scheduler->RunTask(
+        [this, model, w = std::move(w), noise_source = std::move(noise_source), render,
+         image](int device) { return Render(device, *model, w, noise_source, *render, image); },
+        deadline, [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+  }
+
   // Stores an edit's result as a new latent (same noise as its first input) into `out`
   // (without values). With a request_id seen before for the same request, stores nothing
   // and returns the first result.
@@ -849,11 +860,9 @@ grpc::ServerUnaryReactor* Service::Synthesize(CallbackServerContext* ctx,
   auto latent = impl_->Resolve(req->latent(), **model, "latent", req->render().noise_seed());
   if (!latent.ok()) return Done(ctx, latent.status());
   auto* reactor = ctx->DefaultReactor();
-  impl_->scheduler->RunTask(
-      [this, m = *model, l = *std::move(latent), req, resp](int device) {
-        return impl_->Render(device, *m, l.w, l, req->render(), resp->mutable_image());
-      },
-      DeadlineOf(ctx), [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+  const torch::Tensor w = latent->w;
+  impl_->RenderAndFinish(reactor, DeadlineOf(ctx), *model, w, *std::move(latent), &req->render(),
+                         resp->mutable_image());
   return reactor;
 }
 
@@ -905,12 +914,8 @@ grpc::ServerUnaryReactor* Service::StyleMix(CallbackServerContext* ctx,
                                          {{"crossover", req->crossover()}}, req->labels(),
                                          resp->mutable_latent()));
     }
-    impl_->scheduler->RunTask(
-        [this, model, mixed, content, req, resp](int device) {
-          return impl_->Render(device, *model, mixed, content, req->render(),
-                               resp->mutable_image());
-        },
-        DeadlineOf(ctx), [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+    impl_->RenderAndFinish(reactor, DeadlineOf(ctx), model, mixed, content, &req->render(),
+                           resp->mutable_image());
     return absl::OkStatus();
   };
   absl::Status s = prepare();
@@ -958,11 +963,8 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
           {{"lambda", req->strength()}, {"first_layer", req->first_layer()}, {"last_layer", last}},
           req->labels(), resp->mutable_latent()));
     }
-    impl_->scheduler->RunTask(
-        [this, model, w, target, req, resp](int device) {
-          return impl_->Render(device, *model, w, target, req->render(), resp->mutable_image());
-        },
-        DeadlineOf(ctx), [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+    impl_->RenderAndFinish(reactor, DeadlineOf(ctx), model, w, target, &req->render(),
+                           resp->mutable_image());
     return absl::OkStatus();
   };
   absl::Status s = prepare();

@@ -308,12 +308,7 @@ absl::Status Scheduler::Restore() {
     auto job = std::make_shared<Job>(WithoutBlobs(r), *std::move(spec));
     job->resume = std::move(checkpoint);
     if (job->resume) job->step = job->resume->step;
-    live_[job->id] = job;
-    queue_.push_back(job);
-    JobEvent ev;
-    ev.kind = JobEvent::Kind::kQueued;
-    ev.position = static_cast<int>(queue_.size());
-    job->Emit(std::move(ev));
+    EnqueueLocked(job);
   }
   return absl::OkStatus();
 }
@@ -348,14 +343,18 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
   }
   RETURN_IF_ERROR(store_->CreateJob(r));
   auto job = std::make_shared<Job>(WithoutBlobs(std::move(r)), std::move(spec));
+  EnqueueLocked(job);
+  cv_.notify_all();
+  return Submission{job->id, false};
+}
+
+void Scheduler::EnqueueLocked(const std::shared_ptr<Job>& job) {
   live_[job->id] = job;
   queue_.push_back(job);
   JobEvent ev;
   ev.kind = JobEvent::Kind::kQueued;
   ev.position = static_cast<int>(queue_.size());
   job->Emit(std::move(ev));
-  cv_.notify_all();
-  return Submission{job->id, false};
 }
 
 std::shared_ptr<Job> Scheduler::FindLive(const std::string& id) {

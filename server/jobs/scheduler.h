@@ -146,6 +146,8 @@ class Scheduler {
   struct Task;
   Scheduler(const SchedulerOptions& options, const ModelRegistry* registry, Store* store);
   absl::Status Restore();
+  // Makes `job` live, appends it to the queue and emits its `queued` event (mu_ held).
+  void EnqueueLocked(const std::shared_ptr<Job>& job);
   void WorkerLoop(Worker* w);
   void StartJob(Worker* w, const std::shared_ptr<Job>& job);
   void StepBatches(Worker* w);
