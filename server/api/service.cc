@@ -330,16 +330,11 @@ struct Service::Impl {
         deadline, [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
   }
 
-  // Stores an edit's result as a new latent (same noise as its first input) into `out`
-  // (without values). With a request_id seen before for the same request, stores nothing
-  // and returns the first result.
-  absl::Status StoreResult(const std::string& method, const std::string& request_id,
-                           const std::string& request_hash, const ModelInfo& model,
-                           const torch::Tensor& w, const Resolved& first, const std::string& source,
-                           std::vector<std::string> parents, const nlohmann::json& params,
-                           const google::protobuf::Map<std::string, std::string>& labels,
-                           v1::Latent* out) {
-    LatentRecord rec;
+  // Stores `rec` under a new ID (created now) and returns it in `out` without values.
+  // With a request_id seen before for the same request, stores nothing and returns the
+  // first result instead.
+  absl::Status PutNewLatent(const std::string& method, const std::string& request_id,
+                            const std::string& request_hash, LatentRecord rec, v1::Latent* out) {
     rec.id = NewRandomId("lat_");
     if (!request_id.empty()) {
       ASSIGN_OR_RETURN(std::string claimed,
@@ -350,6 +345,22 @@ struct Service::Impl {
         return absl::OkStatus();
       }
     }
+    rec.created_unix_ms = NowMs();
+    RETURN_IF_ERROR(store->PutLatent(rec));
+    rec.values.clear();
+    rec.noise_npz.clear();
+    ToProto(rec, out);
+    return absl::OkStatus();
+  }
+
+  // Stores an edit's result (with the noise of its first input) as a new latent.
+  absl::Status StoreResult(const std::string& method, const std::string& request_id,
+                           const std::string& request_hash, const ModelInfo& model,
+                           const torch::Tensor& w, const Resolved& first, const std::string& source,
+                           std::vector<std::string> parents, const nlohmann::json& params,
+                           const google::protobuf::Map<std::string, std::string>& labels,
+                           v1::Latent* out) {
+    LatentRecord rec;
     rec.model = model.name;
     rec.fingerprint = model.fingerprint;
     rec.num_layers = model.num_layers;
@@ -360,13 +371,8 @@ struct Service::Impl {
     rec.source = source;
     rec.parents = std::move(parents);
     rec.params_json = params.dump();
-    rec.created_unix_ms = NowMs();
     for (const auto& [k, v] : labels) rec.labels[k] = v;
-    RETURN_IF_ERROR(store->PutLatent(rec));
-    rec.values.clear();
-    rec.noise_npz.clear();
-    ToProto(rec, out);
-    return absl::OkStatus();
+    return PutNewLatent(method, request_id, request_hash, std::move(rec), out);
   }
 };
 
@@ -805,19 +811,7 @@ grpc::ServerUnaryReactor* Service::ImportLatent(CallbackServerContext* ctx,
     for (float v : values) {
       if (!std::isfinite(v)) return Field("npy", "contains NaN or Inf");
     }
-    std::string id = NewRandomId("lat_");
-    if (!req->request_id().empty()) {
-      ASSIGN_OR_RETURN(
-          std::string claimed,
-          impl_->store->ClaimRequest("ImportLatent", req->request_id(), RequestHash(*req), id));
-      if (claimed != id) {
-        ASSIGN_OR_RETURN(LatentRecord rec, impl_->store->GetLatent(claimed, false));
-        ToProto(rec, resp);
-        return absl::OkStatus();
-      }
-    }
     LatentRecord rec;
-    rec.id = id;
     rec.model = model.name;
     rec.fingerprint = model.fingerprint;
     rec.num_layers = static_cast<int>(L);
@@ -825,12 +819,9 @@ grpc::ServerUnaryReactor* Service::ImportLatent(CallbackServerContext* ctx,
     rec.values = std::move(values);
     rec.noise_seed = req->noise_seed();
     rec.source = "import";
-    rec.created_unix_ms = NowMs();
     for (const auto& [k, v] : req->labels()) rec.labels[k] = v;
-    RETURN_IF_ERROR(impl_->store->PutLatent(rec));
-    rec.values.clear();
-    ToProto(rec, resp);
-    return absl::OkStatus();
+    return impl_->PutNewLatent("ImportLatent", req->request_id(), RequestHash(*req), std::move(rec),
+                               resp);
   };
   return Done(ctx, run());
 }
