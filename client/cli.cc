@@ -689,7 +689,7 @@ class Cli {
   std::vector<std::string> labels_;
   uint64_t noise_seed_ = 0;
   std::string request_id_;
-  RenderFlags render_;
+  RenderFlags export_r_, synth_r_, morph_r_, mix_r_, expr_r_;  // per command: each has its own default output
   std::string format_;
   std::string a_, b_, c_;
   int frames_ = 16;
@@ -875,8 +875,8 @@ void Cli::Setup(CLI::App& app) {
     CLI::App* exp =
         latents->add_subcommand("export", "write a latent as .npy (float32 [layers, 512])");
     exp->add_option("latent", latent_id_, "latent ID")->required();
-    exp->add_option("-o,--output", render_.output, "output file (default LATENT.npy; - = stdout)");
-    exp->add_flag("-f,--force", render_.force, "overwrite an existing file");
+    exp->add_option("-o,--output", export_r_.output, "output file (default LATENT.npy; - = stdout)");
+    exp->add_flag("-f,--force", export_r_.force, "overwrite an existing file");
     On(exp, &Cli::LatentsExport);
     CLI::App* imp = latents->add_subcommand(
         "import", "store a W+ (.npy, float32 [layers, 512] or [512]) as a latent");
@@ -892,7 +892,7 @@ void Cli::Setup(CLI::App& app) {
   {
     CLI::App* cmd = app.add_subcommand("synth", "render a latent to an image");
     cmd->add_option("latent", a_, "latent ID, or a .npy / image file")->required();
-    AddRenderFlags(cmd, render_, "");
+    AddRenderFlags(cmd, synth_r_, "");
     cmd->add_option("--format", format_,
                     "png, jpeg, or npy (raw float32 [3,R,R]); default from the file name")
         ->check(CLI::IsMember({"png", "jpeg", "npy"}));
@@ -913,8 +913,8 @@ void Cli::Setup(CLI::App& app) {
     cmd->add_option("-n,--frames", frames_, "frames, including both ends")
         ->check(CLI::Range(2, 100000))
         ->capture_default_str();
-    render_.output = "morph.mp4";
-    cmd->add_option("-o,--out,--output", render_.output,
+    morph_r_.output = "morph.mp4";
+    cmd->add_option("-o,--out,--output", morph_r_.output,
                     "FILE.mp4 / .avi / .mkv (video), FILE.gif, or a directory (PNG frames)")
         ->capture_default_str();
     cmd->add_option("--fps", fps_, "frames per second of the video or GIF")
@@ -922,7 +922,7 @@ void Cli::Setup(CLI::App& app) {
         ->capture_default_str();
     cmd->add_option("-m,--model", model_, "model (for files given instead of IDs)");
     cmd->add_option("--embed-steps", embed_steps_, "steps when an image file is embedded first");
-    cmd->add_flag("-f,--force", render_.force, "overwrite existing output");
+    cmd->add_flag("-f,--force", morph_r_.force, "overwrite existing output");
     cmd->footer(
         "Examples:\n  i2s_client morph lat_a lat_b --frames 48 --out morph.mp4\n"
         "  i2s_client morph a.png b.png --frames 12 --out morph.gif   (embeds both first)\n"
@@ -938,7 +938,7 @@ void Cli::Setup(CLI::App& app) {
     cmd->add_option("style", b_, "latent ID, or a .npy / image file")->required();
     cmd->add_option("-k,--crossover", crossover_, "layers [0, K) come from CONTENT (0..num_layers)")
         ->required();
-    AddRenderFlags(cmd, render_, "stylemix.png");
+    AddRenderFlags(cmd, mix_r_, "stylemix.png");
     cmd->add_flag("--store", store_, "store the mixed latent and print its ID");
     cmd->add_option("-l,--label", labels_, "KEY=VALUE for the stored latent")
         ->check(kLabelValidator);
@@ -960,7 +960,7 @@ void Cli::Setup(CLI::App& app) {
         ->required();
     cmd->add_option("--first-layer", first_layer_, "first layer changed (default 0)");
     cmd->add_option("--last-layer", last_layer_, "last layer changed (default the last)");
-    AddRenderFlags(cmd, render_, "expression.png");
+    AddRenderFlags(cmd, expr_r_, "expression.png");
     cmd->add_flag("--store", store_, "store the result latent and print its ID");
     cmd->add_option("-l,--label", labels_, "KEY=VALUE for the stored latent")
         ->check(kLabelValidator);
@@ -1505,15 +1505,15 @@ int Cli::LatentsRemove() {
 }
 
 int Cli::LatentsExport() {
-  const std::string path = render_.output.empty() ? latent_id_ + ".npy" : render_.output;
-  if (absl::Status s = CheckWritable(path, render_.force); !s.ok()) {
+  const std::string path = export_r_.output.empty() ? latent_id_ + ".npy" : export_r_.output;
+  if (absl::Status s = CheckWritable(path, export_r_.force); !s.ok()) {
     return Fail("cannot export", s, kExitError);
   }
   auto exported = client().ExportLatent(latent_id_);
   if (!exported.ok()) {
     return Fail(absl::StrCat("cannot export latent ", latent_id_), exported.status());
   }
-  if (absl::Status s = WriteOutput(path, exported->npy(), render_.force); !s.ok()) {
+  if (absl::Status s = WriteOutput(path, exported->npy(), export_r_.force); !s.ok()) {
     return Fail("cannot export", s, kExitError);
   }
   if (g_.json) {
@@ -1570,18 +1570,18 @@ absl::StatusOr<std::string> FormatForPath(const std::string& path, const std::st
 int Cli::Synth() {
   auto id = ResolveLatent(a_, model_);
   if (!id.ok()) return Fail("cannot render", id.status());
-  const std::string path = render_.output.empty() ? *id + ".png" : render_.output;
+  const std::string path = synth_r_.output.empty() ? *id + ".png" : synth_r_.output;
   auto format = FormatForPath(path, format_);
   if (!format.ok()) return Fail("-o", format.status(), kExitUsage);
-  if (absl::Status s = CheckWritable(path, render_.force); !s.ok()) {
+  if (absl::Status s = CheckWritable(path, synth_r_.force); !s.ok()) {
     return Fail("cannot render", s, kExitError);
   }
   v1::SynthesizeRequest request;
   request.mutable_latent()->set_latent_id(*id);
-  *request.mutable_render() = RenderFor(render_, *format);
+  *request.mutable_render() = RenderFor(synth_r_, *format);
   auto response = client().Synthesize(request);
   if (!response.ok()) return Fail(absl::StrCat("cannot render ", *id), response.status());
-  if (absl::Status s = WriteOutput(path, response->image().data(), render_.force); !s.ok()) {
+  if (absl::Status s = WriteOutput(path, response->image().data(), synth_r_.force); !s.ok()) {
     return Fail("cannot render", s, kExitError);
   }
   if (g_.json) {
@@ -1597,10 +1597,10 @@ int Cli::Synth() {
 }
 
 int Cli::Morph() {
-  const std::string& out = render_.output;
+  const std::string& out = morph_r_.output;
   const SequenceKind kind = SequenceKindForPath(out);
   if (kind != SequenceKind::kDirectory) {
-    if (absl::Status s = CheckWritable(out, render_.force); !s.ok()) {
+    if (absl::Status s = CheckWritable(out, morph_r_.force); !s.ok()) {
       return Fail("cannot morph", s, kExitError);
     }
   }
@@ -1636,7 +1636,7 @@ int Cli::Morph() {
                         "/", frames_, " frames  ETA ", FormatDuration(elapsed / done - elapsed))});
     }
   }
-  if (absl::Status s = WriteFrameSequence(frames, out, fps_, render_.force); !s.ok()) {
+  if (absl::Status s = WriteFrameSequence(frames, out, fps_, morph_r_.force); !s.ok()) {
     return Fail("cannot write the morph", s,
                 s.code() == absl::StatusCode::kAlreadyExists ? kExitError : ExitCodeFor(s));
   }
@@ -1655,9 +1655,9 @@ int Cli::Morph() {
 }
 
 int Cli::StyleMix() {
-  auto format = FormatForPath(render_.output, "");
+  auto format = FormatForPath(mix_r_.output, "");
   if (!format.ok()) return Fail("-o", format.status(), kExitUsage);
-  if (absl::Status s = CheckWritable(render_.output, render_.force); !s.ok()) {
+  if (absl::Status s = CheckWritable(mix_r_.output, mix_r_.force); !s.ok()) {
     return Fail("cannot mix", s, kExitError);
   }
   auto content = ResolveLatent(a_, model_);
@@ -1668,13 +1668,13 @@ int Cli::StyleMix() {
   request.mutable_content()->set_latent_id(*content);
   request.mutable_style()->set_latent_id(*style);
   request.set_crossover(crossover_);
-  *request.mutable_render() = RenderFor(render_, *format);
+  *request.mutable_render() = RenderFor(mix_r_, *format);
   request.set_store_result(store_);
   request.set_request_id(request_id_);
   ParseLabels(labels_, request.mutable_labels());
   auto response = client().StyleMix(request);
   if (!response.ok()) return Fail("cannot mix", response.status());
-  if (absl::Status s = WriteOutput(render_.output, response->image().data(), render_.force);
+  if (absl::Status s = WriteOutput(mix_r_.output, response->image().data(), mix_r_.force);
       !s.ok()) {
     return Fail("cannot mix", s, kExitError);
   }
@@ -1682,21 +1682,21 @@ int Cli::StyleMix() {
     nlohmann::json doc = {{"content", *content},
                           {"style", *style},
                           {"crossover", crossover_},
-                          {"path", render_.output}};
+                          {"path", mix_r_.output}};
     if (response->has_latent()) doc["latent"] = ProtoJson(response->latent());
     Emit(doc);
-  } else if (render_.output != "-") {
+  } else if (mix_r_.output != "-") {
     std::cout << absl::StrFormat("%s + %s (crossover %d)  -> %s%s\n", *content, *style, crossover_,
-                                 render_.output,
+                                 mix_r_.output,
                                  response->has_latent() ? "  " + response->latent().id() : "");
   }
   return kExitOk;
 }
 
 int Cli::Expression() {
-  auto format = FormatForPath(render_.output, "");
+  auto format = FormatForPath(expr_r_.output, "");
   if (!format.ok()) return Fail("-o", format.status(), kExitUsage);
-  if (absl::Status s = CheckWritable(render_.output, render_.force); !s.ok()) {
+  if (absl::Status s = CheckWritable(expr_r_.output, expr_r_.force); !s.ok()) {
     return Fail("cannot transfer the expression", s, kExitError);
   }
   std::string ids[3];
@@ -1713,13 +1713,13 @@ int Cli::Expression() {
   request.set_strength(lambda_);
   request.set_first_layer(first_layer_);
   if (last_layer_) request.set_last_layer(*last_layer_);
-  *request.mutable_render() = RenderFor(render_, *format);
+  *request.mutable_render() = RenderFor(expr_r_, *format);
   request.set_store_result(store_);
   request.set_request_id(request_id_);
   ParseLabels(labels_, request.mutable_labels());
   auto response = client().ExpressionTransfer(request);
   if (!response.ok()) return Fail("cannot transfer the expression", response.status());
-  if (absl::Status s = WriteOutput(render_.output, response->image().data(), render_.force);
+  if (absl::Status s = WriteOutput(expr_r_.output, response->image().data(), expr_r_.force);
       !s.ok()) {
     return Fail("cannot transfer the expression", s, kExitError);
   }
@@ -1728,12 +1728,12 @@ int Cli::Expression() {
                           {"neutral", ids[1]},
                           {"expression", ids[2]},
                           {"lambda", lambda_},
-                          {"path", render_.output}};
+                          {"path", expr_r_.output}};
     if (response->has_latent()) doc["latent"] = ProtoJson(response->latent());
     Emit(doc);
-  } else if (render_.output != "-") {
+  } else if (expr_r_.output != "-") {
     std::cout << absl::StrFormat("%s + %g * (%s - %s)  -> %s%s\n", ids[0], lambda_, ids[2], ids[1],
-                                 render_.output,
+                                 expr_r_.output,
                                  response->has_latent() ? "  " + response->latent().id() : "");
   }
   return kExitOk;

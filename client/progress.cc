@@ -170,6 +170,20 @@ class Line {
   std::vector<std::pair<std::string, const char*>> pieces_;
 };
 
+// `text` cut to `width` cells by dropping its start ("...ng/face.png"), then padded.
+std::string Fitted(const std::string& text, int width, bool unicode) {
+  if (VisibleWidth(text) <= width) return text;
+  const std::string ellipsis = unicode ? "\u2026" : "...";
+  const int keep = std::max(0, width - VisibleWidth(ellipsis));
+  // The last `keep` code points.
+  size_t start = text.size();
+  for (int cells = 0; start > 0 && cells < keep;) {
+    --start;
+    if ((static_cast<unsigned char>(text[start]) & 0xC0) != 0x80) ++cells;
+  }
+  return ellipsis + text.substr(start);
+}
+
 std::string Padded(const std::string& text, int width) {
   const int w = VisibleWidth(text);
   return w >= width ? text : text + std::string(width - w, ' ');
@@ -179,7 +193,7 @@ std::string Padded(const std::string& text, int width) {
 
 std::string LiveLine(const JobView& job, int label_width, int width, const TextStyle& style) {
   Line line(width, style);
-  line.Add(Padded(job.label, label_width), kBold).Add("  ");
+  line.Add(Padded(Fitted(job.label, label_width, style.unicode), label_width), kBold).Add("  ");
   const std::string check = style.unicode ? "\u2713 " : "ok ";
   const std::string cross = style.unicode ? "\u2717 " : "x ";
   if (job.detached && !job.finished()) {

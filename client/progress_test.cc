@@ -102,6 +102,14 @@ TEST(LiveLineTest, RunningLineFitsAndCarriesTheNumbers) {
   EXPECT_NE(colored.find("\x1b[32m"), std::string::npos);
 }
 
+TEST(LiveLineTest, LongLabelsKeepTheirEnd) {
+  JobView v;
+  v.label = "/a/very/long/directory/name/face.png";
+  v.state = v1::QUEUED;
+  const std::string line = LiveLine(v, 12, 100, TextStyle{});
+  EXPECT_EQ(line.substr(0, 14), ".../face.png  ") << line;
+}
+
 TEST(LiveLineTest, QueuedFailedDetached) {
   JobView v;
   v.label = "a.png";

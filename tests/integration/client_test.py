@@ -1,0 +1,515 @@
+"""i2s_client against a real i2s_server on loopback: every subcommand's happy path, the
+--json documents (checked against what the server says through independent Python
+stubs), exit codes for each failure class, no control codes off a terminal, Ctrl-C
+detach / cancel, and (under tmux) the live progress display and the Ctrl-C prompt.
+
+Run: client_test.py --client build/client/i2s_client --server build/server/i2s_server
+                    --proto proto --work DIR [unittest args]
+"""
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import i2s_harness as h  # noqa: E402
+
+ARGS = None
+pb = None
+SERVER = None
+ESC = "\x1b"
+FAST = ["--w-perceptual", "0", "--lr", "0.05"]  # pixel loss only: the quickest embedding
+
+
+def setUpModule():
+    global pb, SERVER
+    h.generate_stubs(ARGS.proto, os.path.join(ARGS.work, "stubs"))
+    from i2s.v1 import i2s_pb2
+    pb = i2s_pb2
+    d = os.path.join(ARGS.work, "server")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    SERVER = h.Server(ARGS.server, d, extra=["--heartbeat-seconds", "1"]).start()
+
+
+def tearDownModule():
+    if SERVER is not None:
+        SERVER.stop()
+
+
+def image(name):
+    return os.path.join(h.SKIMAGE_DATA, name)
+
+
+def run(*args, server=None, check=None, timeout=300, env=None, cwd=None):
+    """Runs i2s_client; returns CompletedProcess (text). `check` = expected exit code."""
+    server = server or f"127.0.0.1:{SERVER.port}"
+    e = dict(os.environ, **(env or {}))
+    e.pop("I2S_SERVER", None)
+    p = subprocess.run([ARGS.client, "--server", server, *args], capture_output=True, text=True,
+                       timeout=timeout, env=e, cwd=cwd)
+    if check is not None and p.returncode != check:
+        raise AssertionError(f"i2s_client {' '.join(args)}: exit {p.returncode}, wanted {check}\n"
+                             f"stdout: {p.stdout}\nstderr: {p.stderr}")
+    return p
+
+
+def docs(p):
+    """The JSON documents of a --json run, one per line."""
+    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+
+class ClientTest(unittest.TestCase):
+
+    def setUp(self):
+        self.dir = os.path.join(ARGS.work, self.id().split(".")[-1])
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        self.stub = SERVER.stub()
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def embed(self, name="camera.png", steps=10):
+        d = docs(run("--json", "-q", "embed", image(name), "--steps", str(steps), *FAST, check=0))
+        return d[0]["latent_id"]
+
+    def latent_values(self, latent_id):
+        latent = self.stub.GetLatent(pb.GetLatentRequest(latent_id=latent_id, include_values=True))
+        return np.array(latent.values, np.float32).reshape(latent.num_layers, latent.latent_size)
+
+    # ------------------------------------------------------------------ help and usage
+
+    def test_help_of_every_subcommand(self):
+        for cmd in [[], ["embed"], ["jobs"], ["jobs", "ls"], ["jobs", "get"], ["jobs", "watch"],
+                    ["jobs", "cancel"], ["latents"], ["latents", "ls"], ["latents", "get"],
+                    ["latents", "rm"], ["latents", "export"], ["latents", "import"], ["synth"],
+                    ["morph"], ["stylemix"], ["expression"], ["info"], ["health"]]:
+            p = run(*cmd, "--help", check=0)
+            self.assertIn("Usage:", p.stdout, cmd)
+            self.assertNotIn(ESC, p.stdout)
+        self.assertIn("Exit codes:", run("--help", check=0).stdout)
+        self.assertIn("Examples:", run("embed", "--help", check=0).stdout)
+        # Usage errors: no subcommand, unknown option, missing argument, bad choice.
+        for bad in [[], ["frobnicate"], ["embed"], ["embed", "x.png", "--space", "z"],
+                    ["stylemix", "lat_a", "lat_b"], ["latents", "import", "a.npy", "-l", "novalue"]]:
+            p = run(*bad)
+            self.assertEqual(p.returncode, 2, (bad, p.stderr))
+            self.assertTrue(p.stderr.strip(), bad)
+
+    # ------------------------------------------------------------------ info and health
+
+    def test_info_and_health(self):
+        info = docs(run("--json", "info", check=0))[0]
+        self.assertEqual(info["models"][0]["name"], "demo")
+        self.assertEqual(info["models"][0]["resolution"], 32)
+        self.assertEqual(info["devices"], ["cpu"])
+        human = run("info", check=0).stdout
+        self.assertIn("demo", human)
+        self.assertIn("32x32", human)
+        self.assertEqual(docs(run("--json", "health", check=0))[0]["status"], "SERVING")
+        self.assertIn("SERVING", run("health", check=0).stdout)
+        # The server address can come from the environment.
+        e = dict(os.environ, I2S_SERVER=f"127.0.0.1:{SERVER.port}")
+        p = subprocess.run([ARGS.client, "health"], capture_output=True, text=True, env=e)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    # ------------------------------------------------------------------ embed
+
+    def test_embed_two_images_json_recon_and_plain_progress(self):
+        recon = self.path("recon")
+        p = run("--json", "embed", image("astronaut.png"), image("chelsea.png"), "--steps", "30",
+                *FAST, "--save-recon", recon, "-l", "who=test", check=0)
+        out = docs(p)
+        self.assertEqual([d["image"] for d in out], [image("astronaut.png"), image("chelsea.png")])
+        for d in out:
+            self.assertEqual(d["state"], "SUCCEEDED")
+            self.assertEqual(d["stop_reason"], "steps")
+            job = self.stub.GetJob(pb.GetJobRequest(job_id=d["job_id"]))
+            self.assertEqual(job.latent_id, d["latent_id"])
+            latent = self.stub.GetLatent(pb.GetLatentRequest(latent_id=d["latent_id"]))
+            self.assertEqual(dict(latent.labels), {"who": "test"})
+            self.assertAlmostEqual(d["metrics"]["psnr_db"], latent.metrics.psnr_db, places=6)
+            self.assertEqual(d["metrics"]["steps"], 30)
+            with Image.open(d["reconstruction"]) as im:
+                self.assertEqual(im.size, (32, 32))
+                ours = np.asarray(im.convert("RGB"))
+            # The reconstruction is the stored latent's render.
+            png = self.stub.Synthesize(pb.SynthesizeRequest(
+                latent=pb.LatentRef(latent_id=d["latent_id"]))).image.data
+            theirs = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+            np.testing.assert_array_equal(ours, theirs)
+        self.assertEqual(sorted(os.listdir(recon)), ["astronaut.png", "chelsea.png"])
+        # Off a terminal: plain progress lines on stderr, no control codes anywhere.
+        self.assertNotIn(ESC, p.stdout + p.stderr)
+        self.assertRegex(p.stderr, r"astronaut\.png \(job_\w+\): step \d+/30")
+        self.assertRegex(p.stderr, r"chelsea\.png \(job_\w+\): succeeded: lat_\w+")
+        # Human summary line: the latent ID and the final PSNR.
+        p = run("embed", image("coffee.png"), "--steps", "10", *FAST, check=0)
+        self.assertRegex(p.stdout, r"coffee\.png  lat_\w+  PSNR \d+\.\d\d dB  10 steps")
+        self.assertNotIn(ESC, p.stdout + p.stderr)
+        # --quiet: nothing on stderr.
+        p = run("-q", "embed", image("coffee.png"), "--steps", "5", *FAST, check=0)
+        self.assertEqual(p.stderr, "")
+
+    def test_embed_never_overwrites_without_force(self):
+        out = self.path("r.png")
+        with open(out, "wb") as f:
+            f.write(b"keep me")
+        p = run("embed", image("camera.png"), "--steps", "5", *FAST, "--save-recon", out)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("already exists (use --force", p.stderr)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), b"keep me")
+        run("-q", "embed", image("camera.png"), "--steps", "5", *FAST, "--save-recon", out,
+            "--force", check=0)
+        with Image.open(out) as im:
+            self.assertEqual(im.size, (32, 32))
+
+    def test_embed_previews_and_detach_flag(self):
+        previews = self.path("previews")
+        run("-q", "embed", image("camera.png"), "--steps", "40", *FAST, "--preview", previews,
+            "--preview-every", "5", check=0)
+        names = os.listdir(previews)
+        self.assertGreaterEqual(len(names), 1)
+        self.assertTrue(all(re.fullmatch(r"camera-step\d{6}\.png", n) for n in names), names)
+        d = docs(run("--json", "embed", "--detach", image("camera.png"), "--steps", "20", *FAST,
+                     check=0))[0]
+        self.assertIn(d["state"], ("QUEUED", "RUNNING"))
+        w = docs(run("--json", "jobs", "watch", d["job_id"], check=0))[0]
+        self.assertEqual(w["state"], "SUCCEEDED")
+        self.assertTrue(w["latent_id"].startswith("lat_"))
+
+    # ------------------------------------------------------------------ jobs
+
+    def test_jobs_ls_get_cancel(self):
+        self.embed()
+        jobs = docs(run("--json", "jobs", "ls", "-n", "3", check=0))
+        self.assertTrue(1 <= len(jobs) <= 3)
+        listed = self.stub.ListJobs(pb.ListJobsRequest(page_size=3)).jobs
+        self.assertEqual([j["id"] for j in jobs], [j.id for j in listed])
+        got = docs(run("--json", "jobs", "get", jobs[0]["id"], check=0))[0]
+        self.assertEqual(got["state"], "SUCCEEDED")
+        self.assertIn("SUCCEEDED", run("jobs", "get", jobs[0]["id"], check=0).stdout)
+        only = docs(run("--json", "jobs", "ls", "--state", "succeeded", "-n", "0", check=0))
+        self.assertTrue(all(j["state"] == "SUCCEEDED" for j in only))
+        table = run("jobs", "ls", check=0).stdout.splitlines()
+        self.assertEqual(table[0].split()[:3], ["JOB", "STATE", "MODEL"])
+        # Cancelling a finished job: the server says why, exit 5.
+        p = run("jobs", "cancel", jobs[0]["id"])
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn(f"cannot cancel job {jobs[0]['id']}", p.stderr)
+        # A queued/running one is cancelled; its follower exits 7.
+        follow = subprocess.Popen([ARGS.client, "--server", f"127.0.0.1:{SERVER.port}", "--json",
+                                   "embed", image("camera.png"), "--steps", "100000", *FAST],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        job_id = self.wait_for_job(follow)
+        c = docs(run("--json", "jobs", "cancel", job_id, check=0))[0]
+        self.assertEqual(c["id"], job_id)
+        out, err = follow.communicate(timeout=60)
+        self.assertEqual(follow.returncode, 7, err)
+        self.assertEqual(json.loads(out)["state"], "CANCELLED")
+
+    def wait_for_job(self, proc, running=False):
+        """Reads the follower's plain progress lines until its job is named (and running)."""
+        while True:
+            line = proc.stderr.readline()
+            if not line:
+                raise AssertionError("the client ended before its job started")
+            m = re.search(r"\((job_\w+)\)", line)
+            if m and (not running or ": step " in line):
+                return m.group(1)
+
+    # ------------------------------------------------------------------ latents
+
+    def test_latents_export_import_get_ls_rm(self):
+        lat = self.embed()
+        npy = self.path("w.npy")
+        run("latents", "export", lat, "-o", npy, check=0)
+        w = np.load(npy)
+        self.assertEqual(w.dtype, np.float32)
+        np.testing.assert_array_equal(w, self.latent_values(lat))
+        self.assertEqual(run("latents", "export", lat, "-o", npy).returncode, 1)
+        imported = docs(run("--json", "latents", "import", npy, "-l", "k=v", "--noise-seed", "7",
+                            check=0))[0]
+        self.assertEqual(imported["source"], "import")
+        self.assertEqual(imported["labels"], {"k": "v"})
+        self.assertEqual(imported["noise_seed"], "7")
+        np.testing.assert_array_equal(self.latent_values(imported["id"]), w)
+        got = docs(run("--json", "latents", "get", imported["id"], "--values", check=0))[0]
+        self.assertEqual(len(got["values"]), w.size)
+        ids = [d["id"] for d in docs(run("--json", "latents", "ls", "-n", "0", check=0))]
+        self.assertIn(imported["id"], ids)
+        self.assertIn(lat, ids)
+        self.assertEqual(docs(run("--json", "latents", "rm", imported["id"], check=0))[0],
+                         {"latent_id": imported["id"], "deleted": True})
+        p = run("latents", "get", imported["id"])
+        self.assertEqual(p.returncode, 4)
+        self.assertIn("not found", p.stderr)
+        self.assertEqual(run("latents", "rm", imported["id"]).returncode, 4)
+        # A bad .npy is the server's INVALID_ARGUMENT, named in words.
+        bad = self.path("bad.npy")
+        np.save(bad, np.zeros((3, 7), np.float32))
+        p = run("latents", "import", bad)
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn(f"cannot import {bad}: ", p.stderr)
+
+    # ------------------------------------------------------------------ renders
+
+    def test_synth_formats_stdout_and_paths(self):
+        lat = self.embed()
+        run("synth", lat, "-o", self.path("a.png"), check=0)
+        with Image.open(self.path("a.png")) as im:
+            self.assertEqual((im.format, im.size), ("PNG", (32, 32)))
+        run("synth", lat, "-o", self.path("a.jpg"), check=0)
+        with Image.open(self.path("a.jpg")) as im:
+            self.assertEqual(im.format, "JPEG")
+        run("synth", lat, "-o", self.path("raw.npy"), check=0)
+        raw = np.load(self.path("raw.npy"))
+        theirs = self.stub.Synthesize(pb.SynthesizeRequest(
+            latent=pb.LatentRef(latent_id=lat),
+            render=pb.RenderOptions(format=pb.RAW_FLOAT32))).image.data
+        np.testing.assert_array_equal(raw, np.load(io.BytesIO(theirs)))
+        p = subprocess.run([ARGS.client, "-s", f"127.0.0.1:{SERVER.port}", "synth", lat, "-o", "-"],
+                           capture_output=True)
+        self.assertEqual(p.returncode, 0)
+        with open(self.path("a.png"), "rb") as f:
+            self.assertEqual(p.stdout, f.read())
+        self.assertEqual(run("synth", lat, "-o", self.path("a.png")).returncode, 1)
+        self.assertEqual(run("synth", lat, "-o", self.path("a.tiff")).returncode, 2)
+        # A .npy path is imported first; the default output is LATENT.png in the cwd.
+        run("latents", "export", lat, "-o", self.path("w.npy"), check=0)
+        p = run("synth", self.path("w.npy"), check=0, cwd=self.dir)
+        new_id = re.search(r"imported .* as (lat_\w+)", p.stderr).group(1)
+        self.assertTrue(os.path.exists(self.path(new_id + ".png")))
+
+    def test_morph_video_gif_and_frames(self):
+        a, b = self.embed("camera.png"), self.embed("coffee.png")
+        frames = self.stub.Morph(pb.MorphRequest(a=pb.LatentRef(latent_id=a),
+                                                 b=pb.LatentRef(latent_id=b), frames=5))
+        want = [np.asarray(Image.open(io.BytesIO(f.image.data)).convert("RGB")) for f in frames]
+        d = docs(run("--json", "morph", a, b, "--frames", "5", "--out", self.path("f"), check=0))[0]
+        self.assertEqual((d["kind"], d["frames"]), ("directory", 5))
+        names = sorted(os.listdir(self.path("f")))
+        self.assertEqual(names, [f"frame_{i:03d}.png" for i in range(5)])
+        for name, w in zip(names, want):
+            np.testing.assert_array_equal(
+                np.asarray(Image.open(os.path.join(self.path("f"), name)).convert("RGB")), w)
+        run("morph", a, b, "--frames", "5", "--out", self.path("m.gif"), "--fps", "10", check=0)
+        with Image.open(self.path("m.gif")) as im:
+            self.assertEqual((im.format, im.size, im.n_frames), ("GIF", (32, 32), 5))
+            self.assertEqual(im.info.get("duration"), 100)
+            for i, w in enumerate(want):  # a 256-colour palette: close, not exact
+                im.seek(i)
+                err = np.abs(np.asarray(im.convert("RGB"), np.float64) - w).mean()
+                self.assertLess(err, 8, i)
+        run("morph", a, b, "--frames", "5", "--out", self.path("m.mp4"), check=0)
+        with open(self.path("m.mp4"), "rb") as f:
+            head = f.read()
+        self.assertEqual(head[4:8], b"ftyp")  # an MP4 container
+        self.assertIn(b"avc1", head)  # with H.264 video: plays in browsers and players
+        self.assertIn(b"mdat", head)
+        p = run("morph", a, b, "--out", self.path("m.mp4"))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("already exists", p.stderr)
+        p = run("morph", a, b, "--frames", "100000", "--out", self.path("x.gif"))
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn("frames", p.stderr)
+
+    def test_stylemix_and_expression_store_exact_latents(self):
+        a, b, c = self.embed("camera.png"), self.embed("coffee.png"), self.embed("chelsea.png")
+        wa, wb, wc = (self.latent_values(x) for x in (a, b, c))
+        d = docs(run("--json", "stylemix", a, b, "-k", "3", "-o", self.path("mix.png"), "--store",
+                     check=0))[0]
+        mixed = self.latent_values(d["latent"]["id"])
+        np.testing.assert_array_equal(mixed, np.concatenate([wa[:3], wb[3:]]))
+        with Image.open(self.path("mix.png")) as im:
+            self.assertEqual(im.size, (32, 32))
+        d = docs(run("--json", "expression", a, b, c, "--lambda", "1.5", "--first-layer", "2",
+                     "--last-layer", "5", "-o", self.path("e.jpg"), "--store", check=0))[0]
+        got = self.latent_values(d["latent"]["id"])
+        want = wa.copy()
+        want[2:6] = wa[2:6] + np.float32(1.5) * (wc[2:6] - wb[2:6])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        with Image.open(self.path("e.jpg")) as im:
+            self.assertEqual(im.format, "JPEG")
+        human = run("stylemix", a, b, "-k", "2", "-o", self.path("mix2.png"), check=0).stdout
+        self.assertIn(f"{a} + {b} (crossover 2)", human)
+        p = run("stylemix", a, b, "-k", "99", "-o", self.path("mix3.png"))
+        self.assertEqual(p.returncode, 5)
+        self.assertIn("crossover", p.stderr)
+
+    def test_image_paths_are_embedded_first(self):
+        p = run("morph", image("camera.png"), image("coffee.png"), "--frames", "3",
+                "--embed-steps", "5", "--out", self.path("m.gif"), check=0)
+        self.assertEqual(len(re.findall(r"embedded .* as lat_\w+", p.stderr)), 2, p.stderr)
+        with Image.open(self.path("m.gif")) as im:
+            self.assertEqual(im.n_frames, 3)
+
+    # ------------------------------------------------------------------ failures
+
+    def test_exit_codes_and_messages(self):
+        p = run("info", server="127.0.0.1:1")
+        self.assertEqual(p.returncode, 3)
+        self.assertIn("cannot reach i2s_server at 127.0.0.1:1 (connection refused)", p.stderr)
+        p = run("--json", "health", server="127.0.0.1:1")
+        self.assertEqual(p.returncode, 3)
+        self.assertEqual(docs(p)[0]["error"]["exit_code"], 3)
+        p = run("synth", "lat_doesnotexist", "-o", self.path("x.png"))
+        self.assertEqual(p.returncode, 4)
+        self.assertIn('latent "lat_doesnotexist" not found', p.stderr)
+        p = run("synth", "nonsense", "-o", self.path("x.png"))
+        self.assertEqual(p.returncode, 4)
+        self.assertIn("neither a file nor a latent ID", p.stderr)
+        p = run("jobs", "get", "job_nope")
+        self.assertEqual(p.returncode, 4)
+        p = run("embed", self.path("missing.png"))
+        self.assertEqual(p.returncode, 4)
+        self.assertIn("missing.png: no such file", p.stderr)
+        p = run("embed", image("camera.png"), "--steps", "-3")
+        self.assertEqual(p.returncode, 5)
+        self.assertIn("options.steps", p.stderr)
+        notimage = self.path("notimage.png")
+        with open(notimage, "w") as f:
+            f.write("hello")
+        p = run("--json", "embed", notimage)
+        self.assertEqual(p.returncode, 5)
+        self.assertEqual(docs(p)[0]["error"]["exit_code"], 5)
+        p = run("embed", image("camera.png"), "--model", "nomodel")
+        self.assertEqual(p.returncode, 4, p.stderr)
+        # A deadline far too short for any answer.
+        p = run("--timeout", "0.000001", "latents", "ls")
+        self.assertEqual(p.returncode, 8, p.stderr)
+        self.assertIn("--timeout", p.stderr)
+        for q in (p,):
+            self.assertNotIn("StatusCode", q.stderr)
+
+    def test_busy_server_is_exit_9(self):
+        d = os.path.join(ARGS.work, "busy")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        busy = h.Server(ARGS.server, d, extra=["--queue-limit", "1", "--max-batch", "1"]).start()
+        try:
+            srv = f"127.0.0.1:{busy.port}"
+            first = docs(run("--json", "embed", "--detach", image("camera.png"), "--steps",
+                             "100000", *FAST, server=srv, check=0))
+            stub = busy.stub()
+            while stub.GetJob(pb.GetJobRequest(job_id=first[0]["job_id"])).state != pb.RUNNING:
+                time.sleep(0.05)
+            second = docs(run("--json", "embed", "--detach", image("camera.png"), "--steps",
+                              "100000", *FAST, server=srv, check=0))
+            p = run("embed", image("camera.png"), "--steps", "10", *FAST, server=srv)
+            self.assertEqual(p.returncode, 9, p.stderr)
+            self.assertIn("busy", p.stderr)
+            run("jobs", "cancel", first[0]["job_id"], second[0]["job_id"], server=srv, check=0)
+        finally:
+            busy.stop()
+
+    # ------------------------------------------------------------------ Ctrl-C
+
+    def test_ctrl_c_detaches_off_a_terminal_then_watch_resumes(self):
+        proc = subprocess.Popen([ARGS.client, "--server", f"127.0.0.1:{SERVER.port}", "embed",
+                                 image("camera.png"), "--steps", "3000", *FAST],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        job_id = self.wait_for_job(proc, running=True)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 10, err)
+        self.assertIn(f"{job_id}  detached", out)
+        self.assertIn(f"i2s_client jobs watch {job_id}", out)
+        job = self.stub.GetJob(pb.GetJobRequest(job_id=job_id))
+        self.assertIn(job.state, (pb.RUNNING, pb.SUCCEEDED))
+        w = docs(run("--json", "jobs", "watch", job_id, check=0, timeout=300))[0]
+        self.assertEqual(w["state"], "SUCCEEDED")
+        self.assertEqual(w["metrics"]["steps"], 3000)
+
+    def test_ctrl_c_cancel(self):
+        proc = subprocess.Popen([ARGS.client, "--server", f"127.0.0.1:{SERVER.port}",
+                                 "--on-interrupt", "cancel", "embed", image("camera.png"),
+                                 "--steps", "100000", *FAST],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        job_id = self.wait_for_job(proc, running=True)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 7, err)
+        self.assertIn(f"the job {job_id} was cancelled", err)
+        self.assertEqual(self.stub.GetJob(pb.GetJobRequest(job_id=job_id)).state, pb.CANCELLED)
+
+    @unittest.skipUnless(shutil.which("tmux"), "tmux is not installed")
+    def test_terminal_live_progress_and_prompt(self):
+        session = f"i2s{os.getpid()}"
+        status = self.path("status")
+        cmd = (f"LANG=C.UTF-8 {ARGS.client} --server 127.0.0.1:{SERVER.port} embed "
+               f"{image('astronaut.png')} {image('chelsea.png')} --steps 6000 "
+               f"{' '.join(FAST)}; echo EXIT=$? > {status}; sleep 600")
+        subprocess.run(["tmux", "-L", session, "new-session", "-d", "-s", session, "-x", "160",
+                        "-y", "20", cmd], check=True)
+
+        def screen():
+            return subprocess.run(["tmux", "-L", session, "capture-pane", "-p", "-t", session],
+                                  capture_output=True, text=True, check=True).stdout
+
+        def wait_for(pattern, timeout=60):
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                s = screen()
+                if re.search(pattern, s):
+                    return s
+                time.sleep(0.2)
+            raise AssertionError(f"{pattern!r} never appeared; screen:\n{screen()}")
+
+        try:
+            first = wait_for(r"chelsea\.png.*\d+/6000.*steps/s.*ETA")
+            steps = [int(m) for m in re.findall(r" (\d+)/6000", first)]
+            second = wait_for("\u2588")  # a filled bar cell: >= 1/24 of the steps done
+            later = [int(m) for m in re.findall(r" (\d+)/6000", second)]
+            # Redrawn in place: still one line per job, and the counters moved.
+            self.assertEqual(len(later), 2, second)
+            self.assertGreater(sum(later), sum(steps))
+            self.assertIn("\u2588", second)  # the bar, drawn with block glyphs in UTF-8
+            self.assertIn("astronaut.png", second)
+            subprocess.run(["tmux", "-L", session, "send-keys", "-t", session, "C-c"], check=True)
+            wait_for(r"Interrupted\. \[c\] cancel the jobs.*\[d\] detach")
+            subprocess.run(["tmux", "-L", session, "send-keys", "-t", session, "d"], check=True)
+            final = wait_for(r"detached, still running")
+            deadline = time.time() + 30
+            while not os.path.exists(status) and time.time() < deadline:
+                time.sleep(0.1)
+            with open(status) as f:
+                self.assertEqual(f.read().strip(), "EXIT=10")
+            ids = re.findall(r"(job_\w+)  detached", final)
+            self.assertEqual(len(ids), 2, final)
+            for job_id in ids:  # detached: still running on the server; clean up
+                self.assertEqual(self.stub.GetJob(pb.GetJobRequest(job_id=job_id)).state,
+                                 pb.RUNNING)
+                self.stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
+        finally:
+            subprocess.run(["tmux", "-L", session, "kill-server"], capture_output=True)
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--client", required=True)
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--proto", required=True)
+    parser.add_argument("--work", required=True)
+    ARGS, rest = parser.parse_known_args()
+    ARGS.client, ARGS.server = os.path.abspath(ARGS.client), os.path.abspath(ARGS.server)
+    os.makedirs(ARGS.work, exist_ok=True)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
