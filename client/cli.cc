@@ -402,7 +402,11 @@ class Follower {
       if (t.view.detached) break;
       // The connection broke (e.g. the server restarted): the job lives on in the
       // server's store, so re-attach after the last event seen, for up to a minute.
-      if (next.status().code() == absl::StatusCode::kUnavailable && !t.view.job_id.empty()) {
+      // CANCELLED that the client did not ask for comes from a server going down (its
+      // gRPC shutdown cancels the calls still open).
+      const absl::StatusCode code = next.status().code();
+      if ((code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kCancelled) &&
+          !t.view.job_id.empty()) {
         const absl::Time now = absl::Now();
         if (reconnect_until == absl::InfinitePast()) {
           reconnect_until = now + absl::Seconds(60);
@@ -689,7 +693,8 @@ class Cli {
   std::vector<std::string> labels_;
   uint64_t noise_seed_ = 0;
   std::string request_id_;
-  RenderFlags export_r_, synth_r_, morph_r_, mix_r_, expr_r_;  // per command: each has its own default output
+  RenderFlags export_r_, synth_r_, morph_r_, mix_r_,
+      expr_r_;  // per command: each has its own default output
   std::string format_;
   std::string a_, b_, c_;
   int frames_ = 16;
@@ -875,7 +880,8 @@ void Cli::Setup(CLI::App& app) {
     CLI::App* exp =
         latents->add_subcommand("export", "write a latent as .npy (float32 [layers, 512])");
     exp->add_option("latent", latent_id_, "latent ID")->required();
-    exp->add_option("-o,--output", export_r_.output, "output file (default LATENT.npy; - = stdout)");
+    exp->add_option("-o,--output", export_r_.output,
+                    "output file (default LATENT.npy; - = stdout)");
     exp->add_flag("-f,--force", export_r_.force, "overwrite an existing file");
     On(exp, &Cli::LatentsExport);
     CLI::App* imp = latents->add_subcommand(

@@ -446,6 +446,34 @@ class ClientTest(unittest.TestCase):
         self.assertIn(f"the job {job_id} was cancelled", err)
         self.assertEqual(self.stub.GetJob(pb.GetJobRequest(job_id=job_id)).state, pb.CANCELLED)
 
+    def test_follower_reattaches_after_a_server_restart(self):
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        d = os.path.join(ARGS.work, "restart")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        server = h.Server(ARGS.server, d, extra=["--checkpoint-every", "20"],
+                          address=f"127.0.0.1:{port}").start()
+        try:
+            proc = subprocess.Popen([ARGS.client, "--server", f"127.0.0.1:{port}", "--json",
+                                     "embed", image("camera.png"), "--steps", "800", *FAST],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            job_id = self.wait_for_job(proc, running=True)
+            time.sleep(0.5)
+            code, _ = server.stop()
+            self.assertEqual(code, 0)
+            server.start()
+            out, err = proc.communicate(timeout=300)
+            self.assertEqual(proc.returncode, 0, err + out + server.log())
+            self.assertIn(f"re-attaching to {job_id}", err)
+            d = json.loads(out)
+            self.assertEqual((d["job_id"], d["state"]), (job_id, "SUCCEEDED"))
+            self.assertEqual(d["metrics"]["steps"], 800)
+        finally:
+            server.stop()
+
     @unittest.skipUnless(shutil.which("tmux"), "tmux is not installed")
     def test_terminal_live_progress_and_prompt(self):
         session = f"i2s{os.getpid()}"

@@ -30,7 +30,7 @@ class Server:
     """An i2s_server process serving the demo model on 127.0.0.1:<free port>."""
 
     def __init__(self, binary, data_dir, extra=(), resolution=32, fmap_base=256, log_dir=None,
-                 devices="cpu", threads=1):
+                 devices="cpu", threads=1, address="127.0.0.1:0"):
         self.binary = binary
         self.data_dir = data_dir
         self.extra = list(extra)
@@ -39,6 +39,7 @@ class Server:
         self.log_dir = log_dir or data_dir
         self.devices = devices
         self.threads = threads
+        self.address = address
         self.proc = None
         self.port = None
         self.starts = 0
@@ -52,7 +53,7 @@ class Server:
         self.log_path = os.path.join(self.log_dir, f"server-{self.starts}.log")
         log = open(self.log_path, "w")
         cmd = [self.binary, "--demo-model", "--demo-resolution", str(self.resolution),
-               "--demo-fmap-base", str(self.fmap_base), "--address", "127.0.0.1:0",
+               "--demo-fmap-base", str(self.fmap_base), "--address", self.address,
                "--port-file", port_file, "--data-dir", self.data_dir, "--devices", self.devices,
                "--threads", str(self.threads)] + self.extra
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
