@@ -51,7 +51,7 @@ class Server:
             os.remove(port_file)
         self.starts += 1
         self.log_path = os.path.join(self.log_dir, f"server-{self.starts}.log")
-        log = open(self.log_path, "w")
+        log = self._log = open(self.log_path, "w")
         cmd = [self.binary, "--demo-model", "--demo-resolution", str(self.resolution),
                "--demo-fmap-base", str(self.fmap_base), "--address", self.address,
                "--port-file", port_file, "--data-dir", self.data_dir, "--devices", self.devices,
@@ -94,6 +94,7 @@ class Server:
             self.proc.kill()
             code = self.proc.wait()
         self.channel.close()
+        self._log.close()
         self.proc = None
         return code, time.time() - t0
 
