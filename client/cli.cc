@@ -336,10 +336,6 @@ class Follower {
     }
     for (auto& thread : threads) thread.join();
     g_armed = false;
-    // A Ctrl-C that came in while finishing is not lost on the next command.
-    if (g_sigint.load() > seen_sigint_ && !cancelled_all_ && !detached_) {
-      seen_sigint_ = g_sigint.load();
-    }
   }
 
  private:

@@ -228,7 +228,7 @@ class ClientTest(unittest.TestCase):
             if not line:
                 raise AssertionError("the client ended before its job started")
             m = re.search(r"\((job_\w+)\)", line)
-            if m and (not running or ": step " in line):
+            if m and (not running or ": running on " in line or ": step " in line):
                 return m.group(1)
 
     # ------------------------------------------------------------------ latents
