@@ -45,6 +45,9 @@ struct Flags {
   SchedulerOptions scheduler;
   ServiceLimits limits;
   double shutdown_grace = 20;
+  std::string face_cascades = FaceDetectorOptions().cascade_dir;
+  std::string landmark_model;
+  bool no_face_detector = false;
 };
 
 int Fail(const std::string& what) {
@@ -127,6 +130,15 @@ int Main(int argc, char** argv) {
                  "heartbeat interval of quiet event streams")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));
+  CLI::Option* cascades_flag =
+      app.add_option("--face-cascades", f.face_cascades,
+                     "folder of OpenCV's Haar cascades for AlignOptions.AUTO (Debian: opencv-data)")
+          ->capture_default_str();
+  app.add_option("--landmark-model", f.landmark_model,
+                 "optional landmark model for AUTO alignment: a YuNet face detector (.onnx) or "
+                 "a Facemark LBF model (.yaml)");
+  app.add_flag("--no-face-detector", f.no_face_detector,
+               "serve without automatic alignment (AUTO is then FAILED_PRECONDITION)");
   app.add_option("--shutdown-grace", f.shutdown_grace,
                  "seconds to finish in-flight calls on SIGTERM")
       ->capture_default_str()
@@ -195,7 +207,27 @@ int Main(int argc, char** argv) {
     std::cerr << "i2s_server: resumed " << q << " unfinished job(s) from the store\n";
   }
 
-  Service service(registry->get(), scheduler->get(), store->get(), f.limits, I2S_VERSION);
+  // The face detector for AUTO alignment. Flags that ask for one fail the start when it
+  // cannot be loaded; the default cascade folder missing only turns AUTO off.
+  std::unique_ptr<FaceDetector> face_detector;
+  if (!f.no_face_detector) {
+    FaceDetectorOptions fo;
+    fo.cascade_dir = f.face_cascades;
+    fo.landmark_model = f.landmark_model;
+    auto created = FaceDetector::Create(fo);
+    if (created.ok()) {
+      face_detector = *std::move(created);
+      std::cerr << "i2s_server: face detector: " << face_detector->description() << "\n";
+    } else if (cascades_flag->count() > 0 || !f.landmark_model.empty() ||
+               !absl::IsNotFound(created.status())) {
+      return Fail(std::string(created.status().message()));
+    } else {
+      std::cerr << "i2s_server: no face detector (automatic alignment off): "
+                << created.status().message() << "\n";
+    }
+  }
+  Service service(registry->get(), scheduler->get(), store->get(), f.limits, I2S_VERSION,
+                  face_detector.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -5,13 +5,16 @@
 //   random-model --resolution R --fmap-base F --seed S --out FILE [--legacy]
 //   embed --generator G --vgg V --image X.png --out W.npy [--recon R.png] [options]
 //   morph|stylemix|expression --generator G ... --out OUT.png
+//   align --image X --out ALIGNED.png [--size R] [--landmarks FILE] [--info-out INFO.json]
 // Exit codes: 0 success, 1 the command failed (message on stderr), 2 bad usage.
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -31,6 +34,7 @@
 #include "server/engine/weights.h"
 #include "server/formats/npy.h"
 #include "server/imaging/image_io.h"
+#include "server/imaging/prepare.h"
 
 namespace i2s {
 namespace {
@@ -184,8 +188,121 @@ absl::Status Synth(const Common& common, const SynthArgs& a) {
   return RenderAndWrite(*g, w, a.noise, a.out, absl::StrCat("--latent ", a.latent));
 }
 
+// How a photo is brought to the model: fit (crop/pad) or FFHQ alignment.
+struct AlignArgs {
+  std::string align = "none";  // none, auto, landmarks (implied by --landmarks)
+  std::string landmarks;       // a text file of 5 or 68 points (x y per line)
+  std::string cascades = FaceDetectorOptions().cascade_dir;
+  std::string landmark_model;
+  double min_confidence = FaceDetector::kDefaultMinConfidence;
+  bool fit_when_no_face = false;
+  bool no_padding = false;
+  std::string info_out;  // the AlignmentInfo as JSON
+};
+
+void AddAlignOptions(CLI::App* cmd, AlignArgs* a, bool default_auto) {
+  if (default_auto) a->align = "auto";
+  cmd->add_option("--align", a->align,
+                  "none (crop/pad to the square), auto (FFHQ alignment from detected landmarks), "
+                  "landmarks (from --landmarks)")
+      ->check(CLI::IsMember({"none", "auto", "landmarks"}))
+      ->capture_default_str();
+  cmd->add_option("--landmarks", a->landmarks,
+                  "text file with 5 points (eye, eye, nose, mouth corner, mouth corner) or 68 "
+                  "(iBUG 300-W), 'x y' per line, in the photo's pixels; implies --align landmarks");
+  cmd->add_option("--cascades", a->cascades, "folder of OpenCV's Haar cascades (opencv-data)")
+      ->capture_default_str();
+  cmd->add_option("--landmark-model", a->landmark_model,
+                  "optional YuNet face detector (.onnx) or Facemark LBF model (.yaml)");
+  cmd->add_option("--min-confidence", a->min_confidence,
+                  "auto: faces found with less confidence count as none")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  cmd->add_flag("--fit-when-no-face", a->fit_when_no_face,
+                "auto: crop/pad (--fit) when no face is found instead of failing");
+  cmd->add_flag("--no-padding", a->no_padding,
+                "leave black what the crop square takes from outside the photo (FFHQ pads it)");
+  cmd->add_option("--align-info", a->info_out,
+                  "write what alignment did (landmarks, quad, transform) here as JSON");
+}
+
+// photo -> the embedding target, as the service prepares it.
+absl::StatusOr<PreparedImage> Prepare(const torch::Tensor& photo, int size, FitMode fit,
+                                      const AlignArgs& a) {
+  PrepareOptions p;
+  p.size = size;
+  p.fit = fit;
+  p.mode = a.align == "auto" ? AlignMode::kAuto : AlignMode::kNone;
+  if (a.align == "landmarks" || !a.landmarks.empty()) {
+    if (a.landmarks.empty()) {
+      return absl::InvalidArgumentError("--align landmarks needs --landmarks FILE");
+    }
+    p.mode = AlignMode::kLandmarks;
+    std::ifstream in(a.landmarks);
+    if (!in) return absl::NotFoundError(absl::StrCat(a.landmarks, ": cannot read"));
+    std::stringstream text;
+    text << in.rdbuf();
+    ASSIGN_OR_RETURN(p.points, ParsePoints(text.str(), a.landmarks));
+  }
+  p.min_confidence = a.min_confidence;
+  p.fit_when_no_face = a.fit_when_no_face;
+  p.padding = !a.no_padding;
+  p.no_face_hint = "use --fit-when-no-face";
+  std::unique_ptr<FaceDetector> detector;
+  if (p.mode == AlignMode::kAuto) {
+    FaceDetectorOptions d;
+    d.cascade_dir = a.cascades;
+    d.landmark_model = a.landmark_model;
+    ASSIGN_OR_RETURN(detector, FaceDetector::Create(d));
+  }
+  ASSIGN_OR_RETURN(PreparedImage prepared, PrepareImage(photo, p, detector.get(), "--align"));
+  if (prepared.alignment.has_value()) {
+    const AlignmentInfo& info = *prepared.alignment;
+    std::cout << absl::StrFormat(
+                     "aligned (%s, confidence %.2f): scale %.4f, rotation %.2f degrees%s",
+                     info.method, info.confidence, info.transform.Scale(),
+                     info.transform.RotationDegrees(),
+                     info.note.empty() ? "" : absl::StrCat(" (", info.note, ")"))
+              << std::endl;
+    if (!a.info_out.empty()) {
+      std::ofstream out(a.info_out);
+      out << AlignmentInfoToJson(info) << "\n";
+      if (!out) return absl::InvalidArgumentError(absl::StrCat(a.info_out, ": cannot write"));
+    }
+  }
+  return prepared;
+}
+
+struct AlignCmdArgs {
+  std::string image, out;
+  int size = 1024;
+  std::string fit = "crop";
+  AlignArgs align;
+};
+
+absl::Status Align(const AlignCmdArgs& a) {
+  RETURN_IF_ERROR(Annotate(CheckImageOut(a.out), "--out"));
+  if (a.size < 8 || a.size > 8192)
+    return absl::InvalidArgumentError("--size: must be in [8, 8192]");
+  ASSIGN_OR_RETURN(torch::Tensor photo, ReadRgbImage(a.image));
+  ASSIGN_OR_RETURN(
+      PreparedImage prepared,
+      Prepare(photo, a.size, a.fit == "pad" ? FitMode::kPad : FitMode::kCenterCrop, a.align));
+  torch::Tensor rgb8 = (prepared.image * 255)
+                           .round()
+                           .clamp(0, 255)
+                           .to(torch::kUInt8)
+                           .permute({1, 2, 0})
+                           .contiguous();
+  if (absl::EndsWith(a.out, ".npy")) {
+    return WriteNpyFile(a.out, TensorToFloatArray(prepared.image));
+  }
+  return WriteRgb8Image(a.out, rgb8);
+}
+
 struct EmbedArgs {
   std::string generator, vgg, image, out, recon, noise_out, mask;
+  AlignArgs align;
   std::string space = "wplus", init = "mean", fit = "crop";
   bool imagenet_norm = false;
   uint64_t seed = 0;
@@ -215,8 +332,13 @@ absl::Status Embed(const Common& common, EmbedArgs a) {
   const FitMode fit = a.fit == "pad" ? FitMode::kPad : FitMode::kCenterCrop;
   EmbedTarget target;
   ASSIGN_OR_RETURN(torch::Tensor image, ReadRgbImage(a.image));
-  ASSIGN_OR_RETURN(target.image, FitToSquare(image, g->resolution(), fit));
+  ASSIGN_OR_RETURN(PreparedImage prepared, Prepare(image, g->resolution(), fit, a.align));
+  target.image = prepared.image;
   if (!a.mask.empty()) {
+    if (prepared.alignment.has_value() && prepared.alignment->method != "none") {
+      return absl::InvalidArgumentError(
+          "--mask: masks are fitted like the photo, so they cannot be combined with --align");
+    }
     ASSIGN_OR_RETURN(torch::Tensor mask, ReadMaskImage(a.mask));
     ASSIGN_OR_RETURN(target.mse_mask, FitToSquare(mask, g->resolution(), fit));
     target.perceptual_mask = target.mse_mask;
@@ -445,7 +567,21 @@ int Run(int argc, char** argv) {
       ->capture_default_str();
   embed->add_option("--log-every", embed_args.log_every, "progress line every N steps")
       ->capture_default_str();
+  AddAlignOptions(embed, &embed_args.align, /*default_auto=*/false);
   add_common(embed);
+
+  AlignCmdArgs align_args;
+  CLI::App* align = app.add_subcommand(
+      "align", "FFHQ-align a face photo (detected or given landmarks) to a square of --size");
+  align->add_option("--image", align_args.image, "photo (PNG, JPEG, ...)")->required();
+  align->add_option("--out", align_args.out, "aligned image (.png, .jpg) or float32 .npy [3, S, S]")
+      ->required();
+  align->add_option("--size", align_args.size, "side of the aligned image (the model resolution)")
+      ->capture_default_str();
+  align->add_option("--fit", align_args.fit, "crop or pad, for --align none or a fallback")
+      ->check(CLI::IsMember({"crop", "pad"}))
+      ->capture_default_str();
+  AddAlignOptions(align, &align_args.align, /*default_auto=*/true);
 
   EditArgs morph_args, mix_args, expr_args;
   CLI::App* morph = app.add_subcommand("morph", "Render a morph between two latents");
@@ -532,6 +668,7 @@ int Run(int argc, char** argv) {
   if (*expression) status = Edit(common, expr_args, EditKind::kExpression);
   if (*map) status = Map(common, map_args);
   if (*random) status = RandomModel(random_args);
+  if (*align) status = Align(align_args);
   if (!status.ok()) {
     std::cerr << "i2s_tool: error: " << status.message() << "\n";
     return 1;

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "i2s/v1/i2s.grpc.pb.h"
+#include "server/imaging/align.h"
 #include "server/jobs/model_registry.h"
 #include "server/jobs/scheduler.h"
 #include "server/store/store.h"
@@ -35,8 +36,10 @@ class EventStreamReactor;
 
 class Service final : public i2s::v1::ImageToStyleGan::CallbackService {
  public:
+  // `face_detector` (may be null: AlignOptions.AUTO is then FAILED_PRECONDITION) is not
+  // owned and must outlive the service.
   Service(const ModelRegistry* registry, Scheduler* scheduler, Store* store, ServiceLimits limits,
-          std::string version);
+          std::string version, const FaceDetector* face_detector = nullptr);
   ~Service() override;
 
   // New creating calls get Unavailable from now on (graceful shutdown).
@@ -76,6 +79,8 @@ class Service final : public i2s::v1::ImageToStyleGan::CallbackService {
   grpc::ServerUnaryReactor* ExpressionTransfer(CallbackServerContext* ctx,
                                                const v1::ExpressionTransferRequest* req,
                                                v1::EditResponse* resp) override;
+  grpc::ServerUnaryReactor* AlignFace(CallbackServerContext* ctx, const v1::AlignFaceRequest* req,
+                                      v1::AlignFaceResponse* resp) override;
   grpc::ServerUnaryReactor* GetServerInfo(CallbackServerContext* ctx,
                                           const v1::GetServerInfoRequest* req,
                                           v1::ServerInfo* resp) override;

@@ -30,6 +30,8 @@ Point2 Mid(Point2 a, Point2 b) { return (a + b) * 0.5; }
 // on screen), which takes the eye line to the direction of the mouth.
 Point2 Rot90(Point2 v) { return {-v.y, v.x}; }
 bool Finite(Point2 p) { return std::isfinite(p.x) && std::isfinite(p.y); }
+// numpy's rint, which the FFHQ script rounds with: halves go to the even neighbour.
+long RoundHalfEven(double v) { return static_cast<long>(std::nearbyint(v)); }
 
 absl::Status Invalid(const std::string& field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
@@ -231,15 +233,15 @@ absl::StatusOr<AlignedFace> AlignFfhq(const torch::Tensor& image, const FaceLand
     // Shrink.
     const int shrink = static_cast<int>(std::floor(qsize / S * 0.5));
     if (shrink > 1) {
-      const int w = std::max(1, static_cast<int>(std::lround(img.cols / double(shrink))));
-      const int h = std::max(1, static_cast<int>(std::lround(img.rows / double(shrink))));
+      const int w = std::max(1, static_cast<int>(RoundHalfEven(img.cols / double(shrink))));
+      const int h = std::max(1, static_cast<int>(RoundHalfEven(img.rows / double(shrink))));
       axes.sx = double(w) / img.cols;
       axes.sy = double(h) / img.rows;
       cv::resize(img, img, cv::Size(w, h), 0, 0, cv::INTER_AREA);
       qsize /= shrink;
     }
     // Crop.
-    const int border = std::max(static_cast<int>(std::lround(qsize * 0.1)), 3);
+    const int border = std::max(static_cast<int>(RoundHalfEven(qsize * 0.1)), 3);
     std::array<double, 4> b = bounds(working_quad());
     const double cx0 = std::max(b[0] - border, 0.0), cy0 = std::max(b[1] - border, 0.0);
     const double cx1 = std::min(b[2] + border, double(img.cols));
@@ -259,7 +261,7 @@ absl::StatusOr<AlignedFace> AlignFfhq(const torch::Tensor& image, const FaceLand
                               static_cast<int>(std::max(b[2] - img.cols + border, 0.0)),
                               static_cast<int>(std::max(b[3] - img.rows + border, 0.0))};
     if (options.padding && *std::max_element(pad.begin(), pad.end()) > border - 4) {
-      const int least = static_cast<int>(std::lround(qsize * 0.3));
+      const int least = static_cast<int>(RoundHalfEven(qsize * 0.3));
       // Each side is at least 30% of the quad, so no side is 0 in the mask below; capped
       // so that a face far outside the photo cannot ask for an unbounded canvas.
       const int most = static_cast<int>(4 * qsize) + 4 * border;
@@ -268,21 +270,29 @@ absl::StatusOr<AlignedFace> AlignFfhq(const torch::Tensor& image, const FaceLand
       axes.tx += pad[0];
       axes.ty += pad[1];
       const int h = img.rows, w = img.cols;
+      // As FFHQ: blend towards the blur, then towards the median of that result.
       cv::Mat blurred = GaussianLikeScipy(img, qsize * 0.02);
-      const cv::Scalar median = ChannelMedians(img);
+      std::vector<float> mask(static_cast<size_t>(h) * w);
       for (int y = 0; y < h; ++y) {
         auto* row = img.ptr<cv::Vec3f>(y);
         const auto* brow = blurred.ptr<cv::Vec3f>(y);
         const double my = 1 - std::min(double(y) / pad[1], double(h - 1 - y) / pad[3]);
         for (int x = 0; x < w; ++x) {
           const double mx = 1 - std::min(double(x) / pad[0], double(w - 1 - x) / pad[2]);
-          const double mask = std::max(mx, my);
-          const double to_blur = std::clamp(mask * 3 + 1, 0.0, 1.0);
-          const double to_median = std::clamp(mask, 0.0, 1.0);
+          const double m = std::max(mx, my);
+          mask[static_cast<size_t>(y) * w + x] = static_cast<float>(m);
+          const double to_blur = std::clamp(m * 3 + 1, 0.0, 1.0);
+          for (int c = 0; c < 3; ++c)
+            row[x][c] += static_cast<float>((brow[x][c] - row[x][c]) * to_blur);
+        }
+      }
+      const cv::Scalar median = ChannelMedians(img);
+      for (int y = 0; y < h; ++y) {
+        auto* row = img.ptr<cv::Vec3f>(y);
+        for (int x = 0; x < w; ++x) {
+          const double to_median = std::clamp<double>(mask[static_cast<size_t>(y) * w + x], 0, 1);
           for (int c = 0; c < 3; ++c) {
-            double v = row[x][c];
-            v += (brow[x][c] - v) * to_blur;
-            v += (median[c] - v) * to_median;
+            const double v = row[x][c] + (median[c] - row[x][c]) * to_median;
             row[x][c] = static_cast<float>(std::clamp(v, 0.0, 255.0));
           }
         }

@@ -105,6 +105,10 @@ std::string SerializeSpec(const EmbedJobSpec& spec) {
          {"labels", spec.labels},
          {"preview_every", spec.preview_every},
          {"return_reconstruction", spec.return_reconstruction}};
+  if (!spec.alignment_json.empty()) {
+    j["alignment"] = json::parse(spec.alignment_json);
+    j["return_aligned_image"] = spec.return_aligned_image;
+  }
   ZipWriter zip;
   (void)zip.Add("spec.json", j.dump());
   AddTensor(zip, "image", spec.image);
@@ -125,6 +129,11 @@ absl::StatusOr<EmbedJobSpec> ParseSpec(absl::string_view bytes) {
                     spec.labels = j.at("labels").get<std::map<std::string, std::string>>();
                     spec.preview_every = j.at("preview_every");
                     spec.return_reconstruction = j.at("return_reconstruction");
+                    // Specs written before alignment existed have neither key.
+                    if (j.contains("alignment")) {
+                      spec.alignment_json = j.at("alignment").dump();
+                      spec.return_aligned_image = j.value("return_aligned_image", false);
+                    }
                     return 0;
                   }).status());
   ASSIGN_OR_RETURN(spec.image, GetTensor(zip, "image", true));

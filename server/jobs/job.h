@@ -27,6 +27,10 @@ struct EmbedJobSpec {
   std::map<std::string, std::string> labels;  // copied to the resulting latent
   int preview_every = 0;                      // 0 = no previews
   bool return_reconstruction = false;
+  // How `image` was made from the photo (AlignmentInfoToJson), when it was FFHQ-aligned;
+  // copied to the succeeded event and the latent's params_json {"alignment": ...}.
+  std::string alignment_json;
+  bool return_aligned_image = false;  // the aligned image (PNG) in the succeeded event
 };
 
 // Spec bytes: a zip of spec.json (options and scalars), image.npy and init_latent.npy.
@@ -55,7 +59,8 @@ struct JobEvent {
   std::string preview_png;  // kProgress, may be empty
   // kSucceeded
   std::string latent_id, stop_reason, reconstruction_png;
-  absl::Status status;  // kFailed, kCancelled
+  std::string alignment_json, aligned_png;  // EmbedJobSpec::alignment_json; the target
+  absl::Status status;                      // kFailed, kCancelled
 
   bool terminal() const {
     return kind == Kind::kSucceeded || kind == Kind::kFailed || kind == Kind::kCancelled;

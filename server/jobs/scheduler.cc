@@ -69,6 +69,17 @@ LatentMetrics MetricsFromJson(const std::string& s) {
   return m;
 }
 
+// The "alignment" member of an embedded latent's params_json, as JSON text; "" if none.
+std::string AlignmentOfLatent(const std::string& params_json) {
+  if (params_json.empty()) return "";
+  try {
+    auto j = nlohmann::json::parse(params_json);
+    if (j.is_object() && j.contains("alignment")) return j.at("alignment").dump();
+  } catch (const std::exception&) {
+  }
+  return "";
+}
+
 JobRecord WithoutBlobs(JobRecord r) {
   r.spec.clear();
   r.checkpoint.clear();
@@ -485,6 +496,9 @@ absl::StatusOr<std::shared_ptr<EventCursor>> Scheduler::Watch(const std::string&
     if (r.state == JobState::kSucceeded) {
       ev.kind = JobEvent::Kind::kSucceeded;
       ev.latent_id = r.latent_id;
+      // The alignment, if any, lives on with the latent (params_json).
+      auto latent = store_->GetLatent(r.latent_id, /*include_values=*/false);
+      if (latent.ok()) ev.alignment_json = AlignmentOfLatent(latent->params_json);
     } else {
       ev.kind =
           r.state == JobState::kCancelled ? JobEvent::Kind::kCancelled : JobEvent::Kind::kFailed;
@@ -796,12 +810,27 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     rec.metrics = metrics;
     rec.created_unix_ms = NowMs();
     rec.labels = job->spec.labels;
+    if (!job->spec.alignment_json.empty()) {
+      rec.params_json =
+          nlohmann::json{{"alignment", nlohmann::json::parse(job->spec.alignment_json)}}.dump();
+    }
     absl::Status put = store_->PutLatent(rec);
     if (!put.ok() && !absl::IsAlreadyExists(put)) status = Annotate(put, "storing the latent");
     if (status.ok()) {
       ev.kind = JobEvent::Kind::kSucceeded;
       ev.latent_id = rec.id;
       ev.stop_reason = StopReasonName(result.reason);
+      ev.alignment_json = job->spec.alignment_json;
+      if (job->spec.return_aligned_image && !job->spec.alignment_json.empty()) {
+        auto png = EncodeRgb8((job->spec.image * 255)
+                                  .round()
+                                  .clamp(0, 255)
+                                  .to(torch::kUInt8)
+                                  .permute({1, 2, 0})
+                                  .contiguous(),
+                              EncodeFormat::kPng);
+        if (png.ok()) ev.aligned_png = *std::move(png);
+      }
       if (job->spec.return_reconstruction && w != nullptr) {
         Generator* g = registry_->generator(w->index, job->spec.model);
         std::vector<torch::Tensor> noise;

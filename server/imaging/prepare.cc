@@ -1,0 +1,158 @@
+#include "server/imaging/prepare.h"
+
+#include <cmath>
+#include <exception>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "server/base/status_macros.h"
+
+namespace i2s {
+namespace {
+
+using nlohmann::json;
+
+json PointJson(Point2 p) { return json::array({p.x, p.y}); }
+
+Point2 PointFrom(const json& j) { return {j.at(0).get<double>(), j.at(1).get<double>()}; }
+
+}  // namespace
+
+absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
+                                           const PrepareOptions& options,
+                                           const FaceDetector* detector, const std::string& field) {
+  PreparedImage out;
+  if (options.mode == AlignMode::kNone) {
+    ASSIGN_OR_RETURN(out.image, FitToSquare(photo, options.size, options.fit));
+    return out;
+  }
+  AlignmentInfo info;
+  info.source_width = static_cast<int>(photo.size(2));
+  info.source_height = static_cast<int>(photo.size(1));
+  info.size = options.size;
+  FaceLandmarks landmarks;
+  if (options.mode == AlignMode::kLandmarks) {
+    ASSIGN_OR_RETURN(landmarks,
+                     FaceLandmarksFromPoints(options.points, absl::StrCat(field, ".landmarks")));
+    info.method = "landmarks";
+    info.confidence = 1;
+  } else {
+    if (detector == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(field,
+                       ".mode: automatic alignment is not available (the server has no face "
+                       "detector: see its --face-cascades flag); send landmarks instead"));
+    }
+    auto found = detector->Detect(photo, options.min_confidence);
+    if (!found.ok()) {
+      if (!absl::IsNotFound(found.status())) return found.status();
+      if (!options.fit_when_no_face) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(found.status().message(), "; send landmarks, or ", options.no_face_hint));
+      }
+      ASSIGN_OR_RETURN(out.image, FitToSquare(photo, options.size, options.fit));
+      info.method = "none";
+      info.note = std::string(found.status().message());
+      // The fit as a transform: scale about the centre of the crop or pad.
+      // (FitToSquare's integer offsets.)
+      const int w = info.source_width, h = info.source_height;
+      const int side = options.fit == FitMode::kCenterCrop ? std::min(w, h) : std::max(w, h);
+      const double s = double(options.size) / side;
+      const double x0 = w >= side ? (w - side) / 2 : -((side - w) / 2);
+      const double y0 = h >= side ? (h - side) / 2 : -((side - h) / 2);
+      info.transform.m = {s, 0, -x0 * s + 0.5 * s - 0.5, 0, s, -y0 * s + 0.5 * s - 0.5};
+      const Similarity back = info.transform.Inverse();
+      const double e = options.size - 0.5;
+      info.quad = {back.Apply({-0.5, -0.5}), back.Apply({-0.5, e}), back.Apply({e, e}),
+                   back.Apply({e, -0.5})};
+      out.alignment = info;
+      return out;
+    }
+    landmarks = found->landmarks;
+    info.method = found->method;
+    info.confidence = found->confidence;
+  }
+  AlignOptions align;
+  align.output_size = options.size;
+  align.padding = options.padding;
+  auto aligned = AlignFfhq(photo, landmarks, align);
+  if (!aligned.ok()) {
+    if (absl::IsInvalidArgument(aligned.status())) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".", aligned.status().message()));
+    }
+    return aligned.status();
+  }
+  out.image = aligned->image;
+  info.landmarks = landmarks;
+  info.quad = aligned->quad.corners;
+  info.transform = aligned->transform;
+  out.alignment = info;
+  return out;
+}
+
+absl::StatusOr<std::vector<Point2>> ParsePoints(absl::string_view text, const std::string& field) {
+  std::vector<double> numbers;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    line = line.substr(0, line.find('#'));
+    for (absl::string_view token :
+         absl::StrSplit(line, absl::ByAnyChar(" \t\r,;"), absl::SkipEmpty())) {
+      double v;
+      if (!absl::SimpleAtod(token, &v) || !std::isfinite(v)) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ": '", token, "' is not a number"));
+      }
+      numbers.push_back(v);
+    }
+  }
+  if (numbers.size() % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", numbers.size(), " numbers; points are pairs of x and y"));
+  }
+  std::vector<Point2> points;
+  for (size_t i = 0; i < numbers.size(); i += 2) points.push_back({numbers[i], numbers[i + 1]});
+  return points;
+}
+
+std::string AlignmentInfoToJson(const AlignmentInfo& info) {
+  const FaceLandmarks& l = info.landmarks;
+  json j{{"method", info.method},
+         {"confidence", info.confidence},
+         {"source_width", info.source_width},
+         {"source_height", info.source_height},
+         {"size", info.size},
+         {"quad", json::array({PointJson(info.quad[0]), PointJson(info.quad[1]),
+                               PointJson(info.quad[2]), PointJson(info.quad[3])})},
+         {"transform", info.transform.m}};
+  if (info.method != "none") {
+    j["landmarks"] = json::array({PointJson(l.eye_left), PointJson(l.eye_right),
+                                  PointJson(l.mouth_left), PointJson(l.mouth_right)});
+  }
+  if (!info.note.empty()) j["note"] = info.note;
+  return j.dump();
+}
+
+absl::StatusOr<AlignmentInfo> AlignmentInfoFromJson(absl::string_view text) {
+  try {
+    const json j = json::parse(text);
+    AlignmentInfo info;
+    info.method = j.at("method").get<std::string>();
+    info.confidence = j.at("confidence").get<double>();
+    info.source_width = j.at("source_width").get<int>();
+    info.source_height = j.at("source_height").get<int>();
+    info.size = j.at("size").get<int>();
+    for (int i = 0; i < 4; ++i) info.quad[i] = PointFrom(j.at("quad").at(i));
+    for (int i = 0; i < 6; ++i) info.transform.m[i] = j.at("transform").at(i).get<double>();
+    if (j.contains("landmarks")) {
+      const json& l = j.at("landmarks");
+      info.landmarks = {PointFrom(l.at(0)), PointFrom(l.at(1)), PointFrom(l.at(2)),
+                        PointFrom(l.at(3))};
+    }
+    if (j.contains("note")) info.note = j.at("note").get<std::string>();
+    return info;
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("alignment record: ", e.what()));
+  }
+}
+
+}  // namespace i2s

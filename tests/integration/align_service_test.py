@@ -1,0 +1,321 @@
+"""FFHQ alignment through the API, checked by an independent Python client against a real
+i2s_server: Embed with align LANDMARKS / AUTO, what comes back with the job and with its
+latent (also after a restart), AlignFace, the no-face behaviours, and every bad input.
+
+Run: align_service_test.py --server build/server/i2s_server --proto proto --work DIR
+"""
+
+import argparse
+import io
+import os
+import shutil
+import sys
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import i2s_harness as h  # noqa: E402
+
+ARGS = None
+grpc = None
+pb = None
+
+# python3-skimage's astronaut (512x512), landmarks placed by hand on 8x enlargements:
+# eye, eye, nose, mouth corner, mouth corner.
+ASTRONAUT = [(203.5, 101.0), (246.5, 103.1), (225.0, 120.0), (202.5, 140.0), (245.0, 140.6)]
+
+
+def setUpModule():
+    global grpc, pb
+    h.generate_stubs(ARGS.proto, os.path.join(ARGS.work, "stubs"))
+    import grpc as grpc_module
+    from i2s.v1 import i2s_pb2
+    grpc, pb = grpc_module, i2s_pb2
+
+
+def new_server(name, extra=()):
+    d = os.path.join(ARGS.work, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    return h.Server(ARGS.server, d, extra=list(extra))
+
+
+def ffhq_transform(eye_l, eye_r, mouth_l, mouth_r, size):
+    """The published FFHQ crop square, written here from its description, as the map photo
+    (x, y) -> aligned (u, v) in pixel-index coordinates: (2x3 matrix, quad corners)."""
+    eye_l, eye_r, mouth_l, mouth_r = (np.asarray(p, np.float64)
+                                      for p in (eye_l, eye_r, mouth_l, mouth_r))
+    eye_avg = (eye_l + eye_r) / 2
+    eye_to_eye = eye_r - eye_l
+    eye_to_mouth = (mouth_l + mouth_r) / 2 - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    quad = np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+    # PIL's QUAD transform samples output point (s, t) in [0, size]^2 at photo point
+    # quad[0] + 0.5 + (s * (quad[3] - quad[0]) + t * (quad[1] - quad[0])) / size, both in
+    # continuous coordinates (pixel centres at +0.5). In index coordinates (u = s - 0.5,
+    # p = photo point - 0.5): u + 0.5 = inv (p - quad[0]).
+    basis = np.stack([quad[3] - quad[0], quad[1] - quad[0]], axis=1) / size
+    inv = np.linalg.inv(basis)
+    m = np.zeros((2, 3))
+    m[:, :2] = inv
+    m[:, 2] = -inv @ quad[0] - 0.5
+    return m, quad
+
+
+def apply(m, p):
+    return m[:, :2] @ np.asarray(p, np.float64) + m[:, 2]
+
+
+def transform_of(alignment):
+    return np.array(alignment.transform, np.float64).reshape(2, 3)
+
+
+def decode_png(data):
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def kind(ev):
+    return ev.WhichOneof("kind")
+
+
+def events_of(stream):
+    return [e for e in stream if kind(e) != "heartbeat"]
+
+
+class AlignServiceTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = new_server("align").start()
+        cls.stub = cls.server.stub()
+        cls.info = cls.stub.GetServerInfo(pb.GetServerInfoRequest())
+        cls.size = cls.info.models[0].resolution
+
+    @classmethod
+    def tearDownClass(cls):
+        code, _ = cls.server.stop()
+        assert code == 0, cls.server.log()
+
+    def embed(self, image, align, **kw):
+        req = pb.EmbedRequest(image=h.image_bytes(image), align=align,
+                              options=pb.EmbedOptions(steps=3, w_perceptual=0.0), **kw)
+        return events_of(self.stub.Embed(req, timeout=300))
+
+    def assertInvalid(self, field, fn, *args, code=None, **kw):
+        with self.assertRaises(grpc.RpcError) as cm:
+            r = fn(*args, **kw)
+            if hasattr(r, "__iter__") and not hasattr(r, "ListFields"):
+                list(r)
+        self.assertEqual(cm.exception.code(), code or grpc.StatusCode.INVALID_ARGUMENT,
+                         cm.exception.details())
+        self.assertTrue(cm.exception.details().startswith(field + ":"), cm.exception.details())
+        return cm.exception.details()
+
+    def test_server_reports_its_detector(self):
+        self.assertIn("haar cascades", self.info.face_detector)
+
+    def test_embed_with_given_landmarks(self):
+        align = pb.AlignOptions(mode=pb.AlignOptions.LANDMARKS,
+                                landmarks=[pb.Point(x=x, y=y) for x, y in ASTRONAUT])
+        events = self.embed("astronaut.png", align, return_aligned_image=True)
+        done = events[-1]
+        self.assertEqual(kind(done), "succeeded", done)
+        a = done.succeeded.alignment
+        self.assertEqual(a.method, "landmarks")
+        self.assertEqual(a.confidence, 1.0)
+        self.assertEqual((a.source_width, a.source_height, a.size), (512, 512, self.size))
+        expected, quad = ffhq_transform(ASTRONAUT[0], ASTRONAUT[1], ASTRONAUT[3], ASTRONAUT[4],
+                                        self.size)
+        # 512 / 32 shrinks by exactly 2 (FFHQ's shrink step), so the map is the ideal one.
+        np.testing.assert_allclose(transform_of(a), expected, atol=1e-6)
+        np.testing.assert_allclose([[p.x, p.y] for p in a.quad], quad, atol=1e-6)
+        self.assertEqual([(p.x, p.y) for p in a.landmarks],
+                         [ASTRONAUT[0], ASTRONAUT[1], ASTRONAUT[3], ASTRONAUT[4]])
+        img = decode_png(a.aligned.data)
+        self.assertEqual(img.shape, (self.size, self.size, 3))
+        self.assertEqual((a.aligned.width, a.aligned.height), (self.size, self.size))
+        # The latent keeps the alignment (no image).
+        lat = self.stub.GetLatent(pb.GetLatentRequest(latent_id=done.succeeded.latent_id))
+        self.assertEqual(lat.alignment.method, "landmarks")
+        np.testing.assert_allclose(transform_of(lat.alignment), expected, atol=1e-6)
+        self.assertFalse(lat.alignment.HasField("aligned"))
+        # Replaying the finished job gives the same alignment.
+        replay = events_of(self.stub.WatchJob(pb.WatchJobRequest(job_id=done.job_id),
+                                              timeout=60))
+        self.assertEqual(replay[-1].succeeded.alignment.method, "landmarks")
+
+    def test_embed_with_automatic_landmarks(self):
+        events = self.embed("astronaut.png", pb.AlignOptions(mode=pb.AlignOptions.AUTO))
+        a = events[-1].succeeded.alignment
+        self.assertEqual(a.method, "haar")
+        self.assertGreaterEqual(a.confidence, 0.8)
+        self.assertFalse(a.HasField("aligned"))  # not asked for
+        found = [(p.x, p.y) for p in a.landmarks]
+        for got, want in zip(found[:2], ASTRONAUT[:2]):
+            self.assertLess(np.hypot(got[0] - want[0], got[1] - want[1]), 5, found)
+        # The hand-placed eyes land within a pixel (at 32x32) of their canonical places.
+        canonical, _ = ffhq_transform(ASTRONAUT[0], ASTRONAUT[1], ASTRONAUT[3], ASTRONAUT[4],
+                                      self.size)
+        m = transform_of(a)
+        for eye in ASTRONAUT[:2]:
+            self.assertLess(np.linalg.norm(apply(m, eye) - apply(canonical, eye)), 1.0)
+
+    def test_align_face(self):
+        r = self.stub.AlignFace(pb.AlignFaceRequest(
+            image=h.image_bytes("astronaut.png"), size=128,
+            align=pb.AlignOptions(mode=pb.AlignOptions.AUTO)), timeout=60)
+        a = r.alignment
+        self.assertEqual(a.method, "haar")
+        self.assertEqual(a.size, 128)
+        img = decode_png(a.aligned.data)
+        self.assertEqual(img.shape, (128, 128, 3))
+        # The transform says where each photo pixel went: sample the photo back through the
+        # inverse at a few aligned pixels near the face and compare colours.
+        from PIL import Image
+        photo = np.asarray(Image.open(os.path.join(h.SKIMAGE_DATA, "astronaut.png"))
+                           .convert("RGB")).astype(np.float64)
+        m = transform_of(a)
+        inv = np.linalg.inv(m[:, :2])
+        diffs = []
+        for u in range(40, 90, 7):
+            for v in range(40, 90, 7):
+                x, y = inv @ (np.array([u, v]) - m[:, 2])
+                diffs.append(np.abs(photo[int(round(y)), int(round(x))] - img[v, u]).mean())
+        self.assertLess(np.median(diffs), 12, diffs)
+        # The default size is the model's.
+        r = self.stub.AlignFace(pb.AlignFaceRequest(
+            image=h.image_bytes("astronaut.png"),
+            align=pb.AlignOptions(mode=pb.AlignOptions.LANDMARKS,
+                                  landmarks=[pb.Point(x=x, y=y) for x, y in ASTRONAUT])))
+        self.assertEqual(r.alignment.size, self.size)
+
+    def test_no_face(self):
+        details = self.assertInvalid(
+            "image", self.embed, "coffee.png", pb.AlignOptions(mode=pb.AlignOptions.AUTO))
+        self.assertIn("no face found", details)
+        self.assertIn("on_no_face = RESIZE", details)
+        events = self.embed("coffee.png", pb.AlignOptions(mode=pb.AlignOptions.AUTO,
+                                                          on_no_face=pb.AlignOptions.RESIZE),
+                            return_aligned_image=True)
+        a = events[-1].succeeded.alignment
+        self.assertEqual(a.method, "none")
+        self.assertIn("no face found", a.note)
+        self.assertEqual(len(a.landmarks), 0)
+        # The centre crop as a transform: 600x400 -> the middle 400x400 -> size.
+        s = self.size / 400
+        np.testing.assert_allclose(transform_of(a), [[s, 0, -100 * s + 0.5 * s - 0.5],
+                                                     [0, s, 0.5 * s - 0.5]], atol=1e-9)
+        self.assertEqual(decode_png(a.aligned.data).shape, (self.size, self.size, 3))
+
+    def test_bad_inputs(self):
+        three = pb.AlignOptions(mode=pb.AlignOptions.LANDMARKS,
+                                landmarks=[pb.Point(x=1, y=2)] * 3)
+        self.assertIn("expected 5 points", self.assertInvalid(
+            "align.landmarks", self.embed, "astronaut.png", three))
+        on_line = pb.AlignOptions(mode=pb.AlignOptions.LANDMARKS, landmarks=[
+            pb.Point(x=10, y=10), pb.Point(x=30, y=10), pb.Point(x=20, y=10),
+            pb.Point(x=12, y=10), pb.Point(x=28, y=10)])
+        self.assertInvalid("align.landmarks", self.embed, "astronaut.png", on_line)
+        nan = pb.AlignOptions(mode=pb.AlignOptions.LANDMARKS,
+                              landmarks=[pb.Point(x=float("nan"), y=1)] + [pb.Point(x=5, y=5)] * 4)
+        self.assertInvalid("align.landmarks[0]", self.embed, "astronaut.png", nan)
+        far = pb.AlignOptions(mode=pb.AlignOptions.LANDMARKS, landmarks=[
+            pb.Point(x=9000 + x, y=9000 + y) for x, y in ASTRONAUT])
+        self.assertIn("outside the image", self.assertInvalid(
+            "align.landmarks", self.embed, "astronaut.png", far))
+        stray = pb.AlignOptions(mode=pb.AlignOptions.AUTO, landmarks=[pb.Point(x=1, y=1)])
+        self.assertInvalid("align.landmarks", self.embed, "astronaut.png", stray)
+        self.assertInvalid("align.min_confidence", self.embed, "astronaut.png",
+                           pb.AlignOptions(mode=pb.AlignOptions.AUTO, min_confidence=1.5))
+        self.assertInvalid("align.mode", self.embed, "astronaut.png", pb.AlignOptions(mode=9))
+        self.assertInvalid("align.on_no_face", self.embed, "astronaut.png",
+                           pb.AlignOptions(mode=pb.AlignOptions.AUTO, on_no_face=7))
+        self.assertInvalid("return_aligned_image", self.embed, "astronaut.png",
+                           pb.AlignOptions(), return_aligned_image=True)
+        self.assertInvalid("align.mode", self.stub.AlignFace,
+                           pb.AlignFaceRequest(image=h.image_bytes("astronaut.png")))
+        self.assertInvalid("size", self.stub.AlignFace, pb.AlignFaceRequest(
+            image=h.image_bytes("astronaut.png"), size=5,
+            align=pb.AlignOptions(mode=pb.AlignOptions.AUTO)))
+        self.assertInvalid("image", self.stub.AlignFace, pb.AlignFaceRequest(
+            image=b"not an image", align=pb.AlignOptions(mode=pb.AlignOptions.AUTO)))
+        self.assertInvalid("model", self.stub.AlignFace, pb.AlignFaceRequest(
+            model="nope", image=h.image_bytes("astronaut.png"),
+            align=pb.AlignOptions(mode=pb.AlignOptions.AUTO)), code=grpc.StatusCode.NOT_FOUND)
+
+
+class DetectorFlagsTest(unittest.TestCase):
+    def test_without_a_detector_auto_is_failed_precondition(self):
+        server = new_server("nodetector", ["--no-face-detector"]).start()
+        try:
+            stub = server.stub()
+            self.assertEqual(stub.GetServerInfo(pb.GetServerInfoRequest()).face_detector, "")
+            with self.assertRaises(grpc.RpcError) as cm:
+                stub.AlignFace(pb.AlignFaceRequest(
+                    image=h.image_bytes("astronaut.png"),
+                    align=pb.AlignOptions(mode=pb.AlignOptions.AUTO)))
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertIn("align.mode: automatic alignment is not available",
+                          cm.exception.details())
+            # Given landmarks still work.
+            r = stub.AlignFace(pb.AlignFaceRequest(
+                image=h.image_bytes("astronaut.png"),
+                align=pb.AlignOptions(mode=pb.AlignOptions.LANDMARKS,
+                                      landmarks=[pb.Point(x=x, y=y) for x, y in ASTRONAUT])))
+            self.assertEqual(r.alignment.method, "landmarks")
+        finally:
+            server.stop()
+
+    def test_a_bad_landmark_model_stops_the_start(self):
+        d = os.path.join(ARGS.work, "badmodel")
+        os.makedirs(d, exist_ok=True)
+        junk = os.path.join(d, "model.onnx")
+        with open(junk, "w") as f:
+            f.write("not a network\n")
+        server = new_server("badmodel-data", ["--landmark-model", junk])
+        with self.assertRaises(RuntimeError) as cm:
+            server.start()
+        server._log.close()
+        self.assertIn("model.onnx: cannot load the landmark model", str(cm.exception))
+
+    def test_alignment_survives_a_restart(self):
+        server = new_server("restart").start()
+        try:
+            stub = server.stub()
+            req = pb.EmbedRequest(image=h.image_bytes("astronaut.png"),
+                                  align=pb.AlignOptions(mode=pb.AlignOptions.AUTO),
+                                  options=pb.EmbedOptions(steps=2, w_perceptual=0.0))
+            done = events_of(stub.Embed(req, timeout=300))[-1]
+            before = done.succeeded.alignment
+            server.stop()
+            server.start()
+            stub = server.stub()
+            replay = events_of(stub.WatchJob(pb.WatchJobRequest(job_id=done.job_id), timeout=60))
+            self.assertEqual(kind(replay[-1]), "succeeded")
+            after = replay[-1].succeeded.alignment
+            self.assertEqual(after.method, "haar")
+            np.testing.assert_allclose(after.transform, before.transform, atol=1e-9)
+            lat = stub.GetLatent(pb.GetLatentRequest(latent_id=done.succeeded.latent_id))
+            np.testing.assert_allclose(lat.alignment.transform, before.transform, atol=1e-9)
+        finally:
+            server.stop()
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser()
+    p.add_argument("--server", required=True)
+    p.add_argument("--proto", required=True)
+    p.add_argument("--work", required=True)
+    ARGS, rest = p.parse_known_args()
+    os.makedirs(ARGS.work, exist_ok=True)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
