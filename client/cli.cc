@@ -30,11 +30,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/client.h"
 #include "client/media.h"
 #include "client/progress.h"
+#include "server/base/point_list.h"
+#include "server/base/status_macros.h"
 
 #ifndef I2S_VERSION
 #define I2S_VERSION "dev"
@@ -69,7 +72,9 @@ int ExitCodeFor(const absl::Status& status) {
 }
 
 std::string Explain(const absl::Status& status, const std::string& server) {
-  const std::string message(status.message());
+  std::string message(status.message());
+  // The server's hint names the API field; the flag is what a CLI user types.
+  absl::StrReplaceAll({{"set align.on_no_face = RESIZE", "use --on-no-face resize"}}, &message);
   switch (status.code()) {
     case absl::StatusCode::kUnavailable: {
       // gRPC's own connection failures, as opposed to the server saying it is unavailable.
@@ -279,8 +284,10 @@ struct Tracked {
   JobView view;
   std::string stem;  // file name stem for previews and reconstructions
   std::unique_ptr<Stream<v1::JobEvent>> stream;
-  std::string reconstruction;  // PNG from the succeeded event
-  absl::Status error;          // following failed (the job itself may be fine)
+  std::string reconstruction;              // PNG from the succeeded event
+  std::optional<v1::Alignment> alignment;  // from the succeeded event, image data moved out
+  std::string aligned;                     // the aligned image (PNG), when sent
+  absl::Status error;                      // following failed (the job itself may be fine)
   bool cancel_requested = false, cancel_sent = false;
   bool done = false;  // its reader thread ended
   v1::JobState logged_state = v1::JOB_STATE_UNSPECIFIED;
@@ -361,6 +368,11 @@ class Follower {
         t.view.Apply(event);
         if (event.has_succeeded() && event.succeeded().has_reconstruction()) {
           t.reconstruction = event.succeeded().reconstruction().data();
+        }
+        if (event.has_succeeded() && event.succeeded().has_alignment()) {
+          t.alignment = event.succeeded().alignment();
+          t.aligned = t.alignment->aligned().data();
+          t.alignment->clear_aligned();
         }
         if (event.has_progress() && event.progress().has_preview() &&
             !options_.preview_dir.empty()) {
@@ -596,6 +608,13 @@ struct EmbedFlags {
   int preview_every = 25;
   bool detach = false;
   bool force = false;
+  // FFHQ alignment (AlignFlags)
+  std::string align = "none";  // none, auto, landmarks
+  std::string landmarks;       // a file of 5 or 68 points; implies "landmarks"
+  std::string on_no_face = "fail";
+  std::optional<double> min_confidence;
+  bool no_padding = false;
+  std::string save_aligned;
 };
 
 struct RenderFlags {
@@ -657,6 +676,7 @@ class Cli {
   int FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags);
 
   int Embed();
+  int Align();
   int JobsList();
   int JobsGet();
   int JobsWatch();
@@ -702,7 +722,36 @@ class Cli {
   bool store_ = false;
   std::optional<int> embed_steps_;
   std::string health_service_;
+  EmbedFlags align_;  // the align command: image, model, alignment flags
+  int align_size_ = 0;
+  std::string align_out_;
+  bool align_force_ = false;
 };
+
+// The alignment flags of `embed` and `align` (both fill an EmbedFlags).
+void AddAlignFlags(CLI::App* cmd, EmbedFlags* f, bool for_embed) {
+  cmd->add_option("--align", f->align,
+                  for_embed ? "FFHQ face alignment first: none, auto (the server finds the face), "
+                              "landmarks (from --landmarks)"
+                            : "auto (the server finds the face) or landmarks (from --landmarks)")
+      ->check(for_embed ? CLI::IsMember({"none", "auto", "landmarks"})
+                        : CLI::IsMember({"auto", "landmarks"}))
+      ->capture_default_str();
+  cmd->add_option("--landmarks", f->landmarks,
+                  "a text file of 5 points (eye, eye, nose, mouth corner, mouth corner) or 68 "
+                  "(iBUG 300-W), 'x y' per line in the photo's pixels; implies --align landmarks");
+  cmd->add_option("--on-no-face", f->on_no_face,
+                  "auto finding no face: fail, or resize (crop/pad as --resize) instead")
+      ->check(CLI::IsMember({"fail", "resize"}))
+      ->capture_default_str();
+  cmd->add_option("--min-confidence", f->min_confidence,
+                  "auto: a face found with less confidence (0..1) counts as none (server "
+                  "default 0.5)")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_flag("--no-padding", f->no_padding,
+                "leave black what the crop takes from outside the photo (FFHQ fills it with a "
+                "blurred reflection)");
+}
 
 const char kExitCodes[] =
     "Exit codes: 0 ok, 1 other error (local file, existing output, server fault),\n"
@@ -818,10 +867,16 @@ void Cli::Setup(CLI::App& app) {
         ->capture_default_str();
     cmd->add_flag("-d,--detach", f.detach,
                   "submit, print the job IDs and return (follow later with `jobs watch`)");
-    cmd->add_flag("-f,--force", f.force, "overwrite existing reconstruction files");
+    cmd->add_flag("-f,--force", f.force, "overwrite existing output files");
+    AddAlignFlags(cmd, &f, /*for_embed=*/true);
+    cmd->add_option("--save-aligned", f.save_aligned,
+                    "write the aligned photos (the embedding targets): a .png file (one image) "
+                    "or a directory");
     cmd->footer(
         "Examples:\n"
         "  i2s_client embed face.png\n"
+        "  i2s_client embed selfie.jpg --align auto --save-aligned aligned.png\n"
+        "  i2s_client embed cat.jpg --landmarks cat-points.txt   (eyes, nose, mouth corners)\n"
         "  i2s_client embed a.png b.png c.png --steps 2000 --noise-steps 500 --save-recon out/\n"
         "  i2s_client embed face.png --target-psnr 30 --preview previews/\n"
         "  JOB=$(i2s_client --json embed --detach face.png | jq -r .job_id)\n"
@@ -975,6 +1030,32 @@ void Cli::Setup(CLI::App& app) {
     On(cmd, &Cli::Expression);
   }
 
+  // align
+  {
+    EmbedFlags& f = align_;
+    f.align = "auto";
+    CLI::App* cmd = app.add_subcommand(
+        "align", "FFHQ-align a face photo on the server, as `embed --align` would, and save it");
+    cmd->add_option("image", f.images, "photo (PNG, JPEG, BMP)")->required()->expected(1);
+    cmd->add_option("-o,--out", align_out_, "aligned image (.png or .jpg)")->required();
+    cmd->add_option("-m,--model", f.model, "whose resolution (default: the server's default)");
+    cmd->add_option("--size", align_size_, "side of the aligned image instead (8..4096)")
+        ->check(CLI::Range(8, 4096));
+    cmd->add_option("--resize", f.resize, "for --on-no-face resize: crop or pad")
+        ->check(CLI::IsMember({"crop", "pad"}))
+        ->capture_default_str();
+    AddAlignFlags(cmd, &f, /*for_embed=*/false);
+    cmd->add_flag("-f,--force", align_force_, "overwrite an existing output file");
+    cmd->footer(
+        "Examples:\n"
+        "  i2s_client align selfie.jpg -o aligned.png\n"
+        "  i2s_client --json align photo.jpg -o face.png --size 1024 | jq .alignment.transform\n"
+        "  i2s_client align cat.png -o cat-aligned.png --landmarks cat-points.txt\n"
+        "The JSON (--json) holds the landmarks, the crop square and the transform photo -> "
+        "aligned\nimage, whose inverse pastes an edited render back into the photo.");
+    On(cmd, &Cli::Align);
+  }
+
   On(app.add_subcommand("info", "server version, models, devices, limits and queue"), &Cli::Info);
   CLI::App* health =
       app.add_subcommand("health", "is the server serving? (exit 0 yes, 3 no or unreachable)");
@@ -1066,6 +1147,38 @@ void Cli::PrintFields(const std::vector<std::pair<std::string, std::string>>& fi
 
 // ------------------------------------------------------------------------- embed
 
+// The alignment flags -> AlignOptions (reading the landmark file).
+absl::StatusOr<v1::AlignOptions> AlignOptionsOf(const EmbedFlags& f) {
+  v1::AlignOptions a;
+  if (!f.landmarks.empty()) {
+    a.set_mode(v1::AlignOptions::LANDMARKS);
+    ASSIGN_OR_RETURN(std::string text, ReadFile(f.landmarks));
+    ASSIGN_OR_RETURN(auto points, ParsePointList(text, f.landmarks));
+    for (const auto& [x, y] : points) {
+      v1::Point* p = a.add_landmarks();
+      p->set_x(x);
+      p->set_y(y);
+    }
+  } else if (f.align == "landmarks") {
+    return absl::InvalidArgumentError("--align landmarks: needs --landmarks FILE");
+  } else {
+    a.set_mode(f.align == "auto" ? v1::AlignOptions::AUTO : v1::AlignOptions::NONE);
+  }
+  a.set_on_no_face(f.on_no_face == "resize" ? v1::AlignOptions::RESIZE : v1::AlignOptions::FAIL);
+  if (f.min_confidence) a.set_min_confidence(*f.min_confidence);
+  a.set_no_padding(f.no_padding);
+  return a;
+}
+
+// "haar, confidence 1.00, scale 1.46, rotation 2.4 degrees" (or the fallback's note).
+std::string DescribeAlignment(const v1::Alignment& a) {
+  if (a.method() == "none") return absl::StrCat("not aligned: ", a.note());
+  const double s = std::hypot(a.transform(0), a.transform(3));
+  const double degrees = -std::atan2(a.transform(3), a.transform(0)) * 180 / M_PI;
+  return absl::StrFormat("aligned (%s, confidence %.2f, scale %.3f, rotation %.1f degrees)",
+                         a.method(), a.confidence(), s, degrees);
+}
+
 absl::StatusOr<v1::EmbedRequest> Cli::BuildEmbedRequest(const EmbedFlags& f) {
   v1::EmbedRequest request;
   request.set_model(f.model);
@@ -1097,6 +1210,8 @@ absl::StatusOr<v1::EmbedRequest> Cli::BuildEmbedRequest(const EmbedFlags& f) {
   ParseLabels(f.labels, request.mutable_labels());
   if (!f.preview_dir.empty()) request.set_preview_every(f.preview_every);
   request.set_return_reconstruction(!f.save_recon.empty());
+  ASSIGN_OR_RETURN(*request.mutable_align(), AlignOptionsOf(f));
+  request.set_return_aligned_image(!f.save_aligned.empty());
   return request;
 }
 
@@ -1156,6 +1271,24 @@ int Cli::FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags
         }
       }
     }
+    std::string aligned_path;
+    if (flags != nullptr && v.state == v1::SUCCEEDED && embed) {
+      aligned_path = ReconPath(flags->save_aligned, t->stem, count);
+      if (!aligned_path.empty()) {
+        absl::Status written =
+            absl::FailedPreconditionError("the server sent no aligned image for this job");
+        if (!t->aligned.empty()) {
+          auto bytes = ConvertPng(t->aligned, aligned_path);
+          written = bytes.ok() ? WriteOutput(aligned_path, *bytes, flags->force) : bytes.status();
+        }
+        if (!written.ok()) {
+          std::fprintf(stderr, "i2s_client: %s: aligned image not written: %s\n", v.label.c_str(),
+                       Explain(written, g_.server).c_str());
+          aligned_path.clear();
+          if (code == kExitOk) code = kExitError;
+        }
+      }
+    }
     const int job_code = JobExitCode(*t);
     if (code == kExitOk) code = job_code;
     if (g_.json) {
@@ -1168,6 +1301,8 @@ int Cli::FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags
         doc["metrics"] = ProtoJson(v.final_metrics);
         if (!v.stop_reason.empty()) doc["stop_reason"] = v.stop_reason;
         if (!recon_path.empty()) doc["reconstruction"] = recon_path;
+        if (t->alignment) doc["alignment"] = ProtoJson(*t->alignment);
+        if (!aligned_path.empty()) doc["aligned_image"] = aligned_path;
       }
       if (job_code != kExitOk && job_code != kExitDetached) {
         doc["error"] = {{"message", v.error}, {"exit_code", job_code}};
@@ -1181,6 +1316,10 @@ int Cli::FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags
                                      v.latent_id, v.final_metrics.psnr_db(),
                                      v.final_metrics.steps(), v.stop_reason,
                                      recon_path.empty() ? "" : "  -> " + recon_path);
+        if (t->alignment) {
+          std::cout << "  " << DescribeAlignment(*t->alignment)
+                    << (aligned_path.empty() ? "" : "  -> " + aligned_path) << "\n";
+        }
         break;
       default:
         if (v.detached && !v.finished()) {
@@ -1204,6 +1343,36 @@ int Cli::FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags
   return code;
 }
 
+int Cli::Align() {
+  const EmbedFlags& f = align_;
+  absl::Status writable = CheckWritable(align_out_, align_force_);
+  if (!writable.ok()) return Fail("cannot align", writable, kExitError);
+  auto bytes = ReadFile(f.images[0]);
+  if (!bytes.ok()) return Fail("cannot align", bytes.status());
+  auto align = AlignOptionsOf(f);
+  if (!align.ok()) return Fail("cannot align", align.status());
+  v1::AlignFaceRequest request;
+  request.set_model(f.model);
+  request.set_size(align_size_);
+  request.set_image(*std::move(bytes));
+  *request.mutable_align() = *align;
+  request.set_resize(f.resize == "pad" ? v1::PAD : v1::CENTER_CROP);
+  auto response = client().AlignFace(request);
+  if (!response.ok()) return Fail(absl::StrCat("cannot align ", f.images[0]), response.status());
+  v1::Alignment a = response->alignment();
+  auto image = ConvertPng(a.aligned().data(), align_out_);
+  absl::Status written =
+      image.ok() ? WriteOutput(align_out_, *image, align_force_) : image.status();
+  if (!written.ok()) return Fail("cannot write the aligned image", written, kExitError);
+  a.clear_aligned();
+  if (g_.json) {
+    Emit({{"image", f.images[0]}, {"output", align_out_}, {"alignment", ProtoJson(a)}});
+  } else {
+    std::cout << f.images[0] << "  " << DescribeAlignment(a) << "  -> " << align_out_ << "\n";
+  }
+  return kExitOk;
+}
+
 int Cli::Embed() {
   EmbedFlags& f = embed_;
   const std::vector<std::string> stems = Stems(f.images);
@@ -1225,6 +1394,28 @@ int Cli::Embed() {
     }
     for (const std::string& stem : stems) {
       absl::Status s = CheckWritable(ReconPath(f.save_recon, stem, n), f.force);
+      if (!s.ok()) return Fail("cannot embed", s, kExitError);
+    }
+  }
+  if (!f.landmarks.empty() && f.images.size() > 1) {
+    return Fail("--landmarks", absl::InvalidArgumentError("landmarks are for one image at a time"),
+                kExitUsage);
+  }
+  if (!f.save_aligned.empty()) {
+    const int n = static_cast<int>(f.images.size());
+    const std::string ext = Extension(f.save_aligned);
+    if (f.align == "none" && f.landmarks.empty()) {
+      return Fail("--save-aligned", absl::InvalidArgumentError("needs --align auto or --landmarks"),
+                  kExitUsage);
+    }
+    if (n > 1 && (ext == ".png" || ext == ".jpg" || ext == ".jpeg")) {
+      return Fail("--save-aligned",
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "with ", n, " images this must be a directory, not ", f.save_aligned)),
+                  kExitUsage);
+    }
+    for (const std::string& stem : stems) {
+      absl::Status s = CheckWritable(ReconPath(f.save_aligned, stem, n), f.force);
       if (!s.ok()) return Fail("cannot embed", s, kExitError);
     }
   }

@@ -46,6 +46,11 @@ absl::StatusOr<pb::ServerInfo> Client::GetServerInfo() {
   });
 }
 
+absl::StatusOr<pb::AlignFaceResponse> Client::AlignFace(const pb::AlignFaceRequest& request) {
+  return Unary<pb::AlignFaceResponse>(
+      NewContext(true), [&](auto* c, auto* r) { return stub_->AlignFace(c, request, r); });
+}
+
 absl::StatusOr<Health> Client::CheckHealth(const std::string& service) {
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);

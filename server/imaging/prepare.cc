@@ -4,9 +4,8 @@
 #include <exception>
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "server/base/point_list.h"
 #include "server/base/status_macros.h"
 
 namespace i2s {
@@ -93,24 +92,9 @@ absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
 }
 
 absl::StatusOr<std::vector<Point2>> ParsePoints(absl::string_view text, const std::string& field) {
-  std::vector<double> numbers;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    line = line.substr(0, line.find('#'));
-    for (absl::string_view token :
-         absl::StrSplit(line, absl::ByAnyChar(" \t\r,;"), absl::SkipEmpty())) {
-      double v;
-      if (!absl::SimpleAtod(token, &v) || !std::isfinite(v)) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ": '", token, "' is not a number"));
-      }
-      numbers.push_back(v);
-    }
-  }
-  if (numbers.size() % 2 != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": ", numbers.size(), " numbers; points are pairs of x and y"));
-  }
+  ASSIGN_OR_RETURN(auto pairs, ParsePointList(text, field));
   std::vector<Point2> points;
-  for (size_t i = 0; i < numbers.size(); i += 2) points.push_back({numbers[i], numbers[i + 1]});
+  for (const auto& [x, y] : pairs) points.push_back({x, y});
   return points;
 }
 

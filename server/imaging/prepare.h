@@ -62,9 +62,7 @@ absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
                                            const FaceDetector* detector,
                                            const std::string& field = "align");
 
-// Points from text: numbers separated by spaces, commas, semicolons or new lines, taken in
-// pairs (x y); '#' starts a comment that runs to the end of the line. InvalidArgument naming
-// `field` for something that is not a number or an odd count.
+// Points from text, as ParsePointList (server/base/point_list.h) reads them.
 absl::StatusOr<std::vector<Point2>> ParsePoints(absl::string_view text, const std::string& field);
 
 std::string AlignmentInfoToJson(const AlignmentInfo& info);

@@ -95,7 +95,7 @@ class ClientTest(unittest.TestCase):
         for cmd in [[], ["embed"], ["jobs"], ["jobs", "ls"], ["jobs", "get"], ["jobs", "watch"],
                     ["jobs", "cancel"], ["latents"], ["latents", "ls"], ["latents", "get"],
                     ["latents", "rm"], ["latents", "export"], ["latents", "import"], ["synth"],
-                    ["morph"], ["stylemix"], ["expression"], ["info"], ["health"]]:
+                    ["morph"], ["stylemix"], ["expression"], ["align"], ["info"], ["health"]]:
             p = run(*cmd, "--help", check=0)
             self.assertIn("Usage:", p.stdout, cmd)
             self.assertNotIn(ESC, p.stdout)
@@ -394,6 +394,70 @@ class ClientTest(unittest.TestCase):
         self.assertIn("--timeout", p.stderr)
         for q in (p,):
             self.assertNotIn("StatusCode", q.stderr)
+
+    # ------------------------------------------------------------------ alignment
+
+    def test_align_and_embed_aligned(self):
+        from PIL import Image
+
+        def size_of(path):
+            with Image.open(path) as im:
+                return im.size
+
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+
+        out = self.path("aligned.png")
+        d = docs(run("--json", "align", image("astronaut.png"), "-o", out, "--size", "64",
+                     check=0))[0]
+        self.assertEqual(d["output"], out)
+        a = d["alignment"]
+        self.assertEqual(a["method"], "haar")
+        self.assertEqual(a["size"], 64)
+        self.assertEqual(len(a["transform"]), 6)
+        self.assertNotIn("aligned", a)  # the image went to the file, not into the JSON
+        self.assertEqual(size_of(out), (64, 64))
+        # The same as the server's own answer.
+        r = self.stub.AlignFace(pb.AlignFaceRequest(
+            image=read(image("astronaut.png")), size=64,
+            align=pb.AlignOptions(mode=pb.AlignOptions.AUTO)))
+        np.testing.assert_allclose(a["transform"], list(r.alignment.transform), rtol=0, atol=1e-9)
+        self.assertEqual(read(out), r.alignment.aligned.data)
+        # Human output, never overwriting, given landmarks from a file.
+        self.assertEqual(run("align", image("astronaut.png"), "-o", out).returncode, 1)
+        points = self.path("points.txt")
+        with open(points, "w") as f:
+            f.write("# eyes, nose, mouth corners\n203.5 101\n246.5 103.1\n225 120\n"
+                    "202.5 140\n245 140.6\n")
+        p = run("align", image("astronaut.png"), "-o", out, "--landmarks", points, "-f", check=0)
+        self.assertIn("aligned (landmarks, confidence 1.00", p.stdout)
+        # No face: exit 5 with what to do; bad landmark files are named.
+        p = run("align", image("coffee.png"), "-o", self.path("c.png"))
+        self.assertEqual(p.returncode, 5)
+        self.assertIn("no face found", p.stderr)
+        self.assertIn("--on-no-face resize", p.stderr)
+        with open(points, "w") as f:
+            f.write("1 2 3\n")
+        p = run("align", image("astronaut.png"), "-o", self.path("d.png"), "--landmarks", points)
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn("points.txt: 3 numbers", p.stderr)
+        # embed --align: the aligned targets saved, the alignment in the JSON.
+        aligned = self.path("targets")
+        out = docs(run("--json", "-q", "embed", image("astronaut.png"), image("coffee.png"),
+                       "--align", "auto", "--on-no-face", "resize", "--save-aligned", aligned,
+                       "--steps", "3", *FAST, check=0))
+        self.assertEqual([o["alignment"]["method"] for o in out], ["haar", "none"])
+        self.assertIn("no face found", out[1]["alignment"]["note"])
+        for o in out:
+            self.assertTrue(o["aligned_image"].startswith(aligned))
+            self.assertEqual(size_of(o["aligned_image"]), (32, 32))
+            latent = self.stub.GetLatent(pb.GetLatentRequest(latent_id=o["latent_id"]))
+            np.testing.assert_allclose(list(latent.alignment.transform),
+                                       o["alignment"]["transform"], atol=1e-9)
+        p = run("embed", image("astronaut.png"), "--save-aligned", self.path("x.png"))
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("needs --align auto or --landmarks", p.stderr)
 
     def test_busy_server_is_exit_9(self):
         d = os.path.join(ARGS.work, "busy")
