@@ -14,7 +14,8 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DI2S_ENABLE_TESTS=
 
 FROM ${BASE_IMAGE}
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      libtorch1.13 libopencv-imgcodecs406 libabsl20220623 \
+      libtorch1.13 libopencv-imgcodecs406 libopencv-objdetect406 libopencv-face406 opencv-data \
+      libabsl20220623 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /data i2s
 COPY --from=build /build/tools/i2s_tool /usr/local/bin/i2s_tool

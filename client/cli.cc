@@ -1039,8 +1039,8 @@ void Cli::Setup(CLI::App& app) {
     cmd->add_option("image", f.images, "photo (PNG, JPEG, BMP)")->required()->expected(1);
     cmd->add_option("-o,--out", align_out_, "aligned image (.png or .jpg)")->required();
     cmd->add_option("-m,--model", f.model, "whose resolution (default: the server's default)");
-    cmd->add_option("--size", align_size_, "side of the aligned image instead (8..4096)")
-        ->check(CLI::Range(8, 4096));
+    cmd->add_option("--size", align_size_, "side of the aligned image instead (8..1024)")
+        ->check(CLI::Range(8, 1024));
     cmd->add_option("--resize", f.resize, "for --on-no-face resize: crop or pad")
         ->check(CLI::IsMember({"crop", "pad"}))
         ->capture_default_str();
@@ -1173,6 +1173,7 @@ absl::StatusOr<v1::AlignOptions> AlignOptionsOf(const EmbedFlags& f) {
 // "haar, confidence 1.00, scale 1.46, rotation 2.4 degrees" (or the fallback's note).
 std::string DescribeAlignment(const v1::Alignment& a) {
   if (a.method() == "none") return absl::StrCat("not aligned: ", a.note());
+  if (a.transform_size() != 6) return absl::StrCat("aligned (", a.method(), ")");
   const double s = std::hypot(a.transform(0), a.transform(3));
   const double degrees = -std::atan2(a.transform(3), a.transform(0)) * 180 / M_PI;
   return absl::StrFormat("aligned (%s, confidence %.2f, scale %.3f, rotation %.1f degrees)",

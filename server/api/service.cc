@@ -95,12 +95,14 @@ void ToProto(const AlignmentInfo& a, v1::Alignment* out) {
   out->set_note(a.note);
 }
 
-// An AlignmentInfoToJson record (a job spec's, a latent's) -> proto; false if unreadable.
-bool AlignmentToProto(const std::string& json, v1::Alignment* out) {
+// An AlignmentInfoToJson record (a job spec's, a latent's) -> the alignment field of
+// `parent`, left unset when there is none (or it cannot be read); true if set.
+template <typename Message>
+bool SetAlignment(const std::string& json, Message* parent) {
   if (json.empty()) return false;
   auto info = AlignmentInfoFromJson(json);
   if (!info.ok()) return false;
-  ToProto(*info, out);
+  ToProto(*info, parent->mutable_alignment());
   return true;
 }
 
@@ -132,7 +134,7 @@ void ToProto(const LatentRecord& r, v1::Latent* out) {
   out->set_has_noise(!r.noise_npz.empty());
   out->set_noise_seed(r.noise_seed);
   if (r.source == "embed") {
-    AlignmentToProto(AlignmentJsonOfParams(r.params_json), out->mutable_alignment());
+    SetAlignment(AlignmentJsonOfParams(r.params_json), out);
   }
 }
 
@@ -198,7 +200,7 @@ void ToProto(const JobEvent& e, int resolution, v1::JobEvent* out) {
       if (!e.reconstruction_png.empty()) {
         SetPng(e.reconstruction_png, resolution, s->mutable_reconstruction());
       }
-      if (AlignmentToProto(e.alignment_json, s->mutable_alignment()) && !e.aligned_png.empty()) {
+      if (SetAlignment(e.alignment_json, s) && !e.aligned_png.empty()) {
         SetPng(e.aligned_png, resolution, s->mutable_alignment()->mutable_aligned());
       }
       break;
@@ -1065,8 +1067,10 @@ grpc::ServerUnaryReactor* Service::AlignFace(CallbackServerContext* ctx,
   auto run = [&]() -> absl::Status {
     int size = req->size();
     if (size != 0) {
-      if (size < 8 || size > 4096) {
-        return Field("size", "must be in [8, 4096], or 0 for the model's resolution");
+      // 1024 is the largest StyleGAN; the work buffers of a padded alignment grow with the
+      // square of the size (about 2 GB at 1024 for a face mostly outside the photo).
+      if (size < 8 || size > 1024) {
+        return Field("size", "must be in [8, 1024], or 0 for the model's resolution");
       }
     } else {
       auto found = impl_->registry->Find(req->model());

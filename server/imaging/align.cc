@@ -272,25 +272,26 @@ absl::StatusOr<AlignedFace> AlignFfhq(const torch::Tensor& image, const FaceLand
       const int h = img.rows, w = img.cols;
       // As FFHQ: blend towards the blur, then towards the median of that result.
       cv::Mat blurred = GaussianLikeScipy(img, qsize * 0.02);
-      std::vector<float> mask(static_cast<size_t>(h) * w);
+      // 1 at the outer edge of the padding, 0 well inside the photo.
+      auto mask = [&](int x, int y) {
+        const double mx = 1 - std::min(double(x) / pad[0], double(w - 1 - x) / pad[2]);
+        const double my = 1 - std::min(double(y) / pad[1], double(h - 1 - y) / pad[3]);
+        return std::max(mx, my);
+      };
       for (int y = 0; y < h; ++y) {
         auto* row = img.ptr<cv::Vec3f>(y);
         const auto* brow = blurred.ptr<cv::Vec3f>(y);
-        const double my = 1 - std::min(double(y) / pad[1], double(h - 1 - y) / pad[3]);
         for (int x = 0; x < w; ++x) {
-          const double mx = 1 - std::min(double(x) / pad[0], double(w - 1 - x) / pad[2]);
-          const double m = std::max(mx, my);
-          mask[static_cast<size_t>(y) * w + x] = static_cast<float>(m);
-          const double to_blur = std::clamp(m * 3 + 1, 0.0, 1.0);
-          for (int c = 0; c < 3; ++c)
-            row[x][c] += static_cast<float>((brow[x][c] - row[x][c]) * to_blur);
+          const float to_blur = static_cast<float>(std::clamp(mask(x, y) * 3 + 1, 0.0, 1.0));
+          for (int c = 0; c < 3; ++c) row[x][c] += (brow[x][c] - row[x][c]) * to_blur;
         }
       }
+      blurred.release();
       const cv::Scalar median = ChannelMedians(img);
       for (int y = 0; y < h; ++y) {
         auto* row = img.ptr<cv::Vec3f>(y);
         for (int x = 0; x < w; ++x) {
-          const double to_median = std::clamp<double>(mask[static_cast<size_t>(y) * w + x], 0, 1);
+          const double to_median = std::clamp(mask(x, y), 0.0, 1.0);
           for (int c = 0; c < 3; ++c) {
             const double v = row[x][c] + (median[c] - row[x][c]) * to_median;
             row[x][c] = static_cast<float>(std::clamp(v, 0.0, 255.0));

@@ -149,6 +149,14 @@ class AlignServiceTest(unittest.TestCase):
                                               timeout=60))
         self.assertEqual(replay[-1].succeeded.alignment.method, "landmarks")
 
+    def test_embed_without_alignment_has_none(self):
+        done = self.embed("astronaut.png", pb.AlignOptions())[-1]
+        self.assertEqual(kind(done), "succeeded", done)
+        self.assertFalse(done.succeeded.HasField("alignment"))
+        lat = self.stub.GetLatent(pb.GetLatentRequest(latent_id=done.succeeded.latent_id))
+        self.assertFalse(lat.HasField("alignment"))
+        self.assertEqual(lat.params_json, "")
+
     def test_embed_with_automatic_landmarks(self):
         events = self.embed("astronaut.png", pb.AlignOptions(mode=pb.AlignOptions.AUTO))
         a = events[-1].succeeded.alignment
