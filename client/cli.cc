@@ -675,6 +675,12 @@ class Cli {
   absl::StatusOr<v1::EmbedRequest> BuildEmbedRequest(const EmbedFlags& f);
   int FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags);
 
+  // An output option (`flag` = `where`) that takes one image file per stem: a file when
+  // there is one image, else a directory; each file must be writable. kExitOk or the
+  // code of the failure (reported).
+  int CheckImageOutputs(const std::string& flag, const std::string& where,
+                        const std::vector<std::string>& stems, bool force);
+
   int Embed();
   int Align();
   int JobsList();
@@ -1344,6 +1350,24 @@ int Cli::FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags
   return code;
 }
 
+int Cli::CheckImageOutputs(const std::string& flag, const std::string& where,
+                           const std::vector<std::string>& stems, bool force) {
+  if (where.empty()) return kExitOk;
+  const int n = static_cast<int>(stems.size());
+  const std::string ext = Extension(where);
+  if (n > 1 && (ext == ".png" || ext == ".jpg" || ext == ".jpeg")) {
+    return Fail(flag,
+                absl::InvalidArgumentError(
+                    absl::StrCat("with ", n, " images this must be a directory, not ", where)),
+                kExitUsage);
+  }
+  for (const std::string& stem : stems) {
+    absl::Status s = CheckWritable(ReconPath(where, stem, n), force);
+    if (!s.ok()) return Fail("cannot embed", s, kExitError);
+  }
+  return kExitOk;
+}
+
 int Cli::Align() {
   const EmbedFlags& f = align_;
   absl::Status writable = CheckWritable(align_out_, align_force_);
@@ -1384,40 +1408,20 @@ int Cli::Embed() {
     if (!bytes.ok()) return Fail("cannot embed", bytes.status());
     images.push_back(std::move(*bytes));
   }
-  if (!f.save_recon.empty()) {
-    const int n = static_cast<int>(f.images.size());
-    const std::string ext = Extension(f.save_recon);
-    if (n > 1 && (ext == ".png" || ext == ".jpg" || ext == ".jpeg")) {
-      return Fail("--save-recon",
-                  absl::InvalidArgumentError(absl::StrCat(
-                      "with ", n, " images this must be a directory, not ", f.save_recon)),
-                  kExitUsage);
-    }
-    for (const std::string& stem : stems) {
-      absl::Status s = CheckWritable(ReconPath(f.save_recon, stem, n), f.force);
-      if (!s.ok()) return Fail("cannot embed", s, kExitError);
-    }
+  if (int c = CheckImageOutputs("--save-recon", f.save_recon, stems, f.force); c != kExitOk) {
+    return c;
   }
   if (!f.landmarks.empty() && f.images.size() > 1) {
     return Fail("--landmarks", absl::InvalidArgumentError("landmarks are for one image at a time"),
                 kExitUsage);
   }
   if (!f.save_aligned.empty()) {
-    const int n = static_cast<int>(f.images.size());
-    const std::string ext = Extension(f.save_aligned);
     if (f.align == "none" && f.landmarks.empty()) {
       return Fail("--save-aligned", absl::InvalidArgumentError("needs --align auto or --landmarks"),
                   kExitUsage);
     }
-    if (n > 1 && (ext == ".png" || ext == ".jpg" || ext == ".jpeg")) {
-      return Fail("--save-aligned",
-                  absl::InvalidArgumentError(absl::StrCat(
-                      "with ", n, " images this must be a directory, not ", f.save_aligned)),
-                  kExitUsage);
-    }
-    for (const std::string& stem : stems) {
-      absl::Status s = CheckWritable(ReconPath(f.save_aligned, stem, n), f.force);
-      if (!s.ok()) return Fail("cannot embed", s, kExitError);
+    if (int c = CheckImageOutputs("--save-aligned", f.save_aligned, stems, f.force); c != kExitOk) {
+      return c;
     }
   }
   if (!f.preview_dir.empty()) {

@@ -258,12 +258,15 @@ absl::StatusOr<PreparedImage> Prepare(const torch::Tensor& photo, int size, FitM
   ASSIGN_OR_RETURN(PreparedImage prepared, PrepareImage(photo, p, detector.get(), "--align"));
   if (prepared.alignment.has_value()) {
     const AlignmentInfo& info = *prepared.alignment;
-    std::cout << absl::StrFormat(
-                     "aligned (%s, confidence %.2f): scale %.4f, rotation %.2f degrees%s",
-                     info.method, info.confidence, info.transform.Scale(),
-                     info.transform.RotationDegrees(),
-                     info.note.empty() ? "" : absl::StrCat(" (", info.note, ")"))
-              << std::endl;
+    if (info.method == "none") {
+      std::cout << "not aligned (" << info.note << "): fitted to the square instead" << std::endl;
+    } else {
+      std::cout << absl::StrFormat(
+                       "aligned (%s, confidence %.2f): scale %.4f, rotation %.2f degrees",
+                       info.method, info.confidence, info.transform.Scale(),
+                       info.transform.RotationDegrees())
+                << std::endl;
+    }
     if (!a.info_out.empty()) {
       std::ofstream out(a.info_out);
       out << AlignmentInfoToJson(info) << "\n";

@@ -106,17 +106,6 @@ bool SetAlignment(const std::string& json, Message* parent) {
   return true;
 }
 
-// An embedded latent's params_json {"alignment": {...}} -> its alignment record, or "".
-std::string AlignmentJsonOfParams(const std::string& params_json) {
-  if (params_json.empty()) return "";
-  try {
-    auto j = nlohmann::json::parse(params_json);
-    if (j.is_object() && j.contains("alignment")) return j.at("alignment").dump();
-  } catch (const std::exception&) {
-  }
-  return "";
-}
-
 void ToProto(const LatentRecord& r, v1::Latent* out) {
   out->set_id(r.id);
   out->set_model(r.model);
@@ -134,7 +123,7 @@ void ToProto(const LatentRecord& r, v1::Latent* out) {
   out->set_has_noise(!r.noise_npz.empty());
   out->set_noise_seed(r.noise_seed);
   if (r.source == "embed") {
-    SetAlignment(AlignmentJsonOfParams(r.params_json), out);
+    SetAlignment(AlignmentOfLatentParams(r.params_json), out);
   }
 }
 

@@ -118,8 +118,14 @@ struct AxisMap {
 
 absl::StatusOr<FaceLandmarks> FaceLandmarksFromPoints(const std::vector<Point2>& points,
                                                       const std::string& field) {
+  // Photos are at most 32768 pixels a side (ToMat255); 1e6 leaves room for faces that
+  // reach past the photo while keeping every size below finite, int-sized numbers.
+  constexpr double kFar = 1e6;
   for (size_t i = 0; i < points.size(); ++i) {
     if (!Finite(points[i])) return Invalid(absl::StrCat(field, "[", i, "]"), "not a finite point");
+    if (std::abs(points[i].x) > kFar || std::abs(points[i].y) > kFar) {
+      return Invalid(absl::StrCat(field, "[", i, "]"), "more than 1e6 pixels from the photo");
+    }
   }
   FaceLandmarks lm;
   if (points.size() == 5) {
@@ -215,6 +221,9 @@ absl::StatusOr<AlignedFace> AlignFfhq(const torch::Tensor& image, const FaceLand
   out.landmarks = landmarks;
   out.quad = ComputeFfhqQuad(landmarks);
   double qsize = out.quad.size;
+  if (!std::isfinite(qsize) || qsize < 1 || qsize > 1e7) {
+    return absl::InvalidArgumentError("landmarks: the face must be between 1 and 1e7 pixels wide");
+  }
   AxisMap axes;
   auto working_quad = [&] {
     std::array<Point2, 4> c;
@@ -261,7 +270,7 @@ absl::StatusOr<AlignedFace> AlignFfhq(const torch::Tensor& image, const FaceLand
                               static_cast<int>(std::max(b[2] - img.cols + border, 0.0)),
                               static_cast<int>(std::max(b[3] - img.rows + border, 0.0))};
     if (options.padding && *std::max_element(pad.begin(), pad.end()) > border - 4) {
-      const int least = static_cast<int>(RoundHalfEven(qsize * 0.3));
+      const int least = std::max(1, static_cast<int>(RoundHalfEven(qsize * 0.3)));
       // Each side is at least 30% of the quad, so no side is 0 in the mask below; capped
       // so that a face far outside the photo cannot ask for an unbounded canvas.
       const int most = static_cast<int>(4 * qsize) + 4 * border;
@@ -332,7 +341,8 @@ constexpr double kMouthY = 0.76;
 // mean enters the FFHQ quad).
 constexpr double kMouthWidthOverEyes = 0.95;
 
-cv::Mat ToGray8(const torch::Tensor& image) {
+// float RGB [3, H, W] in [0, 1] -> 8-bit cv::Mat converted by `code` (from RGB).
+cv::Mat ToMat8(const torch::Tensor& image, int code) {
   torch::Tensor hwc = (image.detach().to(torch::kCPU, torch::kFloat32) * 255)
                           .round()
                           .clamp(0, 255)
@@ -341,24 +351,13 @@ cv::Mat ToGray8(const torch::Tensor& image) {
                           .contiguous();
   cv::Mat rgb(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)), CV_8UC3,
               hwc.data_ptr<uint8_t>());
-  cv::Mat gray;
-  cv::cvtColor(rgb, gray, cv::COLOR_RGB2GRAY);
-  return gray;
+  cv::Mat out;
+  cv::cvtColor(rgb, out, code);  // a new buffer: `hwc` goes away
+  return out;
 }
 
-cv::Mat ToBgr8(const torch::Tensor& image) {
-  torch::Tensor hwc = (image.detach().to(torch::kCPU, torch::kFloat32) * 255)
-                          .round()
-                          .clamp(0, 255)
-                          .to(torch::kUInt8)
-                          .permute({1, 2, 0})
-                          .contiguous();
-  cv::Mat rgb(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)), CV_8UC3,
-              hwc.data_ptr<uint8_t>());
-  cv::Mat bgr;
-  cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
-  return bgr;
-}
+cv::Mat ToGray8(const torch::Tensor& image) { return ToMat8(image, cv::COLOR_RGB2GRAY); }
+cv::Mat ToBgr8(const torch::Tensor& image) { return ToMat8(image, cv::COLOR_RGB2BGR); }
 
 Point2 Apply2x3(const cv::Mat& m, Point2 p) {
   return {m.at<double>(0, 0) * p.x + m.at<double>(0, 1) * p.y + m.at<double>(0, 2),

@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "server/imaging/image_io.h"
+#include "server/imaging/prepare.h"
 
 namespace i2s {
 namespace {
@@ -158,6 +159,8 @@ TEST(LandmarksTest, BadPointsNameTheField) {
   EXPECT_TRUE(absl::StrContains(bad.status().message(), "less than a pixel")) << bad.status();
   bad = FaceLandmarksFromPoints({{10, 10}, {30, 10}, {0, 0}, {5, 10}, {40, 10}}, "lm");
   EXPECT_TRUE(absl::StrContains(bad.status().message(), "line through the eyes")) << bad.status();
+  bad = FaceLandmarksFromPoints({{10, 10}, {1e300, 10}, {0, 0}, {5, 30}, {40, 30}}, "lm");
+  EXPECT_TRUE(absl::StartsWith(bad.status().message(), "lm[1]: more than 1e6")) << bad.status();
   bad = FaceLandmarksFromPoints({{NAN, 10}, {30, 10}, {0, 0}, {5, 30}, {40, 30}}, "lm");
   EXPECT_TRUE(absl::StartsWith(bad.status().message(), "lm[0]: not a finite point"))
       << bad.status();
@@ -368,6 +371,51 @@ TEST_F(DetectorTest, PhotosWithoutAFaceAreNotFound) {
   EXPECT_EQ(noise.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(detector_->Detect(torch::zeros({3, 0, 5})).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(DetectorTest, PrepareImageAlignsOrFallsBack) {
+  torch::Tensor coffee = LoadOrSkip(kCoffee);
+  if (!coffee.defined()) GTEST_SKIP() << kCoffee << " missing (python3-skimage)";
+  PrepareOptions p;
+  p.size = 64;
+  // No alignment: exactly the fit.
+  auto plain = PrepareImage(coffee, p, detector_.get());
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->alignment.has_value());
+  EXPECT_TRUE(torch::equal(plain->image, *FitToSquare(coffee, 64, FitMode::kCenterCrop)));
+  // Automatic, no face: an error that says what to do, or the fit with its transform.
+  p.mode = AlignMode::kAuto;
+  auto refused = PrepareImage(coffee, p, detector_.get());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), p.no_face_hint)) << refused.status();
+  p.fit_when_no_face = true;
+  auto fitted = PrepareImage(coffee, p, detector_.get());
+  ASSERT_TRUE(fitted.ok()) << fitted.status();
+  EXPECT_TRUE(torch::equal(fitted->image, plain->image));
+  const AlignmentInfo& info = *fitted->alignment;
+  EXPECT_EQ(info.method, "none");
+  // 600x400: the middle 400x400 (x from 100) becomes 64x64; pixel edges map to edges.
+  EXPECT_NEAR(info.transform.Apply({99.5, -0.5}).x, -0.5, 1e-9);
+  EXPECT_NEAR(info.transform.Apply({499.5, 399.5}).y, 63.5, 1e-9);
+  EXPECT_NEAR(info.quad[2].x, 499.5, 1e-9);
+  // Without a detector, AUTO is a precondition failure naming the field.
+  auto none = PrepareImage(coffee, p, nullptr, "align");
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StartsWith(none.status().message(), "align.mode:")) << none.status();
+  // The record survives its JSON form.
+  torch::Tensor photo = LoadOrSkip(kAstronaut);
+  if (!photo.defined()) GTEST_SKIP() << kAstronaut << " missing (python3-skimage)";
+  auto aligned = PrepareImage(photo, p, detector_.get());
+  ASSERT_TRUE(aligned.ok()) << aligned.status();
+  auto back = AlignmentInfoFromJson(AlignmentInfoToJson(*aligned->alignment));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->method, "haar");
+  EXPECT_EQ(back->transform.m, aligned->alignment->transform.m);
+  EXPECT_EQ(back->landmarks.mouth_right.y, aligned->alignment->landmarks.mouth_right.y);
+  EXPECT_EQ(AlignmentOfLatentParams(LatentParamsWithAlignment(AlignmentInfoToJson(*back))),
+            AlignmentInfoToJson(*back));
+  EXPECT_EQ(AlignmentOfLatentParams(R"({"lambda": 1})"), "");
+  EXPECT_EQ(AlignmentInfoFromJson("{").status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(DetectorCreateTest, MissingFilesAreNamed) {

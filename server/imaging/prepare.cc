@@ -139,4 +139,18 @@ absl::StatusOr<AlignmentInfo> AlignmentInfoFromJson(absl::string_view text) {
   }
 }
 
+std::string LatentParamsWithAlignment(const std::string& alignment_json) {
+  return json{{"alignment", json::parse(alignment_json)}}.dump();
+}
+
+std::string AlignmentOfLatentParams(const std::string& params_json) {
+  if (params_json.empty()) return "";
+  try {
+    const json j = json::parse(params_json);
+    if (j.is_object() && j.contains("alignment")) return j.at("alignment").dump();
+  } catch (const std::exception&) {
+  }
+  return "";
+}
+
 }  // namespace i2s

@@ -68,6 +68,11 @@ absl::StatusOr<std::vector<Point2>> ParsePoints(absl::string_view text, const st
 std::string AlignmentInfoToJson(const AlignmentInfo& info);
 absl::StatusOr<AlignmentInfo> AlignmentInfoFromJson(absl::string_view json);
 
+// An embedded latent keeps its alignment in params_json as {"alignment": <record>}.
+std::string LatentParamsWithAlignment(const std::string& alignment_json);
+// The record from such params_json, or "" when there is none (or it cannot be read).
+std::string AlignmentOfLatentParams(const std::string& params_json);
+
 }  // namespace i2s
 
 #endif  // I2S_SERVER_IMAGING_PREPARE_H_

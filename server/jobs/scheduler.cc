@@ -13,6 +13,7 @@
 #include "server/engine/torch_util.h"
 #include "server/formats/npy.h"
 #include "server/imaging/image_io.h"
+#include "server/imaging/prepare.h"
 
 namespace i2s {
 namespace {
@@ -67,17 +68,6 @@ LatentMetrics MetricsFromJson(const std::string& s) {
   } catch (const std::exception&) {
   }
   return m;
-}
-
-// The "alignment" member of an embedded latent's params_json, as JSON text; "" if none.
-std::string AlignmentOfLatent(const std::string& params_json) {
-  if (params_json.empty()) return "";
-  try {
-    auto j = nlohmann::json::parse(params_json);
-    if (j.is_object() && j.contains("alignment")) return j.at("alignment").dump();
-  } catch (const std::exception&) {
-  }
-  return "";
 }
 
 JobRecord WithoutBlobs(JobRecord r) {
@@ -498,7 +488,7 @@ absl::StatusOr<std::shared_ptr<EventCursor>> Scheduler::Watch(const std::string&
       ev.latent_id = r.latent_id;
       // The alignment, if any, lives on with the latent (params_json).
       auto latent = store_->GetLatent(r.latent_id, /*include_values=*/false);
-      if (latent.ok()) ev.alignment_json = AlignmentOfLatent(latent->params_json);
+      if (latent.ok()) ev.alignment_json = AlignmentOfLatentParams(latent->params_json);
     } else {
       ev.kind =
           r.state == JobState::kCancelled ? JobEvent::Kind::kCancelled : JobEvent::Kind::kFailed;
@@ -811,8 +801,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     rec.created_unix_ms = NowMs();
     rec.labels = job->spec.labels;
     if (!job->spec.alignment_json.empty()) {
-      rec.params_json =
-          nlohmann::json{{"alignment", nlohmann::json::parse(job->spec.alignment_json)}}.dump();
+      rec.params_json = LatentParamsWithAlignment(job->spec.alignment_json);
     }
     absl::Status put = store_->PutLatent(rec);
     if (!put.ok() && !absl::IsAlreadyExists(put)) status = Annotate(put, "storing the latent");

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "server/formats/npy.h"
@@ -103,7 +104,17 @@ TEST_F(SchedulerTest, SpecAndCheckpointBytesRoundTrip) {
   EXPECT_EQ(OptionsKey(back->options), OptionsKey(spec.options));
   EXPECT_EQ(back->labels, spec.labels);
   EXPECT_EQ(back->seed, 3u);
+  EXPECT_TRUE(back->alignment_json.empty());
+  EXPECT_FALSE(back->return_aligned_image);
   EXPECT_FALSE(ParseSpec("not a zip").ok());
+  // The alignment record travels with the spec (as JSON, compared parsed).
+  spec.alignment_json = R"({"method":"haar","confidence":0.8,"transform":[1,0,2,0,1,3]})";
+  spec.return_aligned_image = true;
+  back = ParseSpec(SerializeSpec(spec));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(nlohmann::json::parse(back->alignment_json),
+            nlohmann::json::parse(spec.alignment_json));
+  EXPECT_TRUE(back->return_aligned_image);
 
   EmbedCheckpoint c;
   c.step = 4;

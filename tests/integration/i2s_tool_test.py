@@ -7,6 +7,7 @@ Uses Debian's python3 with python3-torch and numpy.
 """
 import argparse
 import collections
+import json
 import os
 import pickle
 import struct
@@ -157,6 +158,33 @@ class EmbedAndEditTest(unittest.TestCase):
             "--noise", work("cat_noise.npz"), "--out", work("cat_again.png"))
         with open(work("cat.png"), "rb") as a, open(work("cat_again.png"), "rb") as b:
             self.assertEqual(a.read(), b.read())
+
+    def test_embed_aligned_face(self):
+        # FFHQ alignment before embedding: the face found in the astronaut, the record written.
+        astronaut = skimage_photo("astronaut.png")
+        proc = run("embed", "--generator", fixture("gen_r32.zip.pt"), "--vgg", fixture("vgg.zip.pth"),
+                   "--image", astronaut, "--steps", "3", "--mean-w-samples", "100", "--align", "auto",
+                   "--align-info", work("astro_align.json"), "--out", work("astro.npy"),
+                   "--recon", work("astro.png"))
+        self.assertIn("aligned (haar, confidence", proc.stdout)
+        with open(work("astro_align.json")) as f:
+            info = json.load(f)
+        self.assertEqual((info["method"], info["size"]), ("haar", 32))
+        self.assertEqual(len(info["transform"]), 6)
+        self.assertEqual(np.load(work("astro.npy")).shape, (8, 512))
+        # A cat has no human face: refused, or the plain crop when asked.
+        bad = run("embed", "--generator", fixture("gen_r32.zip.pt"), "--vgg", fixture("vgg.zip.pth"),
+                  "--image", CHELSEA, "--steps", "1", "--align", "auto", "--out", work("x.npy"), expect=1)
+        self.assertIn("no face found", bad.stderr)
+        self.assertIn("--fit-when-no-face", bad.stderr)
+        proc = run("embed", "--generator", fixture("gen_r32.zip.pt"), "--vgg", fixture("vgg.zip.pth"),
+                   "--image", CHELSEA, "--steps", "1", "--mean-w-samples", "100", "--align", "auto",
+                   "--fit-when-no-face", "--out", work("cat1.npy"))
+        self.assertIn("not aligned (image: no face found", proc.stdout)
+        bad = run("embed", "--generator", fixture("gen_r32.zip.pt"), "--vgg", fixture("vgg.zip.pth"),
+                  "--image", astronaut, "--align", "auto", "--mask", astronaut, "--out", work("x.npy"),
+                  expect=1)
+        self.assertIn("--mask: masks are fitted like the photo", bad.stderr)
 
     def test_edits_render(self):
         gen = fixture("gen_r32.zip.pt")
