@@ -291,16 +291,10 @@ absl::Status Align(const AlignCmdArgs& a) {
   ASSIGN_OR_RETURN(
       PreparedImage prepared,
       Prepare(photo, a.size, a.fit == "pad" ? FitMode::kPad : FitMode::kCenterCrop, a.align));
-  torch::Tensor rgb8 = (prepared.image * 255)
-                           .round()
-                           .clamp(0, 255)
-                           .to(torch::kUInt8)
-                           .permute({1, 2, 0})
-                           .contiguous();
   if (absl::EndsWith(a.out, ".npy")) {
     return WriteNpyFile(a.out, TensorToFloatArray(prepared.image));
   }
-  return WriteRgb8Image(a.out, rgb8);
+  return WriteRgb8Image(a.out, UnitImageToRgb8(prepared.image));
 }
 
 struct EmbedArgs {

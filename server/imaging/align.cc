@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/base/status_macros.h"
+#include "server/imaging/image_io.h"
 
 namespace i2s {
 namespace {
@@ -343,12 +344,7 @@ constexpr double kMouthWidthOverEyes = 0.95;
 
 // float RGB [3, H, W] in [0, 1] -> 8-bit cv::Mat converted by `code` (from RGB).
 cv::Mat ToMat8(const torch::Tensor& image, int code) {
-  torch::Tensor hwc = (image.detach().to(torch::kCPU, torch::kFloat32) * 255)
-                          .round()
-                          .clamp(0, 255)
-                          .to(torch::kUInt8)
-                          .permute({1, 2, 0})
-                          .contiguous();
+  torch::Tensor hwc = UnitImageToRgb8(image);
   cv::Mat rgb(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)), CV_8UC3,
               hwc.data_ptr<uint8_t>());
   cv::Mat out;

@@ -27,6 +27,15 @@ torch::Tensor GeneratorOutputToRgb8(const torch::Tensor& image) {
       .contiguous();
 }
 
+torch::Tensor UnitImageToRgb8(const torch::Tensor& image) {
+  return (image.detach().to(torch::kCPU, torch::kFloat32) * 255)
+      .round()
+      .clamp(0, 255)
+      .to(torch::kUInt8)
+      .permute({1, 2, 0})
+      .contiguous();
+}
+
 namespace {
 
 // [C, H, W] float tensor <-> cv::Mat of C float channels (HWC).

@@ -17,6 +17,9 @@ namespace i2s {
 // Generator output [3, H, W] (roughly [-1, 1]) -> 8-bit RGB [H, W, 3] on the CPU:
 // round(clamp((x + 1) / 2, 0, 1) * 255), the usual StyleGAN convention.
 torch::Tensor GeneratorOutputToRgb8(const torch::Tensor& image);
+// Float RGB [3, H, W] in [0, 1] (a decoded or aligned photo) -> 8-bit RGB [H, W, 3] on the
+// CPU: round(clamp(x, 0, 1) * 255).
+torch::Tensor UnitImageToRgb8(const torch::Tensor& image);
 
 // Decodes an image file (PNG, JPEG, ... as OpenCV reads them; alpha is dropped, gray is
 // expanded) to float RGB [3, H, W] in [0, 1]. For trusted local files only: no size limits

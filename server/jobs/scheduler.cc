@@ -811,13 +811,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
       ev.stop_reason = StopReasonName(result.reason);
       ev.alignment_json = job->spec.alignment_json;
       if (job->spec.return_aligned_image && !job->spec.alignment_json.empty()) {
-        auto png = EncodeRgb8((job->spec.image * 255)
-                                  .round()
-                                  .clamp(0, 255)
-                                  .to(torch::kUInt8)
-                                  .permute({1, 2, 0})
-                                  .contiguous(),
-                              EncodeFormat::kPng);
+        auto png = EncodeRgb8(UnitImageToRgb8(job->spec.image), EncodeFormat::kPng);
         if (png.ok()) ev.aligned_png = *std::move(png);
       }
       if (job->spec.return_reconstruction && w != nullptr) {
