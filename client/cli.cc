@@ -674,6 +674,10 @@ class Cli {
 
   absl::StatusOr<v1::EmbedRequest> BuildEmbedRequest(const EmbedFlags& f);
   int FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags);
+  // Writes a job's PNG `png` to `path` (converted to its format); on failure says
+  // "LABEL: WHAT not written: why" and returns false.
+  bool SaveImage(const std::string& label, const std::string& what, const std::string& path,
+                 const absl::StatusOr<std::string>& png, bool force);
 
   // An output option (`flag` = `where`) that takes one image file per stem: a file when
   // there is one image, else a directory; each file must be writable. kExitOk or the
@@ -1243,6 +1247,20 @@ std::vector<std::string> Stems(const std::vector<std::string>& labels) {
   return stems;
 }
 
+bool Cli::SaveImage(const std::string& label, const std::string& what, const std::string& path,
+                    const absl::StatusOr<std::string>& png, bool force) {
+  absl::Status written = png.status();
+  if (png.ok()) {
+    auto bytes = ConvertPng(*png, path);
+    written = bytes.ok() ? WriteOutput(path, *bytes, force) : bytes.status();
+  }
+  if (!written.ok()) {
+    std::fprintf(stderr, "i2s_client: %s: %s not written: %s\n", label.c_str(), what.c_str(),
+                 Explain(written, g_.server).c_str());
+  }
+  return written.ok();
+}
+
 int Cli::FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags) {
   follower.Run();
   int code = kExitOk;
@@ -1253,26 +1271,18 @@ int Cli::FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags
     if (flags != nullptr && v.state == v1::SUCCEEDED) {
       recon_path = ReconPath(flags->save_recon, t->stem, count);
       if (!recon_path.empty()) {
-        absl::Status written =
+        absl::StatusOr<std::string> png =
             absl::FailedPreconditionError("the server sent no reconstruction for this job");
         if (!t->reconstruction.empty()) {
-          auto bytes = ConvertPng(t->reconstruction, recon_path);
-          written = bytes.ok() ? WriteOutput(recon_path, *bytes, flags->force) : bytes.status();
+          png = t->reconstruction;
         } else if (!embed) {
           // A watched job: render its latent (same noise maps as the job's own render).
           v1::SynthesizeRequest request;
           request.mutable_latent()->set_latent_id(v.latent_id);
           auto image = client().Synthesize(request);
-          if (image.ok()) {
-            auto bytes = ConvertPng(image->image().data(), recon_path);
-            written = bytes.ok() ? WriteOutput(recon_path, *bytes, flags->force) : bytes.status();
-          } else {
-            written = image.status();
-          }
+          png = image.ok() ? absl::StatusOr<std::string>(image->image().data()) : image.status();
         }
-        if (!written.ok()) {
-          std::fprintf(stderr, "i2s_client: %s: reconstruction not written: %s\n", v.label.c_str(),
-                       Explain(written, g_.server).c_str());
+        if (!SaveImage(v.label, "reconstruction", recon_path, png, flags->force)) {
           recon_path.clear();
           if (code == kExitOk) code = kExitError;
         }
@@ -1282,15 +1292,10 @@ int Cli::FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags
     if (flags != nullptr && v.state == v1::SUCCEEDED && embed) {
       aligned_path = ReconPath(flags->save_aligned, t->stem, count);
       if (!aligned_path.empty()) {
-        absl::Status written =
+        absl::StatusOr<std::string> png =
             absl::FailedPreconditionError("the server sent no aligned image for this job");
-        if (!t->aligned.empty()) {
-          auto bytes = ConvertPng(t->aligned, aligned_path);
-          written = bytes.ok() ? WriteOutput(aligned_path, *bytes, flags->force) : bytes.status();
-        }
-        if (!written.ok()) {
-          std::fprintf(stderr, "i2s_client: %s: aligned image not written: %s\n", v.label.c_str(),
-                       Explain(written, g_.server).c_str());
+        if (!t->aligned.empty()) png = t->aligned;
+        if (!SaveImage(v.label, "aligned image", aligned_path, png, flags->force)) {
           aligned_path.clear();
           if (code == kExitOk) code = kExitError;
         }
