@@ -5,7 +5,6 @@ latent (also after a restart), AlignFace, the no-face behaviours, and every bad 
 Run: align_service_test.py --server build/server/i2s_server --proto proto --work DIR
 """
 
-import argparse
 import io
 import os
 import shutil
@@ -315,14 +314,10 @@ class DetectorFlagsTest(unittest.TestCase):
 
 
 def main():
-    global ARGS
-    p = argparse.ArgumentParser()
-    p.add_argument("--server", required=True)
-    p.add_argument("--proto", required=True)
-    p.add_argument("--work", required=True)
-    ARGS, rest = p.parse_known_args()
-    os.makedirs(ARGS.work, exist_ok=True)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    def keep(args):
+        global ARGS
+        ARGS = args
+    h.run_tests(["--server", "--proto", "--work"], keep)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Run: client_test.py --client build/client/i2s_client --server build/server/i2s_s
                     --proto proto --work DIR [unittest args]
 """
 
-import argparse
 import io
 import json
 import os
@@ -591,16 +590,11 @@ class ClientTest(unittest.TestCase):
 
 
 def main():
-    global ARGS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--client", required=True)
-    parser.add_argument("--server", required=True)
-    parser.add_argument("--proto", required=True)
-    parser.add_argument("--work", required=True)
-    ARGS, rest = parser.parse_known_args()
-    ARGS.client, ARGS.server = os.path.abspath(ARGS.client), os.path.abspath(ARGS.server)
-    os.makedirs(ARGS.work, exist_ok=True)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    def keep(args):
+        global ARGS
+        args.client, args.server = os.path.abspath(args.client), os.path.abspath(args.server)
+        ARGS = args
+    h.run_tests(["--client", "--server", "--proto", "--work"], keep)
 
 
 if __name__ == "__main__":

@@ -106,3 +106,19 @@ def image_bytes(name):
 
 def temp_dir(prefix):
     return tempfile.mkdtemp(prefix=prefix)
+
+
+def run_tests(flags, keep):
+    """The main() of a test script: parses the required `flags` (e.g. "--server"), makes
+    the --work folder, hands the parsed arguments to `keep` (which stores them for the
+    tests), then runs unittest with whatever arguments are left."""
+    import argparse
+    import unittest
+    parser = argparse.ArgumentParser()
+    for flag in flags:
+        parser.add_argument(flag, required=True)
+    args, rest = parser.parse_known_args()
+    if getattr(args, "work", None):
+        os.makedirs(args.work, exist_ok=True)
+    keep(args)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

@@ -3,7 +3,6 @@
 Run: server_test.py --server build/server/i2s_server --proto proto --work DIR [unittest args]
 """
 
-import argparse
 import io
 import os
 import signal
@@ -567,14 +566,10 @@ class RestartTest(unittest.TestCase):
 
 
 def main():
-    global ARGS
-    p = argparse.ArgumentParser()
-    p.add_argument("--server", required=True)
-    p.add_argument("--proto", required=True)
-    p.add_argument("--work", required=True)
-    ARGS, rest = p.parse_known_args()
-    os.makedirs(ARGS.work, exist_ok=True)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    def keep(args):
+        global ARGS
+        ARGS = args
+    h.run_tests(["--server", "--proto", "--work"], keep)
 
 
 if __name__ == "__main__":
