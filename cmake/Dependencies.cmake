@@ -13,6 +13,26 @@ endif()
 
 find_package(Threads REQUIRED)
 find_package(absl REQUIRED CONFIG)
+
+if(I2S_FUZZ)
+  # The sanitizer build (scripts/fuzz): clang's libFuzzer, ASan and UBSan on every target;
+  # `fuzzer-no-link` instruments the libraries, the fuzz executables add `fuzzer`.
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "I2S_FUZZ needs clang (CXX=clang++): libFuzzer is clang's")
+  endif()
+  if(I2S_ENGINE_ONLY)
+    message(FATAL_ERROR "I2S_FUZZ and I2S_ENGINE_ONLY are separate builds; choose one")
+  endif()
+  add_compile_options(-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined
+                      -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined -fno-sanitize-recover=undefined)
+  if(I2S_ENABLE_TESTS)
+    find_package(GTest REQUIRED)
+    include(GoogleTest)
+  endif()
+  return()
+endif()
+
 find_package(Torch REQUIRED)
 message(STATUS "LibTorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}")
 if(TORCH_CXX_FLAGS)

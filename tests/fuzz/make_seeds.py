@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of the fuzz targets into corpus/<target>/ (run once; the files
+are kept in the repo): small valid inputs made by numpy, zipfile and torch.save (both
+layouts), so the fuzzers start from real structure. Debian's python3-numpy and
+python3-torch: /usr/bin/python3 tests/fuzz/make_seeds.py"""
+
+import collections
+import io
+import os
+import zipfile
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def put(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def npy(array, version=None):
+    buf = io.BytesIO()
+    if version is None:
+        np.save(buf, array)
+    else:
+        np.lib.format.write_array(buf, array, version=version)
+    return buf.getvalue()
+
+
+def main():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 8)).astype(np.float32)
+    put("npy_fuzz", "wplus.npy", npy(w))
+    put("npy_fuzz", "w.npy", npy(w[0]))
+    put("npy_fuzz", "v2.npy", npy(w, version=(2, 0)))
+    buf = io.BytesIO()
+    np.savez(buf, noise_0=rng.standard_normal((1, 1, 4, 4)).astype(np.float32),
+             noise_1=rng.standard_normal((1, 1, 8, 8)).astype(np.float32))
+    put("npy_fuzz", "noise.npz", buf.getvalue())
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("spec.json", '{"model": "demo", "seed": 1}')
+        z.writestr("image.npy", npy(w))
+    put("zip_fuzz", "stored.zip", buf.getvalue())
+
+    state = collections.OrderedDict(
+        [("g_mapping.dense0.weight", torch.from_numpy(w.copy())),
+         ("g_mapping.dense0.bias", torch.zeros(3)),
+         ("view", torch.arange(12, dtype=torch.float32).view(3, 4).t())])
+    for legacy in (False, True):
+        buf = io.BytesIO()
+        torch.save(state, buf, _use_new_zipfile_serialization=not legacy)
+        data = buf.getvalue()
+        put("torch_file_fuzz", "legacy.pt" if legacy else "zip.pt", data)
+        if not legacy:
+            put("zip_fuzz", "torch.pt", data)
+
+    put("point_list_fuzz", "five.txt",
+        b"# eyes, nose, mouth corners\n203.5 101\n246.5 103.1\n225 120\n202.5 140\n245 140.6\n")
+    put("point_list_fuzz", "commas.txt", b"1,2;3,4\t5e1 -6.25\n")
+
+
+if __name__ == "__main__":
+    main()
