@@ -9,8 +9,8 @@
 #include "server/base/point_list.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto points = i2s::ParsePointList(
-      absl::string_view(reinterpret_cast<const char*>(data), size), "fuzz");
+  auto points =
+      i2s::ParsePointList(absl::string_view(reinterpret_cast<const char*>(data), size), "fuzz");
   if (!points.ok()) return 0;
   for (const auto& [x, y] : *points) {
     if (!std::isfinite(x) || !std::isfinite(y)) std::abort();
