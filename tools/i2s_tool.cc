@@ -5,16 +5,14 @@
 //   random-model --resolution R --fmap-base F --seed S --out FILE [--legacy]
 //   embed --generator G --vgg V --image X.png --out W.npy [--recon R.png] [options]
 //   morph|stylemix|expression --generator G ... --out OUT.png
-//   align --image X --out ALIGNED.png [--size R] [--landmarks FILE] [--info-out INFO.json]
+//   align --image X --out ALIGNED.png [--size R] [--landmarks FILE] [--align-info INFO.json]
 // Exit codes: 0 success, 1 the command failed (message on stderr), 2 bad usage.
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -238,11 +236,8 @@ absl::StatusOr<PreparedImage> Prepare(const torch::Tensor& photo, int size, FitM
       return absl::InvalidArgumentError("--align landmarks needs --landmarks FILE");
     }
     p.mode = AlignMode::kLandmarks;
-    std::ifstream in(a.landmarks);
-    if (!in) return absl::NotFoundError(absl::StrCat(a.landmarks, ": cannot read"));
-    std::stringstream text;
-    text << in.rdbuf();
-    ASSIGN_OR_RETURN(p.points, ParsePoints(text.str(), a.landmarks));
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(a.landmarks));
+    ASSIGN_OR_RETURN(p.points, ParsePoints(text, a.landmarks));
   }
   p.min_confidence = a.min_confidence;
   p.fit_when_no_face = a.fit_when_no_face;
@@ -268,9 +263,7 @@ absl::StatusOr<PreparedImage> Prepare(const torch::Tensor& photo, int size, FitM
                 << std::endl;
     }
     if (!a.info_out.empty()) {
-      std::ofstream out(a.info_out);
-      out << AlignmentInfoToJson(info) << "\n";
-      if (!out) return absl::InvalidArgumentError(absl::StrCat(a.info_out, ": cannot write"));
+      RETURN_IF_ERROR(WriteStringToFile(a.info_out, AlignmentInfoToJson(info) + "\n"));
     }
   }
   return prepared;
