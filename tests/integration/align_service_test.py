@@ -7,7 +7,6 @@ Run: align_service_test.py --server build/server/i2s_server --proto proto --work
 
 import io
 import os
-import shutil
 import sys
 import unittest
 
@@ -27,17 +26,11 @@ ASTRONAUT = [(203.5, 101.0), (246.5, 103.1), (225.0, 120.0), (202.5, 140.0), (24
 
 def setUpModule():
     global grpc, pb
-    h.generate_stubs(ARGS.proto, os.path.join(ARGS.work, "stubs"))
-    import grpc as grpc_module
-    from i2s.v1 import i2s_pb2
-    grpc, pb = grpc_module, i2s_pb2
+    grpc, pb = h.import_api(ARGS.proto, ARGS.work)
 
 
 def new_server(name, extra=()):
-    d = os.path.join(ARGS.work, name)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
-    return h.Server(ARGS.server, d, extra=list(extra))
+    return h.Server(ARGS.server, h.fresh_dir(os.path.join(ARGS.work, name)), extra=list(extra))
 
 
 def ffhq_transform(eye_l, eye_r, mouth_l, mouth_r, size):

@@ -26,6 +26,21 @@ def generate_stubs(proto_dir, out_dir, protoc="protoc", plugin=None):
         sys.path.insert(0, out_dir)
 
 
+def import_api(proto_dir, work):
+    """Generates the stubs into WORK/stubs and returns the modules (grpc, i2s_pb2)."""
+    generate_stubs(proto_dir, os.path.join(work, "stubs"))
+    import grpc
+    from i2s.v1 import i2s_pb2
+    return grpc, i2s_pb2
+
+
+def fresh_dir(path):
+    """An empty folder at `path` (whatever was there is removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
 class Server:
     """An i2s_server process serving the demo model on 127.0.0.1:<free port>."""
 

@@ -25,18 +25,11 @@ pb = None
 
 def setUpModule():
     global grpc, pb
-    h.generate_stubs(ARGS.proto, os.path.join(ARGS.work, "stubs"))
-    import grpc as grpc_module
-    from i2s.v1 import i2s_pb2
-    grpc, pb = grpc_module, i2s_pb2
+    grpc, pb = h.import_api(ARGS.proto, ARGS.work)
 
 
 def new_server(name, extra=()):
-    d = os.path.join(ARGS.work, name)
-    if os.path.exists(d):
-        import shutil
-        shutil.rmtree(d)
-    os.makedirs(d)
+    d = h.fresh_dir(os.path.join(ARGS.work, name))
     return h.Server(ARGS.server, d, extra=["--checkpoint-every", "5", "--heartbeat-seconds", "1"]
                     + list(extra))
 
