@@ -16,11 +16,14 @@
 #include <fstream>
 #include <iostream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "server/api/auth.h"
 #include "server/api/service.h"
 #include "server/base/status_macros.h"
 #include "server/engine/torch_util.h"
+#include "server/formats/npy.h"
 #include "server/jobs/model_registry.h"
 #include "server/jobs/scheduler.h"
 #include "server/store/sqlite_store.h"
@@ -48,7 +51,62 @@ struct Flags {
   std::string face_cascades = FaceDetectorOptions().cascade_dir;
   std::string landmark_model;
   bool no_face_detector = false;
+  std::string auth_tokens;
+  std::string tls_cert, tls_key, tls_client_ca;
+  bool plaintext = false;
+  bool no_reflection = false;
 };
+
+// True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost, and
+// unix sockets.
+bool IsLoopback(const std::string& address) {
+  if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
+    return true;
+  }
+  std::string host = address;
+  if (absl::StartsWith(host, "[")) {
+    host = host.substr(1, host.find(']') == std::string::npos ? 0 : host.find(']') - 1);
+  } else if (auto colon = host.rfind(':'); colon != std::string::npos) {
+    host = host.substr(0, colon);
+  }
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+// The listening credentials: TLS (mutual with --tls-client-ca) or, only when chosen
+// (--plaintext) or on a loopback address, plaintext.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const Flags& f) {
+  if (f.tls_cert.empty() != f.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (f.tls_cert.empty()) {
+    if (!f.tls_client_ca.empty()) {
+      return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+    }
+    if (!f.plaintext && !IsLoopback(f.address)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--address ", f.address,
+          " is reachable from other machines: give --tls-cert and --tls-key, or --plaintext "
+          "to serve without TLS on purpose (e.g. behind a TLS-terminating proxy)"));
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (f.plaintext) return absl::InvalidArgumentError("--plaintext contradicts --tls-cert");
+  const auto read = [](const std::string& path, const char* flag) -> absl::StatusOr<std::string> {
+    auto text = ReadFileToString(path);
+    if (!text.ok()) return Annotate(text.status(), flag);
+    return text;
+  };
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, read(f.tls_cert, "--tls-cert"));
+  ASSIGN_OR_RETURN(pair.private_key, read(f.tls_key, "--tls-key"));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!f.tls_client_ca.empty()) {
+    ASSIGN_OR_RETURN(ssl.pem_root_certs, read(f.tls_client_ca, "--tls-client-ca"));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
 
 int Fail(const std::string& what) {
   std::cerr << "i2s_server: " << what << "\n";
@@ -139,6 +197,40 @@ int Main(int argc, char** argv) {
                  "a Facemark LBF model (.yaml)");
   app.add_flag("--no-face-detector", f.no_face_detector,
                "serve without automatic alignment (AUTO is then FAILED_PRECONDITION)");
+  app.add_option("--tenant-queue-limit", f.scheduler.tenant_queue_limit,
+                 "queued jobs of one tenant beyond this are refused")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--rate-limit", f.limits.rate_limit, "calls per second per tenant (0 = unlimited)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--rate-burst", f.limits.rate_burst,
+                 "calls a tenant may make at once before --rate-limit applies")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000000));
+  app.add_option("--max-streams", f.limits.max_streams,
+                 "open Embed/WatchJob/Morph streams, all tenants together")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--tenant-max-streams", f.limits.tenant_max_streams, "open streams of one tenant")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--max-concurrent-images", f.limits.max_concurrent_images,
+                 "image decodes and alignments at once (each may hold up to 12 bytes per "
+                 "pixel of --max-image-pixels)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--auth-tokens", f.auth_tokens,
+                 "file of bearer tokens, one \"TOKEN TENANT [admin]\" per line (or "
+                 "sha256:HEX TENANT); re-read when it changes or on SIGHUP. Without it there "
+                 "is no authentication and one tenant");
+  app.add_option("--tls-cert", f.tls_cert, "PEM certificate chain of the server (TLS)");
+  app.add_option("--tls-key", f.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", f.tls_client_ca,
+                 "PEM CA bundle: clients must present a certificate it signed (mutual TLS)");
+  app.add_flag("--plaintext", f.plaintext,
+               "serve without TLS on a non-loopback --address (loopback is always allowed)");
+  app.add_flag("--no-reflection", f.no_reflection, "do not serve gRPC server reflection");
   app.add_option("--shutdown-grace", f.shutdown_grace,
                  "seconds to finish in-flight calls on SIGTERM")
       ->capture_default_str()
@@ -154,7 +246,23 @@ int Main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto credentials = ServerCredentials(f);
+  if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  std::unique_ptr<Authenticator> auth;
+  if (!f.auth_tokens.empty()) {
+    auto created = Authenticator::FromFile(f.auth_tokens);
+    if (!created.ok()) return Fail(std::string(created.status().message()));
+    auth = *std::move(created);
+    std::cerr << "i2s_server: authentication: " << auth->token_count() << " token(s) from "
+              << f.auth_tokens << "\n";
+    if (f.tls_cert.empty() && !IsLoopback(f.address)) {
+      std::cerr << "i2s_server: warning: bearer tokens over plaintext can be read on the "
+                   "network; use --tls-cert/--tls-key unless a TLS proxy is in front\n";
+    }
+  }
 
   if (f.threads > 0) torch::set_num_threads(f.threads);
   RegistryOptions ro;
@@ -227,12 +335,12 @@ int Main(int argc, char** argv) {
     }
   }
   Service service(registry->get(), scheduler->get(), store->get(), f.limits, I2S_VERSION,
-                  face_detector.get());
+                  face_detector.get(), auth.get());
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  if (!f.no_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(f.address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(f.address, *credentials, &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.RegisterService(&service);
@@ -240,7 +348,12 @@ int Main(int argc, char** argv) {
   if (server == nullptr || port == 0)
     return Fail(absl::StrCat("--address ", f.address, ": cannot listen"));
   server->GetHealthCheckService()->SetServingStatus(true);
-  std::cerr << "i2s_server: serving on port " << port << " (data in " << f.data_dir << ")\n";
+  std::cerr << "i2s_server: serving on port " << port << " ("
+            << (f.tls_cert.empty()        ? "plaintext"
+                : f.tls_client_ca.empty() ? "TLS"
+                                          : "mutual TLS")
+            << ", " << (auth ? "bearer tokens" : "no authentication") << "; data in " << f.data_dir
+            << ")\n";
   if (!f.port_file.empty()) {
     std::string tmp = f.port_file + ".tmp";
     { std::ofstream(tmp) << port << "\n"; }
@@ -248,7 +361,21 @@ int Main(int argc, char** argv) {
   }
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (true) {
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP) break;
+    if (!auth) {
+      std::cerr << "i2s_server: SIGHUP: nothing to reload (no --auth-tokens)\n";
+      continue;
+    }
+    absl::Status reloaded = auth->Reload();
+    if (reloaded.ok()) {
+      std::cerr << "i2s_server: SIGHUP: reloaded " << auth->token_count() << " token(s)\n";
+    } else {
+      std::cerr << "i2s_server: SIGHUP: not reloaded (" << reloaded.message()
+                << "); keeping the previous tokens\n";
+    }
+  }
   std::cerr << "i2s_server: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT")
             << ": shutting down (running jobs checkpoint and resume on the next start)\n";
   auto t0 = std::chrono::steady_clock::now();

@@ -108,6 +108,7 @@ bool SetAlignment(const std::string& json, Message* parent) {
 
 void ToProto(const LatentRecord& r, v1::Latent* out) {
   out->set_id(r.id);
+  out->set_tenant(r.tenant);
   out->set_model(r.model);
   out->set_fingerprint(r.fingerprint);
   out->set_num_layers(r.num_layers);
@@ -131,6 +132,7 @@ v1::JobState ToProto(JobState s) { return static_cast<v1::JobState>(static_cast<
 
 void ToProto(const JobView& v, v1::Job* out) {
   out->set_id(v.record.id);
+  out->set_tenant(v.record.tenant);
   out->set_request_id(v.record.request_id);
   out->set_model(v.record.model);
   out->set_state(ToProto(v.record.state));
@@ -235,15 +237,83 @@ struct Resolved {
   uint64_t noise_seed = 0;
 };
 
+// The NotFound of an ID that does not exist, also given for one of another tenant (the
+// store's wording, so the two cannot be told apart).
+absl::Status LatentNotFound(const std::string& id) {
+  return absl::NotFoundError(absl::StrCat("latent \"", id, "\" not found"));
+}
+absl::Status JobNotFound(const std::string& id) {
+  return absl::NotFoundError(absl::StrCat("job \"", id, "\" not found"));
+}
+
 }  // namespace
 
 struct Service::Impl {
+  Impl(const ModelRegistry* registry, Scheduler* scheduler, Store* store, ServiceLimits limits,
+       std::string version, const FaceDetector* face_detector, Authenticator* auth)
+      : registry(registry),
+        scheduler(scheduler),
+        store(store),
+        limits(limits),
+        version(std::move(version)),
+        face_detector(face_detector),
+        auth(auth != nullptr ? auth : &open_auth),
+        rate(limits.rate_limit, limits.rate_burst),
+        streams(limits.max_streams, limits.tenant_max_streams, "open streams", "--max-streams",
+                "--tenant-max-streams"),
+        images(limits.max_concurrent_images, 0, "image decodes and alignments",
+               "--max-concurrent-images") {}
+
   const ModelRegistry* registry;
   Scheduler* scheduler;
   Store* store;
   ServiceLimits limits;
   std::string version;
   const FaceDetector* face_detector;  // may be null
+  Authenticator open_auth;            // no token file: every caller is tenant ""
+  Authenticator* auth;
+  RateLimiter rate;
+  ConcurrencyLimiter streams;  // open event and morph streams
+  ConcurrencyLimiter images;   // decodes + alignments in progress
+
+  // Every call starts here: who is calling (UNAUTHENTICATED without a valid token), and
+  // is the tenant within its request rate. The token is never logged or echoed.
+  absl::StatusOr<Caller> Admit(const grpc::CallbackServerContext* ctx) {
+    std::vector<absl::string_view> authorization;
+    auto [begin, end] = ctx->client_metadata().equal_range("authorization");
+    for (auto it = begin; it != end; ++it) {
+      authorization.emplace_back(it->second.data(), it->second.size());
+    }
+    ASSIGN_OR_RETURN(Caller caller, auth->Authenticate(authorization));
+    RETURN_IF_ERROR(rate.Admit(caller.tenant));
+    return caller;
+  }
+
+  // A stored latent the caller may see (NotFound otherwise).
+  absl::StatusOr<LatentRecord> LatentFor(const Caller& caller, const std::string& id,
+                                         bool with_values) {
+    ASSIGN_OR_RETURN(LatentRecord rec, store->GetLatent(id, with_values));
+    if (!caller.CanAccess(rec.tenant)) return LatentNotFound(id);
+    return rec;
+  }
+
+  // A job the caller may see (NotFound otherwise).
+  absl::StatusOr<JobView> JobFor(const Caller& caller, const std::string& id) {
+    ASSIGN_OR_RETURN(JobView view, scheduler->GetJob(id));
+    if (!caller.CanAccess(view.record.tenant)) return JobNotFound(id);
+    return view;
+  }
+
+  // The tenant filter of a listing: the caller's own, or every tenant's for an admin
+  // that asks for all_tenants.
+  static absl::StatusOr<std::optional<std::string>> ListingTenant(const Caller& caller,
+                                                                  bool all_tenants) {
+    if (!all_tenants) return std::optional<std::string>(caller.tenant);
+    if (!caller.admin) {
+      return absl::PermissionDeniedError("all_tenants: needs an admin token");
+    }
+    return std::optional<std::string>();
+  }
 
   // A request's AlignOptions (and resize) -> PrepareOptions for a target of `size`.
   absl::StatusOr<PrepareOptions> PrepareOptionsOf(const v1::AlignOptions& a, v1::ResizeMode resize,
@@ -286,7 +356,7 @@ struct Service::Impl {
 
   // The model a call works with: `name` if given, else the model of the first stored
   // latent among `refs`, else the default.
-  absl::StatusOr<const ModelInfo*> ModelFor(const std::string& name,
+  absl::StatusOr<const ModelInfo*> ModelFor(const Caller& caller, const std::string& name,
                                             std::initializer_list<const v1::LatentRef*> refs) {
     if (!name.empty()) {
       auto m = registry->Find(name);
@@ -295,7 +365,7 @@ struct Service::Impl {
     }
     for (const v1::LatentRef* ref : refs) {
       if (ref->has_latent_id() && !ref->latent_id().empty()) {
-        auto rec = store->GetLatent(ref->latent_id(), /*with_values=*/false);
+        auto rec = LatentFor(caller, ref->latent_id(), /*with_values=*/false);
         if (!rec.ok()) continue;  // reported when the ref is resolved
         for (const ModelInfo& m : registry->models()) {
           if (m.fingerprint == rec->fingerprint) return &m;
@@ -308,14 +378,15 @@ struct Service::Impl {
     return registry->Find("");
   }
 
-  absl::StatusOr<Resolved> Resolve(const v1::LatentRef& ref, const ModelInfo& model,
-                                   const std::string& field, uint64_t inline_noise_seed) {
+  absl::StatusOr<Resolved> Resolve(const Caller& caller, const v1::LatentRef& ref,
+                                   const ModelInfo& model, const std::string& field,
+                                   uint64_t inline_noise_seed) {
     Resolved r;
     const int64_t L = model.num_layers, D = model.latent_size;
     switch (ref.kind_case()) {
       case v1::LatentRef::kLatentId: {
         if (ref.latent_id().empty()) return Field(field + ".latent_id", "empty");
-        auto rec = store->GetLatent(ref.latent_id());
+        auto rec = LatentFor(caller, ref.latent_id(), /*with_values=*/true);
         if (!rec.ok()) return Annotate(rec.status(), field);
         if (rec->fingerprint != model.fingerprint) {
           return absl::FailedPreconditionError(absl::StrCat(
@@ -413,12 +484,14 @@ struct Service::Impl {
   // Stores `rec` under a new ID (created now) and returns it in `out` without values.
   // With a request_id seen before for the same request, stores nothing and returns the
   // first result instead.
-  absl::Status PutNewLatent(const std::string& method, const std::string& request_id,
-                            const std::string& request_hash, LatentRecord rec, v1::Latent* out) {
+  absl::Status PutNewLatent(const Caller& caller, const std::string& method,
+                            const std::string& request_id, const std::string& request_hash,
+                            LatentRecord rec, v1::Latent* out) {
     rec.id = NewRandomId("lat_");
+    rec.tenant = caller.tenant;
     if (!request_id.empty()) {
-      ASSIGN_OR_RETURN(std::string claimed,
-                       store->ClaimRequest(method, request_id, request_hash, rec.id));
+      ASSIGN_OR_RETURN(std::string claimed, store->ClaimRequest(RequestScope(method, caller.tenant),
+                                                                request_id, request_hash, rec.id));
       if (claimed != rec.id) {
         ASSIGN_OR_RETURN(LatentRecord earlier, store->GetLatent(claimed, false));
         ToProto(earlier, out);
@@ -434,10 +507,11 @@ struct Service::Impl {
   }
 
   // Stores an edit's result (with the noise of its first input) as a new latent.
-  absl::Status StoreResult(const std::string& method, const std::string& request_id,
-                           const std::string& request_hash, const ModelInfo& model,
-                           const torch::Tensor& w, const Resolved& first, const std::string& source,
-                           std::vector<std::string> parents, const nlohmann::json& params,
+  absl::Status StoreResult(const Caller& caller, const std::string& method,
+                           const std::string& request_id, const std::string& request_hash,
+                           const ModelInfo& model, const torch::Tensor& w, const Resolved& first,
+                           const std::string& source, std::vector<std::string> parents,
+                           const nlohmann::json& params,
                            const google::protobuf::Map<std::string, std::string>& labels,
                            v1::Latent* out) {
     LatentRecord rec;
@@ -452,7 +526,7 @@ struct Service::Impl {
     rec.parents = std::move(parents);
     rec.params_json = params.dump();
     for (const auto& [k, v] : labels) rec.labels[k] = v;
-    return PutNewLatent(method, request_id, request_hash, std::move(rec), out);
+    return PutNewLatent(caller, method, request_id, request_hash, std::move(rec), out);
   }
 };
 
@@ -463,8 +537,9 @@ struct Service::Impl {
 class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
   EventStreamReactor(Service* service, std::shared_ptr<EventCursor> cursor, std::string job_id,
-                     bool cancel_on_disconnect, int resolution)
-      : service_(service),
+                     bool cancel_on_disconnect, int resolution, ConcurrencyLimiter::Lease lease)
+      : lease_(std::move(lease)),
+        service_(service),
         cursor_(std::move(cursor)),
         job_id_(std::move(job_id)),
         cancel_on_disconnect_(cancel_on_disconnect),
@@ -542,6 +617,7 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
     Finish(status);
   }
 
+  ConcurrencyLimiter::Lease lease_;  // a slot of --max-streams, given back on OnDone
   Service* service_;
   std::shared_ptr<EventCursor> cursor_;
   const std::string job_id_;
@@ -557,8 +633,9 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
 class MorphReactor : public grpc::ServerWriteReactor<v1::MorphFrame> {
  public:
   MorphReactor(Service::Impl* impl, const ModelInfo* model, Resolved a, Resolved b, int frames,
-               v1::RenderOptions render, absl::Time deadline)
-      : impl_(impl),
+               v1::RenderOptions render, absl::Time deadline, ConcurrencyLimiter::Lease lease)
+      : lease_(std::move(lease)),
+        impl_(impl),
         model_(model),
         a_(std::move(a)),
         b_(std::move(b)),
@@ -608,6 +685,7 @@ class MorphReactor : public grpc::ServerWriteReactor<v1::MorphFrame> {
         });
   }
 
+  ConcurrencyLimiter::Lease lease_;
   Service::Impl* impl_;
   const ModelInfo* model_;
   Resolved a_, b_;
@@ -622,8 +700,10 @@ class MorphReactor : public grpc::ServerWriteReactor<v1::MorphFrame> {
 // ----------------------------------------------------------------------- Service
 
 Service::Service(const ModelRegistry* registry, Scheduler* scheduler, Store* store,
-                 ServiceLimits limits, std::string version, const FaceDetector* face_detector)
-    : impl_(new Impl{registry, scheduler, store, limits, std::move(version), face_detector}) {
+                 ServiceLimits limits, std::string version, const FaceDetector* face_detector,
+                 Authenticator* auth)
+    : impl_(std::make_unique<Impl>(registry, scheduler, store, limits, std::move(version),
+                                   face_detector, auth)) {
   heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
 }
 
@@ -657,6 +737,10 @@ void Service::HeartbeatLoop() {
 
 grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ctx,
                                                        const v1::EmbedRequest* req) {
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return new ErrorWriter<v1::JobEvent>(caller.status());
+  auto lease = impl_->streams.Acquire(caller->tenant);
+  if (!lease.ok()) return new ErrorWriter<v1::JobEvent>(lease.status());
   auto submit = [&]() -> absl::StatusOr<std::pair<std::string, const ModelInfo*>> {
     if (!accepting_) return absl::UnavailableError("the server is shutting down");
     RETURN_IF_ERROR(CheckRequestId(req->request_id()));
@@ -760,7 +844,8 @@ grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ct
         }
         v1::LatentRef ref;
         ref.set_latent_id(o.init_latent_id());
-        ASSIGN_OR_RETURN(Resolved r, impl_->Resolve(ref, *model, "options.init_latent_id", 0));
+        ASSIGN_OR_RETURN(Resolved r,
+                         impl_->Resolve(*caller, ref, *model, "options.init_latent_id", 0));
         spec.init_latent = r.w;
         break;
       }
@@ -771,16 +856,24 @@ grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ct
     DecodeLimits dl;
     dl.max_bytes = lim.max_image_bytes;
     dl.max_pixels = lim.max_image_pixels;
+    // The size limits are checked from the header first (DecodeRgbImage); then a slot of
+    // --max-concurrent-images bounds the memory of decodes and alignments together.
+    RETURN_IF_ERROR(CheckImageLimits(req->image(), dl, "image").status());
+    ASSIGN_OR_RETURN(ConcurrencyLimiter::Lease image_slot,
+                     impl_->images.Acquire("", absl::Seconds(lim.image_wait_seconds)));
     ASSIGN_OR_RETURN(torch::Tensor image, DecodeRgbImage(req->image(), dl, "image"));
     // Alignment (a face detection, then a resampling) runs here, on the gRPC thread, as
     // decoding does: 50 ms for a 512x512 photo, 0.4 s at 2048x2048 (docs/PERFORMANCE.md).
     ASSIGN_OR_RETURN(PreparedImage prepared,
                      PrepareImage(image, prepare, impl_->face_detector, "align"));
+    image = torch::Tensor();
+    image_slot.Release();
     spec.image = prepared.image.contiguous();
     if (prepared.alignment) spec.alignment_json = AlignmentInfoToJson(*prepared.alignment);
     const std::string hash = req->request_id().empty() ? "" : RequestHash(*req);
-    ASSIGN_OR_RETURN(Scheduler::Submission sub,
-                     impl_->scheduler->Submit(std::move(spec), req->request_id(), hash));
+    ASSIGN_OR_RETURN(
+        Scheduler::Submission sub,
+        impl_->scheduler->Submit(std::move(spec), req->request_id(), hash, caller->tenant));
     return std::make_pair(sub.job_id, model);
   };
   auto submitted = submit();
@@ -788,25 +881,33 @@ grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ct
   auto cursor = impl_->scheduler->Watch(submitted->first, 0);
   if (!cursor.ok()) return new ErrorWriter<v1::JobEvent>(cursor.status());
   return new EventStreamReactor(this, *std::move(cursor), submitted->first,
-                                req->cancel_on_disconnect(), submitted->second->resolution);
+                                req->cancel_on_disconnect(), submitted->second->resolution,
+                                *std::move(lease));
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* Service::WatchJob(CallbackServerContext* ctx,
                                                           const v1::WatchJobRequest* req) {
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return new ErrorWriter<v1::JobEvent>(caller.status());
   if (req->job_id().empty()) return new ErrorWriter<v1::JobEvent>(Field("job_id", "empty"));
-  auto view = impl_->scheduler->GetJob(req->job_id());
+  auto view = impl_->JobFor(*caller, req->job_id());
   if (!view.ok()) return new ErrorWriter<v1::JobEvent>(view.status());
+  auto lease = impl_->streams.Acquire(caller->tenant);
+  if (!lease.ok()) return new ErrorWriter<v1::JobEvent>(lease.status());
   auto cursor = impl_->scheduler->Watch(req->job_id(), req->after_sequence());
   if (!cursor.ok()) return new ErrorWriter<v1::JobEvent>(cursor.status());
   auto model = impl_->registry->Find(view->record.model);
   const int resolution = model.ok() ? (*model)->resolution : 0;
-  return new EventStreamReactor(this, *std::move(cursor), req->job_id(), false, resolution);
+  return new EventStreamReactor(this, *std::move(cursor), req->job_id(), false, resolution,
+                                *std::move(lease));
 }
 
 grpc::ServerUnaryReactor* Service::GetJob(CallbackServerContext* ctx, const v1::GetJobRequest* req,
                                           v1::Job* resp) {
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return Done(ctx, caller.status());
   if (req->job_id().empty()) return Done(ctx, Field("job_id", "empty"));
-  auto view = impl_->scheduler->GetJob(req->job_id());
+  auto view = impl_->JobFor(*caller, req->job_id());
   if (view.ok()) ToProto(*view, resp);
   return Done(ctx, view.status());
 }
@@ -814,6 +915,10 @@ grpc::ServerUnaryReactor* Service::GetJob(CallbackServerContext* ctx, const v1::
 grpc::ServerUnaryReactor* Service::ListJobs(CallbackServerContext* ctx,
                                             const v1::ListJobsRequest* req,
                                             v1::ListJobsResponse* resp) {
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return Done(ctx, caller.status());
+  auto tenant = Impl::ListingTenant(*caller, req->all_tenants());
+  if (!tenant.ok()) return Done(ctx, tenant.status());
   auto page = PageOf(req->page_size(), req->page_token());
   if (!page.ok()) return Done(ctx, page.status());
   std::vector<JobState> states;
@@ -821,7 +926,7 @@ grpc::ServerUnaryReactor* Service::ListJobs(CallbackServerContext* ctx,
     if (s < 1 || s > 5) return Done(ctx, Field("states", absl::StrCat("unknown state ", s)));
     states.push_back(static_cast<JobState>(s));
   }
-  auto list = impl_->scheduler->ListJobs(*page, states);
+  auto list = impl_->scheduler->ListJobs(*page, states, *tenant);
   if (list.ok()) {
     for (const JobView& v : list->jobs) ToProto(v, resp->add_jobs());
     resp->set_next_page_token(list->next_page_token);
@@ -831,7 +936,11 @@ grpc::ServerUnaryReactor* Service::ListJobs(CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* Service::CancelJob(CallbackServerContext* ctx,
                                              const v1::CancelJobRequest* req, v1::Job* resp) {
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return Done(ctx, caller.status());
   if (req->job_id().empty()) return Done(ctx, Field("job_id", "empty"));
+  auto owned = impl_->JobFor(*caller, req->job_id());
+  if (!owned.ok()) return Done(ctx, owned.status());
   auto view = impl_->scheduler->Cancel(req->job_id());
   if (view.ok()) ToProto(*view, resp);
   return Done(ctx, view.status());
@@ -839,8 +948,10 @@ grpc::ServerUnaryReactor* Service::CancelJob(CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* Service::GetLatent(CallbackServerContext* ctx,
                                              const v1::GetLatentRequest* req, v1::Latent* resp) {
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return Done(ctx, caller.status());
   if (req->latent_id().empty()) return Done(ctx, Field("latent_id", "empty"));
-  auto rec = impl_->store->GetLatent(req->latent_id(), req->include_values());
+  auto rec = impl_->LatentFor(*caller, req->latent_id(), req->include_values());
   if (rec.ok()) ToProto(*rec, resp);
   return Done(ctx, rec.status());
 }
@@ -848,6 +959,10 @@ grpc::ServerUnaryReactor* Service::GetLatent(CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* Service::ListLatents(CallbackServerContext* ctx,
                                                const v1::ListLatentsRequest* req,
                                                v1::ListLatentsResponse* resp) {
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return Done(ctx, caller.status());
+  auto tenant = Impl::ListingTenant(*caller, req->all_tenants());
+  if (!tenant.ok()) return Done(ctx, tenant.status());
   auto page = PageOf(req->page_size(), req->page_token());
   if (!page.ok()) return Done(ctx, page.status());
   std::string fingerprint;
@@ -856,7 +971,7 @@ grpc::ServerUnaryReactor* Service::ListLatents(CallbackServerContext* ctx,
     if (!m.ok()) return Done(ctx, Annotate(m.status(), "model"));
     fingerprint = (*m)->fingerprint;
   }
-  auto list = impl_->store->ListLatents(*page, fingerprint);
+  auto list = impl_->store->ListLatents(*page, fingerprint, *tenant);
   if (list.ok()) {
     for (const LatentRecord& r : list->latents) ToProto(r, resp->add_latents());
     resp->set_next_page_token(list->next_page_token);
@@ -867,7 +982,11 @@ grpc::ServerUnaryReactor* Service::ListLatents(CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* Service::DeleteLatent(CallbackServerContext* ctx,
                                                 const v1::DeleteLatentRequest* req,
                                                 v1::DeleteLatentResponse* resp) {
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return Done(ctx, caller.status());
   if (req->latent_id().empty()) return Done(ctx, Field("latent_id", "empty"));
+  auto owned = impl_->LatentFor(*caller, req->latent_id(), /*with_values=*/false);
+  if (!owned.ok()) return Done(ctx, owned.status());
   return Done(ctx, impl_->store->DeleteLatent(req->latent_id()));
 }
 
@@ -875,6 +994,7 @@ grpc::ServerUnaryReactor* Service::ImportLatent(CallbackServerContext* ctx,
                                                 const v1::ImportLatentRequest* req,
                                                 v1::Latent* resp) {
   auto run = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Caller caller, impl_->Admit(ctx));
     if (!accepting_) return absl::UnavailableError("the server is shutting down");
     RETURN_IF_ERROR(CheckRequestId(req->request_id()));
     RETURN_IF_ERROR(CheckLabels(req->labels()));
@@ -907,8 +1027,8 @@ grpc::ServerUnaryReactor* Service::ImportLatent(CallbackServerContext* ctx,
     rec.noise_seed = req->noise_seed();
     rec.source = "import";
     for (const auto& [k, v] : req->labels()) rec.labels[k] = v;
-    return impl_->PutNewLatent("ImportLatent", req->request_id(), RequestHash(*req), std::move(rec),
-                               resp);
+    return impl_->PutNewLatent(caller, "ImportLatent", req->request_id(), RequestHash(*req),
+                               std::move(rec), resp);
   };
   return Done(ctx, run());
 }
@@ -916,8 +1036,10 @@ grpc::ServerUnaryReactor* Service::ImportLatent(CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* Service::ExportLatent(CallbackServerContext* ctx,
                                                 const v1::ExportLatentRequest* req,
                                                 v1::ExportLatentResponse* resp) {
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return Done(ctx, caller.status());
   if (req->latent_id().empty()) return Done(ctx, Field("latent_id", "empty"));
-  auto rec = impl_->store->GetLatent(req->latent_id());
+  auto rec = impl_->LatentFor(*caller, req->latent_id(), /*with_values=*/true);
   if (!rec.ok()) return Done(ctx, rec.status());
   FloatArray a;
   a.shape = {rec->num_layers, rec->latent_size};
@@ -931,11 +1053,14 @@ grpc::ServerUnaryReactor* Service::ExportLatent(CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* Service::Synthesize(CallbackServerContext* ctx,
                                               const v1::SynthesizeRequest* req,
                                               v1::SynthesizeResponse* resp) {
-  auto model = impl_->ModelFor(req->model(), {&req->latent()});
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return Done(ctx, caller.status());
+  auto model = impl_->ModelFor(*caller, req->model(), {&req->latent()});
   if (!model.ok()) return Done(ctx, model.status());
   absl::Status bad = Impl::CheckRender(req->render(), "render");
   if (!bad.ok()) return Done(ctx, bad);
-  auto latent = impl_->Resolve(req->latent(), **model, "latent", req->render().noise_seed());
+  auto latent =
+      impl_->Resolve(*caller, req->latent(), **model, "latent", req->render().noise_seed());
   if (!latent.ok()) return Done(ctx, latent.status());
   auto* reactor = ctx->DefaultReactor();
   const torch::Tensor w = latent->w;
@@ -947,17 +1072,21 @@ grpc::ServerUnaryReactor* Service::Synthesize(CallbackServerContext* ctx,
 grpc::ServerWriteReactor<v1::MorphFrame>* Service::Morph(CallbackServerContext* ctx,
                                                          const v1::MorphRequest* req) {
   auto start = [&]() -> absl::StatusOr<MorphReactor*> {
-    ASSIGN_OR_RETURN(const ModelInfo* model, impl_->ModelFor(req->model(), {&req->a(), &req->b()}));
+    ASSIGN_OR_RETURN(Caller caller, impl_->Admit(ctx));
+    ASSIGN_OR_RETURN(const ModelInfo* model,
+                     impl_->ModelFor(caller, req->model(), {&req->a(), &req->b()}));
     RETURN_IF_ERROR(Impl::CheckRender(req->render(), "render"));
     const int frames = req->frames() == 0 ? 16 : req->frames();
     if (frames < 2 || frames > impl_->limits.max_morph_frames) {
       return Field("frames",
                    absl::StrCat("must be in [2, ", impl_->limits.max_morph_frames, "] (0 = 16)"));
     }
-    ASSIGN_OR_RETURN(Resolved a, impl_->Resolve(req->a(), *model, "a", req->render().noise_seed()));
-    ASSIGN_OR_RETURN(Resolved b, impl_->Resolve(req->b(), *model, "b", req->render().noise_seed()));
+    const uint64_t seed = req->render().noise_seed();
+    ASSIGN_OR_RETURN(Resolved a, impl_->Resolve(caller, req->a(), *model, "a", seed));
+    ASSIGN_OR_RETURN(Resolved b, impl_->Resolve(caller, req->b(), *model, "b", seed));
+    ASSIGN_OR_RETURN(ConcurrencyLimiter::Lease lease, impl_->streams.Acquire(caller.tenant));
     return new MorphReactor(impl_.get(), model, std::move(a), std::move(b), frames, req->render(),
-                            DeadlineOf(ctx));
+                            DeadlineOf(ctx), std::move(lease));
   };
   auto reactor = start();
   if (!reactor.ok()) return new ErrorWriter<v1::MorphFrame>(reactor.status());
@@ -969,26 +1098,27 @@ grpc::ServerUnaryReactor* Service::StyleMix(CallbackServerContext* ctx,
                                             v1::EditResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
   auto prepare = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Caller caller, impl_->Admit(ctx));
     if (req->store_result() && !accepting_) {
       return absl::UnavailableError("the server is shutting down");
     }
     RETURN_IF_ERROR(CheckRequestId(req->request_id()));
     RETURN_IF_ERROR(CheckLabels(req->labels()));
     ASSIGN_OR_RETURN(const ModelInfo* model,
-                     impl_->ModelFor(req->model(), {&req->content(), &req->style()}));
+                     impl_->ModelFor(caller, req->model(), {&req->content(), &req->style()}));
     RETURN_IF_ERROR(Impl::CheckRender(req->render(), "render"));
     if (req->crossover() < 0 || req->crossover() > model->num_layers) {
       return Field("crossover", absl::StrCat("must be in [0, ", model->num_layers, "]"));
     }
+    const uint64_t seed = req->render().noise_seed();
     ASSIGN_OR_RETURN(Resolved content,
-                     impl_->Resolve(req->content(), *model, "content", req->render().noise_seed()));
-    ASSIGN_OR_RETURN(Resolved style,
-                     impl_->Resolve(req->style(), *model, "style", req->render().noise_seed()));
+                     impl_->Resolve(caller, req->content(), *model, "content", seed));
+    ASSIGN_OR_RETURN(Resolved style, impl_->Resolve(caller, req->style(), *model, "style", seed));
     ASSIGN_OR_RETURN(torch::Tensor mixed, i2s::StyleMix(content.w, style.w, req->crossover()));
     mixed = mixed[0].contiguous();
     if (req->store_result()) {
-      RETURN_IF_ERROR(impl_->StoreResult("StyleMix", req->request_id(), RequestHash(*req), *model,
-                                         mixed, content, "stylemix", {content.id, style.id},
+      RETURN_IF_ERROR(impl_->StoreResult(caller, "StyleMix", req->request_id(), RequestHash(*req),
+                                         *model, mixed, content, "stylemix", {content.id, style.id},
                                          {{"crossover", req->crossover()}}, req->labels(),
                                          resp->mutable_latent()));
     }
@@ -1006,14 +1136,15 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
                                                       v1::EditResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
   auto prepare = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Caller caller, impl_->Admit(ctx));
     if (req->store_result() && !accepting_) {
       return absl::UnavailableError("the server is shutting down");
     }
     RETURN_IF_ERROR(CheckRequestId(req->request_id()));
     RETURN_IF_ERROR(CheckLabels(req->labels()));
-    ASSIGN_OR_RETURN(
-        const ModelInfo* model,
-        impl_->ModelFor(req->model(), {&req->target(), &req->neutral(), &req->expression()}));
+    ASSIGN_OR_RETURN(const ModelInfo* model,
+                     impl_->ModelFor(caller, req->model(),
+                                     {&req->target(), &req->neutral(), &req->expression()}));
     RETURN_IF_ERROR(Impl::CheckRender(req->render(), "render"));
     if (!std::isfinite(req->strength()) || std::abs(req->strength()) > 100) {
       return Field("strength", "must be in [-100, 100]");
@@ -1027,16 +1158,19 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
                    absl::StrCat("must be in [first_layer, ", model->num_layers - 1, "]"));
     }
     const uint64_t seed = req->render().noise_seed();
-    ASSIGN_OR_RETURN(Resolved target, impl_->Resolve(req->target(), *model, "target", seed));
-    ASSIGN_OR_RETURN(Resolved neutral, impl_->Resolve(req->neutral(), *model, "neutral", seed));
-    ASSIGN_OR_RETURN(Resolved expr, impl_->Resolve(req->expression(), *model, "expression", seed));
+    ASSIGN_OR_RETURN(Resolved target,
+                     impl_->Resolve(caller, req->target(), *model, "target", seed));
+    ASSIGN_OR_RETURN(Resolved neutral,
+                     impl_->Resolve(caller, req->neutral(), *model, "neutral", seed));
+    ASSIGN_OR_RETURN(Resolved expr,
+                     impl_->Resolve(caller, req->expression(), *model, "expression", seed));
     ASSIGN_OR_RETURN(torch::Tensor w,
                      i2s::ExpressionTransfer(target.w, neutral.w, expr.w, req->strength(),
                                              req->first_layer(), last));
     w = w.reshape({model->num_layers, model->latent_size}).contiguous();
     if (req->store_result()) {
       RETURN_IF_ERROR(impl_->StoreResult(
-          "ExpressionTransfer", req->request_id(), RequestHash(*req), *model, w, target,
+          caller, "ExpressionTransfer", req->request_id(), RequestHash(*req), *model, w, target,
           "expression", {target.id, neutral.id, expr.id},
           {{"lambda", req->strength()}, {"first_layer", req->first_layer()}, {"last_layer", last}},
           req->labels(), resp->mutable_latent()));
@@ -1054,6 +1188,7 @@ grpc::ServerUnaryReactor* Service::AlignFace(CallbackServerContext* ctx,
                                              const v1::AlignFaceRequest* req,
                                              v1::AlignFaceResponse* resp) {
   auto run = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Caller caller, impl_->Admit(ctx));
     int size = req->size();
     if (size != 0) {
       // 1024 is the largest StyleGAN; the work buffers of a padded alignment grow with the
@@ -1073,6 +1208,9 @@ grpc::ServerUnaryReactor* Service::AlignFace(CallbackServerContext* ctx,
     DecodeLimits dl;
     dl.max_bytes = impl_->limits.max_image_bytes;
     dl.max_pixels = impl_->limits.max_image_pixels;
+    RETURN_IF_ERROR(CheckImageLimits(req->image(), dl, "image").status());
+    ASSIGN_OR_RETURN(ConcurrencyLimiter::Lease image_slot,
+                     impl_->images.Acquire("", absl::Seconds(impl_->limits.image_wait_seconds)));
     ASSIGN_OR_RETURN(torch::Tensor image, DecodeRgbImage(req->image(), dl, "image"));
     ASSIGN_OR_RETURN(PreparedImage prepared,
                      PrepareImage(image, prepare, impl_->face_detector, "align"));
@@ -1089,7 +1227,12 @@ grpc::ServerUnaryReactor* Service::AlignFace(CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* Service::GetServerInfo(CallbackServerContext* ctx,
                                                  const v1::GetServerInfoRequest* req,
                                                  v1::ServerInfo* resp) {
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return Done(ctx, caller.status());
   resp->set_version(impl_->version);
+  resp->set_caller_tenant(caller->tenant);
+  resp->set_caller_admin(caller->admin);
+  resp->set_auth_required(impl_->auth->required());
   for (const ModelInfo& m : impl_->registry->models()) {
     auto* out = resp->add_models();
     out->set_name(m.name);
@@ -1113,6 +1256,12 @@ grpc::ServerUnaryReactor* Service::GetServerInfo(CallbackServerContext* ctx,
   limits->set_max_steps(l.max_steps);
   limits->set_max_morph_frames(l.max_morph_frames);
   limits->set_checkpoint_every(s.checkpoint_every);
+  limits->set_tenant_queue_limit(s.tenant_queue_limit);
+  limits->set_rate_limit(l.rate_limit);
+  limits->set_rate_burst(l.rate_burst);
+  limits->set_max_streams(l.max_streams);
+  limits->set_tenant_max_streams(l.tenant_max_streams);
+  limits->set_max_concurrent_images(l.max_concurrent_images);
   resp->set_queued_jobs(impl_->scheduler->queued());
   resp->set_running_jobs(impl_->scheduler->running());
   if (impl_->face_detector != nullptr) {

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "i2s/v1/i2s.grpc.pb.h"
+#include "server/api/auth.h"
 #include "server/imaging/align.h"
 #include "server/jobs/model_registry.h"
 #include "server/jobs/scheduler.h"
@@ -30,16 +31,27 @@ struct ServiceLimits {
   int max_steps = 100000;
   int max_morph_frames = 240;
   double heartbeat_seconds = 10;  // a quiet event stream gets a heartbeat this often
+  // Admission, per tenant (one tenant, "", without authentication).
+  double rate_limit = 200;       // calls per second per tenant; 0 = unlimited
+  int rate_burst = 400;          // calls at once before the rate applies
+  int max_streams = 1024;        // open Embed/WatchJob/Morph streams, all tenants
+  int tenant_max_streams = 256;  // open streams of one tenant
+  // Image decodes and alignments at once: each holds the decoded photo as floats (up to
+  // 12 bytes a pixel, 0.6 GB at the default max_image_pixels) and alignment buffers.
+  int max_concurrent_images = 4;
+  double image_wait_seconds = 10;  // how long a call waits for a decode slot
 };
 
 class EventStreamReactor;
 
 class Service final : public i2s::v1::ImageToStyleGan::CallbackService {
  public:
-  // `face_detector` (may be null: AlignOptions.AUTO is then FAILED_PRECONDITION) is not
-  // owned and must outlive the service.
+  // `face_detector` (may be null: AlignOptions.AUTO is then FAILED_PRECONDITION) and
+  // `auth` (null: no authentication, one tenant "") are not owned and must outlive the
+  // service.
   Service(const ModelRegistry* registry, Scheduler* scheduler, Store* store, ServiceLimits limits,
-          std::string version, const FaceDetector* face_detector = nullptr);
+          std::string version, const FaceDetector* face_detector = nullptr,
+          Authenticator* auth = nullptr);
   ~Service() override;
 
   // New creating calls get Unavailable from now on (graceful shutdown).

@@ -366,7 +366,7 @@ absl::StatusOr<ImageHeader> ReadImageHeader(absl::string_view bytes, const std::
           : absl::StrCat(field, ": ", name, " images are not supported; ", kAcceptedFormats));
 }
 
-absl::StatusOr<torch::Tensor> DecodeRgbImage(absl::string_view bytes, const DecodeLimits& limits,
+absl::StatusOr<ImageHeader> CheckImageLimits(absl::string_view bytes, const DecodeLimits& limits,
                                              const std::string& field) {
   if (bytes.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty input"));
   if (static_cast<int64_t>(bytes.size()) > limits.max_bytes) {
@@ -385,6 +385,12 @@ absl::StatusOr<torch::Tensor> DecodeRgbImage(absl::string_view bytes, const Deco
         field, ": ", header.width, "x", header.height, " = ", header.width * header.height,
         " pixels is more than the limit of ", limits.max_pixels));
   }
+  return header;
+}
+
+absl::StatusOr<torch::Tensor> DecodeRgbImage(absl::string_view bytes, const DecodeLimits& limits,
+                                             const std::string& field) {
+  ASSIGN_OR_RETURN(const ImageHeader header, CheckImageLimits(bytes, limits, field));
   if (header.format == "jpeg" && !JpegHasEndOfImage(bytes)) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ": truncated or corrupt JPEG data (no end-of-image marker in ",

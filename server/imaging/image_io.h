@@ -66,6 +66,11 @@ struct DecodeLimits {
   int64_t max_pixels = 50'000'000;  // width * height from the header, before decoding
 };
 
+// The checks DecodeRgbImage makes before decoding anything (empty, max_bytes, header,
+// max_pixels), for a caller that wants to refuse early; returns the header.
+absl::StatusOr<ImageHeader> CheckImageLimits(absl::string_view bytes, const DecodeLimits& limits,
+                                             const std::string& field = "image");
+
 // Encoded PNG, JPEG or BMP bytes -> float RGB [3, H, W] in [0, 1] on the CPU (alpha
 // dropped, gray expanded, 16-bit samples scaled by 1/65535; JPEG EXIF orientation applied,
 // as ReadRgbImage does). Checks, in this order, each an InvalidArgument that names `field`

@@ -1,5 +1,6 @@
 #include "server/jobs/scheduler.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -94,6 +95,7 @@ class Job {
  public:
   Job(JobRecord record, EmbedJobSpec spec) : spec(std::move(spec)), record(std::move(record)) {
     id = this->record.id;
+    tenant = this->record.tenant;
     next_sequence = this->record.next_sequence;
     first_sequence = next_sequence;
     total_steps = this->spec.options.steps + this->spec.options.noise_steps;
@@ -134,6 +136,7 @@ class Job {
     return out;
   }
 
+  std::string tenant;  // never changes: read without mu
   std::string id;
   const EmbedJobSpec spec;
   std::optional<EmbedCheckpoint> resume;  // from the store, consumed when it starts
@@ -252,6 +255,9 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
                                                              const ModelRegistry* registry,
                                                              Store* store) {
   if (options.queue_limit < 1) return absl::InvalidArgumentError("queue_limit: must be >= 1");
+  if (options.tenant_queue_limit < 1) {
+    return absl::InvalidArgumentError("tenant_queue_limit: must be >= 1");
+  }
   if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch: must be >= 1");
   if (options.checkpoint_every < 1) {
     return absl::InvalidArgumentError("checkpoint_every: must be >= 1");
@@ -316,14 +322,15 @@ absl::Status Scheduler::Restore() {
 
 absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
                                                         const std::string& request_id,
-                                                        const std::string& request_hash) {
+                                                        const std::string& request_hash,
+                                                        const std::string& tenant) {
   RETURN_IF_ERROR(Annotate(spec.options.Validate(), "options"));
   ASSIGN_OR_RETURN(const ModelInfo* model, registry_->Find(spec.model));
   spec.model = model->name;
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return absl::UnavailableError("the server is shutting down");
   if (!request_id.empty()) {
-    auto found = store_->FindRequest("Embed", request_id, request_hash);
+    auto found = store_->FindRequest(RequestScope("Embed", tenant), request_id, request_hash);
     if (found.ok()) return Submission{*found, true};
     if (!absl::IsNotFound(found.status())) return found.status();
   }
@@ -332,15 +339,26 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
                                                      " jobs waiting (limit ", options_.queue_limit,
                                                      ", --queue-limit); retry later"));
   }
+  const int tenant_queued = static_cast<int>(
+      std::count_if(queue_.begin(), queue_.end(),
+                    [&tenant](const std::shared_ptr<Job>& j) { return j->tenant == tenant; }));
+  if (tenant_queued >= options_.tenant_queue_limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "queue full for tenant \"", tenant, "\": ", tenant_queued, " jobs waiting (limit ",
+        options_.tenant_queue_limit, ", --tenant-queue-limit); retry later"));
+  }
   JobRecord r;
   r.id = NewRandomId("job_");
   r.request_id = request_id;
+  r.tenant = tenant;
   r.model = spec.model;
   r.state = JobState::kQueued;
   r.spec = SerializeSpec(spec);
   r.created_unix_ms = NowMs();
   if (!request_id.empty()) {
-    RETURN_IF_ERROR(store_->ClaimRequest("Embed", request_id, request_hash, r.id).status());
+    RETURN_IF_ERROR(
+        store_->ClaimRequest(RequestScope("Embed", tenant), request_id, request_hash, r.id)
+            .status());
   }
   RETURN_IF_ERROR(store_->CreateJob(r));
   auto job = std::make_shared<Job>(WithoutBlobs(std::move(r)), std::move(spec));
@@ -399,8 +417,9 @@ absl::StatusOr<JobView> Scheduler::GetJob(const std::string& id) {
   return v;
 }
 
-absl::StatusOr<JobList> Scheduler::ListJobs(const Page& page, const std::vector<JobState>& states) {
-  ASSIGN_OR_RETURN(JobPage p, store_->ListJobs(page, states));
+absl::StatusOr<JobList> Scheduler::ListJobs(const Page& page, const std::vector<JobState>& states,
+                                            const std::optional<std::string>& tenant) {
+  ASSIGN_OR_RETURN(JobPage p, store_->ListJobs(page, states, tenant));
   JobList out;
   out.next_page_token = p.next_page_token;
   for (JobRecord& r : p.jobs) {
@@ -781,6 +800,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     const ModelInfo* model = *registry_->Find(job->spec.model);
     LatentRecord rec;
     rec.id = LatentIdForJob(job->id);
+    rec.tenant = job->tenant;
     rec.model = model->name;
     rec.fingerprint = model->fingerprint;
     rec.num_layers = model->num_layers;

@@ -39,10 +39,11 @@ namespace i2s {
 std::string NewRandomId(absl::string_view prefix);
 
 struct SchedulerOptions {
-  int queue_limit = 64;       // queued (not running) jobs
-  int max_batch = 8;          // images stepped together per device
-  int checkpoint_every = 50;  // steps between checkpoints of a running job
-  int keep_finished = 256;    // finished jobs whose event logs stay in memory
+  int queue_limit = 64;         // queued (not running) jobs
+  int tenant_queue_limit = 32;  // queued jobs of one tenant
+  int max_batch = 8;            // images stepped together per device
+  int checkpoint_every = 50;    // steps between checkpoints of a running job
+  int keep_finished = 256;      // finished jobs whose event logs stay in memory
   // A reader this many events behind gets only the latest progress event (lifecycle
   // events are never skipped).
   int coalesce_backlog = 256;
@@ -113,13 +114,17 @@ class Scheduler {
     std::string job_id;
     bool existing = false;  // a repeat of an earlier request_id: nothing was created
   };
-  // Queues a job (spec validated by the caller; options are re-validated here).
-  // ResourceExhausted when the queue is full; Unavailable when shutting down.
+  // Queues a job of `tenant` (spec validated by the caller; options are re-validated
+  // here). ResourceExhausted when the queue, or the tenant's share of it, is full;
+  // Unavailable when shutting down. request_ids are per tenant.
   absl::StatusOr<Submission> Submit(EmbedJobSpec spec, const std::string& request_id,
-                                    const std::string& request_hash);
+                                    const std::string& request_hash,
+                                    const std::string& tenant = "");
 
   absl::StatusOr<JobView> GetJob(const std::string& id);
-  absl::StatusOr<JobList> ListJobs(const Page& page, const std::vector<JobState>& states);
+  // `tenant` set: only that tenant's jobs.
+  absl::StatusOr<JobList> ListJobs(const Page& page, const std::vector<JobState>& states,
+                                   const std::optional<std::string>& tenant = std::nullopt);
   // Cancels a queued or running job (a running one stops before its next step).
   // FailedPrecondition if it already ended.
   absl::StatusOr<JobView> Cancel(const std::string& id, const std::string& why = "CancelJob");

@@ -97,18 +97,84 @@ CREATE TABLE requests (
   PRIMARY KEY (method, request_id)
 ) WITHOUT ROWID;
 )sql",
+    // 1 -> 2: every latent and job belongs to a tenant (issue 8). The tables are rebuilt
+    // so that the new column sits with the summaries, ahead of the blobs; rows from
+    // version 1 belong to tenant "" (a server without authentication).
+    R"sql(
+CREATE TABLE latents_v2 (
+  id TEXT PRIMARY KEY NOT NULL,
+  tenant TEXT NOT NULL,
+  model TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  num_layers INTEGER NOT NULL,
+  latent_size INTEGER NOT NULL,
+  noise_seed INTEGER NOT NULL,
+  source TEXT NOT NULL,
+  job_id TEXT NOT NULL,
+  parents_json TEXT NOT NULL,
+  params_json TEXT NOT NULL,
+  has_metrics INTEGER NOT NULL,
+  metrics_loss REAL,
+  metrics_mse REAL,
+  metrics_perceptual REAL,
+  metrics_psnr REAL,
+  metrics_steps INTEGER,
+  created_unix_ms INTEGER NOT NULL,
+  labels_json TEXT NOT NULL,
+  values_f32 BLOB NOT NULL,
+  noise_npz BLOB NOT NULL
+);
+INSERT INTO latents_v2 SELECT id, '', model, fingerprint, num_layers, latent_size, noise_seed,
+  source, job_id, parents_json, params_json, has_metrics, metrics_loss, metrics_mse,
+  metrics_perceptual, metrics_psnr, metrics_steps, created_unix_ms, labels_json, values_f32,
+  noise_npz FROM latents;
+DROP TABLE latents;
+ALTER TABLE latents_v2 RENAME TO latents;
+CREATE INDEX latents_by_created ON latents (created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_fingerprint ON latents (fingerprint, created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_tenant ON latents (tenant, created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_tenant_fingerprint
+  ON latents (tenant, fingerprint, created_unix_ms DESC, id DESC);
+
+CREATE TABLE jobs_v2 (
+  id TEXT PRIMARY KEY NOT NULL,
+  tenant TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  checkpoint_step INTEGER NOT NULL,
+  latent_id TEXT NOT NULL,
+  error_code INTEGER NOT NULL,
+  error_message TEXT NOT NULL,
+  next_sequence INTEGER NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  started_unix_ms INTEGER NOT NULL,
+  finished_unix_ms INTEGER NOT NULL,
+  result BLOB NOT NULL,
+  spec BLOB NOT NULL,
+  checkpoint BLOB NOT NULL
+);
+INSERT INTO jobs_v2 SELECT id, '', request_id, model, state, checkpoint_step, latent_id,
+  error_code, error_message, next_sequence, created_unix_ms, started_unix_ms,
+  finished_unix_ms, result, spec, checkpoint FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v2 RENAME TO jobs;
+CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
 // Column lists, in the order the Read* functions below consume them. The summaries are
 // what listings return; the blobs follow them in the row (see kMigrations).
 constexpr const char* kLatentSummaryColumns =
-    "id, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
+    "id, tenant, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
     "parents_json, params_json, has_metrics, metrics_loss, metrics_mse, metrics_perceptual, "
     "metrics_psnr, metrics_steps, created_unix_ms, labels_json";
 constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
 constexpr const char* kJobSummaryColumns =
-    "id, request_id, model, state, checkpoint_step, latent_id, error_code, error_message, "
+    "id, tenant, request_id, model, state, checkpoint_step, latent_id, error_code, error_message, "
     "next_sequence, created_unix_ms, started_unix_ms, finished_unix_ms";
 constexpr const char* kJobBlobColumns = "result, spec, checkpoint";
 
@@ -274,6 +340,7 @@ absl::StatusOr<LatentRecord> ReadLatent(const Query& q, bool with_values) {
   LatentRecord r;
   int c = 0;
   r.id = q.ColumnBytes(c++);
+  r.tenant = q.ColumnBytes(c++);
   r.model = q.ColumnBytes(c++);
   r.fingerprint = q.ColumnBytes(c++);
   r.num_layers = static_cast<int>(q.ColumnInt(c++));
@@ -314,6 +381,7 @@ absl::StatusOr<JobRecord> ReadJob(const Query& q, bool with_blobs) {
   JobRecord r;
   int c = 0;
   r.id = q.ColumnBytes(c++);
+  r.tenant = q.ColumnBytes(c++);
   r.request_id = q.ColumnBytes(c++);
   r.model = q.ColumnBytes(c++);
   const int64_t state = q.ColumnInt(c++);
@@ -573,13 +641,14 @@ absl::Status SqliteStore::PutLatent(const LatentRecord& record) {
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                    Prepare(absl::StrCat("INSERT INTO latents (", kLatentSummaryColumns, ", ",
                                         kLatentBlobColumns, R"sql() VALUES (
-      :id, :model, :fingerprint, :num_layers, :latent_size, :noise_seed, :source, :job_id,
+      :id, :tenant, :model, :fingerprint, :num_layers, :latent_size, :noise_seed, :source, :job_id,
       :parents_json, :params_json, :has_metrics, :metrics_loss, :metrics_mse,
       :metrics_perceptual, :metrics_psnr, :metrics_steps, :created_unix_ms, :labels_json,
       :values_f32, :noise_npz)
     ON CONFLICT (id) DO NOTHING)sql")));
   Query q(db_, stmt, "PutLatent");
   q.Text(":id", record.id)
+      .Text(":tenant", record.tenant)
       .Text(":model", record.model)
       .Text(":fingerprint", record.fingerprint)
       .Int(":num_layers", record.num_layers)
@@ -620,9 +689,11 @@ absl::StatusOr<LatentRecord> SqliteStore::GetLatent(const std::string& id, bool 
 }
 
 absl::StatusOr<LatentPage> SqliteStore::ListLatents(const Page& page,
-                                                    const std::string& fingerprint) {
+                                                    const std::string& fingerprint,
+                                                    const std::optional<std::string>& tenant) {
   ASSIGN_OR_RETURN(PageQuery page_query, ParsePage(page, 'L'));
   std::vector<std::string> filters;
+  if (tenant.has_value()) filters.push_back("tenant = :tenant");
   if (!fingerprint.empty()) filters.push_back("fingerprint = :fingerprint");
   const std::string sql = absl::StrCat("SELECT ", kLatentSummaryColumns, " FROM latents",
                                        ListingTail(std::move(filters), page_query));
@@ -630,6 +701,7 @@ absl::StatusOr<LatentPage> SqliteStore::ListLatents(const Page& page,
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql));
   Query q(db_, stmt, "ListLatents");
+  if (tenant.has_value()) q.Text(":tenant", *tenant);
   if (!fingerprint.empty()) q.Text(":fingerprint", fingerprint);
   BindPage(q, page_query);
   LatentPage result;
@@ -666,13 +738,14 @@ absl::Status SqliteStore::CreateJob(const JobRecord& record) {
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                    Prepare(absl::StrCat("INSERT INTO jobs (", kJobSummaryColumns, ", ",
                                         kJobBlobColumns, R"sql() VALUES (
-      :id, :request_id, :model, :state, :checkpoint_step, :latent_id, :error_code,
+      :id, :tenant, :request_id, :model, :state, :checkpoint_step, :latent_id, :error_code,
       :error_message, :next_sequence, :created_unix_ms, :started_unix_ms, :finished_unix_ms,
       :result, :spec, :checkpoint)
     ON CONFLICT (id) DO NOTHING)sql")));
   Query q(db_, stmt, "CreateJob");
   BindJobMetadata(q, record);
-  q.Int(":checkpoint_step", record.checkpoint_step)
+  q.Text(":tenant", record.tenant)
+      .Int(":checkpoint_step", record.checkpoint_step)
       .Blob(":spec", record.spec)
       .Blob(":checkpoint", record.checkpoint);
   ASSIGN_OR_RETURN(int changed, q.Run());
@@ -726,8 +799,8 @@ absl::StatusOr<JobRecord> SqliteStore::GetJob(const std::string& id) {
   return ReadJob(q, /*with_blobs=*/true);
 }
 
-absl::StatusOr<JobPage> SqliteStore::ListJobs(const Page& page,
-                                              const std::vector<JobState>& states) {
+absl::StatusOr<JobPage> SqliteStore::ListJobs(const Page& page, const std::vector<JobState>& states,
+                                              const std::optional<std::string>& tenant) {
   ASSIGN_OR_RETURN(PageQuery page_query, ParsePage(page, 'J'));
   // The state filter is a bit mask (bit s set = keep state s), so one statement serves
   // every combination of states.
@@ -737,6 +810,7 @@ absl::StatusOr<JobPage> SqliteStore::ListJobs(const Page& page,
     state_mask |= int64_t{1} << static_cast<int>(state);
   }
   std::vector<std::string> filters;
+  if (tenant.has_value()) filters.push_back("tenant = :tenant");
   if (state_mask != 0) filters.push_back("((:state_mask >> state) & 1) = 1");
   const std::string sql = absl::StrCat("SELECT ", kJobSummaryColumns, " FROM jobs",
                                        ListingTail(std::move(filters), page_query));
@@ -744,6 +818,7 @@ absl::StatusOr<JobPage> SqliteStore::ListJobs(const Page& page,
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql));
   Query q(db_, stmt, "ListJobs");
+  if (tenant.has_value()) q.Text(":tenant", *tenant);
   if (state_mask != 0) q.Int(":state_mask", state_mask);
   BindPage(q, page_query);
   JobPage result;

@@ -50,8 +50,9 @@ class SqliteStore final : public Store {
   // LatentStore.
   absl::Status PutLatent(const LatentRecord& record) override;
   absl::StatusOr<LatentRecord> GetLatent(const std::string& id, bool with_values = true) override;
-  absl::StatusOr<LatentPage> ListLatents(const Page& page,
-                                         const std::string& fingerprint = "") override;
+  absl::StatusOr<LatentPage> ListLatents(
+      const Page& page, const std::string& fingerprint = "",
+      const std::optional<std::string>& tenant = std::nullopt) override;
   absl::Status DeleteLatent(const std::string& id) override;
 
   // JobStore.
@@ -60,7 +61,9 @@ class SqliteStore final : public Store {
   absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
                               int64_t next_sequence) override;
   absl::StatusOr<JobRecord> GetJob(const std::string& id) override;
-  absl::StatusOr<JobPage> ListJobs(const Page& page, const std::vector<JobState>& states) override;
+  absl::StatusOr<JobPage> ListJobs(
+      const Page& page, const std::vector<JobState>& states,
+      const std::optional<std::string>& tenant = std::nullopt) override;
   absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() override;
 
   // RequestStore.

@@ -52,6 +52,7 @@ std::unique_ptr<SqliteStore> OpenOrDie(const std::string& path) {
 LatentRecord FullLatent(const std::string& id, int64_t created_unix_ms = 1000) {
   LatentRecord r;
   r.id = id;
+  r.tenant = "team-a";
   r.model = "ffhq";
   r.fingerprint = "fp_ffhq";
   r.num_layers = 3;
@@ -96,6 +97,7 @@ LatentRecord BareLatent(const std::string& id, int64_t created_unix_ms,
 
 void ExpectSameLatent(const LatentRecord& a, const LatentRecord& b, bool with_values) {
   EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.tenant, b.tenant);
   EXPECT_EQ(a.model, b.model);
   EXPECT_EQ(a.fingerprint, b.fingerprint);
   EXPECT_EQ(a.num_layers, b.num_layers);
@@ -129,6 +131,7 @@ void ExpectSameLatent(const LatentRecord& a, const LatentRecord& b, bool with_va
 JobRecord FullJob(const std::string& id, int64_t created_unix_ms = 2000) {
   JobRecord r;
   r.id = id;
+  r.tenant = "team-a";
   r.request_id = "req_" + id;
   r.model = "ffhq";
   r.state = JobState::kRunning;
@@ -148,6 +151,7 @@ JobRecord FullJob(const std::string& id, int64_t created_unix_ms = 2000) {
 
 void ExpectSameJob(const JobRecord& a, const JobRecord& b, bool with_blobs) {
   EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.tenant, b.tenant);
   EXPECT_EQ(a.request_id, b.request_id);
   EXPECT_EQ(a.model, b.model);
   EXPECT_EQ(a.state, b.state);
@@ -481,6 +485,7 @@ TEST_F(SqliteStoreTest, UpdateJobKeepsSpecAndCheckpoint) {
   want.spec = created.spec;
   want.checkpoint = created.checkpoint;
   want.checkpoint_step = created.checkpoint_step;
+  want.tenant = created.tenant;  // the owner never changes
   ExpectSameJob(want, *out, /*with_blobs=*/true);
 }
 
@@ -684,8 +689,127 @@ TEST(SqliteStoreFileTest, UsesWalAndRecordsSchemaVersion) {
     return value;
   };
   EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");  // persistent in the file
-  EXPECT_EQ(pragma("PRAGMA user_version"), "1");
+  EXPECT_EQ(pragma("PRAGMA user_version"), "2");
   sqlite3_close(db);
+}
+
+TEST_F(SqliteStoreTest, TenantFilterOnListingsAndUpdateKeepsTheTenant) {
+  for (int i = 0; i < 6; ++i) {
+    LatentRecord r = BareLatent(absl::StrCat("lat_", i), 100 + i, i % 3 == 0 ? "fp_x" : "fp_y");
+    r.tenant = i % 2 == 0 ? "a" : "b";
+    ASSERT_TRUE(store_->PutLatent(r).ok());
+    JobRecord j = FullJob(absl::StrCat("job_", i), 100 + i);
+    j.tenant = r.tenant;
+    j.state = i < 3 ? JobState::kQueued : JobState::kSucceeded;
+    ASSERT_TRUE(store_->CreateJob(j).ok());
+  }
+  const auto latent_ids = [&](const std::string& fp, std::optional<std::string> tenant) {
+    Page page;
+    page.page_size = 2;  // several pages, so the token keeps the filter's order
+    std::vector<std::string> ids;
+    while (true) {
+      auto list = store_->ListLatents(page, fp, tenant);
+      EXPECT_TRUE(list.ok()) << list.status();
+      if (!list.ok()) return ids;
+      for (const LatentRecord& r : list->latents) {
+        if (tenant.has_value()) EXPECT_EQ(r.tenant, *tenant);
+        ids.push_back(r.id);
+      }
+      if (list->next_page_token.empty()) return ids;
+      page.page_token = list->next_page_token;
+    }
+  };
+  EXPECT_EQ(latent_ids("", "a"), (std::vector<std::string>{"lat_4", "lat_2", "lat_0"}));
+  EXPECT_EQ(latent_ids("", "b"), (std::vector<std::string>{"lat_5", "lat_3", "lat_1"}));
+  EXPECT_EQ(latent_ids("fp_x", "b"), (std::vector<std::string>{"lat_3"}));
+  EXPECT_EQ(latent_ids("", "nobody"), std::vector<std::string>{});
+  EXPECT_EQ(latent_ids("", std::nullopt).size(), 6u);
+  EXPECT_EQ(latent_ids("", "").size(), 0u);  // "" is a tenant like any other
+
+  auto queued_a = store_->ListJobs(Page{}, {JobState::kQueued}, "a");
+  ASSERT_TRUE(queued_a.ok());
+  ASSERT_EQ(queued_a->jobs.size(), 2u);  // job_2, job_0
+  EXPECT_EQ(queued_a->jobs[0].id, "job_2");
+  EXPECT_EQ(queued_a->jobs[0].tenant, "a");
+  auto all = store_->ListJobs(Page{}, {}, std::nullopt);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->jobs.size(), 6u);
+
+  // UpdateJob cannot move a job to another tenant.
+  JobRecord moved = FullJob("job_1", 101);
+  moved.tenant = "a";
+  ASSERT_TRUE(store_->UpdateJob(moved).ok());
+  auto got = store_->GetJob("job_1");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->tenant, "b");
+}
+
+TEST(RequestScopeTest, KeysArePerTenant) {
+  EXPECT_EQ(RequestScope("Embed", ""), "Embed");
+  EXPECT_EQ(RequestScope("Embed", "alpha"), "Embed@alpha");
+}
+
+TEST(SqliteStoreFileTest, MigratesAVersion1DatabaseIntoTenantEmpty) {
+  ScratchDir dir;
+  const std::string path = dir.File("db.sqlite");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  // The released version-1 schema (as in kMigrations[0]) with one latent and one job.
+  const char* v1 = R"sql(
+CREATE TABLE latents (id TEXT PRIMARY KEY NOT NULL, model TEXT NOT NULL,
+  fingerprint TEXT NOT NULL, num_layers INTEGER NOT NULL, latent_size INTEGER NOT NULL,
+  noise_seed INTEGER NOT NULL, source TEXT NOT NULL, job_id TEXT NOT NULL,
+  parents_json TEXT NOT NULL, params_json TEXT NOT NULL, has_metrics INTEGER NOT NULL,
+  metrics_loss REAL, metrics_mse REAL, metrics_perceptual REAL, metrics_psnr REAL,
+  metrics_steps INTEGER, created_unix_ms INTEGER NOT NULL, labels_json TEXT NOT NULL,
+  values_f32 BLOB NOT NULL, noise_npz BLOB NOT NULL);
+CREATE INDEX latents_by_created ON latents (created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_fingerprint ON latents (fingerprint, created_unix_ms DESC, id DESC);
+CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, request_id TEXT NOT NULL,
+  model TEXT NOT NULL, state INTEGER NOT NULL, checkpoint_step INTEGER NOT NULL,
+  latent_id TEXT NOT NULL, error_code INTEGER NOT NULL, error_message TEXT NOT NULL,
+  next_sequence INTEGER NOT NULL, created_unix_ms INTEGER NOT NULL,
+  started_unix_ms INTEGER NOT NULL, finished_unix_ms INTEGER NOT NULL, result BLOB NOT NULL,
+  spec BLOB NOT NULL, checkpoint BLOB NOT NULL);
+CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
+CREATE TABLE requests (method TEXT NOT NULL, request_id TEXT NOT NULL,
+  request_hash BLOB NOT NULL, result_id TEXT NOT NULL, created_unix_ms INTEGER NOT NULL,
+  PRIMARY KEY (method, request_id)) WITHOUT ROWID;
+INSERT INTO latents VALUES ('lat_old', 'ffhq', 'fp', 1, 2, 7, 'import', '', '[]', '', 1,
+  0.5, 0.25, 0.125, 30.0, 10, 1234, '{"k":"v"}', X'0000803F00000040', X'');
+INSERT INTO jobs VALUES ('job_old', 'req', 'ffhq', 2, 40, '', 0, '', 9, 1000, 1001, 0,
+  X'', X'5350', X'434B');
+INSERT INTO requests VALUES ('Embed', 'req', X'68', 'job_old', 1000);
+PRAGMA user_version = 1;
+)sql";
+  ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  std::unique_ptr<SqliteStore> store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  auto latent = store->GetLatent("lat_old");
+  ASSERT_TRUE(latent.ok()) << latent.status();
+  EXPECT_EQ(latent->tenant, "");
+  EXPECT_EQ(latent->values, (std::vector<float>{1.0f, 2.0f}));
+  EXPECT_EQ(latent->noise_seed, 7u);
+  ASSERT_TRUE(latent->metrics.has_value());
+  EXPECT_EQ(latent->metrics->psnr, 30.0);
+  EXPECT_EQ(latent->labels.at("k"), "v");
+  auto job = store->GetJob("job_old");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->tenant, "");
+  EXPECT_EQ(job->state, JobState::kRunning);
+  EXPECT_EQ(job->checkpoint_step, 40);
+  EXPECT_EQ(job->spec, "SP");
+  EXPECT_EQ(job->checkpoint, "CK");
+  auto unfinished = store->UnfinishedJobs();
+  ASSERT_TRUE(unfinished.ok());
+  EXPECT_EQ(unfinished->size(), 1u);
+  auto mine = store->ListLatents(Page{}, "", std::string());
+  ASSERT_TRUE(mine.ok());
+  EXPECT_EQ(mine->latents.size(), 1u);
+  EXPECT_EQ(*store->FindRequest("Embed", "req", "h"), "job_old");
 }
 
 TEST(SqliteStoreFileTest, RefusesNewerSchema) {

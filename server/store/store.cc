@@ -23,4 +23,8 @@ bool IsTerminal(JobState state) {
          state == JobState::kCancelled;
 }
 
+std::string RequestScope(const std::string& method, const std::string& tenant) {
+  return tenant.empty() ? method : method + "@" + tenant;
+}
+
 }  // namespace i2s

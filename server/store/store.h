@@ -27,8 +27,9 @@ struct LatentMetrics {
 };
 
 struct LatentRecord {
-  std::string id;     // unique, chosen by the caller (the service makes "lat_<hex>")
-  std::string model;  // name of the model it was made with (informational)
+  std::string id;      // unique, chosen by the caller (the service makes "lat_<hex>")
+  std::string tenant;  // the owner ("" on a server without authentication); never changes
+  std::string model;   // name of the model it was made with (informational)
   std::string
       fingerprint;      // WeightsFingerprint() of that model: a latent means nothing under another
   int num_layers = 0;   // rows of W+
@@ -68,8 +69,10 @@ class LatentStore {
                                                  bool with_values = true) = 0;
   // Newest first (created_unix_ms, then ID). InvalidArgument for a bad page token/size.
   // `fingerprint` non-empty keeps only latents of that model.
-  virtual absl::StatusOr<LatentPage> ListLatents(const Page& page,
-                                                 const std::string& fingerprint = "") = 0;
+  // `tenant` set keeps only that tenant's latents (nullopt: every tenant's).
+  virtual absl::StatusOr<LatentPage> ListLatents(
+      const Page& page, const std::string& fingerprint = "",
+      const std::optional<std::string>& tenant = std::nullopt) = 0;
   virtual absl::Status DeleteLatent(const std::string& id) = 0;  // NotFound if absent
 };
 
@@ -80,6 +83,7 @@ bool IsTerminal(JobState state);
 struct JobRecord {
   std::string id;          // unique ("job_<hex>")
   std::string request_id;  // the client's idempotency key, may be empty
+  std::string tenant;      // the owner (see LatentRecord::tenant); never changes
   std::string model;       // model name
   JobState state = JobState::kQueued;
   std::string spec;        // opaque: everything needed to run the job (inputs, options)
@@ -102,21 +106,23 @@ class JobStore {
  public:
   virtual ~JobStore() = default;
   virtual absl::Status CreateJob(const JobRecord& record) = 0;  // AlreadyExists if the ID is taken
-  // Replaces every field of the job with `record` except spec, checkpoint and
+  // Replaces every field of the job with `record` except tenant, spec, checkpoint and
   // checkpoint_step (which only CreateJob and SaveCheckpoint write). NotFound if absent.
   virtual absl::Status UpdateJob(const JobRecord& record) = 0;
   virtual absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
                                       int64_t next_sequence) = 0;
   virtual absl::StatusOr<JobRecord> GetJob(const std::string& id) = 0;  // with all blobs
-  // Newest first; `states` empty = all states.
-  virtual absl::StatusOr<JobPage> ListJobs(const Page& page,
-                                           const std::vector<JobState>& states) = 0;
+  // Newest first; `states` empty = all states; `tenant` as in ListLatents.
+  virtual absl::StatusOr<JobPage> ListJobs(
+      const Page& page, const std::vector<JobState>& states,
+      const std::optional<std::string>& tenant = std::nullopt) = 0;
   // Jobs in kQueued or kRunning, oldest first, with all blobs: what a restart resumes.
   virtual absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() = 0;
 };
 
 // Idempotency keys (AIP-155): the first call with a (method, request_id) records the
-// result it created; a repeat gets that result back.
+// result it created; a repeat gets that result back. Keys are per tenant: callers pass
+// RequestScope(method, tenant) as the method.
 class RequestStore {
  public:
   virtual ~RequestStore() = default;
@@ -133,6 +139,10 @@ class RequestStore {
                                                   const std::string& request_id,
                                                   const std::string& request_hash) = 0;
 };
+
+// The `method` under which a tenant's request_ids are kept: "Embed" for tenant "",
+// "Embed@alpha" for tenant "alpha" (tenant names cannot contain '@').
+std::string RequestScope(const std::string& method, const std::string& tenant);
 
 // All three behind one object (one database).
 class Store : public LatentStore, public JobStore, public RequestStore {};

@@ -63,6 +63,9 @@ def main():
     put("point_list_fuzz", "five.txt",
         b"# eyes, nose, mouth corners\n203.5 101\n246.5 103.1\n225 120\n202.5 140\n245 140.6\n")
     put("point_list_fuzz", "commas.txt", b"1,2;3,4\t5e1 -6.25\n")
+    put("token_file_fuzz", "tokens.txt",
+        b"# tenant tokens\nalpha-secret-token-0001 alpha\n"
+        b"sha256:" + b"0123456789abcdef" * 4 + b"\tbeta\r\nroot-secret-token-00001 ops admin\n")
 
 
 if __name__ == "__main__":

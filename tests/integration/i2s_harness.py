@@ -45,13 +45,16 @@ class Server:
     """An i2s_server process serving the demo model on 127.0.0.1:<free port>."""
 
     def __init__(self, binary, data_dir, extra=(), resolution=32, fmap_base=256, log_dir=None,
-                 devices="cpu", threads=1, address="127.0.0.1:0"):
+                 devices="cpu", threads=1, address="127.0.0.1:0", port_dir=None):
         self.binary = binary
         self.data_dir = data_dir
         self.extra = list(extra)
         self.resolution = resolution
         self.fmap_base = fmap_base
         self.log_dir = log_dir or data_dir
+        # Where the --port-file goes (the data dir unless told otherwise: a test that fills
+        # or write-protects the data dir's file system keeps it elsewhere).
+        self.port_dir = port_dir or data_dir
         self.devices = devices
         self.threads = threads
         self.address = address
@@ -61,7 +64,7 @@ class Server:
 
     def start(self, timeout=120):
         import grpc
-        port_file = os.path.join(self.data_dir, "port")
+        port_file = os.path.join(self.port_dir, "port")
         if os.path.exists(port_file):
             os.remove(port_file)
         self.starts += 1
@@ -112,6 +115,63 @@ class Server:
         self._log.close()
         self.proc = None
         return code, time.time() - t0
+
+
+def health(channel, timeout=10):
+    """grpc.health.v1.Health/Check for the whole server (service ""), called by hand since
+    Debian's python3-grpcio has no grpc_health module: the HealthCheckResponse status
+    number (1 = SERVING, 2 = NOT_SERVING; an empty message is 0, UNKNOWN)."""
+    reply = channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=timeout)
+    if not reply:
+        return 0
+    if reply[0] != 0x08 or len(reply) != 2:  # field 1, varint; the enum fits one byte
+        raise ValueError(f"unexpected HealthCheckResponse bytes {reply!r}")
+    return reply[1]
+
+
+SERVING = 1
+
+
+def npy(a):
+    """.npy bytes of an array (np.save), as ImportLatent takes them."""
+    import io
+    import numpy as np
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def read_npy(data):
+    import io
+    import numpy as np
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def kind(ev):
+    """Which event a JobEvent is: "queued", "running", "progress", "succeeded", ..."""
+    return ev.WhichOneof("kind")
+
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def collect(stream, until=None):
+    """The events of a JobEvent stream, heartbeats left out, up to the end or the first
+    event for which `until` is true."""
+    events = []
+    for ev in stream:
+        if kind(ev) == "heartbeat":
+            continue
+        events.append(ev)
+        if until is not None and until(ev):
+            break
+    return events
+
+
+def fast_options(steps, **kw):
+    """Pixel loss only: the quickest embedding (VGG off)."""
+    from i2s.v1 import i2s_pb2
+    return i2s_pb2.EmbedOptions(steps=steps, w_perceptual=0.0, lr=0.05, **kw)
 
 
 def image_bytes(name):
