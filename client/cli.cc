@@ -145,6 +145,8 @@ void SignalThread() {
 struct Globals {
   std::string server = "localhost:50051";
   double timeout = 30;
+  bool tls = false;
+  std::string ca_cert, client_cert, client_key, server_name, token_file;
   bool json = false;
   bool quiet = false;
   bool no_color = false;
@@ -632,14 +634,13 @@ class Cli {
   void Setup(CLI::App& app);
   void On(CLI::App* command, int (Cli::*handler)()) { handlers_[command] = handler; }
   Client& client() {
-    if (client_ == nullptr) {
-      ClientOptions options;
-      options.server = g_.server;
-      options.timeout = absl::Seconds(g_.timeout);
-      client_ = Client::Create(options);
-    }
+    if (client_ == nullptr) client_ = Client::Create(options_);
     return *client_;
   }
+  // --server, --timeout, TLS and the token -> options_. Files that cannot be read are
+  // usage errors (exit 2), named.
+  absl::Status MakeClientOptions();
+  ClientOptions options_;
 
   // Prints a failure (and, with --json, a JSON error document) and returns its code.
   int Fail(const std::string& context, const absl::Status& status) {
@@ -711,6 +712,7 @@ class Cli {
   std::vector<std::string> job_ids_;
   std::vector<std::string> job_states_;
   int limit_ = 20;
+  bool all_tenants_ = false;
   std::string latent_id_;
   std::vector<std::string> latent_ids_;
   bool include_values_ = false;
@@ -808,6 +810,23 @@ void Cli::Setup(CLI::App& app) {
   app.add_option("--timeout", g_.timeout, "seconds to wait for each call (0 = no limit)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_flag("--tls", g_.tls,
+               "connect with TLS (implied by --ca-cert, --client-cert); the server's "
+               "certificate is checked against --ca-cert or the system's roots")
+      ->envname("I2S_TLS");
+  app.add_option("--ca-cert", g_.ca_cert, "PEM CA bundle that signed the server's certificate")
+      ->envname("I2S_CA_CERT");
+  app.add_option("--client-cert", g_.client_cert,
+                 "PEM client certificate, for a server that requires mutual TLS")
+      ->envname("I2S_CLIENT_CERT");
+  app.add_option("--client-key", g_.client_key, "PEM private key of --client-cert")
+      ->envname("I2S_CLIENT_KEY");
+  app.add_option("--tls-server-name", g_.server_name,
+                 "the name the server's certificate must carry (default: the --server host)");
+  app.add_option("--token-file", g_.token_file,
+                 "file holding the bearer token for a server with --auth-tokens (or set "
+                 "I2S_TOKEN; never put a token on the command line)")
+      ->envname("I2S_TOKEN_FILE");
   app.add_flag("--json", g_.json,
                "print results as JSON, one document per line, for scripts (progress goes to "
                "stderr, or nowhere with --quiet)");
@@ -905,6 +924,7 @@ void Cli::Setup(CLI::App& app) {
         ->check(CLI::IsMember({"queued", "running", "succeeded", "failed", "cancelled"},
                               CLI::ignore_case));
     ls->add_option("-n,--limit", limit_, "at most this many (0 = all)")->capture_default_str();
+    ls->add_flag("--all-tenants", all_tenants_, "every tenant's, not only yours (admin token)");
     On(ls, &Cli::JobsList);
     CLI::App* get = jobs->add_subcommand("get", "show one job");
     get->add_option("job", latent_id_, "job ID")->required();
@@ -929,6 +949,7 @@ void Cli::Setup(CLI::App& app) {
     ls->alias("list");
     ls->add_option("-m,--model", model_, "only latents of this model");
     ls->add_option("-n,--limit", limit_, "at most this many (0 = all)")->capture_default_str();
+    ls->add_flag("--all-tenants", all_tenants_, "every tenant's, not only yours (admin token)");
     On(ls, &Cli::LatentsList);
     CLI::App* get = latents->add_subcommand("get", "show one latent's metadata");
     get->add_option("latent", latent_id_, "latent ID")->required();
@@ -1120,7 +1141,49 @@ int Cli::Run(int argc, char** argv) {
                  command->get_name().c_str());
     return kExitUsage;
   }
+  if (absl::Status ok = MakeClientOptions(); !ok.ok()) {
+    std::fprintf(stderr, "i2s_client: %s\n", std::string(ok.message()).c_str());
+    return kExitUsage;
+  }
   return (this->*handler->second)();
+}
+
+absl::Status Cli::MakeClientOptions() {
+  options_.server = g_.server;
+  options_.timeout = absl::Seconds(g_.timeout);
+  options_.tls = g_.tls || !g_.ca_cert.empty() || !g_.client_cert.empty();
+  const auto read = [](const std::string& path, const char* flag) -> absl::StatusOr<std::string> {
+    auto text = ReadFile(path);
+    if (!text.ok()) return Annotate(text.status(), flag);
+    return text;
+  };
+  if (!g_.ca_cert.empty()) {
+    ASSIGN_OR_RETURN(options_.ca_cert_pem, read(g_.ca_cert, "--ca-cert"));
+  }
+  if (g_.client_cert.empty() != g_.client_key.empty()) {
+    return absl::InvalidArgumentError("--client-cert and --client-key go together");
+  }
+  if (!g_.client_cert.empty()) {
+    ASSIGN_OR_RETURN(options_.client_cert_pem, read(g_.client_cert, "--client-cert"));
+    ASSIGN_OR_RETURN(options_.client_key_pem, read(g_.client_key, "--client-key"));
+  }
+  if (!g_.server_name.empty() && !options_.tls) {
+    return absl::InvalidArgumentError("--tls-server-name needs --tls");
+  }
+  options_.server_name = g_.server_name;
+  if (!g_.token_file.empty()) {
+    ASSIGN_OR_RETURN(std::string token, read(g_.token_file, "--token-file"));
+    options_.token = std::string(absl::StripAsciiWhitespace(token));
+    if (options_.token.empty()) return absl::InvalidArgumentError("--token-file: empty");
+  } else if (const char* env = std::getenv("I2S_TOKEN"); env != nullptr && *env != '\0') {
+    options_.token = std::string(absl::StripAsciiWhitespace(env));
+  }
+  for (char c : options_.token) {
+    if (c <= ' ' || c >= 0x7f) {
+      return absl::InvalidArgumentError("the token must be printable ASCII without spaces");
+    }
+  }
+  return absl::OkStatus();
 }
 
 // ------------------------------------------------------------------------- output
@@ -1541,7 +1604,7 @@ absl::StatusOr<v1::JobState> ParseState(const std::string& name) {
 int Cli::JobsList() {
   std::vector<v1::JobState> states;
   for (const std::string& s : job_states_) states.push_back(*ParseState(s));
-  auto jobs = client().ListJobs(states, limit_);
+  auto jobs = client().ListJobs(states, limit_, all_tenants_);
   if (!jobs.ok()) return Fail("cannot list jobs", jobs.status());
   if (g_.json) {
     for (const auto& job : *jobs) Emit(ProtoJson(job));
@@ -1633,7 +1696,7 @@ std::string Labels(const v1::Latent& latent) {
 }
 
 int Cli::LatentsList() {
-  auto latents = client().ListLatents(model_, limit_);
+  auto latents = client().ListLatents(model_, limit_, all_tenants_);
   if (!latents.ok()) return Fail("cannot list latents", latents.status());
   if (g_.json) {
     for (const auto& latent : *latents) Emit(ProtoJson(latent));
@@ -1954,6 +2017,9 @@ int Cli::Info() {
   const auto& l = info->limits();
   PrintFields({
       {"server", absl::StrCat(g_.server, " (i2s_server ", info->version(), ")")},
+      {"caller", !info->auth_required() ? std::string("no authentication (one tenant)")
+                                        : absl::StrCat("tenant \"", info->caller_tenant(), "\"",
+                                                       info->caller_admin() ? " (admin)" : "")},
       {"devices", absl::StrJoin(info->devices(), ", ")},
       {"jobs", absl::StrCat(info->running_jobs(), " running, ", info->queued_jobs(),
                             " queued (queue limit ", l.queue_limit(), ", batch up to ",

@@ -8,8 +8,20 @@ std::unique_ptr<Client> Client::Create(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  auto channel =
-      grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (options.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.ca_cert_pem;
+    ssl.pem_cert_chain = options.client_cert_pem;
+    ssl.pem_private_key = options.client_key_pem;
+    credentials = grpc::SslCredentials(ssl);
+    if (!options.server_name.empty()) {
+      args.SetSslTargetNameOverride(options.server_name);
+    }
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
+  auto channel = grpc::CreateCustomChannel(options.server, credentials, args);
   return std::make_unique<Client>(std::move(channel), options);
 }
 
@@ -21,6 +33,7 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, const ClientOptions& opti
 
 std::unique_ptr<grpc::ClientContext> Client::NewContext(bool deadline) const {
   auto context = std::make_unique<grpc::ClientContext>();
+  if (!options_.token.empty()) context->AddMetadata("authorization", "Bearer " + options_.token);
   if (deadline && options_.timeout > absl::ZeroDuration()) {
     context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
   }
@@ -91,9 +104,10 @@ absl::StatusOr<pb::Job> Client::GetJob(const std::string& job_id) {
 }
 
 absl::StatusOr<std::vector<pb::Job>> Client::ListJobs(const std::vector<pb::JobState>& states,
-                                                      int limit) {
+                                                      int limit, bool all_tenants) {
   std::vector<pb::Job> jobs;
   pb::ListJobsRequest request;
+  request.set_all_tenants(all_tenants);
   for (pb::JobState s : states) request.add_states(s);
   do {
     request.set_page_size(limit > 0 ? std::min(1000, limit - static_cast<int>(jobs.size())) : 1000);
@@ -121,9 +135,11 @@ absl::StatusOr<pb::Latent> Client::GetLatent(const std::string& latent_id, bool 
                            [&](auto* c, auto* r) { return stub_->GetLatent(c, request, r); });
 }
 
-absl::StatusOr<std::vector<pb::Latent>> Client::ListLatents(const std::string& model, int limit) {
+absl::StatusOr<std::vector<pb::Latent>> Client::ListLatents(const std::string& model, int limit,
+                                                            bool all_tenants) {
   std::vector<pb::Latent> latents;
   pb::ListLatentsRequest request;
+  request.set_all_tenants(all_tenants);
   request.set_model(model);
   do {
     request.set_page_size(limit > 0 ? std::min(1000, limit - static_cast<int>(latents.size()))

@@ -34,6 +34,15 @@ struct ClientOptions {
   // deadline: an embedding or a long morph takes as long as it takes, message by message.
   absl::Duration timeout = absl::Seconds(30);
   int max_message_bytes = 64 << 20;  // receive limit: renders and exported latents
+  // Transport security. Plaintext unless `tls`; with it the server's certificate is
+  // checked against ca_cert_pem (the system's roots when empty) and, for mutual TLS,
+  // client_cert_pem/client_key_pem are presented. server_name overrides the name the
+  // certificate must carry (default: the host of `server`).
+  bool tls = false;
+  std::string ca_cert_pem, client_cert_pem, client_key_pem, server_name;
+  // Bearer token for a server with --auth-tokens; sent on every call as
+  // "authorization: Bearer <token>". Empty: none.
+  std::string token;
 };
 
 // A server stream (Embed, WatchJob, Morph).
@@ -95,12 +104,15 @@ class Client {
                                                  int64_t after_sequence = 0);
   absl::StatusOr<pb::Job> GetJob(const std::string& job_id);
   // Newest first, following pages until `limit` jobs (0 = all) or the last page.
-  absl::StatusOr<std::vector<pb::Job>> ListJobs(const std::vector<pb::JobState>& states, int limit);
+  // all_tenants: every tenant's jobs (admin tokens only).
+  absl::StatusOr<std::vector<pb::Job>> ListJobs(const std::vector<pb::JobState>& states, int limit,
+                                                bool all_tenants = false);
   absl::StatusOr<pb::Job> CancelJob(const std::string& job_id);
 
   absl::StatusOr<pb::Latent> GetLatent(const std::string& latent_id, bool include_values);
   // Newest first, following pages until `limit` latents (0 = all); `model` "" = any.
-  absl::StatusOr<std::vector<pb::Latent>> ListLatents(const std::string& model, int limit);
+  absl::StatusOr<std::vector<pb::Latent>> ListLatents(const std::string& model, int limit,
+                                                      bool all_tenants = false);
   absl::Status DeleteLatent(const std::string& latent_id);
   absl::StatusOr<pb::Latent> ImportLatent(const pb::ImportLatentRequest& request);
   absl::StatusOr<pb::ExportLatentResponse> ExportLatent(const std::string& latent_id);

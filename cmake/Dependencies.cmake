@@ -26,6 +26,8 @@ if(I2S_FUZZ)
   add_compile_options(-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined
                       -fno-omit-frame-pointer)
   add_link_options(-fsanitize=address,undefined -fno-sanitize-recover=undefined)
+  find_package(SQLite3 REQUIRED)  # the store and its tests run sanitized too
+  find_package(nlohmann_json REQUIRED CONFIG)
   if(I2S_ENABLE_TESTS)
     find_package(GTest REQUIRED)
     include(GoogleTest)

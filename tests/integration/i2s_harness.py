@@ -45,7 +45,8 @@ class Server:
     """An i2s_server process serving the demo model on 127.0.0.1:<free port>."""
 
     def __init__(self, binary, data_dir, extra=(), resolution=32, fmap_base=256, log_dir=None,
-                 devices="cpu", threads=1, address="127.0.0.1:0", port_dir=None):
+                 devices="cpu", threads=1, address="127.0.0.1:0", port_dir=None,
+                 make_channel=None):
         self.binary = binary
         self.data_dir = data_dir
         self.extra = list(extra)
@@ -55,6 +56,8 @@ class Server:
         # Where the --port-file goes (the data dir unless told otherwise: a test that fills
         # or write-protects the data dir's file system keeps it elsewhere).
         self.port_dir = port_dir or data_dir
+        # port -> the grpc channel the tests use (TLS, say); default: plaintext.
+        self.make_channel = make_channel
         self.devices = devices
         self.threads = threads
         self.address = address
@@ -84,9 +87,12 @@ class Server:
             time.sleep(0.05)
         with open(port_file) as f:
             self.port = int(f.read().strip())
-        self.channel = grpc.insecure_channel(
-            f"127.0.0.1:{self.port}",
-            options=[("grpc.max_receive_message_length", 64 << 20)])
+        if self.make_channel is not None:
+            self.channel = self.make_channel(self.port)
+        else:
+            self.channel = grpc.insecure_channel(
+                f"127.0.0.1:{self.port}",
+                options=[("grpc.max_receive_message_length", 64 << 20)])
         grpc.channel_ready_future(self.channel).result(timeout=30)
         return self
 
@@ -96,7 +102,8 @@ class Server:
 
     def log(self):
         try:
-            return open(self.log_path).read()[-4000:]
+            with open(self.log_path) as f:
+                return f.read()[-4000:]
         except OSError:
             return ""
 
