@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/imaging/image_header.h"
 
 namespace i2s {
 
@@ -41,35 +42,6 @@ absl::StatusOr<torch::Tensor> FitToSquare(const torch::Tensor& image, int size, 
 absl::Status WriteRgb8Image(const std::string& path, const torch::Tensor& rgb8);
 
 // ---- Encoded images in memory (untrusted input) ----
-
-// What the header of an encoded image says, read without decoding the pixels.
-struct ImageHeader {
-  std::string format;  // "png", "jpeg" or "bmp"
-  int64_t width = 0;
-  int64_t height = 0;
-};
-
-// Parses the header of a PNG (the IHDR chunk, which must come first), JPEG (markers up to
-// the first frame header SOF0..SOF15; C4/C8/CC are DHT/JPG/DAC, not frames) or BMP
-// (BITMAPCOREHEADER with 16-bit sizes, or BITMAPINFOHEADER and its successors with signed
-// 32-bit sizes; a negative height means top-down rows). Does not check CRCs or pixel data.
-// Errors are InvalidArgument "<field>: ...": empty input, a format other than these three
-// (the message lists the accepted ones), or a truncated or corrupt header (including a zero
-// size, which for JPEG means a DNL marker that libjpeg does not support).
-absl::StatusOr<ImageHeader> ReadImageHeader(absl::string_view bytes,
-                                            const std::string& field = "image");
-
-// Bounds on what DecodeRgbImage accepts. The pixel bound is what limits memory: decoding
-// holds up to 8 bytes per pixel (16-bit RGBA) in OpenCV, and the result 12 (float RGB).
-struct DecodeLimits {
-  int64_t max_bytes = 32 << 20;     // the encoded input
-  int64_t max_pixels = 50'000'000;  // width * height from the header, before decoding
-};
-
-// The checks DecodeRgbImage makes before decoding anything (empty, max_bytes, header,
-// max_pixels), for a caller that wants to refuse early; returns the header.
-absl::StatusOr<ImageHeader> CheckImageLimits(absl::string_view bytes, const DecodeLimits& limits,
-                                             const std::string& field = "image");
 
 // Encoded PNG, JPEG or BMP bytes -> float RGB [3, H, W] in [0, 1] on the CPU (alpha
 // dropped, gray expanded, 16-bit samples scaled by 1/65535; JPEG EXIF orientation applied,

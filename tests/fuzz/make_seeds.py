@@ -63,6 +63,17 @@ def main():
     put("point_list_fuzz", "five.txt",
         b"# eyes, nose, mouth corners\n203.5 101\n246.5 103.1\n225 120\n202.5 140\n245 140.6\n")
     put("point_list_fuzz", "commas.txt", b"1,2;3,4\t5e1 -6.25\n")
+    from PIL import Image  # python3-pil
+    pixels = (rng.random((6, 5, 3)) * 255).astype(np.uint8)
+    for fmt, name, image, extra in (
+            ("PNG", "rgb.png", Image.fromarray(pixels, "RGB"), {}),
+            ("PNG", "gray.png", Image.fromarray(pixels[..., 0], "L"), {}),
+            ("JPEG", "rgb.jpg", Image.fromarray(pixels, "RGB"), {}),
+            ("JPEG", "progressive.jpg", Image.fromarray(pixels, "RGB"), {"progressive": True}),
+            ("BMP", "rgb.bmp", Image.fromarray(pixels, "RGB"), {})):
+        buf = io.BytesIO()
+        image.save(buf, fmt, **extra)
+        put("image_header_fuzz", name, buf.getvalue())
     put("token_file_fuzz", "tokens.txt",
         b"# tenant tokens\nalpha-secret-token-0001 alpha\n"
         b"sha256:" + b"0123456789abcdef" * 4 + b"\tbeta\r\nroot-secret-token-00001 ops admin\n")
