@@ -426,7 +426,7 @@ class KillLoopTest(unittest.TestCase):
                 f"{dict(sorted(L.counts.items()))}")
             if L.cancel_lost:
                 log("CancelJob acknowledged (job RUNNING) but the job later SUCCEEDED after a "
-                    f"kill: {L.cancel_lost} (see DiskFaultTest/CancelAfterKillTest)")
+                    f"kill: {L.cancel_lost} (see CancelAfterKillTest)")
         finally:
             if server.proc is not None:
                 server.stop(signal.SIGKILL)
