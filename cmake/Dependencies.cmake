@@ -60,6 +60,16 @@ if(NOT I2S_ENGINE_ONLY)
   # The store (server/store): SQLite database, JSON columns.
   find_package(SQLite3 REQUIRED)
   find_package(nlohmann_json REQUIRED CONFIG)
+  # The Prometheus /metrics endpoint (libcivetweb-dev). Found by hand: Debian 12's
+  # civetweb-config.cmake also imports the civetweb executable, which that package lacks.
+  find_path(I2S_CIVETWEB_INCLUDE civetweb.h REQUIRED)
+  find_library(I2S_CIVETWEB_LIBRARY NAMES civetweb REQUIRED)
+  if(NOT TARGET civetweb::civetweb)
+    add_library(civetweb::civetweb UNKNOWN IMPORTED)
+    set_target_properties(civetweb::civetweb PROPERTIES
+      IMPORTED_LOCATION "${I2S_CIVETWEB_LIBRARY}"
+      INTERFACE_INCLUDE_DIRECTORIES "${I2S_CIVETWEB_INCLUDE}")
+  endif()
 endif()
 
 if(I2S_ENABLE_TESTS)

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -20,7 +21,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/api/auth.h"
+#include "server/api/metrics_export.h"
 #include "server/api/service.h"
+#include "server/base/metrics.h"
 #include "server/base/status_macros.h"
 #include "server/engine/torch_util.h"
 #include "server/formats/npy.h"
@@ -55,7 +58,25 @@ struct Flags {
   std::string tls_cert, tls_key, tls_client_ca;
   bool plaintext = false;
   bool no_reflection = false;
+  std::string metrics_address;
+  std::string metrics_port_file;
 };
+
+// Resident memory of this process (from /proc/self/statm), for the metrics.
+double ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return static_cast<double>(pages_resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+
+// Writes `text` to `path` atomically (a reader never sees half a file).
+void WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  { std::ofstream(tmp) << text; }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+}
 
 // True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost, and
 // unix sockets.
@@ -231,6 +252,11 @@ int Main(int argc, char** argv) {
   app.add_flag("--plaintext", f.plaintext,
                "serve without TLS on a non-loopback --address (loopback is always allowed)");
   app.add_flag("--no-reflection", f.no_reflection, "do not serve gRPC server reflection");
+  app.add_option("--metrics-address", f.metrics_address,
+                 "HOST:PORT of the Prometheus endpoint (GET /metrics, plain HTTP; port 0 picks a "
+                 "free one); off when empty");
+  app.add_option("--metrics-port-file", f.metrics_port_file,
+                 "write the bound metrics port to this file once serving");
   app.add_option("--shutdown-grace", f.shutdown_grace,
                  "seconds to finish in-flight calls on SIGTERM")
       ->capture_default_str()
@@ -309,7 +335,15 @@ int Main(int argc, char** argv) {
               << (m.is_demo ? " [demo: random weights]" : "") << ": " << m.resolution << "x"
               << m.resolution << ", " << m.num_layers << " layers, " << m.fingerprint << "\n";
   }
-  auto scheduler = Scheduler::Create(f.scheduler, registry->get(), store->get());
+  MetricsRegistry metrics;
+  metrics.AddGauge("i2s_build_info", "Version of this server (always 1).", {"version"}, [] {
+    return std::vector<std::pair<MetricsRegistry::Labels, double>>{{{I2S_VERSION}, 1}};
+  });
+  metrics.AddGauge(
+      "i2s_process_resident_memory_bytes", "Resident memory of the server process.", {}, [] {
+        return std::vector<std::pair<MetricsRegistry::Labels, double>>{{{}, ResidentBytes()}};
+      });
+  auto scheduler = Scheduler::Create(f.scheduler, registry->get(), store->get(), &metrics);
   if (!scheduler.ok()) return Fail(std::string(scheduler.status().message()));
   if (int q = (*scheduler)->queued(); q > 0) {
     std::cerr << "i2s_server: resumed " << q << " unfinished job(s) from the store\n";
@@ -336,6 +370,7 @@ int Main(int argc, char** argv) {
   }
   Service service(registry->get(), scheduler->get(), store->get(), f.limits, I2S_VERSION,
                   face_detector.get(), auth.get());
+  service.RegisterMetrics(&metrics);
   grpc::EnableDefaultHealthCheckService(true);
   if (!f.no_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -344,6 +379,9 @@ int Main(int argc, char** argv) {
   builder.SetMaxReceiveMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.RegisterService(&service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<RpcMetricsFactory>(&metrics));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0)
     return Fail(absl::StrCat("--address ", f.address, ": cannot listen"));
@@ -354,11 +392,22 @@ int Main(int argc, char** argv) {
                                           : "mutual TLS")
             << ", " << (auth ? "bearer tokens" : "no authentication") << "; data in " << f.data_dir
             << ")\n";
-  if (!f.port_file.empty()) {
-    std::string tmp = f.port_file + ".tmp";
-    { std::ofstream(tmp) << port << "\n"; }
-    std::filesystem::rename(tmp, f.port_file, ec);
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  if (!f.metrics_address.empty()) {
+    auto started = MetricsHttpServer::Start(f.metrics_address, &metrics);
+    if (!started.ok()) {
+      server->Shutdown();
+      return Fail(std::string(started.status().message()));
+    }
+    metrics_http = *std::move(started);
+    std::cerr << "i2s_server: metrics on http://"
+              << f.metrics_address.substr(0, f.metrics_address.rfind(':')) << ":"
+              << metrics_http->port() << "/metrics\n";
+    if (!f.metrics_port_file.empty()) {
+      WriteFileAtomically(f.metrics_port_file, absl::StrCat(metrics_http->port(), "\n"));
+    }
   }
+  if (!f.port_file.empty()) WriteFileAtomically(f.port_file, absl::StrCat(port, "\n"));
 
   int sig = 0;
   while (true) {

@@ -716,6 +716,16 @@ Service::~Service() {
   heartbeat_thread_.join();
 }
 
+void Service::RegisterMetrics(MetricsRegistry* m) {
+  using Series = std::vector<std::pair<MetricsRegistry::Labels, double>>;
+  m->AddGauge("i2s_open_streams", "Open Embed, WatchJob and Morph streams.", {}, [this] {
+    return Series{{{}, static_cast<double>(impl_->streams.in_use())}};
+  });
+  m->AddGauge("i2s_images_in_progress", "Image decodes and alignments running now.", {}, [this] {
+    return Series{{{}, static_cast<double>(impl_->images.in_use())}};
+  });
+}
+
 void Service::Register(EventStreamReactor* r) {
   std::lock_guard<std::mutex> lock(streams_mu_);
   streams_.insert(r);

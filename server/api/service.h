@@ -54,6 +54,9 @@ class Service final : public i2s::v1::ImageToStyleGan::CallbackService {
           Authenticator* auth = nullptr);
   ~Service() override;
 
+  // Adds the service's gauges (open streams, image decodes in progress) to `metrics`.
+  void RegisterMetrics(MetricsRegistry* metrics);
+
   // New creating calls get Unavailable from now on (graceful shutdown).
   void StopAccepting() { accepting_ = false; }
 

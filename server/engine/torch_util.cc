@@ -1,5 +1,9 @@
 #include "server/engine/torch_util.h"
 
+#ifdef I2S_HAVE_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -54,6 +58,18 @@ absl::Status CheckFinite(const torch::Tensor& t, absl::string_view name) {
 
 std::string ShapeString(torch::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+absl::StatusOr<int64_t> DeviceMemoryInUse(const torch::Device& device) {
+#ifdef I2S_HAVE_CUDA
+  if (device.is_cuda()) {
+    const int index = device.has_index() ? device.index() : 0;
+    // Index 0 of each StatArray is the aggregate over the small and large pools.
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(index).reserved_bytes[0].current;
+  }
+#endif
+  return absl::UnimplementedError(
+      absl::StrCat("device memory of ", device.str(), " is not tracked"));
 }
 
 }  // namespace i2s

@@ -53,6 +53,10 @@ absl::Status CheckFinite(const torch::Tensor& t, absl::string_view name);
 // "[2, 3]" for error messages.
 std::string ShapeString(torch::IntArrayRef shape);
 
+// Bytes LibTorch's caching allocator holds on a CUDA device (reserved, free or in use);
+// Unimplemented for the CPU or a LibTorch built without CUDA.
+absl::StatusOr<int64_t> DeviceMemoryInUse(const torch::Device& device);
+
 }  // namespace i2s
 
 #endif  // I2S_SERVER_ENGINE_TORCH_UTIL_H_

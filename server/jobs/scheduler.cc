@@ -242,6 +242,8 @@ struct Scheduler::Task {
 struct Scheduler::Worker {
   int index = 0;
   std::string device;
+  // Image-steps per second over the last steps (EWMA), for the metrics.
+  std::atomic<double> steps_per_second{0};
   std::thread thread;
   std::deque<std::shared_ptr<Task>> tasks;                     // guarded by mu_
   std::vector<std::shared_ptr<Job>> active;                    // guarded by mu_
@@ -253,7 +255,8 @@ Scheduler::Scheduler(const SchedulerOptions& options, const ModelRegistry* regis
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOptions& options,
                                                              const ModelRegistry* registry,
-                                                             Store* store) {
+                                                             Store* store,
+                                                             MetricsRegistry* metrics) {
   if (options.queue_limit < 1) return absl::InvalidArgumentError("queue_limit: must be >= 1");
   if (options.tenant_queue_limit < 1) {
     return absl::InvalidArgumentError("tenant_queue_limit: must be >= 1");
@@ -271,6 +274,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
     w->device = names[i];
     s->workers_.push_back(std::move(w));
   }
+  if (metrics != nullptr) s->RegisterMetrics(metrics);
   for (auto& w : s->workers_) {
     Worker* raw = w.get();
     Scheduler* self = s.get();
@@ -466,6 +470,7 @@ absl::StatusOr<JobView> Scheduler::Cancel(const std::string& id, const std::stri
       r = job->record;
     }
     RETURN_IF_ERROR(store_->UpdateJob(r));
+    CountFinished(JobState::kCancelled);
     JobEvent ev;
     ev.kind = JobEvent::Kind::kCancelled;
     ev.step = job->step;
@@ -553,6 +558,57 @@ void Scheduler::RunTask(std::function<absl::Status(int)> fn, absl::Time deadline
     return;
   }
   cv_.notify_all();
+}
+
+void Scheduler::CountFinished(JobState state) {
+  if (jobs_finished_ != nullptr) jobs_finished_->Inc({JobStateName(state)});
+}
+
+void Scheduler::RegisterMetrics(MetricsRegistry* m) {
+  using Series = std::vector<std::pair<MetricsRegistry::Labels, double>>;
+  m->AddGauge("i2s_queue_length", "Embedding jobs waiting for a device.", {}, [this] {
+    return Series{{{}, static_cast<double>(queued())}};
+  });
+  m->AddGauge("i2s_jobs", "Embedding jobs of this process by state (queued, running).", {"state"},
+              [this] {
+                return Series{{{"queued"}, static_cast<double>(queued())},
+                              {{"running"}, static_cast<double>(running())}};
+              });
+  jobs_finished_ = m->AddCounter("i2s_jobs_finished_total",
+                                 "Embedding jobs that ended, by final state.", {"state"});
+  step_seconds_ =
+      m->AddHistogram("i2s_embed_step_seconds", "Time of one optimiser step of a batch, by device.",
+                      {"device"}, MetricsRegistry::ExponentialBuckets(0.001, 2, 16));
+  image_steps_ =
+      m->AddCounter("i2s_embed_image_steps_total",
+                    "Optimiser steps taken, one per image per step, by device.", {"device"});
+  m->AddGauge("i2s_device_steps_per_second",
+              "Image-steps per second over the last steps (moving average), by device.", {"device"},
+              [this] {
+                Series out;
+                for (const auto& w : workers_) out.push_back({{w->device}, w->steps_per_second});
+                return out;
+              });
+  m->AddGauge(
+      "i2s_batch_occupancy", "Images being optimised on the device, as a fraction of --max-batch.",
+      {"device"}, [this] {
+        Series out;
+        std::lock_guard<std::mutex> lock(mu_);
+        for (const auto& w : workers_) {
+          out.push_back({{w->device}, static_cast<double>(w->active.size()) / options_.max_batch});
+        }
+        return out;
+      });
+  m->AddGauge("i2s_device_memory_bytes",
+              "Device memory held by LibTorch's allocator, by device (CUDA only).", {"device"},
+              [this] {
+                Series out;
+                for (const auto& w : workers_) {
+                  auto bytes = DeviceMemoryInUse(registry_->devices()[w->index]);
+                  if (bytes.ok()) out.push_back({{w->device}, static_cast<double>(*bytes)});
+                }
+                return out;
+              });
 }
 
 int Scheduler::queued() const {
@@ -742,6 +798,15 @@ void Scheduler::StepBatches(Worker* w) {
       auto t0 = Clock::now();
       absl::Status status = batch->Step(cb, &metrics);
       const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (step_seconds_ != nullptr) {
+        step_seconds_->Observe({w->device}, seconds);
+        image_steps_->Inc({w->device}, static_cast<double>(metrics.size()));
+      }
+      if (seconds > 0) {
+        const double rate = static_cast<double>(metrics.size()) / seconds;
+        const double old = w->steps_per_second.load();
+        w->steps_per_second.store(old == 0 ? rate : 0.8 * old + 0.2 * rate);
+      }
       if (!status.ok()) {
         // A device error (out of memory, ...): every job of this batch fails with it.
         for (auto& [key, job] : by_handle) {
@@ -871,6 +936,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     ev.status = status;
   }
   (void)store_->UpdateJob(r);
+  CountFinished(r.state);
   {
     std::lock_guard<std::mutex> lock(job->mu);
     job->record.result.clear();

@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/base/metrics.h"
 #include "server/jobs/job.h"
 #include "server/jobs/model_registry.h"
 #include "server/store/store.h"
@@ -105,9 +106,12 @@ class EventCursor {
 class Scheduler {
  public:
   // Resumes unfinished jobs from `store` and starts one worker per registry device.
+  // With `metrics`, registers its metrics there (queue, jobs, step times, steps/s and
+  // batch occupancy per device, device memory); the registry must outlive the scheduler.
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const SchedulerOptions& options,
                                                            const ModelRegistry* registry,
-                                                           Store* store);
+                                                           Store* store,
+                                                           MetricsRegistry* metrics = nullptr);
   ~Scheduler();  // Shutdown()
 
   struct Submission {
@@ -151,6 +155,8 @@ class Scheduler {
   struct Task;
   Scheduler(const SchedulerOptions& options, const ModelRegistry* registry, Store* store);
   absl::Status Restore();
+  void RegisterMetrics(MetricsRegistry* metrics);
+  void CountFinished(JobState state);
   // Makes `job` live, appends it to the queue and emits its `queued` event (mu_ held).
   void EnqueueLocked(const std::shared_ptr<Job>& job);
   void WorkerLoop(Worker* w);
@@ -175,6 +181,11 @@ class Scheduler {
   std::deque<std::string> finished_order_;            // retirement order of finished live_ jobs
   std::vector<std::unique_ptr<Worker>> workers_;
   int running_ = 0;
+
+  // Metrics (null without a registry); the objects belong to the registry.
+  MetricsRegistry::Histogram* step_seconds_ = nullptr;
+  MetricsRegistry::Counter* image_steps_ = nullptr;
+  MetricsRegistry::Counter* jobs_finished_ = nullptr;
 };
 
 }  // namespace i2s

@@ -124,6 +124,19 @@ class Server:
         return code, time.time() - t0
 
 
+_HELP = {}
+
+
+def server_supports(binary, flag):
+    """Whether an i2s_server binary has a command-line flag (from its --help), for tests
+    that run against builds older than a flag."""
+    import re
+    if binary not in _HELP:
+        _HELP[binary] = subprocess.run([binary, "--help"], capture_output=True, text=True,
+                                       timeout=60).stdout
+    return re.search(r"(^|\s)" + re.escape(flag) + r"[\s=]", _HELP[binary]) is not None
+
+
 def health(channel, timeout=10):
     """grpc.health.v1.Health/Check for the whole server (service ""), called by hand since
     Debian's python3-grpcio has no grpc_health module: the HealthCheckResponse status

@@ -1,0 +1,165 @@
+#include "server/api/metrics_export.h"
+
+#include <civetweb.h>
+
+#include <chrono>
+#include <mutex>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace i2s {
+namespace {
+
+const char* CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
+ public:
+  RpcMetricsInterceptor(const char* full_method, MetricsRegistry::Counter* requests,
+                        MetricsRegistry::Histogram* seconds)
+      : requests_(requests), seconds_(seconds), start_(std::chrono::steady_clock::now()) {
+    // "/package.Service/Method"
+    std::string m = full_method != nullptr ? full_method : "";
+    if (!m.empty() && m[0] == '/') m.erase(0, 1);
+    const size_t slash = m.find('/');
+    service_ = slash == std::string::npos ? "" : m.substr(0, slash);
+    method_ = slash == std::string::npos ? m : m.substr(slash + 1);
+  }
+  // A call that ends without sending a status (the client went away) counts as CANCELLED.
+  ~RpcMetricsInterceptor() override {
+    if (!recorded_) Record(grpc::StatusCode::CANCELLED);
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      Record(methods->GetSendStatus().error_code());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  void Record(grpc::StatusCode code) {
+    recorded_ = true;
+    requests_->Inc({service_, method_, CodeName(code)});
+    seconds_->Observe(
+        {service_, method_},
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+  }
+
+  MetricsRegistry::Counter* requests_;
+  MetricsRegistry::Histogram* seconds_;
+  const std::chrono::steady_clock::time_point start_;
+  std::string service_, method_;
+  bool recorded_ = false;
+};
+
+int ServeMetrics(mg_connection* conn, void* data) {
+  const auto* registry = static_cast<const MetricsRegistry*>(data);
+  const mg_request_info* info = mg_get_request_info(conn);
+  if (info == nullptr || info->request_method == nullptr ||
+      (std::string(info->request_method) != "GET" && std::string(info->request_method) != "HEAD")) {
+    mg_printf(conn,
+              "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\n"
+              "Connection: close\r\n\r\n");
+    return 405;
+  }
+  const std::string body = registry->Render();
+  mg_printf(conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+            body.size());
+  if (std::string(info->request_method) == "GET") mg_write(conn, body.data(), body.size());
+  return 200;
+}
+
+}  // namespace
+
+RpcMetricsFactory::RpcMetricsFactory(MetricsRegistry* registry)
+    : requests_(registry->AddCounter("i2s_rpc_requests_total",
+                                     "RPCs handled, by gRPC service, method and status code.",
+                                     {"service", "method", "code"})),
+      seconds_(registry->AddHistogram(
+          "i2s_rpc_duration_seconds",
+          "Time from the start of an RPC to its status (streams: their whole life).",
+          {"service", "method"}, MetricsRegistry::ExponentialBuckets(0.0005, 4, 12))) {}
+
+grpc::experimental::Interceptor* RpcMetricsFactory::CreateServerInterceptor(
+    grpc::experimental::ServerRpcInfo* info) {
+  return new RpcMetricsInterceptor(info->method(), requests_, seconds_);
+}
+
+absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
+    const std::string& address, const MetricsRegistry* registry) {
+  static std::once_flag init;
+  std::call_once(init, [] { mg_init_library(0); });
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics-address ", address, ": expected HOST:PORT"));
+  }
+  // civetweb's form: "host:port" for IPv4, "[::1]:port" for IPv6, "port" for every address.
+  std::string host = address.substr(0, colon);
+  std::string ports = (host.empty() || host == "0.0.0.0") ? address.substr(colon + 1) : address;
+  const char* options[] = {"listening_ports",    ports.c_str(), "num_threads", "2",
+                           "request_timeout_ms", "10000",       nullptr};
+  mg_callbacks callbacks{};
+  std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
+  server->ctx_ = mg_start(&callbacks, nullptr, options);
+  if (server->ctx_ == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("--metrics-address ", address, ": cannot listen (in use, or not an address)"));
+  }
+  mg_set_request_handler(server->ctx_, "/metrics$", ServeMetrics,
+                         const_cast<MetricsRegistry*>(registry));
+  mg_server_port port[4];
+  const int n = mg_get_server_ports(server->ctx_, 4, port);
+  if (n < 1) return absl::InternalError("--metrics-address: no listening port");
+  server->port_ = port[0].port;
+  return server;
+}
+
+MetricsHttpServer::~MetricsHttpServer() {
+  if (ctx_ != nullptr) mg_stop(ctx_);
+}
+
+}  // namespace i2s

@@ -1,0 +1,74 @@
+#include "server/base/metrics.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+namespace i2s {
+namespace {
+
+TEST(MetricsTest, CountersGaugesAndEscaping) {
+  MetricsRegistry r;
+  auto* rpcs =
+      r.AddCounter("i2s_rpc_requests_total", "RPCs by method and code.", {"method", "code"});
+  rpcs->Inc({"Embed", "OK"});
+  rpcs->Inc({"Embed", "OK"}, 2);
+  rpcs->Inc({"Get\"x\\\n", "NOT_FOUND"});
+  r.AddGauge("i2s_queue_length", "Jobs waiting.", {}, [] {
+    return std::vector<std::pair<MetricsRegistry::Labels, double>>{{{}, 7}};
+  });
+  r.AddGauge("i2s_ratio", "A fraction.", {"device"}, [] {
+    return std::vector<std::pair<MetricsRegistry::Labels, double>>{{{"cpu"}, 0.25}};
+  });
+  EXPECT_EQ(rpcs->Value({"Embed", "OK"}), 3);
+  EXPECT_EQ(r.Render(),
+            "# HELP i2s_rpc_requests_total RPCs by method and code.\n"
+            "# TYPE i2s_rpc_requests_total counter\n"
+            "i2s_rpc_requests_total{method=\"Embed\",code=\"OK\"} 3\n"
+            "i2s_rpc_requests_total{method=\"Get\\\"x\\\\\\n\",code=\"NOT_FOUND\"} 1\n"
+            "# HELP i2s_queue_length Jobs waiting.\n"
+            "# TYPE i2s_queue_length gauge\n"
+            "i2s_queue_length 7\n"
+            "# HELP i2s_ratio A fraction.\n"
+            "# TYPE i2s_ratio gauge\n"
+            "i2s_ratio{device=\"cpu\"} 0.25\n");
+}
+
+TEST(MetricsTest, HistogramBucketsAreCumulative) {
+  MetricsRegistry r;
+  auto* h = r.AddHistogram("i2s_step_seconds", "Step time.", {"device"}, {0.1, 1, 0.01});
+  for (double v : {0.005, 0.01, 0.05, 0.5, 5.0}) h->Observe({"cpu"}, v);
+  EXPECT_EQ(r.Render(),
+            "# HELP i2s_step_seconds Step time.\n"
+            "# TYPE i2s_step_seconds histogram\n"
+            "i2s_step_seconds_bucket{device=\"cpu\",le=\"0.01\"} 2\n"
+            "i2s_step_seconds_bucket{device=\"cpu\",le=\"0.1\"} 3\n"
+            "i2s_step_seconds_bucket{device=\"cpu\",le=\"1\"} 4\n"
+            "i2s_step_seconds_bucket{device=\"cpu\",le=\"+Inf\"} 5\n"
+            "i2s_step_seconds_sum{device=\"cpu\"} 5.5649999999999995\n"
+            "i2s_step_seconds_count{device=\"cpu\"} 5\n");
+  EXPECT_EQ(MetricsRegistry::ExponentialBuckets(0.001, 10, 3),
+            (std::vector<double>{0.001, 0.01, 0.1}));
+}
+
+TEST(MetricsTest, ConcurrentUpdatesAreAllCounted) {
+  MetricsRegistry r;
+  auto* c = r.AddCounter("n_total", "n.");
+  auto* h = r.AddHistogram("h_seconds", "h.", {}, {1});
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10000; ++i) {
+        c->Inc();
+        h->Observe({}, 0.5);
+        if (i % 1000 == 0) (void)r.Render();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(c->Value(), 40000);
+  EXPECT_NE(r.Render().find("h_seconds_count 40000\n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace i2s
