@@ -344,7 +344,10 @@ int Main(int argc, char** argv) {
         return std::vector<std::pair<MetricsRegistry::Labels, double>>{{{}, ResidentBytes()}};
       });
   auto scheduler = Scheduler::Create(f.scheduler, registry->get(), store->get(), &metrics);
-  if (!scheduler.ok()) return Fail(std::string(scheduler.status().message()));
+  if (!scheduler.ok()) {
+    return Fail(absl::StrCat("resuming the jobs stored in --data-dir ", f.data_dir, ": ",
+                             scheduler.status().message()));
+  }
   if (int q = (*scheduler)->queued(); q > 0) {
     std::cerr << "i2s_server: resumed " << q << " unfinished job(s) from the store\n";
   }

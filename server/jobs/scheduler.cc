@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -311,9 +312,21 @@ absl::Status Scheduler::Restore() {
       RETURN_IF_ERROR(store_->UpdateJob(r));
       continue;
     }
-    // Events after the last checkpoint were lost with the process; skipping past every
-    // number they could have used keeps sequence numbers unique for re-attaching clients.
-    r.next_sequence += options_.checkpoint_every + 8;
+    if (r.cancel_requested) {  // acknowledged before the restart: honoured, not resumed
+      r.state = JobState::kCancelled;
+      r.error_code = static_cast<int>(absl::StatusCode::kCancelled);
+      r.error_message = "cancelled (CancelJob, acknowledged before the server restarted)";
+      r.finished_unix_ms = NowMs();
+      r.next_sequence += spec->options.steps + spec->options.noise_steps + 16;
+      RETURN_IF_ERROR(store_->UpdateJob(WithoutBlobs(r)));
+      continue;
+    }
+    // Events after the last stored checkpoint were lost with the process. A run emits
+    // at most one event per step plus a few lifecycle ones, so skipping that many keeps
+    // sequence numbers unique for re-attaching clients, even when no checkpoint of the
+    // last run could be stored (a full disk).
+    r.next_sequence +=
+        spec->options.steps + spec->options.noise_steps + options_.checkpoint_every + 16;
     r.state = JobState::kQueued;
     RETURN_IF_ERROR(store_->UpdateJob(WithoutBlobs(r)));
     auto job = std::make_shared<Job>(WithoutBlobs(r), *std::move(spec));
@@ -487,8 +500,12 @@ absl::StatusOr<JobView> Scheduler::Cancel(const std::string& id, const std::stri
     }
     job->cancel_requested = true;
     job->cancel_reason = why;
+    job->record.cancel_requested = true;
   }
   cv_.notify_all();
+  // Recorded, so the cancel is honoured even if the process dies before the next step.
+  RETURN_IF_ERROR(Annotate(store_->MarkCancelRequested(id),
+                           "recording the cancel (the job still stops at its next step)"));
   return ViewOf(*job);
 }
 
@@ -560,6 +577,47 @@ void Scheduler::RunTask(std::function<absl::Status(int)> fn, absl::Time deadline
   cv_.notify_all();
 }
 
+void Scheduler::Conclude(const std::shared_ptr<Job>& job, JobRecord record, JobEvent event) {
+  absl::Status saved = store_->UpdateJob(record);
+  if (!saved.ok()) {
+    std::cerr << "i2s_server: job " << record.id << ": its final state ("
+              << JobStateName(record.state) << ") could not be stored: " << saved.message()
+              << "; it stays running and is retried every second\n";
+    std::lock_guard<std::mutex> lock(mu_);
+    unsaved_.push_back({job, std::move(record), std::move(event)});
+    cv_.notify_all();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->record = std::move(record);
+    job->record.result.clear();
+  }
+  CountFinished(job->record.state);
+  job->Emit(std::move(event));
+  Retire(job);
+}
+
+void Scheduler::RetryUnsaved() {
+  std::vector<Unsaved> pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending.swap(unsaved_);
+  }
+  for (Unsaved& u : pending) {
+    const std::string id = u.record.id;
+    const size_t before = [&] {
+      std::lock_guard<std::mutex> lock(mu_);
+      return unsaved_.size();
+    }();
+    Conclude(u.job, std::move(u.record), std::move(u.event));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (unsaved_.size() == before) {
+      std::cerr << "i2s_server: job " << id << ": final state stored\n";
+    }
+  }
+}
+
 void Scheduler::CountFinished(JobState state) {
   if (jobs_finished_ != nullptr) jobs_finished_->Inc({JobStateName(state)});
 }
@@ -628,9 +686,19 @@ void Scheduler::WorkerLoop(Worker* w) {
     bool stop;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] {
+      const auto ready = [&] {
         return stopping_ || !w->tasks.empty() || !w->active.empty() || !queue_.empty();
-      });
+      };
+      if (unsaved_.empty()) {
+        cv_.wait(lock, ready);
+      } else {
+        cv_.wait_for(lock, std::chrono::seconds(1), ready);
+      }
+      if (!unsaved_.empty()) {
+        lock.unlock();
+        RetryUnsaved();
+        lock.lock();
+      }
       stop = stopping_;
       tasks.swap(w->tasks);
       while (!stop && static_cast<int>(w->active.size() + admit.size()) < options_.max_batch &&
@@ -913,33 +981,24 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
   } else if (status.ok()) {
     status = absl::InternalError("embedding stopped without a status");
   }
-  JobRecord r;
+  JobRecord r;  // the final record, applied to the job once stored (Conclude)
   {
     std::lock_guard<std::mutex> lock(job->mu);
     job->step = result.steps;
     job->metrics = metrics;
-    job->record.finished_unix_ms = NowMs();
-    job->record.result = MetricsJson(metrics);
-    if (status.ok()) {
-      job->record.state = JobState::kSucceeded;
-      job->record.latent_id = ev.latent_id;
-    } else {
-      job->record.state = absl::IsCancelled(status) ? JobState::kCancelled : JobState::kFailed;
-      job->record.error_code = static_cast<int>(status.code());
-      job->record.error_message = std::string(status.message());
-    }
-    job->record.next_sequence = job->next_sequence + 1;  // after the terminal event
     r = job->record;
   }
-  if (!status.ok()) {
+  r.finished_unix_ms = NowMs();
+  r.result = MetricsJson(metrics);
+  if (status.ok()) {
+    r.state = JobState::kSucceeded;
+    r.latent_id = ev.latent_id;
+  } else {
+    r.state = absl::IsCancelled(status) ? JobState::kCancelled : JobState::kFailed;
+    r.error_code = static_cast<int>(status.code());
+    r.error_message = std::string(status.message());
     ev.kind = absl::IsCancelled(status) ? JobEvent::Kind::kCancelled : JobEvent::Kind::kFailed;
     ev.status = status;
-  }
-  (void)store_->UpdateJob(r);
-  CountFinished(r.state);
-  {
-    std::lock_guard<std::mutex> lock(job->mu);
-    job->record.result.clear();
   }
   job->batch = nullptr;
   if (w != nullptr) {
@@ -952,8 +1011,12 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
       }
     }
   }
-  job->Emit(std::move(ev));
-  Retire(job);
+  // The terminal event takes the next sequence number; the record says what follows it.
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    r.next_sequence = job->next_sequence + 1;
+  }
+  Conclude(job, std::move(r), std::move(ev));
 }
 
 void Scheduler::Retire(const std::shared_ptr<Job>& job) {
@@ -975,6 +1038,7 @@ void Scheduler::Shutdown() {
   for (auto& w : workers_) {
     if (w->thread.joinable()) w->thread.join();
   }
+  RetryUnsaved();  // a last try; what is still unsaved resumes on the next start
   std::vector<std::shared_ptr<Job>> jobs;
   {
     std::lock_guard<std::mutex> lock(mu_);

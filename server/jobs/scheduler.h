@@ -157,6 +157,20 @@ class Scheduler {
   absl::Status Restore();
   void RegisterMetrics(MetricsRegistry* metrics);
   void CountFinished(JobState state);
+  // A finished job whose final record the store refused (a full disk): it stays running
+  // (no terminal event, GetJob says RUNNING) until a retry stores the record; then the
+  // record is applied and the terminal event emitted. The workers retry every second;
+  // what is unsaved at shutdown resumes on the next start. Nothing final is announced
+  // before it is stored.
+  struct Unsaved {
+    std::shared_ptr<Job> job;
+    JobRecord record;
+    JobEvent event;
+  };
+  // Stores `record` (the job's final state), then applies it and emits `event`; or
+  // queues all three in unsaved_.
+  void Conclude(const std::shared_ptr<Job>& job, JobRecord record, JobEvent event);
+  void RetryUnsaved();
   // Makes `job` live, appends it to the queue and emits its `queued` event (mu_ held).
   void EnqueueLocked(const std::shared_ptr<Job>& job);
   void WorkerLoop(Worker* w);
@@ -181,6 +195,7 @@ class Scheduler {
   std::deque<std::string> finished_order_;            // retirement order of finished live_ jobs
   std::vector<std::unique_ptr<Worker>> workers_;
   int running_ = 0;
+  std::vector<Unsaved> unsaved_;  // finished jobs whose final record is not stored yet
 
   // Metrics (null without a registry); the objects belong to the registry.
   MetricsRegistry::Histogram* step_seconds_ = nullptr;

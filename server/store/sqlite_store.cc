@@ -97,7 +97,8 @@ CREATE TABLE requests (
   PRIMARY KEY (method, request_id)
 ) WITHOUT ROWID;
 )sql",
-    // 1 -> 2: every latent and job belongs to a tenant (issue 8). The tables are rebuilt
+    // 1 -> 2: every latent and job belongs to a tenant, and a job records an acknowledged
+    // cancel request (issue 8). The tables are rebuilt
     // so that the new column sits with the summaries, ahead of the blobs; rows from
     // version 1 belong to tenant "" (a server without authentication).
     R"sql(
@@ -142,6 +143,7 @@ CREATE TABLE jobs_v2 (
   request_id TEXT NOT NULL,
   model TEXT NOT NULL,
   state INTEGER NOT NULL,
+  cancel_requested INTEGER NOT NULL,  -- 1: a CancelJob was acknowledged while it ran
   checkpoint_step INTEGER NOT NULL,
   latent_id TEXT NOT NULL,
   error_code INTEGER NOT NULL,
@@ -154,7 +156,7 @@ CREATE TABLE jobs_v2 (
   spec BLOB NOT NULL,
   checkpoint BLOB NOT NULL
 );
-INSERT INTO jobs_v2 SELECT id, '', request_id, model, state, checkpoint_step, latent_id,
+INSERT INTO jobs_v2 SELECT id, '', request_id, model, state, 0, checkpoint_step, latent_id,
   error_code, error_message, next_sequence, created_unix_ms, started_unix_ms,
   finished_unix_ms, result, spec, checkpoint FROM jobs;
 DROP TABLE jobs;
@@ -174,12 +176,24 @@ constexpr const char* kLatentSummaryColumns =
     "metrics_psnr, metrics_steps, created_unix_ms, labels_json";
 constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
 constexpr const char* kJobSummaryColumns =
-    "id, tenant, request_id, model, state, checkpoint_step, latent_id, error_code, error_message, "
+    "id, tenant, request_id, model, state, cancel_requested, checkpoint_step, latent_id, "
+    "error_code, error_message, "
     "next_sequence, created_unix_ms, started_unix_ms, finished_unix_ms";
 constexpr const char* kJobBlobColumns = "result, spec, checkpoint";
 
+// SQLITE_FULL is ResourceExhausted and SQLITE_READONLY Unavailable, so callers (and
+// clients) can tell a full or read-only data directory from a fault.
 absl::Status SqliteError(sqlite3* db, absl::string_view what) {
-  return absl::InternalError(absl::StrCat("sqlite: ", what, ": ", sqlite3_errmsg(db)));
+  const std::string message = absl::StrCat("sqlite: ", what, ": ", sqlite3_errmsg(db));
+  switch (sqlite3_errcode(db)) {
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(
+          absl::StrCat(message, " (the disk of the data directory is full)"));
+    case SQLITE_READONLY:
+      return absl::UnavailableError(absl::StrCat(message, " (the data directory is read-only)"));
+    default:
+      return absl::InternalError(message);
+  }
 }
 
 // Runs constant SQL (schema, pragmas, transaction control) that has no parameters.
@@ -390,6 +404,7 @@ absl::StatusOr<JobRecord> ReadJob(const Query& q, bool with_blobs) {
     return Corrupt("job", r.id, absl::StrCat("unknown state ", state));
   }
   r.state = static_cast<JobState>(state);
+  r.cancel_requested = q.ColumnInt(c++) != 0;
   r.checkpoint_step = static_cast<int>(q.ColumnInt(c++));
   r.latent_id = q.ColumnBytes(c++);
   r.error_code = static_cast<int>(q.ColumnInt(c++));
@@ -485,6 +500,7 @@ void BindJobMetadata(Query& q, const JobRecord& r) {
       .Text(":request_id", r.request_id)
       .Text(":model", r.model)
       .Int(":state", static_cast<int>(r.state))
+      .Int(":cancel_requested", r.cancel_requested ? 1 : 0)
       .Text(":latent_id", r.latent_id)
       .Int(":error_code", r.error_code)
       .Text(":error_message", r.error_message)
@@ -738,7 +754,7 @@ absl::Status SqliteStore::CreateJob(const JobRecord& record) {
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                    Prepare(absl::StrCat("INSERT INTO jobs (", kJobSummaryColumns, ", ",
                                         kJobBlobColumns, R"sql() VALUES (
-      :id, :tenant, :request_id, :model, :state, :checkpoint_step, :latent_id, :error_code,
+      :id, :tenant, :request_id, :model, :state, :cancel_requested, :checkpoint_step, :latent_id, :error_code,
       :error_message, :next_sequence, :created_unix_ms, :started_unix_ms, :finished_unix_ms,
       :result, :spec, :checkpoint)
     ON CONFLICT (id) DO NOTHING)sql")));
@@ -759,7 +775,8 @@ absl::Status SqliteStore::UpdateJob(const JobRecord& record) {
   RETURN_IF_ERROR(CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(UPDATE jobs SET
-      request_id = :request_id, model = :model, state = :state, latent_id = :latent_id,
+      request_id = :request_id, model = :model, state = :state,
+      cancel_requested = MAX(cancel_requested, :cancel_requested), latent_id = :latent_id,
       error_code = :error_code, error_message = :error_message, next_sequence = :next_sequence,
       created_unix_ms = :created_unix_ms, started_unix_ms = :started_unix_ms,
       finished_unix_ms = :finished_unix_ms, result = :result
@@ -768,6 +785,17 @@ absl::Status SqliteStore::UpdateJob(const JobRecord& record) {
   BindJobMetadata(q, record);
   ASSIGN_OR_RETURN(int changed, q.Run());
   if (changed == 0) return JobNotFound(record.id);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::MarkCancelRequested(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                   Prepare("UPDATE jobs SET cancel_requested = 1 WHERE id = :id"));
+  Query q(db_, stmt, "MarkCancelRequested");
+  q.Text(":id", id);
+  ASSIGN_OR_RETURN(int changed, q.Run());
+  if (changed == 0) return JobNotFound(id);
   return absl::OkStatus();
 }
 

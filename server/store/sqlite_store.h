@@ -58,6 +58,7 @@ class SqliteStore final : public Store {
   // JobStore.
   absl::Status CreateJob(const JobRecord& record) override;
   absl::Status UpdateJob(const JobRecord& record) override;
+  absl::Status MarkCancelRequested(const std::string& id) override;
   absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
                               int64_t next_sequence) override;
   absl::StatusOr<JobRecord> GetJob(const std::string& id) override;

@@ -744,6 +744,26 @@ TEST_F(SqliteStoreTest, TenantFilterOnListingsAndUpdateKeepsTheTenant) {
   EXPECT_EQ(got->tenant, "b");
 }
 
+TEST_F(SqliteStoreTest, CancelRequestIsKeptUntilTheEnd) {
+  JobRecord job = FullJob("job_c");
+  job.state = JobState::kRunning;
+  ASSERT_TRUE(store_->CreateJob(job).ok());
+  EXPECT_FALSE(store_->GetJob("job_c")->cancel_requested);
+  ASSERT_TRUE(store_->MarkCancelRequested("job_c").ok());
+  EXPECT_TRUE(store_->GetJob("job_c")->cancel_requested);
+  // A later update from a copy taken before the request does not clear it.
+  job.checkpoint_step = 5;
+  ASSERT_TRUE(store_->UpdateJob(job).ok());
+  auto got = store_->GetJob("job_c");
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->cancel_requested);
+  auto unfinished = store_->UnfinishedJobs();
+  ASSERT_TRUE(unfinished.ok());
+  ASSERT_EQ(unfinished->size(), 1u);
+  EXPECT_TRUE((*unfinished)[0].cancel_requested);
+  EXPECT_EQ(store_->MarkCancelRequested("job_none").code(), absl::StatusCode::kNotFound);
+}
+
 TEST(RequestScopeTest, KeysArePerTenant) {
   EXPECT_EQ(RequestScope("Embed", ""), "Embed");
   EXPECT_EQ(RequestScope("Embed", "alpha"), "Embed@alpha");

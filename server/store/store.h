@@ -86,6 +86,9 @@ struct JobRecord {
   std::string tenant;      // the owner (see LatentRecord::tenant); never changes
   std::string model;       // model name
   JobState state = JobState::kQueued;
+  // A CancelJob acknowledged while the job ran: a restart ends the job as cancelled
+  // instead of resuming it. Once set, UpdateJob never clears it.
+  bool cancel_requested = false;
   std::string spec;        // opaque: everything needed to run the job (inputs, options)
   std::string checkpoint;  // opaque: last checkpoint; empty = none
   int checkpoint_step = 0;
@@ -109,6 +112,9 @@ class JobStore {
   // Replaces every field of the job with `record` except tenant, spec, checkpoint and
   // checkpoint_step (which only CreateJob and SaveCheckpoint write). NotFound if absent.
   virtual absl::Status UpdateJob(const JobRecord& record) = 0;
+  // Records an acknowledged cancel request (sets cancel_requested, nothing else).
+  // NotFound if absent.
+  virtual absl::Status MarkCancelRequested(const std::string& id) = 0;
   virtual absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
                                       int64_t next_sequence) = 0;
   virtual absl::StatusOr<JobRecord> GetJob(const std::string& id) = 0;  // with all blobs

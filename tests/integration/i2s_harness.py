@@ -217,3 +217,42 @@ def run_tests(flags, keep):
         os.makedirs(args.work, exist_ok=True)
     keep(args)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+def http_request(port, path="/metrics", method="GET", host="127.0.0.1", timeout=10):
+    """A plain HTTP request (urllib): (status, headers, body bytes); HTTP errors are returned,
+    not raised."""
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(f"http://{host}:{port}{path}", method=method,
+                                 data=b"" if method in ("POST", "PUT") else None)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def listening_ports(pid):
+    """The TCP ports a process listens on (from /proc: its socket inodes in LISTEN state)."""
+    inodes = set()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and cols[9] in inodes:  # 0A = LISTEN
+                ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
