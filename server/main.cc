@@ -23,6 +23,7 @@
 #include "server/api/auth.h"
 #include "server/api/metrics_export.h"
 #include "server/api/service.h"
+#include "server/base/log.h"
 #include "server/base/metrics.h"
 #include "server/base/status_macros.h"
 #include "server/engine/torch_util.h"
@@ -58,6 +59,7 @@ struct Flags {
   std::string tls_cert, tls_key, tls_client_ca;
   bool plaintext = false;
   bool no_reflection = false;
+  std::string log_format = "text";
   std::string metrics_address;
   std::string metrics_port_file;
 };
@@ -130,7 +132,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
 }
 
 int Fail(const std::string& what) {
-  std::cerr << "i2s_server: " << what << "\n";
+  LogNote(absl::StrCat(what));
   return 1;
 }
 
@@ -252,6 +254,11 @@ int Main(int argc, char** argv) {
   app.add_flag("--plaintext", f.plaintext,
                "serve without TLS on a non-loopback --address (loopback is always allowed)");
   app.add_flag("--no-reflection", f.no_reflection, "do not serve gRPC server reflection");
+  app.add_option("--log-format", f.log_format,
+                 "text (lines for people) or json (one JSON object per line, with job and "
+                 "latent IDs as fields)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   app.add_option("--metrics-address", f.metrics_address,
                  "HOST:PORT of the Prometheus endpoint (GET /metrics, plain HTTP; port 0 picks a "
                  "free one); off when empty");
@@ -267,6 +274,7 @@ int Main(int argc, char** argv) {
     return app.exit(e);
   }
 
+  SetLogFormat(f.log_format == "json" ? LogFormat::kJson : LogFormat::kText);
   // Signals are taken by sigwait below: block them before any thread starts.
   sigset_t signals;
   sigemptyset(&signals);
@@ -282,11 +290,12 @@ int Main(int argc, char** argv) {
     auto created = Authenticator::FromFile(f.auth_tokens);
     if (!created.ok()) return Fail(std::string(created.status().message()));
     auth = *std::move(created);
-    std::cerr << "i2s_server: authentication: " << auth->token_count() << " token(s) from "
-              << f.auth_tokens << "\n";
+    LogNote(
+        absl::StrCat("authentication: ", auth->token_count(), " token(s) from ", f.auth_tokens));
     if (f.tls_cert.empty() && !IsLoopback(f.address)) {
-      std::cerr << "i2s_server: warning: bearer tokens over plaintext can be read on the "
-                   "network; use --tls-cert/--tls-key unless a TLS proxy is in front\n";
+      LogNote(
+          absl::StrCat("warning: bearer tokens over plaintext can be read on the "
+                       "network; use --tls-cert/--tls-key unless a TLS proxy is in front"));
     }
   }
 
@@ -327,13 +336,13 @@ int Main(int argc, char** argv) {
   auto store = SqliteStore::Open((std::filesystem::path(f.data_dir) / "i2s.sqlite").string());
   if (!store.ok()) return Fail(absl::StrCat("--data-dir: ", store.status().message()));
 
-  std::cerr << "i2s_server: loading " << ro.models.size() << " model(s) on " << f.devices << "\n";
+  LogNote(absl::StrCat("loading ", ro.models.size(), " model(s) on ", f.devices));
   auto registry = ModelRegistry::Create(ro);
   if (!registry.ok()) return Fail(std::string(registry.status().message()));
   for (const ModelInfo& m : (*registry)->models()) {
-    std::cerr << "i2s_server: model " << m.name << (m.is_default ? " (default)" : "")
-              << (m.is_demo ? " [demo: random weights]" : "") << ": " << m.resolution << "x"
-              << m.resolution << ", " << m.num_layers << " layers, " << m.fingerprint << "\n";
+    LogNote(absl::StrCat("model ", m.name, (m.is_default ? " (default)" : ""),
+                         (m.is_demo ? " [demo: random weights]" : ""), ": ", m.resolution, "x",
+                         m.resolution, ", ", m.num_layers, " layers, ", m.fingerprint));
   }
   MetricsRegistry metrics;
   metrics.AddGauge("i2s_build_info", "Version of this server (always 1).", {"version"}, [] {
@@ -349,7 +358,7 @@ int Main(int argc, char** argv) {
                              scheduler.status().message()));
   }
   if (int q = (*scheduler)->queued(); q > 0) {
-    std::cerr << "i2s_server: resumed " << q << " unfinished job(s) from the store\n";
+    LogNote(absl::StrCat("resumed ", q, " unfinished job(s) from the store"));
   }
 
   // The face detector for AUTO alignment. Flags that ask for one fail the start when it
@@ -362,13 +371,13 @@ int Main(int argc, char** argv) {
     auto created = FaceDetector::Create(fo);
     if (created.ok()) {
       face_detector = *std::move(created);
-      std::cerr << "i2s_server: face detector: " << face_detector->description() << "\n";
+      LogNote(absl::StrCat("face detector: ", face_detector->description()));
     } else if (cascades_flag->count() > 0 || !f.landmark_model.empty() ||
                !absl::IsNotFound(created.status())) {
       return Fail(std::string(created.status().message()));
     } else {
-      std::cerr << "i2s_server: no face detector (automatic alignment off): "
-                << created.status().message() << "\n";
+      LogNote(
+          absl::StrCat("no face detector (automatic alignment off): ", created.status().message()));
     }
   }
   Service service(registry->get(), scheduler->get(), store->get(), f.limits, I2S_VERSION,
@@ -389,12 +398,12 @@ int Main(int argc, char** argv) {
   if (server == nullptr || port == 0)
     return Fail(absl::StrCat("--address ", f.address, ": cannot listen"));
   server->GetHealthCheckService()->SetServingStatus(true);
-  std::cerr << "i2s_server: serving on port " << port << " ("
-            << (f.tls_cert.empty()        ? "plaintext"
-                : f.tls_client_ca.empty() ? "TLS"
-                                          : "mutual TLS")
-            << ", " << (auth ? "bearer tokens" : "no authentication") << "; data in " << f.data_dir
-            << ")\n";
+  LogNote(absl::StrCat("serving on port ", port, " (",
+                       (f.tls_cert.empty()        ? "plaintext"
+                        : f.tls_client_ca.empty() ? "TLS"
+                                                  : "mutual TLS"),
+                       ", ", (auth ? "bearer tokens" : "no authentication"), "; data in ",
+                       f.data_dir, ")"));
   std::unique_ptr<MetricsHttpServer> metrics_http;
   if (!f.metrics_address.empty()) {
     auto started = MetricsHttpServer::Start(f.metrics_address, &metrics);
@@ -403,9 +412,9 @@ int Main(int argc, char** argv) {
       return Fail(std::string(started.status().message()));
     }
     metrics_http = *std::move(started);
-    std::cerr << "i2s_server: metrics on http://"
-              << f.metrics_address.substr(0, f.metrics_address.rfind(':')) << ":"
-              << metrics_http->port() << "/metrics\n";
+    LogNote(absl::StrCat("metrics on http://",
+                         f.metrics_address.substr(0, f.metrics_address.rfind(':')), ":",
+                         metrics_http->port(), "/metrics"));
     if (!f.metrics_port_file.empty()) {
       WriteFileAtomically(f.metrics_port_file, absl::StrCat(metrics_http->port(), "\n"));
     }
@@ -417,19 +426,19 @@ int Main(int argc, char** argv) {
     sigwait(&signals, &sig);
     if (sig != SIGHUP) break;
     if (!auth) {
-      std::cerr << "i2s_server: SIGHUP: nothing to reload (no --auth-tokens)\n";
+      LogNote(absl::StrCat("SIGHUP: nothing to reload (no --auth-tokens)"));
       continue;
     }
     absl::Status reloaded = auth->Reload();
     if (reloaded.ok()) {
-      std::cerr << "i2s_server: SIGHUP: reloaded " << auth->token_count() << " token(s)\n";
+      LogNote(absl::StrCat("SIGHUP: reloaded ", auth->token_count(), " token(s)"));
     } else {
-      std::cerr << "i2s_server: SIGHUP: not reloaded (" << reloaded.message()
-                << "); keeping the previous tokens\n";
+      LogNote(absl::StrCat("SIGHUP: not reloaded (", reloaded.message(),
+                           "); keeping the previous tokens"));
     }
   }
-  std::cerr << "i2s_server: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT")
-            << ": shutting down (running jobs checkpoint and resume on the next start)\n";
+  LogNote(absl::StrCat((sig == SIGTERM ? "SIGTERM" : "SIGINT"),
+                       ": shutting down (running jobs checkpoint and resume on the next start)"));
   auto t0 = std::chrono::steady_clock::now();
   server->GetHealthCheckService()->SetServingStatus(false);
   service.StopAccepting();
@@ -437,9 +446,9 @@ int Main(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_grace * 1000)));
   server->Wait();
-  std::cerr << "i2s_server: stopped in "
-            << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
-            << " s\n";
+  LogNote(absl::StrCat("stopped in ",
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                       " s"));
   return 0;
 }
 

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/base/log.h"
 #include "server/base/status_macros.h"
 #include "server/formats/npy.h"
 
@@ -75,12 +76,11 @@ void Authenticator::ReloadIfChanged() {
   // Changed, or gone: re-read (a missing file keeps the old tokens, as any failure does).
   absl::Status reloaded = Reload();
   if (reloaded.ok()) {
-    std::cerr << "i2s_server: --auth-tokens " << path_ << ": reloaded, " << token_count()
-              << " token(s)\n";
+    LogNote(absl::StrCat("--auth-tokens ", path_, ": reloaded, ", token_count(), " token(s)"));
   } else {
     // Checked again after check_every; the message names lines, never tokens.
-    std::cerr << "i2s_server: --auth-tokens " << path_ << ": not reloaded (" << reloaded.message()
-              << "); keeping the previous " << token_count() << " token(s)\n";
+    LogNote(absl::StrCat("--auth-tokens ", path_, ": not reloaded (", reloaded.message(),
+                         "); keeping the previous ", token_count(), " token(s)"));
     std::lock_guard<std::mutex> lock(mu_);
     if (stamp.ok()) stamp_ = *stamp;  // log a broken file once, not every second
   }

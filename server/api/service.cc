@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/api/status.h"
+#include "server/base/log.h"
 #include "server/base/sha256.h"
 #include "server/base/status_macros.h"
 #include "server/engine/edits.h"
@@ -284,7 +285,14 @@ struct Service::Impl {
     for (auto it = begin; it != end; ++it) {
       authorization.emplace_back(it->second.data(), it->second.size());
     }
-    ASSIGN_OR_RETURN(Caller caller, auth->Authenticate(authorization));
+    auto authenticated = auth->Authenticate(authorization);
+    if (!authenticated.ok()) {  // the reason names no token; the peer says who tried
+      LogEvent("auth_refused")
+          .Str("peer", ctx->peer())
+          .Str("reason", authenticated.status().message());
+      return authenticated.status();
+    }
+    Caller caller = *std::move(authenticated);
     RETURN_IF_ERROR(rate.Admit(caller.tenant));
     return caller;
   }
@@ -500,6 +508,11 @@ struct Service::Impl {
     }
     rec.created_unix_ms = NowMs();
     RETURN_IF_ERROR(store->PutLatent(rec));
+    LogEvent("latent_stored")
+        .Str("latent_id", rec.id)
+        .Str("tenant", rec.tenant)
+        .Str("source", rec.source)
+        .Str("model", rec.model);
     rec.values.clear();
     rec.noise_npz.clear();
     ToProto(rec, out);
@@ -997,7 +1010,11 @@ grpc::ServerUnaryReactor* Service::DeleteLatent(CallbackServerContext* ctx,
   if (req->latent_id().empty()) return Done(ctx, Field("latent_id", "empty"));
   auto owned = impl_->LatentFor(*caller, req->latent_id(), /*with_values=*/false);
   if (!owned.ok()) return Done(ctx, owned.status());
-  return Done(ctx, impl_->store->DeleteLatent(req->latent_id()));
+  absl::Status deleted = impl_->store->DeleteLatent(req->latent_id());
+  if (deleted.ok()) {
+    LogEvent("latent_deleted").Str("latent_id", req->latent_id()).Str("tenant", caller->tenant);
+  }
+  return Done(ctx, deleted);
 }
 
 grpc::ServerUnaryReactor* Service::ImportLatent(CallbackServerContext* ctx,

@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/base/log.h"
 #include "server/base/status_macros.h"
 #include "server/engine/torch_util.h"
 #include "server/formats/npy.h"
@@ -316,6 +317,10 @@ absl::Status Scheduler::Restore() {
       r.state = JobState::kCancelled;
       r.error_code = static_cast<int>(absl::StatusCode::kCancelled);
       r.error_message = "cancelled (CancelJob, acknowledged before the server restarted)";
+      LogEvent("job_finished")
+          .Str("job_id", r.id)
+          .Str("tenant", r.tenant)
+          .Str("state", "cancelled");
       r.finished_unix_ms = NowMs();
       r.next_sequence += spec->options.steps + spec->options.noise_steps + 16;
       RETURN_IF_ERROR(store_->UpdateJob(WithoutBlobs(r)));
@@ -381,6 +386,11 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
   auto job = std::make_shared<Job>(WithoutBlobs(std::move(r)), std::move(spec));
   EnqueueLocked(job);
   cv_.notify_all();
+  LogEvent("job_queued")
+      .Str("job_id", job->id)
+      .Str("tenant", tenant)
+      .Str("model", job->spec.model)
+      .Int("steps", job->total_steps);
   return Submission{job->id, false};
 }
 
@@ -580,9 +590,12 @@ void Scheduler::RunTask(std::function<absl::Status(int)> fn, absl::Time deadline
 void Scheduler::Conclude(const std::shared_ptr<Job>& job, JobRecord record, JobEvent event) {
   absl::Status saved = store_->UpdateJob(record);
   if (!saved.ok()) {
-    std::cerr << "i2s_server: job " << record.id << ": its final state ("
-              << JobStateName(record.state) << ") could not be stored: " << saved.message()
-              << "; it stays running and is retried every second\n";
+    LogEvent("job_unsaved")
+        .Str("job_id", record.id)
+        .Str("tenant", record.tenant)
+        .Str("state", JobStateName(record.state))
+        .Str("error", saved.message())
+        .Str("note", "the job stays running until its final state is stored; retried every second");
     std::lock_guard<std::mutex> lock(mu_);
     unsaved_.push_back({job, std::move(record), std::move(event)});
     cv_.notify_all();
@@ -594,6 +607,16 @@ void Scheduler::Conclude(const std::shared_ptr<Job>& job, JobRecord record, JobE
     job->record.result.clear();
   }
   CountFinished(job->record.state);
+  {
+    LogEvent done("job_finished");
+    done.Str("job_id", job->id)
+        .Str("tenant", job->tenant)
+        .Str("state", JobStateName(job->record.state));
+    if (!event.latent_id.empty()) done.Str("latent_id", event.latent_id);
+    done.Int("steps", event.step)
+        .Num("seconds", (job->record.finished_unix_ms - job->record.started_unix_ms) / 1000.0);
+    if (!event.status.ok()) done.Str("error", event.status.message());
+  }
   job->Emit(std::move(event));
   Retire(job);
 }
@@ -613,7 +636,7 @@ void Scheduler::RetryUnsaved() {
     Conclude(u.job, std::move(u.record), std::move(u.event));
     std::lock_guard<std::mutex> lock(mu_);
     if (unsaved_.size() == before) {
-      std::cerr << "i2s_server: job " << id << ": final state stored\n";
+      LogEvent("job_stored").Str("job_id", id);
     }
   }
 }
@@ -808,6 +831,11 @@ void Scheduler::StartJob(Worker* w, const std::shared_ptr<Job>& job) {
   ev.device = w->device;
   ev.resumed_from_step = resumed_from;
   job->Emit(std::move(ev));
+  LogEvent("job_started")
+      .Str("job_id", job->id)
+      .Str("tenant", job->tenant)
+      .Str("device", w->device)
+      .Int("resumed_from_step", resumed_from);
 }
 
 void Scheduler::CheckpointJob(const std::shared_ptr<Job>& job, const EmbedCheckpoint& c) {

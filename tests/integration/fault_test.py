@@ -722,7 +722,7 @@ class DiskFaultTest(unittest.TestCase):
             job_id = seen[0].job_id
             fill()
             deadline = time.time() + 120
-            while f"job {job_id}: its final state" not in server.log():
+            while f"job_unsaved job_id={job_id}" not in server.log():
                 self.assertLess(time.time(), deadline, server.log())
                 time.sleep(0.2)
             job = stub.GetJob(pb.GetJobRequest(job_id=job_id))
@@ -739,7 +739,7 @@ class DiskFaultTest(unittest.TestCase):
         self.assertIn(kind(told), h.TERMINAL)
         self.assertEqual(pb.JobState.Name(stub.GetJob(pb.GetJobRequest(job_id=job_id)).state),
                          kind(told).upper())
-        self.assertIn(f"job {job_id}: final state stored", server.log())
+        self.assertIn(f"job_stored job_id={job_id}", server.log())
         code, _ = server.stop()
         self.assertEqual(code, 0, server.log())
         server.start()
