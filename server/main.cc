@@ -60,6 +60,7 @@ struct Flags {
   bool plaintext = false;
   bool no_reflection = false;
   std::string log_format = "text";
+  std::string local_address;
   std::string metrics_address;
   std::string metrics_port_file;
 };
@@ -251,6 +252,9 @@ int Main(int argc, char** argv) {
   app.add_option("--tls-key", f.tls_key, "PEM private key of --tls-cert");
   app.add_option("--tls-client-ca", f.tls_client_ca,
                  "PEM CA bundle: clients must present a certificate it signed (mutual TLS)");
+  app.add_option("--local-address", f.local_address,
+                 "an extra plaintext listener on a loopback address (e.g. 127.0.0.1:50052) for "
+                 "health probes and tools inside the host or pod; tokens still apply");
   app.add_flag("--plaintext", f.plaintext,
                "serve without TLS on a non-loopback --address (loopback is always allowed)");
   app.add_flag("--no-reflection", f.no_reflection, "do not serve gRPC server reflection");
@@ -388,6 +392,14 @@ int Main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(f.address, *credentials, &port);
+  int local_port = 0;
+  if (!f.local_address.empty()) {
+    if (!IsLoopback(f.local_address)) {
+      return Fail(absl::StrCat("--local-address ", f.local_address,
+                               ": must be a loopback address (127.x.x.x, ::1, localhost)"));
+    }
+    builder.AddListeningPort(f.local_address, grpc::InsecureServerCredentials(), &local_port);
+  }
   builder.SetMaxReceiveMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.RegisterService(&service);
@@ -397,6 +409,11 @@ int Main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0)
     return Fail(absl::StrCat("--address ", f.address, ": cannot listen"));
+  if (!f.local_address.empty() && local_port == 0) {
+    server->Shutdown();
+    return Fail(absl::StrCat("--local-address ", f.local_address, ": cannot listen"));
+  }
+  if (local_port != 0) LogNote(absl::StrCat("local plaintext listener on port ", local_port));
   server->GetHealthCheckService()->SetServingStatus(true);
   LogNote(absl::StrCat("serving on port ", port, " (",
                        (f.tls_cert.empty()        ? "plaintext"
