@@ -264,8 +264,8 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   app.add_option("--metrics-address", f.metrics_address,
-                 "HOST:PORT of the Prometheus endpoint (GET /metrics, plain HTTP; port 0 picks a "
-                 "free one); off when empty");
+                 "HOST:PORT of the Prometheus endpoint (GET /metrics, plain HTTP, IPv4; port 0 "
+                 "picks a free one); off when empty");
   app.add_option("--metrics-port-file", f.metrics_port_file,
                  "write the bound metrics port to this file once serving");
   app.add_option("--shutdown-grace", f.shutdown_grace,
@@ -429,8 +429,8 @@ int Main(int argc, char** argv) {
       return Fail(std::string(started.status().message()));
     }
     metrics_http = *std::move(started);
-    LogNote(absl::StrCat("metrics on http://",
-                         f.metrics_address.substr(0, f.metrics_address.rfind(':')), ":",
+    const std::string host = f.metrics_address.substr(0, f.metrics_address.rfind(':'));
+    LogNote(absl::StrCat("metrics on http://", host.empty() ? "0.0.0.0" : host, ":",
                          metrics_http->port(), "/metrics"));
     if (!f.metrics_port_file.empty()) {
       WriteFileAtomically(f.metrics_port_file, absl::StrCat(metrics_http->port(), "\n"));
@@ -463,6 +463,7 @@ int Main(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_grace * 1000)));
   server->Wait();
+  metrics_http.reset();  // civetweb's stop waits for its workers (at most the 3 s timeout)
   LogNote(absl::StrCat("stopped in ",
                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                        " s"));

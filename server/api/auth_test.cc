@@ -81,6 +81,31 @@ TEST(AuthenticatorTest, ReloadsWhenTheFileChangesAndKeepsTokensOnABadFile) {
   EXPECT_TRUE((*auth)->Authenticate(Header("Bearer beta-secret-token-00001")).ok());
 }
 
+// A Kubernetes Secret volume: tokens -> ..data/tokens, ..data -> ..<timestamp>/, and an
+// update swaps the ..data symlink to a new folder.
+TEST(AuthenticatorTest, FollowsAKubernetesSecretUpdate) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("i2s_auth_k8s_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "..v1");
+  std::ofstream(dir / "..v1" / "tokens") << "alpha-secret-token-0001 alpha\n";
+  fs::create_directory_symlink("..v1", dir / "..data");
+  fs::create_symlink("..data/tokens", dir / "tokens");
+  auto auth = Authenticator::FromFile((dir / "tokens").string(), absl::ZeroDuration());
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  ASSERT_TRUE((*auth)->Authenticate(Header("Bearer alpha-secret-token-0001")).ok());
+  fs::create_directories(dir / "..v2");
+  std::ofstream(dir / "..v2" / "tokens") << "beta-secret-token-00001 beta\n";
+  fs::create_directory_symlink("..v2", dir / "..data_tmp");
+  fs::rename(dir / "..data_tmp", dir / "..data");  // atomic, as the kubelet does
+  fs::remove_all(dir / "..v1");
+  auto beta = (*auth)->Authenticate(Header("Bearer beta-secret-token-00001"));
+  ASSERT_TRUE(beta.ok()) << beta.status();
+  EXPECT_EQ(beta->tenant, "beta");
+  EXPECT_FALSE((*auth)->Authenticate(Header("Bearer alpha-secret-token-0001")).ok());
+  fs::remove_all(dir);
+}
+
 TEST(AuthenticatorTest, StartFailsOnMissingOrBadFile) {
   auto missing = Authenticator::FromFile("/nonexistent/i2s/tokens");
   ASSERT_FALSE(missing.ok());

@@ -137,11 +137,14 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
     return absl::InvalidArgumentError(
         absl::StrCat("--metrics-address ", address, ": expected HOST:PORT"));
   }
-  // civetweb's form: "host:port" for IPv4, "[::1]:port" for IPv6, "port" for every address.
+  // civetweb's form: "host:port", or "port" for every address. IPv4 only: Debian's
+  // libcivetweb is built without IPv6.
   std::string host = address.substr(0, colon);
   std::string ports = (host.empty() || host == "0.0.0.0") ? address.substr(colon + 1) : address;
-  const char* options[] = {"listening_ports",    ports.c_str(), "num_threads", "2",
-                           "request_timeout_ms", "10000",       nullptr};
+  // Eight workers and a 3 s request timeout: a few idle or slow connections cannot hold a
+  // scrape back past Prometheus' 10 s default, and a stop waits at most that long.
+  const char* options[] = {"listening_ports",    ports.c_str(), "num_threads", "8",
+                           "request_timeout_ms", "3000",        nullptr};
   mg_callbacks callbacks{};
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
   server->ctx_ = mg_start(&callbacks, nullptr, options);

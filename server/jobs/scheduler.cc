@@ -663,13 +663,17 @@ void Scheduler::RegisterMetrics(MetricsRegistry* m) {
   image_steps_ =
       m->AddCounter("i2s_embed_image_steps_total",
                     "Optimiser steps taken, one per image per step, by device.", {"device"});
-  m->AddGauge("i2s_device_steps_per_second",
-              "Image-steps per second over the last steps (moving average), by device.", {"device"},
-              [this] {
-                Series out;
-                for (const auto& w : workers_) out.push_back({{w->device}, w->steps_per_second});
-                return out;
-              });
+  m->AddGauge(
+      "i2s_device_steps_per_second",
+      "Image-steps per second over the last steps (moving average), by device.", {"device"},
+      [this] {
+        Series out;
+        std::lock_guard<std::mutex> lock(mu_);
+        for (const auto& w : workers_) {  // an idle device does 0 steps/s
+          out.push_back({{w->device}, w->active.empty() ? 0.0 : w->steps_per_second.load()});
+        }
+        return out;
+      });
   m->AddGauge(
       "i2s_batch_occupancy", "Images being optimised on the device, as a fraction of --max-batch.",
       {"device"}, [this] {
