@@ -81,8 +81,12 @@ class Server:
         deadline = time.time() + timeout
         while not os.path.exists(port_file):
             if self.proc.poll() is not None:
+                log.close()
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
             if time.time() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                log.close()
                 raise RuntimeError("server did not start: " + self.log())
             time.sleep(0.05)
         with open(port_file) as f:
