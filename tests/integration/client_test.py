@@ -573,12 +573,15 @@ class ClientTest(unittest.TestCase):
             subprocess.run(["tmux", "-L", session, "send-keys", "-t", session, "C-c"], check=True)
             wait_for(r"Interrupted\. \[c\] cancel the jobs.*\[d\] detach")
             subprocess.run(["tmux", "-L", session, "send-keys", "-t", session, "d"], check=True)
-            final = wait_for(r"detached, still running")
+            wait_for(r"detached, still running")
             deadline = time.time() + 30
             while not os.path.exists(status) and time.time() < deadline:
                 time.sleep(0.1)
             with open(status) as f:
                 self.assertEqual(f.read().strip(), "EXIT=10")
+            # The client has exited: every summary line is on the screen now (a capture at
+            # the first "detached" line can miss the second one).
+            final = screen()
             ids = re.findall(r"(job_\w+)  detached", final)
             self.assertEqual(len(ids), 2, final)
             for job_id in ids:  # detached: still running on the server; clean up
