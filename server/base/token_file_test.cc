@@ -13,7 +13,9 @@ TEST(TokenFileTest, ParsesTokensHashesAndAdmins) {
       "# tenants\n"
       "\n"
       "alpha-secret-token-0001 alpha\n"
-      "  sha256:" + hashed + "\tbeta  \r\n"
+      "  sha256:" +
+      hashed +
+      "\tbeta  \r\n"
       "root-secret-token-00001 ops admin\n");
   ASSERT_TRUE(table.ok()) << table.status();
   ASSERT_EQ(table->size(), 3u);
@@ -50,8 +52,8 @@ TEST(TokenFileTest, ErrorsNameTheLineAndNeverTheToken) {
     EXPECT_EQ(table.status().message().find("secret"), std::string::npos) << table.status();
   }
   // A hash listed twice, once in clear and once hashed, is the same token.
-  auto dup = ParseTokenFile("alpha-secret-token-0001 alpha\nsha256:" +
-                            Sha256Hex("alpha-secret-token-0001") + " beta\n");
+  auto dup = ParseTokenFile(
+      "alpha-secret-token-0001 alpha\nsha256:" + Sha256Hex("alpha-secret-token-0001") + " beta\n");
   ASSERT_FALSE(dup.ok());
   EXPECT_NE(dup.status().message().find("tokens:2"), std::string::npos);
 }

@@ -587,23 +587,16 @@ void Scheduler::RunTask(std::function<absl::Status(int)> fn, absl::Time deadline
   cv_.notify_all();
 }
 
-void Scheduler::Conclude(const std::shared_ptr<Job>& job, JobRecord record, JobEvent event) {
-  absl::Status saved = store_->UpdateJob(record);
+bool Scheduler::Conclude(Unsaved& u) {
+  absl::Status saved = store_->UpdateJob(u.record);
   if (!saved.ok()) {
-    LogEvent("job_unsaved")
-        .Str("job_id", record.id)
-        .Str("tenant", record.tenant)
-        .Str("state", JobStateName(record.state))
-        .Str("error", saved.message())
-        .Str("note", "the job stays running until its final state is stored; retried every second");
-    std::lock_guard<std::mutex> lock(mu_);
-    unsaved_.push_back({job, std::move(record), std::move(event)});
-    cv_.notify_all();
-    return;
+    u.error = std::move(saved);
+    return false;
   }
+  const std::shared_ptr<Job>& job = u.job;
   {
     std::lock_guard<std::mutex> lock(job->mu);
-    job->record = std::move(record);
+    job->record = std::move(u.record);
     job->record.result.clear();
   }
   CountFinished(job->record.state);
@@ -612,13 +605,27 @@ void Scheduler::Conclude(const std::shared_ptr<Job>& job, JobRecord record, JobE
     done.Str("job_id", job->id)
         .Str("tenant", job->tenant)
         .Str("state", JobStateName(job->record.state));
-    if (!event.latent_id.empty()) done.Str("latent_id", event.latent_id);
-    done.Int("steps", event.step)
+    if (!u.event.latent_id.empty()) done.Str("latent_id", u.event.latent_id);
+    done.Int("steps", u.event.step)
         .Num("seconds", (job->record.finished_unix_ms - job->record.started_unix_ms) / 1000.0);
-    if (!event.status.ok()) done.Str("error", event.status.message());
+    if (!u.event.status.ok()) done.Str("error", u.event.status.message());
   }
-  job->Emit(std::move(event));
+  job->Emit(std::move(u.event));
   Retire(job);
+  return true;
+}
+
+void Scheduler::ConcludeOrKeep(Unsaved u) {
+  if (Conclude(u)) return;
+  LogEvent("job_unsaved")
+      .Str("job_id", u.record.id)
+      .Str("tenant", u.record.tenant)
+      .Str("state", JobStateName(u.record.state))
+      .Str("error", u.error.message())
+      .Str("note", "the job stays running until its final state is stored; retried every second");
+  std::lock_guard<std::mutex> lock(mu_);
+  unsaved_.push_back(std::move(u));
+  cv_.notify_all();
 }
 
 void Scheduler::RetryUnsaved() {
@@ -627,18 +634,17 @@ void Scheduler::RetryUnsaved() {
     std::lock_guard<std::mutex> lock(mu_);
     pending.swap(unsaved_);
   }
+  std::vector<Unsaved> still;
   for (Unsaved& u : pending) {
     const std::string id = u.record.id;
-    const size_t before = [&] {
-      std::lock_guard<std::mutex> lock(mu_);
-      return unsaved_.size();
-    }();
-    Conclude(u.job, std::move(u.record), std::move(u.event));
-    std::lock_guard<std::mutex> lock(mu_);
-    if (unsaved_.size() == before) {
+    if (Conclude(u)) {
       LogEvent("job_stored").Str("job_id", id);
+    } else {
+      still.push_back(std::move(u));
     }
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Unsaved& u : still) unsaved_.push_back(std::move(u));
 }
 
 void Scheduler::CountFinished(JobState state) {
@@ -1013,7 +1019,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
   } else if (status.ok()) {
     status = absl::InternalError("embedding stopped without a status");
   }
-  JobRecord r;  // the final record, applied to the job once stored (Conclude)
+  JobRecord r;  // the final record, applied to the job once stored (ConcludeOrKeep)
   {
     std::lock_guard<std::mutex> lock(job->mu);
     job->step = result.steps;
@@ -1048,7 +1054,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     std::lock_guard<std::mutex> lock(job->mu);
     r.next_sequence = job->next_sequence + 1;
   }
-  Conclude(job, std::move(r), std::move(ev));
+  ConcludeOrKeep({job, std::move(r), std::move(ev), absl::OkStatus()});
 }
 
 void Scheduler::Retire(const std::shared_ptr<Job>& job) {

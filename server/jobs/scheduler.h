@@ -166,10 +166,13 @@ class Scheduler {
     std::shared_ptr<Job> job;
     JobRecord record;
     JobEvent event;
+    absl::Status error;  // why the store refused the record
   };
-  // Stores `record` (the job's final state), then applies it and emits `event`; or
-  // queues all three in unsaved_.
-  void Conclude(const std::shared_ptr<Job>& job, JobRecord record, JobEvent event);
+  // Stores u.record and, if that worked, applies it to the job, emits u.event and
+  // returns true; else sets u.error and returns false.
+  bool Conclude(Unsaved& u);
+  // Conclude, or else log job_unsaved once and keep `u` in unsaved_ for the retries.
+  void ConcludeOrKeep(Unsaved u);
   void RetryUnsaved();
   // Makes `job` live, appends it to the queue and emits its `queued` event (mu_ held).
   void EnqueueLocked(const std::shared_ptr<Job>& job);
