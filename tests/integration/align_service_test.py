@@ -14,6 +14,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import i2s_harness as h  # noqa: E402
+from i2s_harness import kind  # noqa: E402
 
 ARGS = None
 grpc = None
@@ -72,12 +73,6 @@ def decode_png(data):
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def kind(ev):
-    return ev.WhichOneof("kind")
-
-
-def events_of(stream):
-    return [e for e in stream if kind(e) != "heartbeat"]
 
 
 class AlignServiceTest(unittest.TestCase):
@@ -96,7 +91,7 @@ class AlignServiceTest(unittest.TestCase):
     def embed(self, image, align, **kw):
         req = pb.EmbedRequest(image=h.image_bytes(image), align=align,
                               options=pb.EmbedOptions(steps=3, w_perceptual=0.0), **kw)
-        return events_of(self.stub.Embed(req, timeout=300))
+        return h.collect(self.stub.Embed(req, timeout=300))
 
     def assertInvalid(self, field, fn, *args, code=None, **kw):
         with self.assertRaises(grpc.RpcError) as cm:
@@ -137,7 +132,7 @@ class AlignServiceTest(unittest.TestCase):
         np.testing.assert_allclose(transform_of(lat.alignment), expected, atol=1e-6)
         self.assertFalse(lat.alignment.HasField("aligned"))
         # Replaying the finished job gives the same alignment.
-        replay = events_of(self.stub.WatchJob(pb.WatchJobRequest(job_id=done.job_id),
+        replay = h.collect(self.stub.WatchJob(pb.WatchJobRequest(job_id=done.job_id),
                                               timeout=60))
         self.assertEqual(replay[-1].succeeded.alignment.method, "landmarks")
 
@@ -290,12 +285,12 @@ class DetectorFlagsTest(unittest.TestCase):
             req = pb.EmbedRequest(image=h.image_bytes("astronaut.png"),
                                   align=pb.AlignOptions(mode=pb.AlignOptions.AUTO),
                                   options=pb.EmbedOptions(steps=2, w_perceptual=0.0))
-            done = events_of(stub.Embed(req, timeout=300))[-1]
+            done = h.collect(stub.Embed(req, timeout=300))[-1]
             before = done.succeeded.alignment
             server.stop()
             server.start()
             stub = server.stub()
-            replay = events_of(stub.WatchJob(pb.WatchJobRequest(job_id=done.job_id), timeout=60))
+            replay = h.collect(stub.WatchJob(pb.WatchJobRequest(job_id=done.job_id), timeout=60))
             self.assertEqual(kind(replay[-1]), "succeeded")
             after = replay[-1].succeeded.alignment
             self.assertEqual(after.method, "haar")
@@ -306,12 +301,5 @@ class DetectorFlagsTest(unittest.TestCase):
             server.stop()
 
 
-def main():
-    def keep(args):
-        global ARGS
-        ARGS = args
-    h.run_tests(["--server", "--proto", "--work"], keep)
-
-
 if __name__ == "__main__":
-    main()
+    h.run_tests(["--server", "--proto", "--work"], globals())

@@ -622,6 +622,15 @@ class DiskFaultTest(unittest.TestCase):
         stub.Synthesize(pb.SynthesizeRequest(latent=pb.LatentRef(latent_id=next(iter(acked)))),
                         timeout=30)
 
+    def assertRestartIsWhole(self, server, acked, rng):
+        """A restart (with room to write) serves everything acknowledged, takes new
+        writes, and stops cleanly."""
+        server.start()
+        self.assertReadsWork(server, acked)
+        self.import_some(server.stub(), acked, rng, 2)
+        code, _ = server.stop()
+        self.assertEqual(code, 0, server.log())
+
     def import_some(self, stub, acked, rng, n):
         for _ in range(n):
             w = random_w(rng)
@@ -686,11 +695,7 @@ class DiskFaultTest(unittest.TestCase):
         code, _ = server.stop()
         self.assertEqual(code, 0, server.log())
         self.assertEqual(store_check(data)[0], [])
-        server.start()
-        self.assertReadsWork(server, acked)
-        self.import_some(server.stub(), acked, rng, 2)
-        code, _ = server.stop()
-        self.assertEqual(code, 0, server.log())
+        self.assertRestartIsWhole(server, acked, rng)
 
     def test_job_ending_on_a_full_disk_keeps_its_outcome(self):
         # A job that ends while the disk is full. Nothing final is announced before it is
@@ -827,11 +832,7 @@ class DiskFaultTest(unittest.TestCase):
             self.assertIn("--data-dir", message)
         r = sh("mount", "-o", "remount,rw", mnt)
         self.assertEqual(r.returncode, 0, r.stderr)
-        server.start()
-        self.assertReadsWork(server, acked)
-        self.import_some(server.stub(), acked, rng, 2)
-        code, _ = server.stop()
-        self.assertEqual(code, 0, server.log())
+        self.assertRestartIsWhole(server, acked, rng)
         self.assertEqual(store_check(data)[0], [])
 
     def test_file_system_turning_read_only_under_the_server(self):
@@ -892,11 +893,7 @@ class DiskFaultTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.mounts.append(mnt)
         self.assertEqual(store_check(data)[0], [])
-        server.start()
-        self.assertReadsWork(server, acked)
-        self.import_some(server.stub(), acked, rng, 2)
-        code, _ = server.stop()
-        self.assertEqual(code, 0, server.log())
+        self.assertRestartIsWhole(server, acked, rng)
 
 
 class CancelAfterKillTest(unittest.TestCase):
@@ -932,12 +929,5 @@ class CancelAfterKillTest(unittest.TestCase):
                 server.stop(signal.SIGKILL)
 
 
-def main():
-    def keep(args):
-        global ARGS
-        ARGS = args
-    h.run_tests(["--server", "--proto", "--work"], keep)
-
-
 if __name__ == "__main__":
-    main()
+    h.run_tests(["--server", "--proto", "--work"], globals())

@@ -209,8 +209,9 @@ def temp_dir(prefix):
 
 def run_tests(flags, keep):
     """The main() of a test script: parses the required `flags` (e.g. "--server"), makes
-    the --work folder, hands the parsed arguments to `keep` (which stores them for the
-    tests), then runs unittest with whatever arguments are left."""
+    the --work folder, hands the parsed arguments to `keep`, then runs unittest with
+    whatever arguments are left. `keep` is the script's globals() (the arguments become
+    its ARGS) or a function that stores them."""
     import argparse
     import unittest
     parser = argparse.ArgumentParser()
@@ -219,7 +220,10 @@ def run_tests(flags, keep):
     args, rest = parser.parse_known_args()
     if getattr(args, "work", None):
         os.makedirs(args.work, exist_ok=True)
-    keep(args)
+    if isinstance(keep, dict):
+        keep["ARGS"] = args
+    else:
+        keep(args)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 
 

@@ -137,14 +137,31 @@ class Reader(threading.Thread):
                 return ev
 
 
-class ExpositionTest(unittest.TestCase):
-    """The format of /metrics and the HTTP behaviour of the endpoint."""
+class MetricsServerTest(unittest.TestCase):
+    """One server with metrics (named NAME, flags EXTRA) for all tests of the class."""
+    NAME = None
+    EXTRA = ()
 
     @classmethod
     def setUpClass(cls):
-        cls.server = new_server("exposition").start()
+        cls.server = new_server(cls.NAME, cls.EXTRA).start()
         cls.port = metrics_port(cls.server)
-        stub = cls.server.stub()
+        cls.stub = cls.server.stub()
+
+    @classmethod
+    def tearDownClass(cls):
+        code, _ = cls.server.stop()
+        assert code == 0, cls.server.log()
+
+
+class ExpositionTest(MetricsServerTest):
+    """The format of /metrics and the HTTP behaviour of the endpoint."""
+    NAME = "exposition"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        stub = cls.stub
         cls.info = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30)
         # Some traffic first, so that the counters and histograms have series to check.
         events = h.collect(stub.Embed(pb.EmbedRequest(image=h.image_bytes("chelsea.png"),
@@ -153,11 +170,6 @@ class ExpositionTest(unittest.TestCase):
         # The Embed stream's slot is given back a moment after its status reaches us.
         cls.scrape = scrape_until(cls.port, lambda x: x.get("i2s_open_streams") == 0,
                                   "i2s_open_streams back to 0", timeout=10)
-
-    @classmethod
-    def tearDownClass(cls):
-        code, _ = cls.server.stop()
-        assert code == 0, cls.server.log()
 
     def test_parses_and_names_follow_conventions(self):
         s = self.scrape
@@ -306,19 +318,9 @@ class ExpositionTest(unittest.TestCase):
         self.assertEqual(errors, [])
 
 
-class CountersTest(unittest.TestCase):
+class CountersTest(MetricsServerTest):
     """Counters and histograms move by exactly what a job and some RPCs did."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = new_server("counters").start()
-        cls.port = metrics_port(cls.server)
-        cls.stub = cls.server.stub()
-
-    @classmethod
-    def tearDownClass(cls):
-        code, _ = cls.server.stop()
-        assert code == 0, cls.server.log()
+    NAME = "counters"
 
     def test_embed_and_rpc_codes(self):
         steps = 12
@@ -390,19 +392,10 @@ class CountersTest(unittest.TestCase):
         self.assertEqual(grew, 1)
 
 
-class LiveJobsTest(unittest.TestCase):
+class LiveJobsTest(MetricsServerTest):
     """The gauges while a long job runs and another waits (--max-batch 1)."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = new_server("live", ["--max-batch", "1", "--heartbeat-seconds", "1"]).start()
-        cls.port = metrics_port(cls.server)
-        cls.stub = cls.server.stub()
-
-    @classmethod
-    def tearDownClass(cls):
-        code, _ = cls.server.stop()
-        assert code == 0, cls.server.log()
+    NAME = "live"
+    EXTRA = ("--max-batch", "1", "--heartbeat-seconds", "1")
 
     def test_gauges_while_running_and_after_cancel(self):
         before = Scrape(self.port)
@@ -539,12 +532,5 @@ class FlagsTest(unittest.TestCase):
         self.assertEqual(code, 0)
 
 
-def main():
-    def keep(args):
-        global ARGS
-        ARGS = args
-    h.run_tests(["--server", "--proto", "--work"], keep)
-
-
 if __name__ == "__main__":
-    main()
+    h.run_tests(["--server", "--proto", "--work"], globals())

@@ -160,8 +160,8 @@ class TlsTest(unittest.TestCase):
                           make_channel=lambda port: self.tls_channel(port))
         server.start()
         try:
-            self.assertEqual(server.stub().GetServerInfo(pb.GetServerInfoRequest()).version,
-                             server.stub().GetServerInfo(pb.GetServerInfoRequest()).version)
+            info = server.stub().GetServerInfo(pb.GetServerInfoRequest(), timeout=30)
+            self.assertEqual(info.models[0].name, "demo")
             self.assertRefused(grpc.insecure_channel(f"127.0.0.1:{server.port}"), "plaintext")
             ok = self.client(server.port, "--ca-cert", c["ca.pem"])
             self.assertEqual(ok.returncode, 0, ok.stderr)
@@ -525,6 +525,8 @@ class LimitsTest(unittest.TestCase):
         queued = s.Embed(pb.EmbedRequest(image=img, options=h.fast_options(5)), metadata=a,
                          timeout=300)
         queued_id = next(iter(queued)).job_id
+        self.assertEqual(s.GetJob(pb.GetJobRequest(job_id=queued_id), metadata=a).state,
+                         pb.QUEUED)
         with self.assertRaises(grpc.RpcError) as cm:  # alpha's one queue place is taken
             list(s.Embed(pb.EmbedRequest(image=img, options=h.fast_options(5)), metadata=a,
                          timeout=60))
@@ -604,4 +606,4 @@ class LimitsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    h.run_tests(["--server", "--client", "--proto", "--work"], lambda a: globals().update(ARGS=a))
+    h.run_tests(["--server", "--client", "--proto", "--work"], globals())

@@ -3,7 +3,6 @@
 Run: server_test.py --server build/server/i2s_server --proto proto --work DIR [unittest args]
 """
 
-import io
 import os
 import signal
 import struct
@@ -17,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import i2s_harness as h  # noqa: E402
+from i2s_harness import collect, fast_options, kind, read_npy  # noqa: E402
 
 ARGS = None
 grpc = None
@@ -34,33 +34,9 @@ def new_server(name, extra=()):
                     + list(extra))
 
 
-def fast_options(steps, **kw):
-    """Pixel loss only: the quickest embedding (VGG off)."""
-    return pb.EmbedOptions(steps=steps, w_perceptual=0.0, lr=0.05, **kw)
-
-
 def png_size(data):
     assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
     return struct.unpack(">II", data[16:24])
-
-
-def read_npy(data):
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def kind(ev):
-    return ev.WhichOneof("kind")
-
-
-def collect(stream, until=None):
-    events = []
-    for ev in stream:
-        if kind(ev) == "heartbeat":
-            continue
-        events.append(ev)
-        if until is not None and until(ev):
-            break
-    return events
 
 
 def crafted_png(width, height):
@@ -172,7 +148,7 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual(jpg.image.data[:2], b"\xff\xd8")
 
         # A second latent by import (the embedding's values shifted), then the edits.
-        other = self.stub.ImportLatent(pb.ImportLatentRequest(npy=_npy(w + 0.5), labels={"k": "v"}))
+        other = self.stub.ImportLatent(pb.ImportLatentRequest(npy=h.npy(w + 0.5), labels={"k": "v"}))
         self.assertEqual(other.source, "import")
         frames = list(self.stub.Morph(pb.MorphRequest(a=pb.LatentRef(latent_id=lat.id),
                                                        b=pb.LatentRef(latent_id=other.id),
@@ -285,7 +261,7 @@ class ServiceTest(unittest.TestCase):
         b = self.stub.StyleMix(mix)
         self.assertEqual(a.latent.id, b.latent.id)
         self.assertEqual(a.image.data, b.image.data)
-        imp = pb.ImportLatentRequest(npy=_npy(np.zeros((8, 512), np.float32)), request_id="imp-1")
+        imp = pb.ImportLatentRequest(npy=h.npy(np.zeros((8, 512), np.float32)), request_id="imp-1")
         self.assertEqual(self.stub.ImportLatent(imp).id, self.stub.ImportLatent(imp).id)
 
     def test_batched_results_match_solo(self):
@@ -381,9 +357,9 @@ class ServiceTest(unittest.TestCase):
         imp = lambda npy: self.stub.ImportLatent(pb.ImportLatentRequest(npy=npy))
         self.assertCode(IA, "npy", imp, b"")
         self.assertCode(IA, "npy", imp, b"garbage")
-        self.assertCode(IA, "npy", imp, _npy(np.zeros((3, 512), np.float32)))
-        self.assertCode(IA, "npy", imp, _npy(np.zeros((8, 512), np.float64)))
-        self.assertCode(IA, "npy", imp, _npy(np.full((8, 512), np.inf, np.float32)))
+        self.assertCode(IA, "npy", imp, h.npy(np.zeros((3, 512), np.float32)))
+        self.assertCode(IA, "npy", imp, h.npy(np.zeros((8, 512), np.float64)))
+        self.assertCode(IA, "npy", imp, h.npy(np.full((8, 512), np.inf, np.float32)))
         for fn, req, field in [
                 (self.stub.GetJob, pb.GetJobRequest(job_id="job_nope"), "job_nope"),
                 (self.stub.CancelJob, pb.CancelJobRequest(job_id="job_nope"), "job_nope"),
@@ -400,7 +376,7 @@ class ServiceTest(unittest.TestCase):
     def test_latent_of_another_model_is_failed_precondition(self):
         # A latent recorded under another fingerprint (as if made by another model).
         lat = self.stub.ImportLatent(pb.ImportLatentRequest(
-            npy=_npy(np.zeros((8, 512), np.float32))))
+            npy=h.npy(np.zeros((8, 512), np.float32))))
         import sqlite3
         db = sqlite3.connect(os.path.join(self.server.data_dir, "i2s.sqlite"))
         db.execute("UPDATE latents SET fingerprint = 'sha256:other' WHERE id = ?", (lat.id,))
@@ -425,12 +401,6 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual(len(hb), 1)
         self.stub.CancelJob(pb.CancelJobRequest(job_id=first[0].job_id))
         collect(long_call)
-
-
-def _npy(a):
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()
 
 
 class LimitsTest(unittest.TestCase):
@@ -495,7 +465,7 @@ class RestartTest(unittest.TestCase):
     def test_graceful_shutdown_then_resume(self):
         server = new_server("graceful").start()
         stub = server.stub()
-        lat = stub.ImportLatent(pb.ImportLatentRequest(npy=_npy(np.ones((8, 512), np.float32))))
+        lat = stub.ImportLatent(pb.ImportLatentRequest(npy=h.npy(np.ones((8, 512), np.float32))))
         call = stub.Embed(pb.EmbedRequest(image=h.image_bytes("chelsea.png"),
                                           options=fast_options(400)), timeout=300)
         seen = collect(call, until=lambda e: kind(e) == "progress" and e.progress.step >= 12)
@@ -526,7 +496,7 @@ class RestartTest(unittest.TestCase):
         server = new_server("kill9").start()
         stub = server.stub()
         opts = fast_options(120)
-        lat = stub.ImportLatent(pb.ImportLatentRequest(npy=_npy(np.ones((8, 512), np.float32))))
+        lat = stub.ImportLatent(pb.ImportLatentRequest(npy=h.npy(np.ones((8, 512), np.float32))))
         queued_req = pb.EmbedRequest(image=h.image_bytes("coffee.png"), options=fast_options(15))
         call = stub.Embed(pb.EmbedRequest(image=h.image_bytes("astronaut.png"), options=opts,
                                           seed=9), timeout=300)
@@ -558,12 +528,5 @@ class RestartTest(unittest.TestCase):
         self.assertEqual(code, 0)
 
 
-def main():
-    def keep(args):
-        global ARGS
-        ARGS = args
-    h.run_tests(["--server", "--proto", "--work"], keep)
-
-
 if __name__ == "__main__":
-    main()
+    h.run_tests(["--server", "--proto", "--work"], globals())
