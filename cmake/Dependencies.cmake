@@ -28,6 +28,8 @@ if(I2S_FUZZ)
   add_link_options(-fsanitize=address,undefined -fno-sanitize-recover=undefined)
   find_package(SQLite3 REQUIRED)  # the store and its tests run sanitized too
   find_package(nlohmann_json REQUIRED CONFIG)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
   if(I2S_ENABLE_TESTS)
     find_package(GTest REQUIRED)
     include(GoogleTest)
@@ -57,9 +59,12 @@ if(NOT I2S_ENGINE_ONLY)
   find_program(I2S_PROTOC NAMES protoc REQUIRED)
   find_program(I2S_GRPC_CPP_PLUGIN NAMES grpc_cpp_plugin REQUIRED)
   find_program(I2S_GRPC_PYTHON_PLUGIN NAMES grpc_python_plugin)
-  # The store (server/store): SQLite database, JSON columns.
+  # The store (server/store): SQLite database, JSON columns, PostgreSQL through libpq
+  # (libpq-dev; pkg-config, since CMake's FindPostgreSQL also wants the server headers).
   find_package(SQLite3 REQUIRED)
   find_package(nlohmann_json REQUIRED CONFIG)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
   # The Prometheus /metrics endpoint (libcivetweb-dev). Found by hand: Debian 12's
   # civetweb-config.cmake also imports the civetweb executable, which that package lacks.
   find_path(I2S_CIVETWEB_INCLUDE civetweb.h REQUIRED)

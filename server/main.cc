@@ -30,6 +30,7 @@
 #include "server/formats/npy.h"
 #include "server/jobs/model_registry.h"
 #include "server/jobs/scheduler.h"
+#include "server/store/postgres_store.h"
 #include "server/store/sqlite_store.h"
 
 #ifndef I2S_VERSION
@@ -43,6 +44,9 @@ struct Flags {
   std::string address = "0.0.0.0:50051";
   std::string port_file;
   std::string data_dir = "i2s-data";
+  std::string store;  // "" = SQLite in data_dir; postgres://... = PostgreSQL
+  int store_pool = 4;
+  double lease_seconds = 15;
   std::vector<std::string> models;
   std::string vgg;
   bool demo_model = false;
@@ -83,6 +87,13 @@ void WriteFileAtomically(const std::string& path, const std::string& text) {
 
 // True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost, and
 // unix sockets.
+// The default --replica-id: unique per pod (Kubernetes) and per container (Docker).
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "i2s";
+  return name;
+}
+
 bool IsLoopback(const std::string& address) {
   if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
     return true;
@@ -170,6 +181,23 @@ int Main(int argc, char** argv) {
   app.add_option("--port-file", f.port_file, "write the bound port to this file once serving");
   app.add_option("--data-dir", f.data_dir, "directory of the SQLite store (created if missing)")
       ->capture_default_str();
+  app.add_option("--store", f.store,
+                 "postgres://USER@HOST:PORT/DB (or a libpq key=value string): keep latents and "
+                 "jobs in PostgreSQL, shared by every replica, instead of SQLite in --data-dir. "
+                 "Prefer the environment variable, which `ps` does not show")
+      ->envname("I2S_STORE");
+  app.add_option("--store-pool", f.store_pool, "PostgreSQL connections of this server")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  f.scheduler.replica_id = HostName();
+  app.add_option("--replica-id", f.scheduler.replica_id,
+                 "this server among replicas sharing a --store (unique per replica)")
+      ->capture_default_str();
+  app.add_option("--lease-seconds", f.lease_seconds,
+                 "a replica's jobs are taken over by the others once it has not renewed its "
+                 "lease for this long (renewed every fifth of it)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 3600.0));
   app.add_option("--model", f.models,
                  "NAME=PATH of a StyleGAN1 weight file (repeatable; the first is the default)");
   app.add_option("--vgg", f.vgg, "torchvision VGG16 weights for the perceptual loss");
@@ -334,11 +362,34 @@ int Main(int argc, char** argv) {
   if (!devices.ok()) return Fail(std::string(devices.status().message()));
   ro.devices = *devices;
 
-  std::error_code ec;
-  std::filesystem::create_directories(f.data_dir, ec);
-  if (ec) return Fail(absl::StrCat("--data-dir ", f.data_dir, ": ", ec.message()));
-  auto store = SqliteStore::Open((std::filesystem::path(f.data_dir) / "i2s.sqlite").string());
-  if (!store.ok()) return Fail(absl::StrCat("--data-dir: ", store.status().message()));
+  f.scheduler.lease_ms = static_cast<int>(f.lease_seconds * 1000);
+  std::unique_ptr<Store> store_owner;
+  std::string store_where;  // for messages: the data dir or the database (no password)
+  if (f.store.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(f.data_dir, ec);
+    if (ec) return Fail(absl::StrCat("--data-dir ", f.data_dir, ": ", ec.message()));
+    auto sqlite = SqliteStore::Open((std::filesystem::path(f.data_dir) / "i2s.sqlite").string());
+    if (!sqlite.ok()) return Fail(absl::StrCat("--data-dir: ", sqlite.status().message()));
+    store_owner = *std::move(sqlite);
+    store_where = absl::StrCat("--data-dir ", f.data_dir);
+  } else {
+    if (!absl::StartsWith(f.store, "postgres://") && !absl::StartsWith(f.store, "postgresql://") &&
+        !absl::StrContains(f.store, "=")) {
+      return Fail(
+          "--store: give a postgres:// URI or a libpq key=value string "
+          "(without --store, the SQLite store in --data-dir is used)");
+    }
+    PostgresOptions po;
+    po.pool_size = f.store_pool;
+    auto pg = PostgresStore::Open(f.store, po);
+    if (!pg.ok()) return Fail(absl::StrCat("--store: ", pg.status().message()));
+    store_where = absl::StrCat("--store ", (*pg)->description());
+    store_owner = *std::move(pg);
+  }
+  LogNote(absl::StrCat("store: ", store_owner->backend(), " (", store_where, "), replica ",
+                       f.scheduler.replica_id));
+  std::unique_ptr<Store>* store = &store_owner;
 
   LogNote(absl::StrCat("loading ", ro.models.size(), " model(s) on ", f.devices));
   auto registry = ModelRegistry::Create(ro);
@@ -358,7 +409,7 @@ int Main(int argc, char** argv) {
       });
   auto scheduler = Scheduler::Create(f.scheduler, registry->get(), store->get(), &metrics);
   if (!scheduler.ok()) {
-    return Fail(absl::StrCat("resuming the jobs stored in --data-dir ", f.data_dir, ": ",
+    return Fail(absl::StrCat("resuming the jobs stored in ", store_where, ": ",
                              scheduler.status().message()));
   }
   if (int q = (*scheduler)->queued(); q > 0) {
@@ -420,7 +471,7 @@ int Main(int argc, char** argv) {
                         : f.tls_client_ca.empty() ? "TLS"
                                                   : "mutual TLS"),
                        ", ", (auth ? "bearer tokens" : "no authentication"), "; data in ",
-                       f.data_dir, ")"));
+                       store_where, ")"));
   std::unique_ptr<MetricsHttpServer> metrics_http;
   if (!f.metrics_address.empty()) {
     auto started = MetricsHttpServer::Start(f.metrics_address, &metrics);

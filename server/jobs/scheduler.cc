@@ -79,15 +79,82 @@ JobRecord WithoutBlobs(JobRecord r) {
   return r;
 }
 
-// The view of a job that is not in memory: what its stored record says.
+// What an owner publishes of a running job for the other replicas (JobRecord::progress).
+struct Progress {
+  int step = 0;
+  LatentMetrics metrics;
+  std::string device;
+  int64_t next_sequence = 0;  // of the owner's event log when published
+};
+
+std::string ProgressJson(const Progress& p) {
+  return nlohmann::json{{"step", p.step},
+                        {"loss", p.metrics.loss},
+                        {"mse", p.metrics.mse},
+                        {"perceptual", p.metrics.perceptual},
+                        {"psnr", p.metrics.psnr},
+                        {"device", p.device},
+                        {"next_sequence", p.next_sequence}}
+      .dump();
+}
+
+std::optional<Progress> ProgressFromJson(const std::string& s) {
+  if (s.empty()) return std::nullopt;
+  try {
+    auto j = nlohmann::json::parse(s);
+    Progress p;
+    p.step = j.at("step");
+    p.metrics.loss = j.at("loss");
+    p.metrics.mse = j.at("mse");
+    p.metrics.perceptual = j.at("perceptual");
+    p.metrics.psnr = j.at("psnr");
+    p.metrics.steps = p.step;
+    p.device = j.at("device");
+    p.next_sequence = j.at("next_sequence");
+    return p;
+  } catch (const std::exception&) {
+    return std::nullopt;  // written by another release: shown without progress
+  }
+}
+
+// The view of a job that is not in memory: what its stored record says (and, for a job
+// another replica runs, the progress it published).
 JobView ViewOfRecord(JobRecord r) {
   JobView v;
   v.metrics = MetricsFromJson(r.result);
   v.step = v.metrics.steps;
   v.last_sequence = r.next_sequence - 1;
+  if (!IsTerminal(r.state)) {
+    if (auto p = ProgressFromJson(r.progress)) {
+      v.step = p->step;
+      v.metrics = p->metrics;
+      v.device = p->device;
+      v.last_sequence = std::max(v.last_sequence, p->next_sequence - 1);
+    }
+  }
   r.result.clear();
+  r.progress.clear();
   v.record = std::move(r);
   return v;
+}
+
+// The terminal event of a finished job, rebuilt from its stored record.
+JobEvent TerminalEventOf(const JobRecord& r, LatentStore* store) {
+  JobEvent ev;
+  ev.metrics = MetricsFromJson(r.result);
+  ev.step = ev.metrics.steps;
+  if (r.state == JobState::kSucceeded) {
+    ev.kind = JobEvent::Kind::kSucceeded;
+    ev.latent_id = r.latent_id;
+    // The alignment, if any, lives on with the latent (params_json).
+    auto latent = store->GetLatent(r.latent_id, /*with_values=*/false);
+    if (latent.ok()) ev.alignment_json = AlignmentOfLatentParams(latent->params_json);
+  } else {
+    ev.kind =
+        r.state == JobState::kCancelled ? JobEvent::Kind::kCancelled : JobEvent::Kind::kFailed;
+    ev.status = absl::Status(static_cast<absl::StatusCode>(r.error_code), r.error_message);
+  }
+  return ev;
 }
 
 }  // namespace
@@ -152,7 +219,12 @@ class Job {
   std::string device;
   bool cancel_requested = false;
   std::string cancel_reason;
+  bool lost = false;  // another replica took it over (Abandon): nothing of it is stored
   std::vector<std::weak_ptr<EventCursor>> cursors;
+
+  // The lease thread only.
+  Clock::time_point claimed_at = Clock::now();  // when this process took the job
+  int published_step = -1;                      // of the last PublishProgress
 
   // Worker-thread only.
   EmbedBatch* batch = nullptr;
@@ -180,7 +252,15 @@ std::optional<JobEvent> EventCursor::Next() {
   const int64_t first = job_->first_sequence;
   const int64_t last = job_->next_sequence - 1;
   if (next_sequence_ < first) next_sequence_ = first;
-  if (next_sequence_ > last) return std::nullopt;
+  if (next_sequence_ > last) {
+    // A reader who asked for events after the end of a finished job (a sequence number
+    // from another replica's stream, say) still gets the end, never an endless wait.
+    if (last >= first && job_->events[last - first].terminal()) {
+      done_ = true;
+      return job_->events[last - first];
+    }
+    return std::nullopt;
+  }
   if (last - next_sequence_ + 1 > coalesce_backlog_) {
     int64_t s = next_sequence_;
     while (s < last && job_->events[s - first].kind == JobEvent::Kind::kProgress) ++s;
@@ -267,6 +347,11 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
   if (options.checkpoint_every < 1) {
     return absl::InvalidArgumentError("checkpoint_every: must be >= 1");
   }
+  if (options.lease_ms < 500) return absl::InvalidArgumentError("lease_ms: must be >= 500");
+  if (options.follow_poll_ms < 10) {
+    return absl::InvalidArgumentError("follow_poll_ms: must be >= 10");
+  }
+  if (options.replica_id.empty()) return absl::InvalidArgumentError("replica_id: must be set");
   std::unique_ptr<Scheduler> s(new Scheduler(options, registry, store));
   RETURN_IF_ERROR(s->Restore());
   const auto names = registry->device_names();
@@ -282,63 +367,72 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
     Scheduler* self = s.get();
     w->thread = std::thread([self, raw] { self->WorkerLoop(raw); });
   }
+  Scheduler* self = s.get();
+  s->housekeeper_ = std::thread([self] { self->HousekeeperLoop(); });
   return s;
 }
 
 Scheduler::~Scheduler() { Shutdown(); }
 
 absl::Status Scheduler::Restore() {
-  ASSIGN_OR_RETURN(std::vector<JobRecord> unfinished, store_->UnfinishedJobs());
-  for (JobRecord& r : unfinished) {
-    auto spec = ParseSpec(r.spec);
-    std::optional<EmbedCheckpoint> checkpoint;
-    absl::Status bad = spec.status();
-    if (bad.ok() && !r.checkpoint.empty()) {
-      auto c = ParseCheckpoint(r.checkpoint);
-      if (c.ok()) {
-        checkpoint = *std::move(c);
-      } else {
-        bad = c.status();
-      }
+  ASSIGN_OR_RETURN(std::vector<JobRecord> claimed,
+                   store_->ClaimJobs(options_.replica_id, NowMs(), options_.lease_ms,
+                                     /*take_all=*/!store_->shared()));
+  for (JobRecord& r : claimed) RETURN_IF_ERROR(Resume(std::move(r)));
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::Resume(JobRecord r) {
+  auto spec = ParseSpec(r.spec);
+  std::optional<EmbedCheckpoint> checkpoint;
+  absl::Status bad = spec.status();
+  if (bad.ok() && !r.checkpoint.empty()) {
+    auto c = ParseCheckpoint(r.checkpoint);
+    if (c.ok()) {
+      checkpoint = *std::move(c);
+    } else {
+      bad = c.status();
     }
-    if (bad.ok() && !registry_->Find(spec->model).ok()) {
-      bad = absl::FailedPreconditionError(
-          absl::StrCat("model \"", spec->model, "\" is not served any more"));
-    }
-    if (!bad.ok()) {
-      r.state = JobState::kFailed;
-      r.error_code = static_cast<int>(bad.code());
-      r.error_message = absl::StrCat("cannot resume after restart: ", bad.message());
-      r.finished_unix_ms = NowMs();
-      RETURN_IF_ERROR(store_->UpdateJob(r));
-      continue;
-    }
-    if (r.cancel_requested) {  // acknowledged before the restart: honoured, not resumed
-      r.state = JobState::kCancelled;
-      r.error_code = static_cast<int>(absl::StatusCode::kCancelled);
-      r.error_message = "cancelled (CancelJob, acknowledged before the server restarted)";
-      LogEvent("job_finished")
-          .Str("job_id", r.id)
-          .Str("tenant", r.tenant)
-          .Str("state", "cancelled");
-      r.finished_unix_ms = NowMs();
-      r.next_sequence += spec->options.steps + spec->options.noise_steps + 16;
-      RETURN_IF_ERROR(store_->UpdateJob(WithoutBlobs(r)));
-      continue;
-    }
-    // Events after the last stored checkpoint were lost with the process. A run emits
-    // at most one event per step plus a few lifecycle ones, so skipping that many keeps
-    // sequence numbers unique for re-attaching clients, even when no checkpoint of the
-    // last run could be stored (a full disk).
-    r.next_sequence +=
-        spec->options.steps + spec->options.noise_steps + options_.checkpoint_every + 16;
-    r.state = JobState::kQueued;
-    RETURN_IF_ERROR(store_->UpdateJob(WithoutBlobs(r)));
-    auto job = std::make_shared<Job>(WithoutBlobs(r), *std::move(spec));
-    job->resume = std::move(checkpoint);
-    if (job->resume) job->step = job->resume->step;
-    EnqueueLocked(job);
   }
+  if (bad.ok() && !registry_->Find(spec->model).ok()) {
+    bad = absl::FailedPreconditionError(
+        absl::StrCat("model \"", spec->model, "\" is not served any more"));
+  }
+  if (!bad.ok()) {
+    r.state = JobState::kFailed;
+    r.error_code = static_cast<int>(bad.code());
+    r.error_message = absl::StrCat("cannot resume after restart: ", bad.message());
+    r.finished_unix_ms = NowMs();
+    return store_->UpdateJob(r);
+  }
+  if (r.cancel_requested) {  // acknowledged before the restart: honoured, not resumed
+    r.state = JobState::kCancelled;
+    r.error_code = static_cast<int>(absl::StatusCode::kCancelled);
+    r.error_message = "cancelled (CancelJob, acknowledged before the server restarted)";
+    LogEvent("job_finished").Str("job_id", r.id).Str("tenant", r.tenant).Str("state", "cancelled");
+    r.finished_unix_ms = NowMs();
+    r.next_sequence += spec->options.steps + spec->options.noise_steps + 16;
+    return store_->UpdateJob(WithoutBlobs(r));
+  }
+  // Events after the last stored checkpoint were lost with the process. A run emits
+  // at most one event per step plus a few lifecycle ones, so skipping that many keeps
+  // sequence numbers unique for re-attaching clients, even when no checkpoint of the
+  // last run could be stored (a full disk).
+  r.next_sequence +=
+      spec->options.steps + spec->options.noise_steps + options_.checkpoint_every + 16;
+  r.state = JobState::kQueued;
+  RETURN_IF_ERROR(store_->UpdateJob(WithoutBlobs(r)));
+  LogEvent("job_claimed")
+      .Str("job_id", r.id)
+      .Str("tenant", r.tenant)
+      .Str("replica", options_.replica_id)
+      .Int("checkpoint_step", checkpoint ? checkpoint->step : 0);
+  auto job = std::make_shared<Job>(WithoutBlobs(r), *std::move(spec));
+  job->resume = std::move(checkpoint);
+  if (job->resume) job->step = job->resume->step;
+  std::lock_guard<std::mutex> lock(mu_);
+  EnqueueLocked(job);
+  cv_.notify_all();
   return absl::OkStatus();
 }
 
@@ -377,6 +471,8 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
   r.state = JobState::kQueued;
   r.spec = SerializeSpec(spec);
   r.created_unix_ms = NowMs();
+  r.owner = options_.replica_id;
+  r.lease_expires_unix_ms = r.created_unix_ms + options_.lease_ms;
   if (!request_id.empty()) {
     RETURN_IF_ERROR(
         store_->ClaimRequest(RequestScope("Embed", tenant), request_id, request_hash, r.id)
@@ -477,9 +573,16 @@ absl::StatusOr<JobView> Scheduler::Cancel(const std::string& id, const std::stri
     }
   }
   if (job == nullptr) {
-    ASSIGN_OR_RETURN(JobRecord r, store_->GetJob(id));
-    return absl::FailedPreconditionError(
-        absl::StrCat("job \"", id, "\" already ended (", JobStateName(r.state), ")"));
+    ASSIGN_OR_RETURN(JobRecord r, store_->GetJob(id, /*with_blobs=*/false));
+    if (IsTerminal(r.state)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job \"", id, "\" already ended (", JobStateName(r.state), ")"));
+    }
+    // Another replica runs it: the request goes through the store, and the owner stops
+    // the job at its next lease renewal (within lease_ms / 5).
+    RETURN_IF_ERROR(Annotate(store_->MarkCancelRequested(id), "recording the cancel"));
+    r.cancel_requested = true;
+    return ViewOfRecord(std::move(r));
   }
   if (was_queued) {
     JobRecord r;
@@ -525,27 +628,19 @@ absl::StatusOr<std::shared_ptr<EventCursor>> Scheduler::Watch(const std::string&
     return absl::InvalidArgumentError("after_sequence: must be >= 0");
   }
   std::shared_ptr<Job> job = FindLive(id);
+  std::optional<JobState> follow;  // set: `job` mirrors another replica's job
   if (job == nullptr) {
-    // An older job: its log is gone; replay is the terminal event rebuilt from the store.
     ASSIGN_OR_RETURN(JobRecord r, store_->GetJob(id));
-    EmbedJobSpec spec;
-    r.next_sequence = std::max<int64_t>(r.next_sequence - 1, 1);
-    job = std::make_shared<Job>(WithoutBlobs(r), spec);
-    JobEvent ev;
-    ev.metrics = MetricsFromJson(r.result);
-    ev.step = ev.metrics.steps;
-    if (r.state == JobState::kSucceeded) {
-      ev.kind = JobEvent::Kind::kSucceeded;
-      ev.latent_id = r.latent_id;
-      // The alignment, if any, lives on with the latent (params_json).
-      auto latent = store_->GetLatent(r.latent_id, /*include_values=*/false);
-      if (latent.ok()) ev.alignment_json = AlignmentOfLatentParams(latent->params_json);
+    if (!IsTerminal(r.state)) {
+      job = Follow(r, after_sequence);  // another replica runs it
+      follow = r.state;
     } else {
-      ev.kind =
-          r.state == JobState::kCancelled ? JobEvent::Kind::kCancelled : JobEvent::Kind::kFailed;
-      ev.status = absl::Status(static_cast<absl::StatusCode>(r.error_code), r.error_message);
+      // An older job: its log is gone; replay is the terminal event rebuilt from the store.
+      EmbedJobSpec spec;
+      r.next_sequence = std::max<int64_t>(r.next_sequence - 1, 1);
+      job = std::make_shared<Job>(WithoutBlobs(r), spec);
+      job->Emit(TerminalEventOf(r, store_));
     }
-    job->Emit(std::move(ev));
   }
   auto cursor =
       std::shared_ptr<EventCursor>(new EventCursor(job, after_sequence, options_.coalesce_backlog));
@@ -557,6 +652,8 @@ absl::StatusOr<std::shared_ptr<EventCursor>> Scheduler::Watch(const std::string&
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping = stopping_;
+    // Registered once its reader is attached: a mirror without readers is dropped.
+    if (follow && !stopping) followers_.push_back({job, "", *follow});
   }
   if (stopping) cursor->Shutdown(absl::UnavailableError("the server is shutting down"));
   return cursor;
@@ -588,7 +685,19 @@ void Scheduler::RunTask(std::function<absl::Status(int)> fn, absl::Time deadline
 }
 
 bool Scheduler::Conclude(Unsaved& u) {
+  if (u.latent.has_value()) {
+    absl::Status put = store_->PutLatent(*u.latent);
+    if (!put.ok() && !absl::IsAlreadyExists(put)) {
+      u.error = Annotate(put, "storing the latent");
+      return false;
+    }
+    u.latent.reset();
+  }
   absl::Status saved = store_->UpdateJob(u.record);
+  if (absl::IsFailedPrecondition(saved)) {  // fenced: another replica owns the job now
+    Abandon(u.job, "another replica");
+    return true;
+  }
   if (!saved.ok()) {
     u.error = std::move(saved);
     return false;
@@ -854,7 +963,7 @@ void Scheduler::CheckpointJob(const std::shared_ptr<Job>& job, const EmbedCheckp
     std::lock_guard<std::mutex> lock(job->mu);
     next = job->next_sequence;
   }
-  (void)store_->SaveCheckpoint(job->id, c.step, SerializeCheckpoint(c), next);
+  (void)store_->SaveCheckpoint(job->id, c.step, SerializeCheckpoint(c), next, job->record.owner);
 }
 
 void Scheduler::StepBatches(Worker* w) {
@@ -961,6 +1070,24 @@ void Scheduler::StepBatches(Worker* w) {
 }
 
 void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResult result) {
+  std::optional<LatentRecord> unsaved_latent;
+  bool lost;
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    lost = job->lost;
+  }
+  if (lost) {  // Abandon: another replica runs it; nothing of this run is stored
+    job->batch = nullptr;
+    if (w != nullptr) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = std::find(w->active.begin(), w->active.end(), job);
+      if (it != w->active.end()) {
+        w->active.erase(it);
+        --running_;
+      }
+    }
+    return;
+  }
   JobEvent ev;
   LatentMetrics metrics = MetricsOf(result.final, result.steps);
   ev.metrics = metrics;
@@ -995,7 +1122,13 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
       rec.params_json = LatentParamsWithAlignment(job->spec.alignment_json);
     }
     absl::Status put = store_->PutLatent(rec);
-    if (!put.ok() && !absl::IsAlreadyExists(put)) status = Annotate(put, "storing the latent");
+    if (absl::IsUnavailable(put) || absl::IsResourceExhausted(put)) {
+      // The store is away or full for now: the latent goes with the final record into
+      // the retries (ConcludeOrKeep), so the work is not lost.
+      unsaved_latent = rec;
+    } else if (!put.ok() && !absl::IsAlreadyExists(put)) {
+      status = Annotate(put, "storing the latent");
+    }
     if (status.ok()) {
       ev.kind = JobEvent::Kind::kSucceeded;
       ev.latent_id = rec.id;
@@ -1054,7 +1187,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     std::lock_guard<std::mutex> lock(job->mu);
     r.next_sequence = job->next_sequence + 1;
   }
-  ConcludeOrKeep({job, std::move(r), std::move(ev), absl::OkStatus()});
+  ConcludeOrKeep({job, std::move(r), std::move(ev), absl::OkStatus(), std::move(unsaved_latent)});
 }
 
 void Scheduler::Retire(const std::shared_ptr<Job>& job) {
@@ -1066,6 +1199,221 @@ void Scheduler::Retire(const std::shared_ptr<Job>& job) {
   }
 }
 
+// ------------------------------------------------------------- leases and replicas
+
+void Scheduler::HousekeeperLoop() {
+  const auto renew_every = std::chrono::milliseconds(std::max(100, options_.lease_ms / 5));
+  const auto poll_every = std::chrono::milliseconds(options_.follow_poll_ms);
+  auto next_renew = Clock::now() + renew_every;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    housekeeper_cv_.wait_until(lock, std::min(next_renew, Clock::now() + poll_every),
+                               [this] { return stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    if (Clock::now() >= next_renew) {
+      RenewAndAdopt();
+      next_renew = Clock::now() + renew_every;
+    }
+    PollFollowers();
+    lock.lock();
+  }
+}
+
+void Scheduler::RenewAndAdopt() {
+  const Clock::time_point since = Clock::now();
+  auto leases = store_->RenewLeases(options_.replica_id, NowMs(), options_.lease_ms);
+  if (!leases.ok()) {
+    // Work goes on (the writes are fenced); if the outage outlasts the lease, other
+    // replicas take the jobs over and this one gives them up once it sees that.
+    if (!lease_warned_) {
+      LogEvent("lease_renewal_failed")
+          .Str("replica", options_.replica_id)
+          .Str("error", leases.status().message());
+      lease_warned_ = true;
+    }
+    return;
+  }
+  if (lease_warned_) {
+    LogEvent("lease_renewed").Str("replica", options_.replica_id);
+    lease_warned_ = false;
+  }
+  std::map<std::string, bool> owned;  // job ID -> cancel requested
+  for (const JobLease& l : *leases) owned[l.id] = l.cancel_requested;
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, job] : live_) jobs.push_back(job);
+  }
+  for (auto& job : jobs) {
+    JobState state;
+    bool cancel, lost;
+    {
+      std::lock_guard<std::mutex> lock(job->mu);
+      state = job->record.state;
+      cancel = job->cancel_requested;
+      lost = job->lost;
+    }
+    if (IsTerminal(state) || lost) continue;
+    auto it = owned.find(job->id);
+    if (it == owned.end()) {
+      if (job->claimed_at >= since) continue;  // taken after the renewal began
+      // Not ours any more, or just finished: the record tells which.
+      auto r = store_->GetJob(job->id, /*with_blobs=*/false);
+      if (r.ok() && !IsTerminal(r->state) && r->owner != options_.replica_id) {
+        Abandon(job, r->owner);
+      }
+      continue;
+    }
+    if (it->second && !cancel) {  // a CancelJob that another replica recorded
+      (void)Cancel(job->id, "CancelJob through another replica");
+    }
+    if (store_->shared() && state == JobState::kRunning) PublishProgress(job);
+  }
+  if (!store_->shared()) return;
+  // Jobs of replicas that died (expired leases) or jobs nobody owns.
+  auto claimed = store_->ClaimJobs(options_.replica_id, NowMs(), options_.lease_ms,
+                                   /*take_all=*/false);
+  if (!claimed.ok()) return;
+  for (JobRecord& r : *claimed) {
+    if (FindLive(r.id) != nullptr) continue;  // ours already
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+    }
+    const std::string id = r.id;
+    absl::Status resumed = Resume(std::move(r));
+    if (!resumed.ok()) {
+      LogEvent("job_claim_failed").Str("job_id", id).Str("error", resumed.message());
+    }
+  }
+}
+
+void Scheduler::PublishProgress(const std::shared_ptr<Job>& job) {
+  Progress p;
+  std::string owner;
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    if (job->step == job->published_step) return;
+    p.step = job->step;
+    p.metrics = job->metrics;
+    p.device = job->device;
+    p.next_sequence = job->next_sequence;
+    owner = job->record.owner;
+  }
+  if (store_->SaveProgress(job->id, owner, ProgressJson(p)).ok()) job->published_step = p.step;
+}
+
+void Scheduler::Abandon(const std::shared_ptr<Job>& job, const std::string& owner) {
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    if (job->lost) return;
+    job->lost = true;
+    job->cancel_requested = true;  // a running job stops at its next step
+    job->cancel_reason = "lease lost";
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto q = std::find(queue_.begin(), queue_.end(), job);
+    if (q != queue_.end()) queue_.erase(q);
+    live_.erase(job->id);
+  }
+  LogEvent("job_lost")
+      .Str("job_id", job->id)
+      .Str("tenant", job->tenant)
+      .Str("replica", options_.replica_id)
+      .Str("owner", owner);
+  for (auto& c : job->Cursors()) {
+    c->Shutdown(absl::UnavailableError(
+        absl::StrCat("job \"", job->id, "\" is now run by ", owner,
+                     " (this replica lost its lease on it); WatchJob again to follow it there")));
+  }
+}
+
+std::shared_ptr<Job> Scheduler::Follow(const JobRecord& r, int64_t after_sequence) {
+  auto spec = ParseSpec(r.spec);
+  JobRecord view = WithoutBlobs(r);
+  // The mirror numbers its events after everything the reader has seen, so a reader
+  // that moves between replicas never gets a sequence number it already has.
+  const std::optional<Progress> progress = ProgressFromJson(r.progress);
+  view.next_sequence = std::max(
+      {view.next_sequence, after_sequence + 1, progress ? progress->next_sequence : int64_t{0}});
+  auto mirror = std::make_shared<Job>(view, spec.ok() ? *std::move(spec) : EmbedJobSpec{});
+  JobEvent ev;
+  ev.kind = r.state == JobState::kRunning ? JobEvent::Kind::kRunning : JobEvent::Kind::kQueued;
+  if (progress) {
+    ev.device = progress->device;
+    ev.resumed_from_step = progress->step;
+  }
+  mirror->Emit(std::move(ev));
+  return mirror;
+}
+
+void Scheduler::PollFollowers() {
+  std::vector<Follower> followers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    followers = followers_;
+  }
+  std::vector<Job*> done;
+  for (Follower& f : followers) {
+    Job& mirror = *f.mirror;
+    if (mirror.Cursors().empty()) {  // every watcher left
+      done.push_back(&mirror);
+      continue;
+    }
+    auto r = store_->GetJob(mirror.id, /*with_blobs=*/false);
+    if (!r.ok()) continue;  // the store is away: try again at the next poll
+    if (IsTerminal(r->state)) {
+      if (r->state == JobState::kSucceeded) {
+        auto full = store_->GetJob(mirror.id, /*with_blobs=*/true);  // the result's metrics
+        if (full.ok()) r = std::move(full);
+      }
+      mirror.Emit(TerminalEventOf(*r, store_));
+      done.push_back(&mirror);
+      continue;
+    }
+    if (r->state != f.state) {
+      f.state = r->state;
+      JobEvent ev;
+      ev.kind = r->state == JobState::kRunning ? JobEvent::Kind::kRunning : JobEvent::Kind::kQueued;
+      mirror.Emit(std::move(ev));
+    }
+    if (r->progress != f.progress) {
+      f.progress = r->progress;
+      if (auto p = ProgressFromJson(r->progress)) {
+        JobEvent ev;
+        ev.kind = JobEvent::Kind::kProgress;
+        ev.step = p->step;
+        ev.total_steps = mirror.total_steps;
+        ev.metrics = p->metrics;
+        {
+          std::lock_guard<std::mutex> lock(mirror.mu);
+          mirror.step = p->step;
+          mirror.metrics = p->metrics;
+          mirror.device = p->device;
+        }
+        mirror.Emit(std::move(ev));
+      }
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Follower& f : followers_) {
+    for (const Follower& seen : followers) {
+      if (seen.mirror == f.mirror) {
+        f.progress = seen.progress;
+        f.state = seen.state;
+      }
+    }
+  }
+  followers_.erase(std::remove_if(followers_.begin(), followers_.end(),
+                                  [&done](const Follower& f) {
+                                    return std::find(done.begin(), done.end(), f.mirror.get()) !=
+                                           done.end();
+                                  }),
+                   followers_.end());
+}
+
 void Scheduler::Shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1073,6 +1421,8 @@ void Scheduler::Shutdown() {
     stopping_ = true;
   }
   cv_.notify_all();
+  housekeeper_cv_.notify_all();
+  if (housekeeper_.joinable()) housekeeper_.join();
   for (auto& w : workers_) {
     if (w->thread.joinable()) w->thread.join();
   }
@@ -1081,6 +1431,8 @@ void Scheduler::Shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [id, job] : live_) jobs.push_back(job);
+    for (Follower& f : followers_) jobs.push_back(f.mirror);
+    followers_.clear();
   }
   for (auto& job : jobs) {
     for (auto& c : job->Cursors()) {

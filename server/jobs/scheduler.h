@@ -10,6 +10,12 @@
 //   checkpoint_every steps. Create() resumes what a previous process left queued or
 //   running (from its last checkpoint).
 // - Each job keeps its event log in memory for WatchJob replays (EventCursor).
+// - Replicas (a shared store, PostgreSQL): every unfinished job has an owner, the replica
+//   that runs it, holding a lease it renews every lease_ms / 5. A replica claims what it
+//   creates and what a dead replica left (an expired lease), and gives up a job whose
+//   lease another replica took (fenced writes). Owners publish their jobs' progress; the
+//   other replicas serve GetJob and ListJobs from the store and follow WatchJob by
+//   polling it; a CancelJob reaches the owner through the store.
 //
 // Thread-safe: every public method may be called from any thread (gRPC handlers). The
 // registry and store are borrowed and must outlive the scheduler.
@@ -24,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -48,6 +55,11 @@ struct SchedulerOptions {
   // A reader this many events behind gets only the latest progress event (lifecycle
   // events are never skipped).
   int coalesce_backlog = 256;
+  // This server among the replicas sharing the store; unique per replica (the default
+  // of --replica-id is the host name).
+  std::string replica_id = "local";
+  int lease_ms = 15000;      // a dead replica's jobs are taken over after this long
+  int follow_poll_ms = 500;  // how often WatchJob of another replica's job polls the store
 };
 
 // A consistent snapshot of a job: its stored record plus live progress.
@@ -105,7 +117,9 @@ class EventCursor {
 
 class Scheduler {
  public:
-  // Resumes unfinished jobs from `store` and starts one worker per registry device.
+  // Claims and resumes unfinished jobs from `store` (all of them on a store that is not
+  // shared; on a shared one, this replica's and those of expired leases) and starts one
+  // worker per registry device, and the lease thread.
   // With `metrics`, registers its metrics there (queue, jobs, step times, steps/s and
   // batch occupancy per device, device memory); the registry must outlive the scheduler.
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const SchedulerOptions& options,
@@ -155,6 +169,25 @@ class Scheduler {
   struct Task;
   Scheduler(const SchedulerOptions& options, const ModelRegistry* registry, Store* store);
   absl::Status Restore();
+  // Queues a job claimed from the store: resumes it from its checkpoint, or ends it
+  // (failed: cannot resume; cancelled: a cancel was acknowledged before).
+  absl::Status Resume(JobRecord r);
+  // The lease thread: renews leases, hands cancels from other replicas to the jobs,
+  // gives up lost jobs, publishes progress, adopts expired jobs, feeds followers.
+  void HousekeeperLoop();
+  void RenewAndAdopt();
+  void PublishProgress(const std::shared_ptr<Job>& job);
+  // Drops a job another replica now owns, without writing anything of it; its watchers
+  // get Unavailable and can watch again.
+  void Abandon(const std::shared_ptr<Job>& job, const std::string& owner);
+  // WatchJob of a job that another replica runs: a mirror fed from the store.
+  struct Follower {
+    std::shared_ptr<Job> mirror;
+    std::string progress;  // the last published progress seen
+    JobState state = JobState::kQueued;
+  };
+  std::shared_ptr<Job> Follow(const JobRecord& r, int64_t after_sequence);
+  void PollFollowers();
   void RegisterMetrics(MetricsRegistry* metrics);
   void CountFinished(JobState state);
   // A finished job whose final record the store refused (a full disk): it stays running
@@ -167,9 +200,12 @@ class Scheduler {
     JobRecord record;
     JobEvent event;
     absl::Status error;  // why the store refused the record
+    // The latent of a succeeded job when the store was unreachable for it too: stored
+    // first (an AlreadyExists from an earlier try counts as stored).
+    std::optional<LatentRecord> latent;
   };
-  // Stores u.record and, if that worked, applies it to the job, emits u.event and
-  // returns true; else sets u.error and returns false.
+  // Stores u.latent (if any) and u.record and, if that worked, applies the record to the
+  // job, emits u.event and returns true; else sets u.error and returns false.
   bool Conclude(Unsaved& u);
   // Conclude, or else log job_unsaved once and keep `u` in unsaved_ for the retries.
   void ConcludeOrKeep(Unsaved u);
@@ -199,6 +235,10 @@ class Scheduler {
   std::vector<std::unique_ptr<Worker>> workers_;
   int running_ = 0;
   std::vector<Unsaved> unsaved_;  // finished jobs whose final record is not stored yet
+  std::vector<Follower> followers_;
+  std::condition_variable housekeeper_cv_;
+  std::thread housekeeper_;
+  bool lease_warned_ = false;  // the lease thread logged that it cannot reach the store
 
   // Metrics (null without a registry); the objects belong to the registry.
   MetricsRegistry::Histogram* step_seconds_ = nullptr;

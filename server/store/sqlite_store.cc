@@ -20,14 +20,32 @@
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 #include "server/base/status_macros.h"
+#include "server/store/store_util.h"
 
 namespace i2s {
 namespace {
 
-// AIP-158 defaults: a page size of 0 means "the server's default"; larger requests than
-// the maximum are refused rather than silently shortened.
-constexpr int kDefaultPageSize = 50;
-constexpr int kMaxPageSize = 1000;
+using store_internal::CheckJobState;
+using store_internal::Corrupt;
+using store_internal::EncodeFloats;
+using store_internal::JobNotFound;
+using store_internal::JobStateFromColumn;
+using store_internal::LabelsFromJson;
+using store_internal::LabelsToJson;
+using store_internal::LatentNotFound;
+using store_internal::MakePageToken;
+using store_internal::NotTheOwner;
+using store_internal::NowUnixMs;
+using store_internal::PageQuery;
+using store_internal::ParentsFromJson;
+using store_internal::ParentsToJson;
+using store_internal::ParsePage;
+using store_internal::RequestNotFound;
+using store_internal::RequestUsedForAnother;
+using store_internal::SortOldestFirst;
+using store_internal::StateMask;
+using store_internal::ValidateLatent;
+using store_internal::ValuesFromBytes;
 
 // How long a statement waits for a lock held by another connection (a second process,
 // the sqlite3 shell, a backup) before failing with SQLITE_BUSY.
@@ -165,6 +183,41 @@ CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
 CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
 CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
 )sql",
+    // 2 -> 3: job leases (owner, lease_expires_unix_ms) and published progress, for
+    // several replicas on one store (issue 7). Rebuilt so the new columns sit ahead of the
+    // blobs; unfinished jobs from version 2 have no owner, so the next start claims them.
+    R"sql(
+CREATE TABLE jobs_v3 (
+  id TEXT PRIMARY KEY NOT NULL,
+  tenant TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  cancel_requested INTEGER NOT NULL,
+  checkpoint_step INTEGER NOT NULL,
+  latent_id TEXT NOT NULL,
+  error_code INTEGER NOT NULL,
+  error_message TEXT NOT NULL,
+  next_sequence INTEGER NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  started_unix_ms INTEGER NOT NULL,
+  finished_unix_ms INTEGER NOT NULL,
+  owner TEXT NOT NULL,
+  lease_expires_unix_ms INTEGER NOT NULL,
+  progress TEXT NOT NULL,
+  result BLOB NOT NULL,
+  spec BLOB NOT NULL,
+  checkpoint BLOB NOT NULL
+);
+INSERT INTO jobs_v3 SELECT id, tenant, request_id, model, state, cancel_requested,
+  checkpoint_step, latent_id, error_code, error_message, next_sequence, created_unix_ms,
+  started_unix_ms, finished_unix_ms, '', 0, '', result, spec, checkpoint FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v3 RENAME TO jobs;
+CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
@@ -178,7 +231,8 @@ constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
 constexpr const char* kJobSummaryColumns =
     "id, tenant, request_id, model, state, cancel_requested, checkpoint_step, latent_id, "
     "error_code, error_message, "
-    "next_sequence, created_unix_ms, started_unix_ms, finished_unix_ms";
+    "next_sequence, created_unix_ms, started_unix_ms, finished_unix_ms, owner, "
+    "lease_expires_unix_ms, progress";
 constexpr const char* kJobBlobColumns = "result, spec, checkpoint";
 
 // SQLITE_FULL is ResourceExhausted and SQLITE_READONLY Unavailable, so callers (and
@@ -286,69 +340,6 @@ class Query {
   absl::Status bind_status_;
 };
 
-static_assert(sizeof(float) == 4, "latent values are stored as IEEE float32");
-
-// float32 little-endian bytes, whatever the host's byte order.
-std::string EncodeFloats(const std::vector<float>& values) {
-  std::string out(values.size() * sizeof(float), '\0');
-  for (size_t i = 0; i < values.size(); ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, &values[i], sizeof(bits));
-    for (int b = 0; b < 4; ++b) out[4 * i + b] = static_cast<char>((bits >> (8 * b)) & 0xff);
-  }
-  return out;
-}
-
-std::vector<float> DecodeFloats(absl::string_view bytes) {
-  std::vector<float> values(bytes.size() / sizeof(float));
-  for (size_t i = 0; i < values.size(); ++i) {
-    uint32_t bits = 0;
-    for (int b = 0; b < 4; ++b) bits |= uint32_t{static_cast<uint8_t>(bytes[4 * i + b])} << (8 * b);
-    std::memcpy(&values[i], &bits, sizeof(bits));
-  }
-  return values;
-}
-
-// JSON text of parents / labels. nlohmann::json throws on strings that are not UTF-8;
-// that becomes InvalidArgument naming the field.
-template <typename T>
-absl::StatusOr<std::string> ToJson(const T& value, absl::string_view id, absl::string_view field) {
-  try {
-    return nlohmann::json(value).dump();
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("latent \"", id, "\": ", field, " must be valid UTF-8 (", e.what(), ")"));
-  }
-}
-
-absl::Status Corrupt(absl::string_view kind, absl::string_view id, absl::string_view what) {
-  return absl::InternalError(absl::StrCat("database is corrupt: ", kind, " \"", id, "\": ", what));
-}
-
-absl::StatusOr<std::vector<std::string>> ParentsFromJson(const std::string& text,
-                                                         absl::string_view id) {
-  const nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_array()) return Corrupt("latent", id, "parents_json is not an array");
-  std::vector<std::string> parents;
-  for (const nlohmann::json& item : json) {
-    if (!item.is_string()) return Corrupt("latent", id, "parents_json holds a non-string");
-    parents.push_back(item.get<std::string>());
-  }
-  return parents;
-}
-
-absl::StatusOr<std::map<std::string, std::string>> LabelsFromJson(const std::string& text,
-                                                                  absl::string_view id) {
-  const nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object()) return Corrupt("latent", id, "labels_json is not an object");
-  std::map<std::string, std::string> labels;
-  for (const auto& [key, value] : json.items()) {
-    if (!value.is_string()) return Corrupt("latent", id, "labels_json holds a non-string");
-    labels.emplace(key, value.get<std::string>());
-  }
-  return labels;
-}
-
 // Reads kLatentSummaryColumns from column 0 on, then (with_values) kLatentBlobColumns.
 absl::StatusOr<LatentRecord> ReadLatent(const Query& q, bool with_values) {
   LatentRecord r;
@@ -378,13 +369,7 @@ absl::StatusOr<LatentRecord> ReadLatent(const Query& q, bool with_values) {
   r.created_unix_ms = q.ColumnInt(c++);
   ASSIGN_OR_RETURN(r.labels, LabelsFromJson(q.ColumnBytes(c++), r.id));
   if (with_values) {
-    const std::string bytes = q.ColumnBytes(c++);
-    const int64_t want = int64_t{r.num_layers} * r.latent_size * int64_t{sizeof(float)};
-    if (static_cast<int64_t>(bytes.size()) != want) {
-      return Corrupt("latent", r.id,
-                     absl::StrCat("values_f32 has ", bytes.size(), " bytes, want ", want));
-    }
-    r.values = DecodeFloats(bytes);
+    ASSIGN_OR_RETURN(r.values, ValuesFromBytes(r, q.ColumnBytes(c++)));
     r.noise_npz = q.ColumnBytes(c++);
   }
   return r;
@@ -398,12 +383,7 @@ absl::StatusOr<JobRecord> ReadJob(const Query& q, bool with_blobs) {
   r.tenant = q.ColumnBytes(c++);
   r.request_id = q.ColumnBytes(c++);
   r.model = q.ColumnBytes(c++);
-  const int64_t state = q.ColumnInt(c++);
-  if (state < static_cast<int>(JobState::kQueued) ||
-      state > static_cast<int>(JobState::kCancelled)) {
-    return Corrupt("job", r.id, absl::StrCat("unknown state ", state));
-  }
-  r.state = static_cast<JobState>(state);
+  ASSIGN_OR_RETURN(r.state, JobStateFromColumn(q.ColumnInt(c++), r.id));
   r.cancel_requested = q.ColumnInt(c++) != 0;
   r.checkpoint_step = static_cast<int>(q.ColumnInt(c++));
   r.latent_id = q.ColumnBytes(c++);
@@ -413,55 +393,15 @@ absl::StatusOr<JobRecord> ReadJob(const Query& q, bool with_blobs) {
   r.created_unix_ms = q.ColumnInt(c++);
   r.started_unix_ms = q.ColumnInt(c++);
   r.finished_unix_ms = q.ColumnInt(c++);
+  r.owner = q.ColumnBytes(c++);
+  r.lease_expires_unix_ms = q.ColumnInt(c++);
+  r.progress = q.ColumnBytes(c++);
   if (with_blobs) {
     r.result = q.ColumnBytes(c++);
     r.spec = q.ColumnBytes(c++);
     r.checkpoint = q.ColumnBytes(c++);
   }
   return r;
-}
-
-// Keyset pagination. A token is the web-safe base64 of "<table>:<created_unix_ms>:<id>"
-// for the last row of the previous page (table 'L' latents, 'J' jobs, so a token of one
-// listing is refused by the other); the next page starts strictly after that key in the
-// (created_unix_ms DESC, id DESC) order. Unlike an offset, that neither skips nor repeats
-// rows when others are inserted or deleted between calls.
-struct PageQuery {
-  int limit = kDefaultPageSize;
-  bool has_after = false;
-  int64_t after_created_unix_ms = 0;
-  std::string after_id;
-};
-
-std::string MakePageToken(char table, int64_t created_unix_ms, absl::string_view id) {
-  return absl::WebSafeBase64Escape(
-      absl::StrCat(std::string(1, table), ":", created_unix_ms, ":", id));
-}
-
-absl::StatusOr<PageQuery> ParsePage(const Page& page, char table) {
-  PageQuery q;
-  if (page.page_size < 0 || page.page_size > kMaxPageSize) {
-    return absl::InvalidArgumentError(absl::StrCat("page_size must be between 0 and ", kMaxPageSize,
-                                                   " (0 = ", kDefaultPageSize, "), got ",
-                                                   page.page_size));
-  }
-  if (page.page_size > 0) q.limit = page.page_size;
-  if (page.page_token.empty()) return q;
-
-  const absl::Status bad = absl::InvalidArgumentError(
-      "page_token is not valid: pass the next_page_token of the previous call unchanged");
-  std::string key;
-  if (!absl::WebSafeBase64Unescape(page.page_token, &key)) return bad;
-  // "<table>:<created>:<id>"; the ID may itself contain ':'.
-  if (key.size() < 4 || key[0] != table || key[1] != ':') return bad;
-  const size_t colon = key.find(':', 2);
-  if (colon == std::string::npos || colon + 1 == key.size()) return bad;
-  if (!absl::SimpleAtoi(absl::string_view(key).substr(2, colon - 2), &q.after_created_unix_ms)) {
-    return bad;
-  }
-  q.has_after = true;
-  q.after_id = key.substr(colon + 1);
-  return q;
 }
 
 // The WHERE/ORDER BY/LIMIT tail of a listing; `filters` are constant SQL fragments.
@@ -481,19 +421,6 @@ void BindPage(Query& q, const PageQuery& page) {
   q.Int(":limit", page.limit + 1);  // one more row says whether there is a next page
 }
 
-int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-absl::Status LatentNotFound(absl::string_view id) {
-  return absl::NotFoundError(absl::StrCat("latent \"", id, "\" not found"));
-}
-absl::Status JobNotFound(absl::string_view id) {
-  return absl::NotFoundError(absl::StrCat("job \"", id, "\" not found"));
-}
-
 // The job columns UpdateJob writes (all but spec, checkpoint and checkpoint_step).
 void BindJobMetadata(Query& q, const JobRecord& r) {
   q.Text(":id", r.id)
@@ -508,16 +435,8 @@ void BindJobMetadata(Query& q, const JobRecord& r) {
       .Int(":created_unix_ms", r.created_unix_ms)
       .Int(":started_unix_ms", r.started_unix_ms)
       .Int(":finished_unix_ms", r.finished_unix_ms)
+      .Text(":owner", r.owner)
       .Blob(":result", r.result);
-}
-
-absl::Status CheckJobState(JobState state, absl::string_view field) {
-  const int value = static_cast<int>(state);
-  if (value < static_cast<int>(JobState::kQueued) ||
-      value > static_cast<int>(JobState::kCancelled)) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": unknown job state ", value));
-  }
-  return absl::OkStatus();
 }
 
 // The result_id recorded for (method, request_id) by `stmt` (kFindRequestSql); nullopt
@@ -534,10 +453,7 @@ absl::StatusOr<std::optional<std::string>> LookupRequest(sqlite3* db, sqlite3_st
   q.Text(":method", method).Text(":request_id", request_id);
   ASSIGN_OR_RETURN(bool row, q.Step());
   if (!row) return std::nullopt;
-  if (q.ColumnBytes(0) != request_hash) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("request_id: \"", request_id, "\" was used for a different request"));
-  }
+  if (q.ColumnBytes(0) != request_hash) return RequestUsedForAnother(request_id);
   return q.ColumnBytes(1);
 }
 
@@ -637,21 +553,9 @@ absl::StatusOr<sqlite3_stmt*> SqliteStore::Prepare(const std::string& sql) {
 // ---- LatentStore ----
 
 absl::Status SqliteStore::PutLatent(const LatentRecord& record) {
-  const auto name = [&record] { return absl::StrCat("latent \"", record.id, "\""); };
-  if (record.id.empty()) return absl::InvalidArgumentError("latent id is empty");
-  if (record.num_layers < 0 || record.latent_size < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(name(), ": num_layers ", record.num_layers,
-                                                   " and latent_size ", record.latent_size,
-                                                   " must not be negative"));
-  }
-  const int64_t want = int64_t{record.num_layers} * record.latent_size;
-  if (static_cast<int64_t>(record.values.size()) != want) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name(), ": values has ", record.values.size(), " floats, want num_layers * latent_size = ",
-        record.num_layers, " * ", record.latent_size, " = ", want));
-  }
-  ASSIGN_OR_RETURN(std::string parents_json, ToJson(record.parents, record.id, "parents"));
-  ASSIGN_OR_RETURN(std::string labels_json, ToJson(record.labels, record.id, "labels"));
+  RETURN_IF_ERROR(ValidateLatent(record));
+  ASSIGN_OR_RETURN(std::string parents_json, ParentsToJson(record));
+  ASSIGN_OR_RETURN(std::string labels_json, LabelsToJson(record));
 
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
@@ -687,7 +591,9 @@ absl::Status SqliteStore::PutLatent(const LatentRecord& record) {
         .Int(":metrics_steps", record.metrics->steps);
   }  // else the metrics_* parameters stay NULL
   ASSIGN_OR_RETURN(int changed, q.Run());
-  if (changed == 0) return absl::AlreadyExistsError(absl::StrCat(name(), " already exists"));
+  if (changed == 0) {
+    return absl::AlreadyExistsError(absl::StrCat("latent \"", record.id, "\" already exists"));
+  }
   return absl::OkStatus();
 }
 
@@ -754,14 +660,17 @@ absl::Status SqliteStore::CreateJob(const JobRecord& record) {
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                    Prepare(absl::StrCat("INSERT INTO jobs (", kJobSummaryColumns, ", ",
                                         kJobBlobColumns, R"sql() VALUES (
-      :id, :tenant, :request_id, :model, :state, :cancel_requested, :checkpoint_step, :latent_id, :error_code,
-      :error_message, :next_sequence, :created_unix_ms, :started_unix_ms, :finished_unix_ms,
+      :id, :tenant, :request_id, :model, :state, :cancel_requested, :checkpoint_step,
+      :latent_id, :error_code, :error_message, :next_sequence, :created_unix_ms,
+      :started_unix_ms, :finished_unix_ms, :owner, :lease_expires_unix_ms, :progress,
       :result, :spec, :checkpoint)
     ON CONFLICT (id) DO NOTHING)sql")));
   Query q(db_, stmt, "CreateJob");
   BindJobMetadata(q, record);
   q.Text(":tenant", record.tenant)
       .Int(":checkpoint_step", record.checkpoint_step)
+      .Int(":lease_expires_unix_ms", record.lease_expires_unix_ms)
+      .Text(":progress", record.progress)
       .Blob(":spec", record.spec)
       .Blob(":checkpoint", record.checkpoint);
   ASSIGN_OR_RETURN(int changed, q.Run());
@@ -780,11 +689,11 @@ absl::Status SqliteStore::UpdateJob(const JobRecord& record) {
       error_code = :error_code, error_message = :error_message, next_sequence = :next_sequence,
       created_unix_ms = :created_unix_ms, started_unix_ms = :started_unix_ms,
       finished_unix_ms = :finished_unix_ms, result = :result
-    WHERE id = :id)sql"));
+    WHERE id = :id AND owner = :owner)sql"));
   Query q(db_, stmt, "UpdateJob");
   BindJobMetadata(q, record);
   ASSIGN_OR_RETURN(int changed, q.Run());
-  if (changed == 0) return JobNotFound(record.id);
+  if (changed == 0) return NotUpdated(record.id, record.owner);
   return absl::OkStatus();
 }
 
@@ -800,31 +709,104 @@ absl::Status SqliteStore::MarkCancelRequested(const std::string& id) {
 }
 
 absl::Status SqliteStore::SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
-                                         int64_t next_sequence) {
+                                         int64_t next_sequence, const std::string& owner) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(UPDATE jobs SET
       checkpoint = :checkpoint, checkpoint_step = :step, next_sequence = :next_sequence
-    WHERE id = :id)sql"));
+    WHERE id = :id AND owner = :owner)sql"));
   Query q(db_, stmt, "SaveCheckpoint");
   q.Text(":id", id)
       .Int(":step", step)
       .Blob(":checkpoint", bytes)
-      .Int(":next_sequence", next_sequence);
+      .Int(":next_sequence", next_sequence)
+      .Text(":owner", owner);
   ASSIGN_OR_RETURN(int changed, q.Run());
-  if (changed == 0) return JobNotFound(id);
+  if (changed == 0) return NotUpdated(id, owner);
   return absl::OkStatus();
 }
 
-absl::StatusOr<JobRecord> SqliteStore::GetJob(const std::string& id) {
+absl::StatusOr<std::vector<JobRecord>> SqliteStore::ClaimJobs(const std::string& owner,
+                                                              int64_t now_unix_ms, int64_t lease_ms,
+                                                              bool take_all) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
-                   Prepare(absl::StrCat("SELECT ", kJobSummaryColumns, ", ", kJobBlobColumns,
+                   Prepare(absl::StrCat(R"sql(UPDATE jobs SET
+      owner = :owner, lease_expires_unix_ms = :now + :lease_ms
+    WHERE state IN (1, 2) AND (:take_all OR owner = :owner OR owner = ''
+                               OR lease_expires_unix_ms < :now)
+    RETURNING )sql",
+                                        kJobSummaryColumns, ", ", kJobBlobColumns)));
+  Query q(db_, stmt, "ClaimJobs");
+  q.Text(":owner", owner)
+      .Int(":now", now_unix_ms)
+      .Int(":lease_ms", lease_ms)
+      .Int(":take_all", take_all ? 1 : 0);
+  std::vector<JobRecord> jobs;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    ASSIGN_OR_RETURN(JobRecord record, ReadJob(q, /*with_blobs=*/true));
+    jobs.push_back(std::move(record));
+  }
+  SortOldestFirst(jobs);
+  return jobs;
+}
+
+absl::StatusOr<std::vector<JobLease>> SqliteStore::RenewLeases(const std::string& owner,
+                                                               int64_t now_unix_ms,
+                                                               int64_t lease_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(UPDATE jobs SET
+      lease_expires_unix_ms = :now + :lease_ms
+    WHERE owner = :owner AND state IN (1, 2)
+    RETURNING id, state, cancel_requested)sql"));
+  Query q(db_, stmt, "RenewLeases");
+  q.Text(":owner", owner).Int(":now", now_unix_ms).Int(":lease_ms", lease_ms);
+  std::vector<JobLease> leases;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    JobLease lease;
+    lease.id = q.ColumnBytes(0);
+    ASSIGN_OR_RETURN(lease.state, JobStateFromColumn(q.ColumnInt(1), lease.id));
+    lease.cancel_requested = q.ColumnInt(2) != 0;
+    leases.push_back(std::move(lease));
+  }
+  return leases;
+}
+
+absl::Status SqliteStore::SaveProgress(const std::string& id, const std::string& owner,
+                                       const std::string& progress) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(
+      sqlite3_stmt * stmt,
+      Prepare("UPDATE jobs SET progress = :progress WHERE id = :id AND owner = :owner"));
+  Query q(db_, stmt, "SaveProgress");
+  q.Text(":id", id).Text(":owner", owner).Text(":progress", progress);
+  ASSIGN_OR_RETURN(int changed, q.Run());
+  if (changed == 0) return NotUpdated(id, owner);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::NotUpdated(const std::string& id, const std::string& owner) {
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare("SELECT 1 FROM jobs WHERE id = :id"));
+  Query q(db_, stmt, "finding a job");
+  q.Text(":id", id);
+  ASSIGN_OR_RETURN(bool row, q.Step());
+  return row ? NotTheOwner(id, owner) : JobNotFound(id);
+}
+
+absl::StatusOr<JobRecord> SqliteStore::GetJob(const std::string& id, bool with_blobs) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                   Prepare(absl::StrCat("SELECT ", kJobSummaryColumns,
+                                        with_blobs ? absl::StrCat(", ", kJobBlobColumns) : "",
                                         " FROM jobs WHERE id = :id")));
   Query q(db_, stmt, "GetJob");
   q.Text(":id", id);
   ASSIGN_OR_RETURN(bool row, q.Step());
   if (!row) return JobNotFound(id);
-  return ReadJob(q, /*with_blobs=*/true);
+  return ReadJob(q, with_blobs);
 }
 
 absl::StatusOr<JobPage> SqliteStore::ListJobs(const Page& page, const std::vector<JobState>& states,
@@ -832,11 +814,7 @@ absl::StatusOr<JobPage> SqliteStore::ListJobs(const Page& page, const std::vecto
   ASSIGN_OR_RETURN(PageQuery page_query, ParsePage(page, 'J'));
   // The state filter is a bit mask (bit s set = keep state s), so one statement serves
   // every combination of states.
-  int64_t state_mask = 0;
-  for (JobState state : states) {
-    RETURN_IF_ERROR(CheckJobState(state, "states"));
-    state_mask |= int64_t{1} << static_cast<int>(state);
-  }
+  ASSIGN_OR_RETURN(const int64_t state_mask, StateMask(states));
   std::vector<std::string> filters;
   if (tenant.has_value()) filters.push_back("tenant = :tenant");
   if (state_mask != 0) filters.push_back("((:state_mask >> state) & 1) = 1");
@@ -924,10 +902,7 @@ absl::StatusOr<std::string> SqliteStore::FindRequest(const std::string& method,
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kFindRequestSql));
   ASSIGN_OR_RETURN(std::optional<std::string> result,
                    LookupRequest(db_, stmt, method, request_id, request_hash));
-  if (!result.has_value()) {
-    return absl::NotFoundError(
-        absl::StrCat("request_id \"", request_id, "\" of ", method, " not found"));
-  }
+  if (!result.has_value()) return RequestNotFound(method, request_id);
   return *std::move(result);
 }
 

@@ -60,8 +60,14 @@ class SqliteStore final : public Store {
   absl::Status UpdateJob(const JobRecord& record) override;
   absl::Status MarkCancelRequested(const std::string& id) override;
   absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
-                              int64_t next_sequence) override;
-  absl::StatusOr<JobRecord> GetJob(const std::string& id) override;
+                              int64_t next_sequence, const std::string& owner) override;
+  absl::StatusOr<std::vector<JobRecord>> ClaimJobs(const std::string& owner, int64_t now_unix_ms,
+                                                   int64_t lease_ms, bool take_all) override;
+  absl::StatusOr<std::vector<JobLease>> RenewLeases(const std::string& owner, int64_t now_unix_ms,
+                                                    int64_t lease_ms) override;
+  absl::Status SaveProgress(const std::string& id, const std::string& owner,
+                            const std::string& progress) override;
+  absl::StatusOr<JobRecord> GetJob(const std::string& id, bool with_blobs = true) override;
   absl::StatusOr<JobPage> ListJobs(
       const Page& page, const std::vector<JobState>& states,
       const std::optional<std::string>& tenant = std::nullopt) override;
@@ -74,6 +80,11 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::string> FindRequest(const std::string& method, const std::string& request_id,
                                           const std::string& request_hash) override;
 
+  // One server per file: leases are kept (so the schema is the same as PostgreSQL's) but
+  // a start claims every unfinished job.
+  bool shared() const override { return false; }
+  const char* backend() const override { return "sqlite"; }
+
  private:
   explicit SqliteStore(sqlite3* db);
 
@@ -81,6 +92,9 @@ class SqliteStore final : public Store {
   // `sql` is built from constant fragments only; values are always bound parameters.
   // Call with mu_ held.
   absl::StatusOr<sqlite3_stmt*> Prepare(const std::string& sql);
+  // Why a fenced write of job `id` by `owner` changed no row: NotFound or NotTheOwner.
+  // Call with mu_ held.
+  absl::Status NotUpdated(const std::string& id, const std::string& owner);
 
   // std::mutex rather than absl::Mutex: ThreadSanitizer understands it without an
   // instrumented Abseil build.

@@ -4,8 +4,8 @@
 // their owner (server/jobs) and stored as blobs.
 //
 // Implementations are thread-safe: every method may be called from any thread.
-// Backends: SqliteStore (sqlite_store.h, the embedded default). A PostgreSQL backend for
-// several replicas implements the same interfaces (issue 7).
+// Backends: SqliteStore (sqlite_store.h, the embedded default, one server) and
+// PostgresStore (postgres_store.h, shared by several replicas).
 #ifndef I2S_SERVER_STORE_STORE_H_
 #define I2S_SERVER_STORE_STORE_H_
 
@@ -98,6 +98,12 @@ struct JobRecord {
   std::string error_message;
   int64_t next_sequence = 1;  // first event sequence number not yet used
   int64_t created_unix_ms = 0, started_unix_ms = 0, finished_unix_ms = 0;
+  // The replica that runs the job, and until when its lease holds (see JobStore).
+  std::string owner;
+  int64_t lease_expires_unix_ms = 0;
+  // Opaque: the owner's latest progress (step, metrics), for other replicas' GetJob and
+  // WatchJob; empty = none published.
+  std::string progress;
 };
 
 struct JobPage {
@@ -105,19 +111,51 @@ struct JobPage {
   std::string next_page_token;
 };
 
+// Leases: an unfinished job is run by one replica, its owner, whose lease on it must be
+// renewed before lease_expires_unix_ms. A replica claims the jobs it created, and those
+// whose owner's lease ran out (the owner died, or lost the database); writes of a job's
+// state are fenced by owner, so a replica that lost a job cannot overwrite its new
+// owner's work.
+struct JobLease {
+  std::string id;
+  JobState state = JobState::kQueued;
+  bool cancel_requested = false;
+};
+
 class JobStore {
  public:
   virtual ~JobStore() = default;
-  virtual absl::Status CreateJob(const JobRecord& record) = 0;  // AlreadyExists if the ID is taken
-  // Replaces every field of the job with `record` except tenant, spec, checkpoint and
-  // checkpoint_step (which only CreateJob and SaveCheckpoint write). NotFound if absent.
+  // AlreadyExists if the ID is taken. Stores owner and lease_expires_unix_ms as given.
+  virtual absl::Status CreateJob(const JobRecord& record) = 0;
+  // Replaces every field of the job with `record` except tenant, spec, checkpoint,
+  // checkpoint_step (which only CreateJob and SaveCheckpoint write), owner, lease and
+  // progress (ClaimJobs, RenewLeases, SaveProgress). NotFound if absent; FailedPrecondition
+  // (NotTheOwner) if record.owner is not the job's owner.
   virtual absl::Status UpdateJob(const JobRecord& record) = 0;
-  // Records an acknowledged cancel request (sets cancel_requested, nothing else).
-  // NotFound if absent.
+  // Records an acknowledged cancel request (sets cancel_requested, nothing else), from any
+  // replica: the owner sees it at its next RenewLeases. NotFound if absent.
   virtual absl::Status MarkCancelRequested(const std::string& id) = 0;
+  // NotFound if absent; FailedPrecondition if `owner` is not the job's owner.
   virtual absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
-                                      int64_t next_sequence) = 0;
-  virtual absl::StatusOr<JobRecord> GetJob(const std::string& id) = 0;  // with all blobs
+                                      int64_t next_sequence, const std::string& owner) = 0;
+  // Makes `owner` the owner of every unfinished job it owned already, that has no owner,
+  // or whose lease expired before now_unix_ms (every unfinished job with `take_all`: a
+  // store no other replica uses), with a lease until now_unix_ms + lease_ms. Returns those
+  // jobs, oldest first, with all blobs. Two replicas never claim the same job.
+  virtual absl::StatusOr<std::vector<JobRecord>> ClaimJobs(const std::string& owner,
+                                                           int64_t now_unix_ms, int64_t lease_ms,
+                                                           bool take_all) = 0;
+  // Extends the lease of every unfinished job `owner` owns to now_unix_ms + lease_ms;
+  // returns those jobs (a job missing from the answer is not the caller's any more).
+  virtual absl::StatusOr<std::vector<JobLease>> RenewLeases(const std::string& owner,
+                                                            int64_t now_unix_ms,
+                                                            int64_t lease_ms) = 0;
+  // Publishes the owner's progress of a job. FailedPrecondition if `owner` does not own it
+  // (NotFound if absent).
+  virtual absl::Status SaveProgress(const std::string& id, const std::string& owner,
+                                    const std::string& progress) = 0;
+  // With all blobs, or (with_blobs false) with spec, checkpoint and result left empty.
+  virtual absl::StatusOr<JobRecord> GetJob(const std::string& id, bool with_blobs = true) = 0;
   // Newest first; `states` empty = all states; `tenant` as in ListLatents.
   virtual absl::StatusOr<JobPage> ListJobs(
       const Page& page, const std::vector<JobState>& states,
@@ -151,7 +189,14 @@ class RequestStore {
 std::string RequestScope(const std::string& method, const std::string& tenant);
 
 // All three behind one object (one database).
-class Store : public LatentStore, public JobStore, public RequestStore {};
+class Store : public LatentStore, public JobStore, public RequestStore {
+ public:
+  // True when other replicas may use the same database (PostgreSQL): jobs are then
+  // claimed by lease, and progress is published for the other replicas.
+  virtual bool shared() const = 0;
+  // "sqlite" or "postgres", for logs and ServerInfo.
+  virtual const char* backend() const = 0;
+};
 
 }  // namespace i2s
 

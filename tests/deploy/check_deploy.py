@@ -99,6 +99,23 @@ def check_kubernetes(docs, server_flags, client_flags, args):
             for m in c.get("volumeMounts", []):
                 if m["name"] not in volumes:
                     fail(cw, f"volumeMount {m['name']!r} has no volume")
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref is None:
+                    continue
+                if ref["name"] not in secrets:
+                    fail(cw, f"env {e['name']}: no Secret {ref['name']!r} (secrets.example.yaml)")
+                    continue
+                secret = by_kind["Secret"][ref["name"]][1]
+                keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+                if ref["key"] not in keys:
+                    fail(cw, f"env {e['name']}: Secret {ref['name']!r} has no key {ref['key']!r}")
+            env_names = {e["name"] for e in c.get("env", [])}
+            replicas = d["spec"].get("replicas", 1)
+            if replicas > 1 and "I2S_STORE" not in env_names and not any(
+                    a.startswith("--store=") for a in c.get("args", [])):
+                fail(cw, f"{replicas} replicas need a shared store (--store or I2S_STORE): "
+                         "SQLite belongs to one server")
             check_args(cw, c.get("args", []), server_flags, args.server)
             server_args = dict(a.split("=", 1) for a in c.get("args", []) if "=" in a)
             shutdown = float(server_args.get("--shutdown-grace", 20))

@@ -1,5 +1,9 @@
-#include "server/store/sqlite_store.h"
-
+// The Store contract, run against every backend (StoreTest: SQLite in memory, and
+// PostgreSQL when I2S_TEST_POSTGRES names a database: tests/with_postgres starts a
+// server on loopback for the store_test_postgres entry), then what is particular to
+// each backend (files and migrations of SQLite; reconnection, concurrent migration and
+// two replicas of PostgreSQL).
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -8,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -16,6 +21,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "server/store/postgres_store.h"
+#include "server/store/sqlite_store.h"
 
 namespace i2s {
 namespace {
@@ -168,16 +175,80 @@ void ExpectSameJob(const JobRecord& a, const JobRecord& b, bool with_blobs) {
   EXPECT_EQ(a.created_unix_ms, b.created_unix_ms);
   EXPECT_EQ(a.started_unix_ms, b.started_unix_ms);
   EXPECT_EQ(a.finished_unix_ms, b.finished_unix_ms);
+  EXPECT_EQ(a.owner, b.owner);
+  EXPECT_EQ(a.lease_expires_unix_ms, b.lease_expires_unix_ms);
+  EXPECT_EQ(a.progress, b.progress);
 }
 
-class SqliteStoreTest : public ::testing::Test {
+// The PostgreSQL database of the postgres runs (a connection string), or nullptr.
+const char* PostgresUnderTest() { return std::getenv("I2S_TEST_POSTGRES"); }
+
+// Runs `sql` (no parameters) on a fresh connection to `conninfo`; the error message, or
+// "" when it worked.
+std::string RunSql(const std::string& conninfo, const std::string& sql) {
+  PGconn* conn = PQconnectdb(conninfo.c_str());
+  std::string error;
+  if (PQstatus(conn) != CONNECTION_OK) {
+    error = PQerrorMessage(conn);
+  } else {
+    PGresult* res = PQexec(conn, sql.c_str());
+    const ExecStatusType status = PQresultStatus(res);
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) error = PQresultErrorMessage(res);
+    PQclear(res);
+  }
+  PQfinish(conn);
+  return error;
+}
+
+// The first column of the first row of `sql`, as text ("" if none).
+std::string QuerySql(const std::string& conninfo, const std::string& sql) {
+  PGconn* conn = PQconnectdb(conninfo.c_str());
+  std::string value;
+  if (PQstatus(conn) == CONNECTION_OK) {
+    PGresult* res = PQexec(conn, sql.c_str());
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0) value = PQgetvalue(res, 0, 0);
+    PQclear(res);
+  }
+  PQfinish(conn);
+  return value;
+}
+
+// An empty database: every table of an earlier test dropped.
+void ResetPostgres(const std::string& conninfo) {
+  ASSERT_EQ(RunSql(conninfo,
+                   "SET client_min_messages = warning;"
+                   " DROP SCHEMA public CASCADE; CREATE SCHEMA public;"),
+            "");
+}
+
+std::unique_ptr<PostgresStore> OpenPostgresOrDie(const std::string& conninfo) {
+  absl::StatusOr<std::unique_ptr<PostgresStore>> store = PostgresStore::Open(conninfo);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? *std::move(store) : nullptr;
+}
+
+// The contract of store.h, for each backend.
+class StoreTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    store_ = OpenOrDie(":memory:");
+    if (GetParam() == "sqlite") {
+      store_ = OpenOrDie(":memory:");
+    } else {
+      if (PostgresUnderTest() == nullptr) {
+        GTEST_SKIP() << "I2S_TEST_POSTGRES is not set (ctest's store_test_postgres sets it)";
+      }
+      ResetPostgres(PostgresUnderTest());
+      store_ = OpenPostgresOrDie(PostgresUnderTest());
+    }
     ASSERT_NE(store_, nullptr);
   }
-  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<Store> store_;
 };
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values("sqlite", "postgres"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
 
 TEST(JobStateTest, NamesAndTerminal) {
   EXPECT_STREQ(JobStateName(JobState::kQueued), "queued");
@@ -193,7 +264,7 @@ TEST(JobStateTest, NamesAndTerminal) {
   EXPECT_TRUE(IsTerminal(JobState::kCancelled));
 }
 
-TEST_F(SqliteStoreTest, LatentRoundTripAllFields) {
+TEST_P(StoreTest, LatentRoundTripAllFields) {
   const LatentRecord in = FullLatent("lat_full");
   ASSERT_TRUE(store_->PutLatent(in).ok());
   absl::StatusOr<LatentRecord> out = store_->GetLatent("lat_full");
@@ -201,7 +272,7 @@ TEST_F(SqliteStoreTest, LatentRoundTripAllFields) {
   ExpectSameLatent(in, *out, /*with_values=*/true);
 }
 
-TEST_F(SqliteStoreTest, LatentRoundTripOptionalFieldsAbsent) {
+TEST_P(StoreTest, LatentRoundTripOptionalFieldsAbsent) {
   const LatentRecord in = BareLatent("lat_bare", 5);
   ASSERT_TRUE(store_->PutLatent(in).ok());
   absl::StatusOr<LatentRecord> out = store_->GetLatent("lat_bare");
@@ -213,7 +284,7 @@ TEST_F(SqliteStoreTest, LatentRoundTripOptionalFieldsAbsent) {
   EXPECT_TRUE(out->noise_npz.empty());
 }
 
-TEST_F(SqliteStoreTest, LatentMetricsNaNAndZeroSurvive) {
+TEST_P(StoreTest, LatentMetricsNaNAndZeroSurvive) {
   // SQLite stores a NaN REAL as NULL; a diverged embedding still reads back NaN.
   LatentRecord in = BareLatent("lat_nan", 1);
   in.metrics = LatentMetrics{std::nan(""), 0.0, -0.0, std::numeric_limits<double>::infinity(), 0};
@@ -227,7 +298,7 @@ TEST_F(SqliteStoreTest, LatentMetricsNaNAndZeroSurvive) {
   EXPECT_EQ(out->metrics->steps, 0);
 }
 
-TEST_F(SqliteStoreTest, GetLatentWithoutValues) {
+TEST_P(StoreTest, GetLatentWithoutValues) {
   const LatentRecord in = FullLatent("lat_full");
   ASSERT_TRUE(store_->PutLatent(in).ok());
   absl::StatusOr<LatentRecord> out = store_->GetLatent("lat_full", /*with_values=*/false);
@@ -237,7 +308,7 @@ TEST_F(SqliteStoreTest, GetLatentWithoutValues) {
   EXPECT_TRUE(out->noise_npz.empty());
 }
 
-TEST_F(SqliteStoreTest, PutLatentErrors) {
+TEST_P(StoreTest, PutLatentErrors) {
   ASSERT_TRUE(store_->PutLatent(FullLatent("lat_1")).ok());
   absl::Status dup = store_->PutLatent(FullLatent("lat_1"));
   EXPECT_EQ(dup.code(), absl::StatusCode::kAlreadyExists);
@@ -261,7 +332,7 @@ TEST_F(SqliteStoreTest, PutLatentErrors) {
   EXPECT_EQ(store_->GetLatent("lat_3").status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(SqliteStoreTest, GetAndDeleteLatentNotFound) {
+TEST_P(StoreTest, GetAndDeleteLatentNotFound) {
   absl::Status get = store_->GetLatent("lat_x").status();
   EXPECT_EQ(get.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(get.message(), "latent \"lat_x\" not found");
@@ -275,7 +346,7 @@ TEST_F(SqliteStoreTest, GetAndDeleteLatentNotFound) {
   EXPECT_TRUE(store_->PutLatent(BareLatent("lat_1", 2)).ok());
 }
 
-TEST_F(SqliteStoreTest, ListLatentsLeavesBlobsEmptyAndFiltersByFingerprint) {
+TEST_P(StoreTest, ListLatentsLeavesBlobsEmptyAndFiltersByFingerprint) {
   ASSERT_TRUE(store_->PutLatent(FullLatent("lat_a", 10)).ok());
   ASSERT_TRUE(store_->PutLatent(BareLatent("lat_b", 20, "fp_other")).ok());
   ASSERT_TRUE(store_->PutLatent(BareLatent("lat_c", 30)).ok());
@@ -306,7 +377,7 @@ TEST_F(SqliteStoreTest, ListLatentsLeavesBlobsEmptyAndFiltersByFingerprint) {
 }
 
 // Walks every page of size `page_size` and returns the IDs in order.
-std::vector<std::string> AllLatentIds(SqliteStore& store, int page_size,
+std::vector<std::string> AllLatentIds(Store& store, int page_size,
                                       const std::string& fingerprint = "") {
   std::vector<std::string> ids;
   Page page;
@@ -324,7 +395,7 @@ std::vector<std::string> AllLatentIds(SqliteStore& store, int page_size,
   return ids;
 }
 
-TEST_F(SqliteStoreTest, ListLatentsPagesWithoutGapOrDuplicate) {
+TEST_P(StoreTest, ListLatentsPagesWithoutGapOrDuplicate) {
   // 23 latents; timestamps repeat (t = i / 3) so ties are broken by ID, descending. IDs
   // contain ':' to check the token keeps them whole.
   std::vector<std::string> want;
@@ -343,7 +414,7 @@ TEST_F(SqliteStoreTest, ListLatentsPagesWithoutGapOrDuplicate) {
   EXPECT_TRUE(page->next_page_token.empty());
 }
 
-TEST_F(SqliteStoreTest, ListLatentsDefaultPageSizeIs50) {
+TEST_P(StoreTest, ListLatentsDefaultPageSizeIs50) {
   for (int i = 0; i < 51; ++i) {
     ASSERT_TRUE(store_->PutLatent(BareLatent(absl::StrCat("lat_", 100 + i), i)).ok());
   }
@@ -358,7 +429,7 @@ TEST_F(SqliteStoreTest, ListLatentsDefaultPageSizeIs50) {
   EXPECT_TRUE(rest->next_page_token.empty());
 }
 
-TEST_F(SqliteStoreTest, ListLatentsPagesStableUnderWrites) {
+TEST_P(StoreTest, ListLatentsPagesStableUnderWrites) {
   for (int i = 0; i < 6; ++i) {
     ASSERT_TRUE(store_->PutLatent(BareLatent(absl::StrCat("lat_", i), 10 * i)).ok());
   }
@@ -375,7 +446,7 @@ TEST_F(SqliteStoreTest, ListLatentsPagesStableUnderWrites) {
   EXPECT_EQ(second->latents[1].id, "lat_2");
 }
 
-TEST_F(SqliteStoreTest, ListLatentsPaginationWithFingerprint) {
+TEST_P(StoreTest, ListLatentsPaginationWithFingerprint) {
   std::vector<std::string> want;
   for (int i = 0; i < 10; ++i) {
     const std::string id = absl::StrCat("lat_", 10 + i);
@@ -386,7 +457,7 @@ TEST_F(SqliteStoreTest, ListLatentsPaginationWithFingerprint) {
   EXPECT_EQ(AllLatentIds(*store_, 2, "fp_a"), want);
 }
 
-TEST_F(SqliteStoreTest, BadPageSizeAndToken) {
+TEST_P(StoreTest, BadPageSizeAndToken) {
   for (int size : {-1, 1001}) {
     absl::Status latents = store_->ListLatents(Page{size, ""}).status();
     EXPECT_EQ(latents.code(), absl::StatusCode::kInvalidArgument) << size;
@@ -421,7 +492,7 @@ TEST_F(SqliteStoreTest, BadPageSizeAndToken) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(SqliteStoreTest, JobRoundTripAllFields) {
+TEST_P(StoreTest, JobRoundTripAllFields) {
   const JobRecord in = FullJob("job_full");
   ASSERT_TRUE(store_->CreateJob(in).ok());
   absl::StatusOr<JobRecord> out = store_->GetJob("job_full");
@@ -436,7 +507,7 @@ TEST_F(SqliteStoreTest, JobRoundTripAllFields) {
   ExpectSameJob(empty, *out_empty, /*with_blobs=*/true);
 }
 
-TEST_F(SqliteStoreTest, JobErrors) {
+TEST_P(StoreTest, JobErrors) {
   ASSERT_TRUE(store_->CreateJob(FullJob("job_1")).ok());
   absl::Status dup = store_->CreateJob(FullJob("job_1"));
   EXPECT_EQ(dup.code(), absl::StatusCode::kAlreadyExists);
@@ -446,7 +517,7 @@ TEST_F(SqliteStoreTest, JobErrors) {
   EXPECT_EQ(get.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(get.message(), "job \"job_x\" not found");
   EXPECT_EQ(store_->UpdateJob(FullJob("job_x")).code(), absl::StatusCode::kNotFound);
-  absl::Status ckpt = store_->SaveCheckpoint("job_x", 1, "c", 2);
+  absl::Status ckpt = store_->SaveCheckpoint("job_x", 1, "c", 2, "");
   EXPECT_EQ(ckpt.code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(absl::StrContains(ckpt.message(), "\"job_x\"")) << ckpt;
 
@@ -457,7 +528,7 @@ TEST_F(SqliteStoreTest, JobErrors) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(SqliteStoreTest, UpdateJobKeepsSpecAndCheckpoint) {
+TEST_P(StoreTest, UpdateJobKeepsSpecAndCheckpoint) {
   const JobRecord created = FullJob("job_1");
   ASSERT_TRUE(store_->CreateJob(created).ok());
 
@@ -489,11 +560,11 @@ TEST_F(SqliteStoreTest, UpdateJobKeepsSpecAndCheckpoint) {
   ExpectSameJob(want, *out, /*with_blobs=*/true);
 }
 
-TEST_F(SqliteStoreTest, SaveCheckpoint) {
+TEST_P(StoreTest, SaveCheckpoint) {
   const JobRecord created = FullJob("job_1");
   ASSERT_TRUE(store_->CreateJob(created).ok());
   const std::string bytes(100000, '\x7f');  // larger than a page: overflow pages
-  ASSERT_TRUE(store_->SaveCheckpoint("job_1", 250, bytes, 1234).ok());
+  ASSERT_TRUE(store_->SaveCheckpoint("job_1", 250, bytes, 1234, "").ok());
 
   absl::StatusOr<JobRecord> out = store_->GetJob("job_1");
   ASSERT_TRUE(out.ok()) << out.status();
@@ -504,7 +575,7 @@ TEST_F(SqliteStoreTest, SaveCheckpoint) {
   ExpectSameJob(want, *out, /*with_blobs=*/true);
 
   // An empty checkpoint clears it.
-  ASSERT_TRUE(store_->SaveCheckpoint("job_1", 0, "", 1235).ok());
+  ASSERT_TRUE(store_->SaveCheckpoint("job_1", 0, "", 1235, "").ok());
   out = store_->GetJob("job_1");
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->checkpoint, "");
@@ -513,7 +584,7 @@ TEST_F(SqliteStoreTest, SaveCheckpoint) {
   EXPECT_EQ(out->spec, created.spec);
 }
 
-TEST_F(SqliteStoreTest, ListJobsStateFilterAndBlobsEmpty) {
+TEST_P(StoreTest, ListJobsStateFilterAndBlobsEmpty) {
   const JobState states[] = {JobState::kQueued, JobState::kRunning,   JobState::kSucceeded,
                              JobState::kFailed, JobState::kCancelled, JobState::kSucceeded};
   for (int i = 0; i < 6; ++i) {
@@ -547,7 +618,7 @@ TEST_F(SqliteStoreTest, ListJobsStateFilterAndBlobsEmpty) {
   ExpectSameJob(want, page->jobs[0], /*with_blobs=*/false);
 }
 
-TEST_F(SqliteStoreTest, ListJobsPagesWithFilter) {
+TEST_P(StoreTest, ListJobsPagesWithFilter) {
   std::vector<std::string> want;
   for (int i = 0; i < 17; ++i) {
     JobRecord job = FullJob(absl::StrCat("job_", 100 + i), i / 4);  // ties broken by ID
@@ -567,7 +638,7 @@ TEST_F(SqliteStoreTest, ListJobsPagesWithFilter) {
   EXPECT_EQ(got, want);
 }
 
-TEST_F(SqliteStoreTest, UnfinishedJobsOldestFirstWithBlobs) {
+TEST_P(StoreTest, UnfinishedJobsOldestFirstWithBlobs) {
   struct Row {
     const char* id;
     int64_t created;
@@ -601,7 +672,7 @@ TEST_F(SqliteStoreTest, UnfinishedJobsOldestFirstWithBlobs) {
   EXPECT_EQ(jobs->size(), 3u);
 }
 
-TEST_F(SqliteStoreTest, ClaimRequest) {
+TEST_P(StoreTest, ClaimRequest) {
   // New: recorded and returned.
   absl::StatusOr<std::string> first = store_->ClaimRequest("CreateJob", "r1", "hash_a", "job_1");
   ASSERT_TRUE(first.ok()) << first.status();
@@ -630,7 +701,7 @@ TEST_F(SqliteStoreTest, ClaimRequest) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(SqliteStoreTest, FindRequest) {
+TEST_P(StoreTest, FindRequest) {
   EXPECT_EQ(store_->FindRequest("CreateJob", "r1", "hash_a").status().code(),
             absl::StatusCode::kNotFound);
   // Looking up does not record.
@@ -689,11 +760,11 @@ TEST(SqliteStoreFileTest, UsesWalAndRecordsSchemaVersion) {
     return value;
   };
   EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");  // persistent in the file
-  EXPECT_EQ(pragma("PRAGMA user_version"), "2");
+  EXPECT_EQ(pragma("PRAGMA user_version"), "3");
   sqlite3_close(db);
 }
 
-TEST_F(SqliteStoreTest, TenantFilterOnListingsAndUpdateKeepsTheTenant) {
+TEST_P(StoreTest, TenantFilterOnListingsAndUpdateKeepsTheTenant) {
   for (int i = 0; i < 6; ++i) {
     LatentRecord r = BareLatent(absl::StrCat("lat_", i), 100 + i, i % 3 == 0 ? "fp_x" : "fp_y");
     r.tenant = i % 2 == 0 ? "a" : "b";
@@ -712,7 +783,9 @@ TEST_F(SqliteStoreTest, TenantFilterOnListingsAndUpdateKeepsTheTenant) {
       EXPECT_TRUE(list.ok()) << list.status();
       if (!list.ok()) return ids;
       for (const LatentRecord& r : list->latents) {
-        if (tenant.has_value()) EXPECT_EQ(r.tenant, *tenant);
+        if (tenant.has_value()) {
+          EXPECT_EQ(r.tenant, *tenant);
+        }
         ids.push_back(r.id);
       }
       if (list->next_page_token.empty()) return ids;
@@ -744,7 +817,7 @@ TEST_F(SqliteStoreTest, TenantFilterOnListingsAndUpdateKeepsTheTenant) {
   EXPECT_EQ(got->tenant, "b");
 }
 
-TEST_F(SqliteStoreTest, CancelRequestIsKeptUntilTheEnd) {
+TEST_P(StoreTest, CancelRequestIsKeptUntilTheEnd) {
   JobRecord job = FullJob("job_c");
   job.state = JobState::kRunning;
   ASSERT_TRUE(store_->CreateJob(job).ok());
@@ -823,6 +896,12 @@ PRAGMA user_version = 1;
   EXPECT_EQ(job->checkpoint_step, 40);
   EXPECT_EQ(job->spec, "SP");
   EXPECT_EQ(job->checkpoint, "CK");
+  EXPECT_EQ(job->owner, "");  // version 3: no owner yet, so the next start claims it
+  EXPECT_EQ(job->progress, "");
+  auto claimed = store->ClaimJobs("replica-a", 5000, 1000, /*take_all=*/false);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].spec, "SP");
   auto unfinished = store->UnfinishedJobs();
   ASSERT_TRUE(unfinished.ok());
   EXPECT_EQ(unfinished->size(), 1u);
@@ -859,15 +938,13 @@ TEST(SqliteStoreFileTest, NotADatabaseIsAnInternalError) {
             absl::StatusCode::kInternal);
 }
 
-TEST(SqliteStoreFileTest, ConcurrentUseFromFourThreads) {
-  ScratchDir dir;
-  std::unique_ptr<SqliteStore> store = OpenOrDie(dir.File("db.sqlite"));
-  ASSERT_NE(store, nullptr);
+TEST_P(StoreTest, ConcurrentUseFromFourThreads) {
+  Store* store = store_.get();
   constexpr int kThreads = 4;
   constexpr int kPerThread = 25;
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&store, t] {
+    threads.emplace_back([store, t] {
       for (int i = 0; i < kPerThread; ++i) {
         const std::string id = absl::StrCat("lat_", t, "_", i);
         EXPECT_TRUE(store->PutLatent(FullLatent(id, i)).ok()) << id;
@@ -875,7 +952,7 @@ TEST(SqliteStoreFileTest, ConcurrentUseFromFourThreads) {
         EXPECT_TRUE(store->ListLatents(Page{5, ""}).ok());
         const std::string job = absl::StrCat("job_", t, "_", i);
         EXPECT_TRUE(store->CreateJob(FullJob(job, i)).ok()) << job;
-        EXPECT_TRUE(store->SaveCheckpoint(job, i, "ckpt", i).ok()) << job;
+        EXPECT_TRUE(store->SaveCheckpoint(job, i, "ckpt", i, "").ok()) << job;
         // All threads race for the same keys; exactly one result wins per key.
         absl::StatusOr<std::string> claimed =
             store->ClaimRequest("CreateJob", absl::StrCat("r", i), "h", job);
@@ -901,6 +978,195 @@ TEST(SqliteStoreFileTest, ConcurrentUseFromFourThreads) {
     ASSERT_TRUE(winner.ok());
     EXPECT_EQ(winner->substr(winner->size() - absl::StrCat("_", i).size()), absl::StrCat("_", i));
   }
+}
+
+// ---- Leases (several replicas on one store) ----
+
+JobRecord QueuedJob(const std::string& id, int64_t created, const std::string& owner,
+                    int64_t lease_expires) {
+  JobRecord r = FullJob(id, created);
+  r.state = JobState::kQueued;
+  r.owner = owner;
+  r.lease_expires_unix_ms = lease_expires;
+  return r;
+}
+
+std::vector<std::string> IdsOf(const std::vector<JobRecord>& jobs) {
+  std::vector<std::string> ids;
+  for (const JobRecord& j : jobs) ids.push_back(j.id);
+  return ids;
+}
+
+TEST_P(StoreTest, ClaimJobsTakesOwnFreeAndExpiredJobsOnly) {
+  ASSERT_TRUE(store_->CreateJob(QueuedJob("job_mine", 10, "a", 100)).ok());
+  ASSERT_TRUE(store_->CreateJob(QueuedJob("job_free", 11, "", 0)).ok());
+  ASSERT_TRUE(store_->CreateJob(QueuedJob("job_expired", 12, "b", 499)).ok());
+  ASSERT_TRUE(store_->CreateJob(QueuedJob("job_held", 13, "b", 501)).ok());
+  JobRecord done = QueuedJob("job_done", 14, "b", 0);
+  done.state = JobState::kSucceeded;
+  ASSERT_TRUE(store_->CreateJob(done).ok());
+
+  auto claimed = store_->ClaimJobs("a", /*now=*/500, /*lease_ms=*/1000, /*take_all=*/false);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_EQ(IdsOf(*claimed), (std::vector<std::string>{"job_mine", "job_free", "job_expired"}));
+  for (const JobRecord& j : *claimed) {
+    EXPECT_EQ(j.owner, "a");
+    EXPECT_EQ(j.lease_expires_unix_ms, 1500);
+    EXPECT_EQ(j.spec, std::string("spec\0bytes\xff", 11));  // with blobs, for resuming
+  }
+  EXPECT_EQ(store_->GetJob("job_held")->owner, "b");
+  EXPECT_EQ(store_->GetJob("job_done")->owner, "b");
+
+  // take_all: a store nobody else uses.
+  claimed = store_->ClaimJobs("c", 600, 1000, /*take_all=*/true);
+  ASSERT_TRUE(claimed.ok());
+  EXPECT_EQ(claimed->size(), 4u);
+}
+
+TEST_P(StoreTest, RenewLeasesReportsCancelsAndLostJobs) {
+  ASSERT_TRUE(store_->CreateJob(QueuedJob("job_1", 10, "a", 100)).ok());
+  ASSERT_TRUE(store_->CreateJob(QueuedJob("job_2", 11, "a", 100)).ok());
+  ASSERT_TRUE(store_->CreateJob(QueuedJob("job_3", 12, "b", 100)).ok());
+  ASSERT_TRUE(store_->MarkCancelRequested("job_2").ok());  // from any replica
+  auto leases = store_->RenewLeases("a", 1000, 500);
+  ASSERT_TRUE(leases.ok()) << leases.status();
+  ASSERT_EQ(leases->size(), 2u);
+  std::map<std::string, bool> cancel;
+  for (const JobLease& l : *leases) {
+    cancel[l.id] = l.cancel_requested;
+    EXPECT_EQ(l.state, JobState::kQueued);
+  }
+  EXPECT_EQ(cancel, (std::map<std::string, bool>{{"job_1", false}, {"job_2", true}}));
+  EXPECT_EQ(store_->GetJob("job_1")->lease_expires_unix_ms, 1500);
+  EXPECT_EQ(store_->GetJob("job_3")->lease_expires_unix_ms, 100);
+
+  // b's lease on job_3 ran out and a took it over: b's renewal no longer lists it.
+  ASSERT_EQ(store_->ClaimJobs("a", 2000, 500, false)->size(), 3u);
+  leases = store_->RenewLeases("b", 2001, 500);
+  ASSERT_TRUE(leases.ok());
+  EXPECT_TRUE(leases->empty());
+}
+
+TEST_P(StoreTest, WritesAreFencedByOwner) {
+  ASSERT_TRUE(store_->CreateJob(QueuedJob("job_1", 10, "a", 100)).ok());
+  ASSERT_TRUE(store_->ClaimJobs("b", 1000, 500, false).ok());  // a's lease expired
+  JobRecord stale = QueuedJob("job_1", 10, "a", 0);
+  stale.state = JobState::kSucceeded;
+  absl::Status update = store_->UpdateJob(stale);
+  EXPECT_EQ(update.code(), absl::StatusCode::kFailedPrecondition) << update;
+  EXPECT_TRUE(absl::StrContains(update.message(), "replica \"a\"")) << update;
+  EXPECT_EQ(store_->SaveCheckpoint("job_1", 5, "old", 9, "a").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->SaveProgress("job_1", "a", "{}").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->GetJob("job_1")->state, JobState::kQueued);  // nothing of a's landed
+
+  stale.owner = "b";
+  EXPECT_TRUE(store_->UpdateJob(stale).ok());
+  EXPECT_TRUE(store_->SaveCheckpoint("job_1", 5, "new", 9, "b").ok());
+  ASSERT_TRUE(store_->SaveProgress("job_1", "b", R"({"step":5})").ok());
+  auto job = store_->GetJob("job_1");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state, JobState::kSucceeded);
+  EXPECT_EQ(job->checkpoint, "new");
+  EXPECT_EQ(job->progress, R"({"step":5})");
+  EXPECT_EQ(job->owner, "b");
+  // A job that does not exist is NotFound, not a fencing refusal.
+  EXPECT_EQ(store_->SaveProgress("job_x", "b", "{}").code(), absl::StatusCode::kNotFound);
+}
+
+// ---- PostgreSQL only ----
+
+class PostgresTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (PostgresUnderTest() == nullptr) {
+      GTEST_SKIP() << "I2S_TEST_POSTGRES is not set (ctest's store_test_postgres sets it)";
+    }
+    conninfo_ = PostgresUnderTest();
+    ResetPostgres(conninfo_);
+  }
+  std::string conninfo_;
+};
+
+TEST_F(PostgresTest, ReplicasStartingTogetherMigrateOnce) {
+  constexpr int kReplicas = 4;
+  std::vector<absl::Status> results(kReplicas);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReplicas; ++i) {
+    threads.emplace_back(
+        [this, &results, i] { results[i] = PostgresStore::Open(conninfo_).status(); });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT count(*) FROM i2s_schema"), "1");
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "1");
+}
+
+TEST_F(PostgresTest, RefusesNewerSchema) {
+  ASSERT_NE(OpenPostgresOrDie(conninfo_), nullptr);
+  ASSERT_EQ(RunSql(conninfo_, "UPDATE i2s_schema SET version = 99"), "");
+  absl::Status status = PostgresStore::Open(conninfo_).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(status.message(), "99")) << status;
+}
+
+TEST_F(PostgresTest, UnreachableServerIsUnavailableWithoutThePassword) {
+  // Port 1 on loopback: nothing listens there.
+  absl::Status status =
+      PostgresStore::Open("postgresql://i2s:s3cret-pw@127.0.0.1:1/i2s?connect_timeout=2").status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "127.0.0.1:1/i2s")) << status;
+  EXPECT_FALSE(absl::StrContains(status.message(), "s3cret-pw")) << status;
+}
+
+TEST_F(PostgresTest, ReconnectsAfterTheServerDroppedEveryConnection) {
+  std::unique_ptr<PostgresStore> store = OpenPostgresOrDie(conninfo_);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->PutLatent(FullLatent("lat_1")).ok());
+  // What a restart of the server does to open connections.
+  ASSERT_EQ(RunSql(conninfo_,
+                   "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                   " WHERE application_name = 'i2s_server'"),
+            "");
+  // The next calls find their connection broken and retry on a fresh one.
+  absl::StatusOr<LatentRecord> got = store->GetLatent("lat_1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameLatent(FullLatent("lat_1"), *got, /*with_values=*/true);
+  EXPECT_TRUE(store->PutLatent(FullLatent("lat_2")).ok());
+  EXPECT_EQ(store->PutLatent(FullLatent("lat_2")).code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(PostgresTest, NonUtf8TextIsInvalidArgument) {
+  std::unique_ptr<PostgresStore> store = OpenPostgresOrDie(conninfo_);
+  ASSERT_NE(store, nullptr);
+  LatentRecord r = FullLatent("lat_1");
+  r.model = "bad \xff byte";
+  EXPECT_EQ(store->PutLatent(r).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PostgresTest, TwoReplicasNeverClaimTheSameJob) {
+  std::unique_ptr<PostgresStore> a = OpenPostgresOrDie(conninfo_);
+  std::unique_ptr<PostgresStore> b = OpenPostgresOrDie(conninfo_);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  constexpr int kJobs = 200;
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_TRUE(a->CreateJob(QueuedJob(absl::StrCat("job_", i), i, "dead", 0)).ok());
+  }
+  std::vector<JobRecord> got_a, got_b;
+  std::thread ta([&] { got_a = *a->ClaimJobs("a", 1000, 60000, false); });
+  std::thread tb([&] { got_b = *b->ClaimJobs("b", 1000, 60000, false); });
+  ta.join();
+  tb.join();
+  std::set<std::string> ids;
+  for (const JobRecord& j : got_a) ids.insert(j.id);
+  for (const JobRecord& j : got_b) EXPECT_TRUE(ids.insert(j.id).second) << j.id << " twice";
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kJobs));
+  // And what one replica wrote, the other reads.
+  ASSERT_TRUE(a->PutLatent(FullLatent("lat_shared")).ok());
+  auto seen = b->GetLatent("lat_shared");
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  ExpectSameLatent(FullLatent("lat_shared"), *seen, /*with_values=*/true);
 }
 
 }  // namespace

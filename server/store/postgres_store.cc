@@ -1,0 +1,867 @@
+#include "server/store/postgres_store.h"
+
+#include <libpq-fe.h>
+
+#include <cstring>
+#include <deque>
+#include <iterator>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "server/base/status_macros.h"
+#include "server/store/store_util.h"
+
+namespace i2s {
+
+using store_internal::JobNotFound;
+using store_internal::JobStateFromColumn;
+using store_internal::LabelsFromJson;
+using store_internal::LabelsToJson;
+using store_internal::LatentNotFound;
+using store_internal::MakePageToken;
+using store_internal::NotTheOwner;
+using store_internal::NowUnixMs;
+using store_internal::PageQuery;
+using store_internal::ParentsFromJson;
+using store_internal::ParentsToJson;
+using store_internal::ParsePage;
+using store_internal::RequestNotFound;
+using store_internal::RequestUsedForAnother;
+using store_internal::SortOldestFirst;
+using store_internal::StateMask;
+using store_internal::ValidateLatent;
+using store_internal::ValuesFromBytes;
+
+namespace {
+
+// Built-in type OIDs (pg_type.dat; stable since PostgreSQL 7).
+constexpr Oid kBoolOid = 16;
+constexpr Oid kByteaOid = 17;
+constexpr Oid kInt8Oid = 20;
+constexpr Oid kInt4Oid = 23;
+constexpr Oid kTextOid = 25;
+constexpr Oid kFloat8Oid = 701;
+
+// pg_advisory_xact_lock key held while migrating ("i2s" schema).
+constexpr int64_t kMigrationLockKey = 0x693273'00000001;
+
+// kMigrations[v] takes the schema from version v to v + 1. Append only; never edit a
+// released step. The columns are SqliteStore's; JobState values are persisted.
+constexpr const char* kMigrations[] = {
+    // 0 -> 1: the schema of SqliteStore version 3.
+    R"sql(
+CREATE TABLE latents (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  tenant TEXT COLLATE "C" NOT NULL,
+  model TEXT NOT NULL,
+  fingerprint TEXT COLLATE "C" NOT NULL,
+  num_layers BIGINT NOT NULL,
+  latent_size BIGINT NOT NULL,
+  noise_seed BIGINT NOT NULL,  -- uint64 stored as the int64 with the same bits
+  source TEXT NOT NULL,
+  job_id TEXT NOT NULL,
+  parents_json TEXT NOT NULL,
+  params_json TEXT NOT NULL,
+  has_metrics BOOLEAN NOT NULL,
+  metrics_loss DOUBLE PRECISION,
+  metrics_mse DOUBLE PRECISION,
+  metrics_perceptual DOUBLE PRECISION,
+  metrics_psnr DOUBLE PRECISION,
+  metrics_steps BIGINT,
+  created_unix_ms BIGINT NOT NULL,
+  labels_json TEXT NOT NULL,
+  values_f32 BYTEA NOT NULL,
+  noise_npz BYTEA NOT NULL
+);
+CREATE INDEX latents_by_created ON latents (created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_fingerprint ON latents (fingerprint, created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_tenant ON latents (tenant, created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_tenant_fingerprint
+  ON latents (tenant, fingerprint, created_unix_ms DESC, id DESC);
+
+CREATE TABLE jobs (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  tenant TEXT COLLATE "C" NOT NULL,
+  request_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  state BIGINT NOT NULL,
+  cancel_requested BOOLEAN NOT NULL,
+  checkpoint_step BIGINT NOT NULL,
+  latent_id TEXT NOT NULL,
+  error_code BIGINT NOT NULL,
+  error_message TEXT NOT NULL,
+  next_sequence BIGINT NOT NULL,
+  created_unix_ms BIGINT NOT NULL,
+  started_unix_ms BIGINT NOT NULL,
+  finished_unix_ms BIGINT NOT NULL,
+  owner TEXT COLLATE "C" NOT NULL,
+  lease_expires_unix_ms BIGINT NOT NULL,
+  progress TEXT NOT NULL,
+  result BYTEA NOT NULL,
+  spec BYTEA NOT NULL,
+  checkpoint BYTEA NOT NULL
+);
+CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
+CREATE INDEX jobs_by_owner ON jobs (owner) WHERE state IN (1, 2);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
+
+CREATE TABLE requests (
+  method TEXT COLLATE "C" NOT NULL,
+  request_id TEXT COLLATE "C" NOT NULL,
+  request_hash BYTEA NOT NULL,
+  result_id TEXT NOT NULL,
+  created_unix_ms BIGINT NOT NULL,
+  PRIMARY KEY (method, request_id)
+);
+)sql",
+};
+constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
+
+constexpr const char* kLatentSummaryColumns =
+    "id, tenant, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
+    "parents_json, params_json, has_metrics, metrics_loss, metrics_mse, metrics_perceptual, "
+    "metrics_psnr, metrics_steps, created_unix_ms, labels_json";
+constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
+constexpr const char* kJobSummaryColumns =
+    "id, tenant, request_id, model, state, cancel_requested, checkpoint_step, latent_id, "
+    "error_code, error_message, next_sequence, created_unix_ms, started_unix_ms, "
+    "finished_unix_ms, owner, lease_expires_unix_ms, progress";
+constexpr const char* kJobBlobColumns = "result, spec, checkpoint";
+
+uint64_t ReadBigEndian(const char* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+void AppendBigEndian(std::string& out, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+// "host:port/dbname as user" from a conninfo, without the password.
+std::string Describe(const std::string& conninfo) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
+  if (options == nullptr) {
+    PQfreemem(error);
+    return "(unparsable connection string)";
+  }
+  std::string host = "localhost", port = "5432", dbname, user;
+  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    if (o->val == nullptr || *o->val == '\0') continue;
+    const absl::string_view key = o->keyword;
+    if (key == "host" || (key == "hostaddr" && host == "localhost")) host = o->val;
+    if (key == "port") port = o->val;
+    if (key == "dbname") dbname = o->val;
+    if (key == "user") user = o->val;
+  }
+  PQconninfoFree(options);
+  std::string out = absl::StrCat(host, ":", port, "/", dbname.empty() ? user : dbname);
+  if (!user.empty()) absl::StrAppend(&out, " as ", user);
+  return out;
+}
+
+}  // namespace
+
+// Parameters of one statement, sent in binary: placeholders come from the adders, so the
+// SQL text is built from constant fragments and "$n" only.
+class PostgresStore::Statement {
+ public:
+  explicit Statement(const char* what) : what_(what) {}
+
+  std::string Int(int64_t v) {
+    std::string bytes;
+    AppendBigEndian(bytes, static_cast<uint64_t>(v), 8);
+    return Add(kInt8Oid, std::move(bytes));
+  }
+  std::string Double(double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    std::string bytes;
+    AppendBigEndian(bytes, bits, 8);
+    return Add(kFloat8Oid, std::move(bytes));
+  }
+  std::string Bool(bool v) { return Add(kBoolOid, std::string(1, v ? '\1' : '\0')); }
+  std::string Text(absl::string_view v) { return Add(kTextOid, std::string(v)); }
+  std::string Bytes(absl::string_view v) { return Add(kByteaOid, std::string(v)); }
+  // A NULL of type `oid`.
+  std::string Null(Oid oid) {
+    values_.emplace_back();
+    null_.push_back(true);
+    oids_.push_back(oid);
+    return absl::StrCat("$", oids_.size());
+  }
+
+  void set_sql(std::string sql) { sql_ = std::move(sql); }
+  const std::string& sql() const { return sql_; }
+  const char* what() const { return what_; }
+  // An INSERT whose row may have landed when the connection broke: Run checks for the
+  // row `exists_sql` (with the same parameters) before retrying.
+  void set_exists_sql(std::string sql) { exists_sql_ = std::move(sql); }
+  const std::string& exists_sql() const { return exists_sql_; }
+
+  PGresult* Exec(PGconn* conn, const std::string& sql) const {
+    std::vector<const char*> values(values_.size());
+    std::vector<int> lengths(values_.size()), formats(values_.size(), 1);
+    for (size_t i = 0; i < values_.size(); ++i) {
+      values[i] = null_[i] ? nullptr : values_[i].data();
+      lengths[i] = static_cast<int>(values_[i].size());
+    }
+    return PQexecParams(conn, sql.c_str(), static_cast<int>(values_.size()), oids_.data(),
+                        values.data(), lengths.data(), formats.data(), /*resultFormat=*/1);
+  }
+
+ private:
+  std::string Add(Oid oid, std::string bytes) {
+    values_.push_back(std::move(bytes));
+    null_.push_back(false);
+    oids_.push_back(oid);
+    return absl::StrCat("$", oids_.size());
+  }
+
+  const char* what_;
+  std::string sql_, exists_sql_;
+  std::deque<std::string> values_;  // stable addresses
+  std::vector<bool> null_;
+  std::vector<Oid> oids_;
+};
+
+// A statement's rows, in binary format. Owns the PGresult.
+class PostgresStore::Result {
+ public:
+  explicit Result(PGresult* res) : res_(res, PQclear) {}
+  // An INSERT that landed before the connection broke (found by Run's check).
+  static Result Landed() {
+    Result r(nullptr);
+    r.landed_ = true;
+    return r;
+  }
+  const PGresult* get() const { return res_.get(); }
+  int rows() const { return PQntuples(res_.get()); }
+  // Rows an INSERT/UPDATE/DELETE changed.
+  int changed() const {
+    if (landed_) return 1;
+    const char* n = PQcmdTuples(res_.get());
+    return n == nullptr || *n == '\0' ? 0 : std::atoi(n);
+  }
+  bool IsNull(int row, int col) const { return PQgetisnull(res_.get(), row, col) != 0; }
+  int64_t Int(int row, int col) const {
+    if (IsNull(row, col)) return 0;
+    const int n = PQgetlength(res_.get(), row, col);
+    const uint64_t v = ReadBigEndian(PQgetvalue(res_.get(), row, col), n);
+    if (n == 4) return static_cast<int32_t>(static_cast<uint32_t>(v));
+    if (n == 1) return static_cast<int64_t>(v);  // BOOLEAN
+    return static_cast<int64_t>(v);
+  }
+  double Double(int row, int col) const {
+    if (IsNull(row, col)) return std::numeric_limits<double>::quiet_NaN();
+    const uint64_t bits = ReadBigEndian(PQgetvalue(res_.get(), row, col), 8);
+    double v;
+    std::memcpy(&v, &bits, sizeof(v));
+    return v;
+  }
+  std::string Bytes(int row, int col) const {
+    return std::string(PQgetvalue(res_.get(), row, col), PQgetlength(res_.get(), row, col));
+  }
+
+ private:
+  std::unique_ptr<PGresult, void (*)(PGresult*)> res_;
+  bool landed_ = false;
+};
+
+struct PostgresStore::Connection {
+  PGconn* conn = nullptr;  // owned; null until first opened
+  ~Connection() {
+    if (conn != nullptr) PQfinish(conn);
+  }
+};
+
+// A connection checked out of the pool; returns it on destruction.
+class PostgresStore::Checkout {
+ public:
+  Checkout(PostgresStore* store, Connection* connection) : store_(store), connection_(connection) {}
+  Checkout(Checkout&& other) noexcept
+      : store_(other.store_), connection_(std::exchange(other.connection_, nullptr)) {}
+  Checkout& operator=(Checkout&&) = delete;
+  ~Checkout() {
+    if (connection_ != nullptr) store_->Release(connection_);
+  }
+  Connection& operator*() const { return *connection_; }
+
+ private:
+  PostgresStore* store_;
+  Connection* connection_;
+};
+
+namespace {
+
+// A failed statement as a status. SQLSTATE classes: 08 (connection) and 57P0x (the
+// server shutting down or starting) are Unavailable, so callers retry; 53 (disk full, out
+// of memory) ResourceExhausted; 22 (bad data, e.g. a string that is not UTF-8)
+// InvalidArgument; 40 (serialization failure, deadlock) Aborted; 25006 (a read-only
+// standby) Unavailable. The rest are Internal.
+absl::Status StatementError(const PGresult* res, PGconn* conn, absl::string_view what,
+                            absl::string_view where) {
+  const char* state_field = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+  const std::string sqlstate = state_field != nullptr ? state_field : "";
+  std::string detail = res != nullptr ? PQresultErrorMessage(res) : "";
+  if (detail.empty()) detail = PQerrorMessage(conn);
+  while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
+  const std::string message =
+      absl::StrCat("postgres (", where, "): ", what, ": ", detail,
+                   sqlstate.empty() ? "" : " [SQLSTATE ", sqlstate, sqlstate.empty() ? "" : "]");
+  if (PQstatus(conn) == CONNECTION_BAD || absl::StartsWith(sqlstate, "08") ||
+      absl::StartsWith(sqlstate, "57P") || sqlstate == "25006") {
+    return absl::UnavailableError(message);
+  }
+  if (absl::StartsWith(sqlstate, "53")) return absl::ResourceExhaustedError(message);
+  if (absl::StartsWith(sqlstate, "22")) return absl::InvalidArgumentError(message);
+  if (absl::StartsWith(sqlstate, "40")) return absl::AbortedError(message);
+  return absl::InternalError(message);
+}
+
+bool ResultOk(const PGresult* res) {
+  const ExecStatusType s = PQresultStatus(res);
+  return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& conninfo,
+                                                                   const PostgresOptions& options) {
+  if (options.pool_size < 1) {
+    return absl::InvalidArgumentError("postgres: the pool needs at least one connection");
+  }
+  auto store =
+      std::unique_ptr<PostgresStore>(new PostgresStore(conninfo, Describe(conninfo), options));
+  RETURN_IF_ERROR(store->Migrate());
+  return store;
+}
+
+PostgresStore::PostgresStore(std::string conninfo, std::string description,
+                             const PostgresOptions& options)
+    : conninfo_(std::move(conninfo)), description_(std::move(description)), options_(options) {
+  for (int i = 0; i < options_.pool_size; ++i) {
+    connections_.push_back(std::make_unique<Connection>());
+    free_.push_back(connections_.back().get());
+  }
+}
+
+PostgresStore::~PostgresStore() = default;
+
+absl::Status PostgresStore::Connect(Connection& c) {
+  if (c.conn != nullptr) {
+    PQfinish(c.conn);
+    c.conn = nullptr;
+  }
+  // Our defaults first: the caller's conninfo (expanded from "dbname") overrides them.
+  const std::string timeout = absl::StrCat(options_.connect_timeout_s);
+  const std::string startup = absl::StrCat("-c statement_timeout=", options_.statement_timeout_ms);
+  const char* keys[] = {"connect_timeout",  "application_name", "client_encoding",
+                        "options",          "keepalives_idle",  "keepalives_interval",
+                        "keepalives_count", "dbname",           nullptr};
+  const char* values[] = {timeout.c_str(),   "i2s_server", "UTF8", startup.c_str(), "10", "5", "3",
+                          conninfo_.c_str(), nullptr};
+  c.conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  if (c.conn == nullptr) return absl::ResourceExhaustedError("postgres: out of memory");
+  if (PQstatus(c.conn) != CONNECTION_OK) {
+    std::string detail = PQerrorMessage(c.conn);
+    while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
+    PQfinish(c.conn);
+    c.conn = nullptr;
+    return absl::UnavailableError(
+        absl::StrCat("postgres (", description_, "): cannot connect: ", detail));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PostgresStore::Checkout> PostgresStore::Acquire() {
+  Connection* c;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    freed_.wait(lock, [this] { return !free_.empty(); });
+    c = free_.back();
+    free_.pop_back();
+  }
+  Checkout checkout(this, c);
+  if (c->conn == nullptr || PQstatus(c->conn) != CONNECTION_OK) RETURN_IF_ERROR(Connect(*c));
+  return checkout;
+}
+
+void PostgresStore::Release(Connection* connection) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(connection);
+  }
+  freed_.notify_one();
+}
+
+absl::StatusOr<PostgresStore::Result> PostgresStore::Run(const Statement& statement) {
+  for (int attempt = 0;; ++attempt) {
+    ASSIGN_OR_RETURN(Checkout checkout, Acquire());
+    Connection& c = *checkout;
+    if (attempt > 0 && !statement.exists_sql().empty()) {
+      // The first attempt's INSERT may have committed before the break.
+      Result probe(statement.Exec(c.conn, statement.exists_sql()));
+      if (!ResultOk(probe.get())) {
+        return StatementError(probe.get(), c.conn, statement.what(), description_);
+      }
+      if (probe.rows() > 0) return Result::Landed();
+    }
+    Result result(statement.Exec(c.conn, statement.sql()));
+    if (ResultOk(result.get())) return result;
+    absl::Status error = StatementError(result.get(), c.conn, statement.what(), description_);
+    const bool broken = PQstatus(c.conn) != CONNECTION_OK;
+    if (broken) {  // reopened at the next Acquire
+      PQfinish(c.conn);
+      c.conn = nullptr;
+    }
+    if (!broken || attempt > 0) return error;
+  }
+}
+
+absl::Status PostgresStore::Migrate() {
+  ASSIGN_OR_RETURN(Checkout checkout, Acquire());
+  PGconn* conn = (*checkout).conn;
+  auto exec = [&](const std::string& sql, absl::string_view what) -> absl::StatusOr<Result> {
+    Result r(PQexec(conn, sql.c_str()));  // text results; several statements allowed
+    if (!ResultOk(r.get())) return StatementError(r.get(), conn, what, description_);
+    return r;
+  };
+  RETURN_IF_ERROR(exec("BEGIN", "begin migration").status());
+  auto migrate = [&]() -> absl::Status {
+    // Replicas starting together wait here for the first one's migration.
+    RETURN_IF_ERROR(exec(absl::StrCat("SELECT pg_advisory_xact_lock(", kMigrationLockKey, ")"),
+                         "locking the schema")
+                        .status());
+    RETURN_IF_ERROR(
+        exec("CREATE TABLE IF NOT EXISTS i2s_schema (version BIGINT NOT NULL)", "i2s_schema")
+            .status());
+    ASSIGN_OR_RETURN(Result rows, exec("SELECT version FROM i2s_schema", "reading the version"));
+    int64_t version = 0;
+    if (rows.rows() > 0 && !absl::SimpleAtoi(PQgetvalue(rows.get(), 0, 0), &version)) {
+      return absl::InternalError("postgres: i2s_schema.version is not a number");
+    }
+    if (version > kSchemaVersion) {
+      return absl::FailedPreconditionError(absl::StrCat("database schema version ", version,
+                                                        " is newer than this server's (",
+                                                        kSchemaVersion, "); use a newer server"));
+    }
+    for (int64_t v = version; v < kSchemaVersion; ++v) {
+      RETURN_IF_ERROR(exec(kMigrations[v], absl::StrCat("migration to version ", v + 1)).status());
+    }
+    if (version < kSchemaVersion) {
+      // The version is our own constant, not a value from outside.
+      RETURN_IF_ERROR(
+          exec(rows.rows() == 0
+                   ? absl::StrCat("INSERT INTO i2s_schema VALUES (", kSchemaVersion, ")")
+                   : absl::StrCat("UPDATE i2s_schema SET version = ", kSchemaVersion),
+               "recording the version")
+              .status());
+    }
+    return absl::OkStatus();
+  };
+  absl::Status status = migrate();
+  if (!status.ok()) {
+    exec("ROLLBACK", "rollback migration").IgnoreError();  // the first error matters
+    return status;
+  }
+  return exec("COMMIT", "commit migration").status();
+}
+
+namespace {
+
+// Reads kLatentSummaryColumns from column 0 of `row` on, then (with_values) the blobs.
+absl::StatusOr<LatentRecord> ReadLatent(const PostgresStore::Result& q, int row, bool with_values) {
+  LatentRecord r;
+  int c = 0;
+  r.id = q.Bytes(row, c++);
+  r.tenant = q.Bytes(row, c++);
+  r.model = q.Bytes(row, c++);
+  r.fingerprint = q.Bytes(row, c++);
+  r.num_layers = static_cast<int>(q.Int(row, c++));
+  r.latent_size = static_cast<int>(q.Int(row, c++));
+  r.noise_seed = static_cast<uint64_t>(q.Int(row, c++));
+  r.source = q.Bytes(row, c++);
+  r.job_id = q.Bytes(row, c++);
+  ASSIGN_OR_RETURN(r.parents, ParentsFromJson(q.Bytes(row, c++), r.id));
+  r.params_json = q.Bytes(row, c++);
+  if (q.Int(row, c++) != 0) {
+    LatentMetrics m;
+    m.loss = q.Double(row, c++);
+    m.mse = q.Double(row, c++);
+    m.perceptual = q.Double(row, c++);
+    m.psnr = q.Double(row, c++);
+    m.steps = static_cast<int>(q.Int(row, c++));
+    r.metrics = m;
+  } else {
+    c += 5;
+  }
+  r.created_unix_ms = q.Int(row, c++);
+  ASSIGN_OR_RETURN(r.labels, LabelsFromJson(q.Bytes(row, c++), r.id));
+  if (with_values) {
+    ASSIGN_OR_RETURN(r.values, ValuesFromBytes(r, q.Bytes(row, c++)));
+    r.noise_npz = q.Bytes(row, c++);
+  }
+  return r;
+}
+
+// Reads kJobSummaryColumns from column 0 of `row` on, then (with_blobs) kJobBlobColumns.
+absl::StatusOr<JobRecord> ReadJob(const PostgresStore::Result& q, int row, bool with_blobs) {
+  JobRecord r;
+  int c = 0;
+  r.id = q.Bytes(row, c++);
+  r.tenant = q.Bytes(row, c++);
+  r.request_id = q.Bytes(row, c++);
+  r.model = q.Bytes(row, c++);
+  ASSIGN_OR_RETURN(r.state, JobStateFromColumn(q.Int(row, c++), r.id));
+  r.cancel_requested = q.Int(row, c++) != 0;
+  r.checkpoint_step = static_cast<int>(q.Int(row, c++));
+  r.latent_id = q.Bytes(row, c++);
+  r.error_code = static_cast<int>(q.Int(row, c++));
+  r.error_message = q.Bytes(row, c++);
+  r.next_sequence = q.Int(row, c++);
+  r.created_unix_ms = q.Int(row, c++);
+  r.started_unix_ms = q.Int(row, c++);
+  r.finished_unix_ms = q.Int(row, c++);
+  r.owner = q.Bytes(row, c++);
+  r.lease_expires_unix_ms = q.Int(row, c++);
+  r.progress = q.Bytes(row, c++);
+  if (with_blobs) {
+    r.result = q.Bytes(row, c++);
+    r.spec = q.Bytes(row, c++);
+    r.checkpoint = q.Bytes(row, c++);
+  }
+  return r;
+}
+
+// The WHERE/ORDER BY/LIMIT tail of a listing, binding the page's parameters.
+std::string ListingTail(PostgresStore::Statement& st, std::vector<std::string> filters,
+                        const PageQuery& page) {
+  if (page.has_after) {
+    const std::string created = st.Int(page.after_created_unix_ms);
+    const std::string id = st.Text(page.after_id);
+    filters.push_back(absl::StrCat("(created_unix_ms, id) < (", created, ", ", id, ")"));
+  }
+  std::string tail;
+  if (!filters.empty()) absl::StrAppend(&tail, " WHERE ", absl::StrJoin(filters, " AND "));
+  // One more row than asked says whether there is a next page.
+  absl::StrAppend(&tail, " ORDER BY created_unix_ms DESC, id DESC LIMIT ", st.Int(page.limit + 1));
+  return tail;
+}
+
+absl::StatusOr<std::vector<JobRecord>> ReadJobs(const PostgresStore::Result& q) {
+  std::vector<JobRecord> jobs;
+  for (int row = 0; row < q.rows(); ++row) {
+    ASSIGN_OR_RETURN(JobRecord record, ReadJob(q, row, /*with_blobs=*/true));
+    jobs.push_back(std::move(record));
+  }
+  SortOldestFirst(jobs);
+  return jobs;
+}
+
+}  // namespace
+
+// ---- LatentStore ----
+
+absl::Status PostgresStore::PutLatent(const LatentRecord& record) {
+  RETURN_IF_ERROR(ValidateLatent(record));
+  ASSIGN_OR_RETURN(std::string parents_json, ParentsToJson(record));
+  ASSIGN_OR_RETURN(std::string labels_json, LabelsToJson(record));
+  Statement st("PutLatent");
+  std::vector<std::string> p = {
+      st.Text(record.id),
+      st.Text(record.tenant),
+      st.Text(record.model),
+      st.Text(record.fingerprint),
+      st.Int(record.num_layers),
+      st.Int(record.latent_size),
+      st.Int(static_cast<int64_t>(record.noise_seed)),
+      st.Text(record.source),
+      st.Text(record.job_id),
+      st.Text(parents_json),
+      st.Text(record.params_json),
+      st.Bool(record.metrics.has_value()),
+      record.metrics ? st.Double(record.metrics->loss) : st.Null(kFloat8Oid),
+      record.metrics ? st.Double(record.metrics->mse) : st.Null(kFloat8Oid),
+      record.metrics ? st.Double(record.metrics->perceptual) : st.Null(kFloat8Oid),
+      record.metrics ? st.Double(record.metrics->psnr) : st.Null(kFloat8Oid),
+      record.metrics ? st.Int(record.metrics->steps) : st.Null(kInt8Oid),
+      st.Int(record.created_unix_ms),
+      st.Text(labels_json),
+      st.Bytes(store_internal::EncodeFloats(record.values)),
+      st.Bytes(record.noise_npz),
+  };
+  st.set_sql(absl::StrCat("INSERT INTO latents (", kLatentSummaryColumns, ", ", kLatentBlobColumns,
+                          ") VALUES (", absl::StrJoin(p, ", "), ") ON CONFLICT (id) DO NOTHING"));
+  st.set_exists_sql(
+      "SELECT 1 FROM latents WHERE id = $1 AND tenant = $2 AND created_unix_ms = $18");
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  if (r.changed() == 0) {
+    return absl::AlreadyExistsError(absl::StrCat("latent \"", record.id, "\" already exists"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LatentRecord> PostgresStore::GetLatent(const std::string& id, bool with_values) {
+  Statement st("GetLatent");
+  st.set_sql(absl::StrCat("SELECT ", kLatentSummaryColumns,
+                          with_values ? absl::StrCat(", ", kLatentBlobColumns) : "",
+                          " FROM latents WHERE id = ", st.Text(id)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  if (r.rows() == 0) return LatentNotFound(id);
+  return ReadLatent(r, 0, with_values);
+}
+
+absl::StatusOr<LatentPage> PostgresStore::ListLatents(const Page& page,
+                                                      const std::string& fingerprint,
+                                                      const std::optional<std::string>& tenant) {
+  ASSIGN_OR_RETURN(PageQuery page_query, ParsePage(page, 'L'));
+  Statement st("ListLatents");
+  std::vector<std::string> filters;
+  if (tenant.has_value()) filters.push_back(absl::StrCat("tenant = ", st.Text(*tenant)));
+  if (!fingerprint.empty()) {
+    filters.push_back(absl::StrCat("fingerprint = ", st.Text(fingerprint)));
+  }
+  st.set_sql(absl::StrCat("SELECT ", kLatentSummaryColumns, " FROM latents",
+                          ListingTail(st, std::move(filters), page_query)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  LatentPage result;
+  for (int row = 0; row < r.rows(); ++row) {
+    if (static_cast<int>(result.latents.size()) == page_query.limit) {
+      const LatentRecord& last = result.latents.back();
+      result.next_page_token = MakePageToken('L', last.created_unix_ms, last.id);
+      break;
+    }
+    ASSIGN_OR_RETURN(LatentRecord record, ReadLatent(r, row, /*with_values=*/false));
+    result.latents.push_back(std::move(record));
+  }
+  return result;
+}
+
+absl::Status PostgresStore::DeleteLatent(const std::string& id) {
+  Statement st("DeleteLatent");
+  st.set_sql(absl::StrCat("DELETE FROM latents WHERE id = ", st.Text(id)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  // A retried DELETE whose first attempt landed reports NotFound: the latent is gone
+  // either way, which is what the caller asked for.
+  if (r.changed() == 0) return LatentNotFound(id);
+  return absl::OkStatus();
+}
+
+// ---- JobStore ----
+
+absl::Status PostgresStore::CreateJob(const JobRecord& record) {
+  if (record.id.empty()) return absl::InvalidArgumentError("job id is empty");
+  RETURN_IF_ERROR(
+      store_internal::CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
+  Statement st("CreateJob");
+  std::vector<std::string> p = {
+      st.Text(record.id),
+      st.Text(record.tenant),
+      st.Text(record.request_id),
+      st.Text(record.model),
+      st.Int(static_cast<int>(record.state)),
+      st.Bool(record.cancel_requested),
+      st.Int(record.checkpoint_step),
+      st.Text(record.latent_id),
+      st.Int(record.error_code),
+      st.Text(record.error_message),
+      st.Int(record.next_sequence),
+      st.Int(record.created_unix_ms),
+      st.Int(record.started_unix_ms),
+      st.Int(record.finished_unix_ms),
+      st.Text(record.owner),
+      st.Int(record.lease_expires_unix_ms),
+      st.Text(record.progress),
+      st.Bytes(record.result),
+      st.Bytes(record.spec),
+      st.Bytes(record.checkpoint),
+  };
+  st.set_sql(absl::StrCat("INSERT INTO jobs (", kJobSummaryColumns, ", ", kJobBlobColumns,
+                          ") VALUES (", absl::StrJoin(p, ", "), ") ON CONFLICT (id) DO NOTHING"));
+  st.set_exists_sql("SELECT 1 FROM jobs WHERE id = $1 AND tenant = $2 AND created_unix_ms = $12");
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  if (r.changed() == 0) {
+    return absl::AlreadyExistsError(absl::StrCat("job \"", record.id, "\" already exists"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresStore::UpdateJob(const JobRecord& r) {
+  RETURN_IF_ERROR(store_internal::CheckJobState(r.state, absl::StrCat("job \"", r.id, "\"")));
+  Statement st("UpdateJob");
+  st.set_sql(absl::StrCat(
+      "UPDATE jobs SET request_id = ", st.Text(r.request_id), ", model = ", st.Text(r.model),
+      ", state = ", st.Int(static_cast<int>(r.state)), ", cancel_requested = cancel_requested OR ",
+      st.Bool(r.cancel_requested), ", latent_id = ", st.Text(r.latent_id),
+      ", error_code = ", st.Int(r.error_code), ", error_message = ", st.Text(r.error_message),
+      ", next_sequence = ", st.Int(r.next_sequence), ", created_unix_ms = ",
+      st.Int(r.created_unix_ms), ", started_unix_ms = ", st.Int(r.started_unix_ms),
+      ", finished_unix_ms = ", st.Int(r.finished_unix_ms), ", result = ", st.Bytes(r.result),
+      " WHERE id = ", st.Text(r.id), " AND owner = ", st.Text(r.owner)));
+  ASSIGN_OR_RETURN(Result result, Run(st));
+  if (result.changed() == 0) return NotUpdated(r.id, r.owner);
+  return absl::OkStatus();
+}
+
+absl::Status PostgresStore::NotUpdated(const std::string& id, const std::string& owner) {
+  Statement st("finding a job");
+  st.set_sql(absl::StrCat("SELECT 1 FROM jobs WHERE id = ", st.Text(id)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  return r.rows() > 0 ? NotTheOwner(id, owner) : JobNotFound(id);
+}
+
+absl::Status PostgresStore::MarkCancelRequested(const std::string& id) {
+  Statement st("MarkCancelRequested");
+  st.set_sql(absl::StrCat("UPDATE jobs SET cancel_requested = TRUE WHERE id = ", st.Text(id)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  if (r.changed() == 0) return JobNotFound(id);
+  return absl::OkStatus();
+}
+
+absl::Status PostgresStore::SaveCheckpoint(const std::string& id, int step,
+                                           const std::string& bytes, int64_t next_sequence,
+                                           const std::string& owner) {
+  Statement st("SaveCheckpoint");
+  st.set_sql(absl::StrCat("UPDATE jobs SET checkpoint = ", st.Bytes(bytes), ", checkpoint_step = ",
+                          st.Int(step), ", next_sequence = ", st.Int(next_sequence),
+                          " WHERE id = ", st.Text(id), " AND owner = ", st.Text(owner)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  if (r.changed() == 0) return NotUpdated(id, owner);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobRecord> PostgresStore::GetJob(const std::string& id, bool with_blobs) {
+  Statement st("GetJob");
+  st.set_sql(absl::StrCat("SELECT ", kJobSummaryColumns,
+                          with_blobs ? absl::StrCat(", ", kJobBlobColumns) : "",
+                          " FROM jobs WHERE id = ", st.Text(id)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  if (r.rows() == 0) return JobNotFound(id);
+  return ReadJob(r, 0, with_blobs);
+}
+
+absl::StatusOr<JobPage> PostgresStore::ListJobs(const Page& page,
+                                                const std::vector<JobState>& states,
+                                                const std::optional<std::string>& tenant) {
+  ASSIGN_OR_RETURN(PageQuery page_query, ParsePage(page, 'J'));
+  ASSIGN_OR_RETURN(const int64_t state_mask, StateMask(states));
+  Statement st("ListJobs");
+  std::vector<std::string> filters;
+  if (tenant.has_value()) filters.push_back(absl::StrCat("tenant = ", st.Text(*tenant)));
+  if (state_mask != 0) {
+    filters.push_back(absl::StrCat("((", st.Int(state_mask), " >> state::integer) & 1) = 1"));
+  }
+  st.set_sql(absl::StrCat("SELECT ", kJobSummaryColumns, " FROM jobs",
+                          ListingTail(st, std::move(filters), page_query)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  JobPage result;
+  for (int row = 0; row < r.rows(); ++row) {
+    if (static_cast<int>(result.jobs.size()) == page_query.limit) {
+      const JobRecord& last = result.jobs.back();
+      result.next_page_token = MakePageToken('J', last.created_unix_ms, last.id);
+      break;
+    }
+    ASSIGN_OR_RETURN(JobRecord record, ReadJob(r, row, /*with_blobs=*/false));
+    result.jobs.push_back(std::move(record));
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<JobRecord>> PostgresStore::UnfinishedJobs() {
+  Statement st("UnfinishedJobs");
+  st.set_sql(absl::StrCat("SELECT ", kJobSummaryColumns, ", ", kJobBlobColumns,
+                          " FROM jobs WHERE state IN (1, 2) ORDER BY created_unix_ms, id"));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  return ReadJobs(r);
+}
+
+absl::StatusOr<std::vector<JobRecord>> PostgresStore::ClaimJobs(const std::string& owner,
+                                                                int64_t now_unix_ms,
+                                                                int64_t lease_ms, bool take_all) {
+  Statement st("ClaimJobs");
+  const std::string me = st.Text(owner), now = st.Int(now_unix_ms);
+  // Row locks make concurrent claims safe: a replica that finds a row another one just
+  // claimed re-checks the condition on the new row (READ COMMITTED) and skips it.
+  st.set_sql(absl::StrCat(
+      "UPDATE jobs SET owner = ", me, ", lease_expires_unix_ms = ", st.Int(now_unix_ms + lease_ms),
+      " WHERE state IN (1, 2) AND (", st.Bool(take_all), " OR owner = ", me, " OR owner = '' OR ",
+      "lease_expires_unix_ms < ", now, ") RETURNING ", kJobSummaryColumns, ", ", kJobBlobColumns));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  return ReadJobs(r);
+}
+
+absl::StatusOr<std::vector<JobLease>> PostgresStore::RenewLeases(const std::string& owner,
+                                                                 int64_t now_unix_ms,
+                                                                 int64_t lease_ms) {
+  Statement st("RenewLeases");
+  st.set_sql(absl::StrCat("UPDATE jobs SET lease_expires_unix_ms = ",
+                          st.Int(now_unix_ms + lease_ms), " WHERE owner = ", st.Text(owner),
+                          " AND state IN (1, 2) RETURNING id, state, cancel_requested"));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  std::vector<JobLease> leases;
+  for (int row = 0; row < r.rows(); ++row) {
+    JobLease lease;
+    lease.id = r.Bytes(row, 0);
+    ASSIGN_OR_RETURN(lease.state, JobStateFromColumn(r.Int(row, 1), lease.id));
+    lease.cancel_requested = r.Int(row, 2) != 0;
+    leases.push_back(std::move(lease));
+  }
+  return leases;
+}
+
+absl::Status PostgresStore::SaveProgress(const std::string& id, const std::string& owner,
+                                         const std::string& progress) {
+  Statement st("SaveProgress");
+  st.set_sql(absl::StrCat("UPDATE jobs SET progress = ", st.Text(progress),
+                          " WHERE id = ", st.Text(id), " AND owner = ", st.Text(owner)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  if (r.changed() == 0) return NotUpdated(id, owner);
+  return absl::OkStatus();
+}
+
+// ---- RequestStore ----
+
+absl::StatusOr<std::string> PostgresStore::ClaimRequest(const std::string& method,
+                                                        const std::string& request_id,
+                                                        const std::string& request_hash,
+                                                        const std::string& result_id) {
+  if (request_id.empty()) return absl::InvalidArgumentError("request_id is empty");
+  {
+    // Insert if new; a row never changes once written, so the read below sees the winner.
+    Statement st("ClaimRequest");
+    st.set_sql(absl::StrCat(
+        "INSERT INTO requests (method, request_id, request_hash, result_id, created_unix_ms) "
+        "VALUES (",
+        st.Text(method), ", ", st.Text(request_id), ", ", st.Bytes(request_hash), ", ",
+        st.Text(result_id), ", ", st.Int(NowUnixMs()),
+        ") ON CONFLICT (method, request_id) DO NOTHING"));
+    RETURN_IF_ERROR(Run(st).status());
+  }
+  absl::StatusOr<std::string> found = FindRequest(method, request_id, request_hash);
+  if (absl::IsNotFound(found.status())) {
+    return absl::InternalError("postgres: ClaimRequest: the request row vanished");
+  }
+  return found;
+}
+
+absl::StatusOr<std::string> PostgresStore::FindRequest(const std::string& method,
+                                                       const std::string& request_id,
+                                                       const std::string& request_hash) {
+  Statement st("FindRequest");
+  st.set_sql(absl::StrCat("SELECT request_hash, result_id FROM requests WHERE method = ",
+                          st.Text(method), " AND request_id = ", st.Text(request_id)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  if (r.rows() == 0) return RequestNotFound(method, request_id);
+  if (r.Bytes(0, 0) != request_hash) return RequestUsedForAnother(request_id);
+  return r.Bytes(0, 1);
+}
+
+}  // namespace i2s

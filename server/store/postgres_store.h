@@ -1,0 +1,127 @@
+// PostgresStore: the Store backend that several server replicas share (issue 7).
+#ifndef I2S_SERVER_STORE_POSTGRES_STORE_H_
+#define I2S_SERVER_STORE_POSTGRES_STORE_H_
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/store/store.h"
+
+// From <libpq-fe.h>, which only postgres_store.cc includes.
+struct pg_conn;
+
+namespace i2s {
+
+struct PostgresOptions {
+  int pool_size = 4;          // connections, opened on demand
+  int connect_timeout_s = 5;  // per connection attempt (libpq connect_timeout)
+  int statement_timeout_ms = 30000;
+};
+
+// Latents, jobs and request IDs in one PostgreSQL database, through libpq.
+//
+// Schema: created and migrated at Open, inside a transaction that holds an advisory lock,
+// so replicas starting together apply each migration once; the version is the single
+// row of table i2s_schema, and a database from a newer release is refused. Columns and
+// semantics are SqliteStore's (the same contract tests run against both): IDs and
+// tenants are TEXT COLLATE "C", so listings order and page exactly as SQLite's do;
+// blobs are BYTEA (TOASTed out of line, so listings never read them); every value
+// travels as a binary parameter, never inside SQL text.
+//
+// Connections: a pool of up to pool_size, each opened on first need. A connection that
+// breaks (the server restarted, the network dropped) is reopened at the next call; a
+// statement cut off by the break is retried once on a fresh connection when that is safe
+// (every statement here is idempotent, and an INSERT that may have landed is checked
+// for first). If the database stays unreachable, calls fail with Unavailable, which the
+// scheduler and clients retry. Messages name the host and database, never the password.
+//
+// Thread-safe; calls run in parallel up to the pool size.
+class PostgresStore final : public Store {
+ public:
+  // `conninfo`: a postgres:// URI or libpq key=value string. Connects once (Unavailable
+  // if the server cannot be reached, naming host and database), then migrates the schema
+  // (FailedPrecondition for a schema newer than this code).
+  static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& conninfo,
+                                                             const PostgresOptions& options = {});
+
+  ~PostgresStore() override;
+  PostgresStore(const PostgresStore&) = delete;
+  PostgresStore& operator=(const PostgresStore&) = delete;
+
+  // LatentStore.
+  absl::Status PutLatent(const LatentRecord& record) override;
+  absl::StatusOr<LatentRecord> GetLatent(const std::string& id, bool with_values = true) override;
+  absl::StatusOr<LatentPage> ListLatents(
+      const Page& page, const std::string& fingerprint = "",
+      const std::optional<std::string>& tenant = std::nullopt) override;
+  absl::Status DeleteLatent(const std::string& id) override;
+
+  // JobStore.
+  absl::Status CreateJob(const JobRecord& record) override;
+  absl::Status UpdateJob(const JobRecord& record) override;
+  absl::Status MarkCancelRequested(const std::string& id) override;
+  absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
+                              int64_t next_sequence, const std::string& owner) override;
+  absl::StatusOr<JobRecord> GetJob(const std::string& id, bool with_blobs = true) override;
+  absl::StatusOr<JobPage> ListJobs(
+      const Page& page, const std::vector<JobState>& states,
+      const std::optional<std::string>& tenant = std::nullopt) override;
+  absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() override;
+  absl::StatusOr<std::vector<JobRecord>> ClaimJobs(const std::string& owner, int64_t now_unix_ms,
+                                                   int64_t lease_ms, bool take_all) override;
+  absl::StatusOr<std::vector<JobLease>> RenewLeases(const std::string& owner, int64_t now_unix_ms,
+                                                    int64_t lease_ms) override;
+  absl::Status SaveProgress(const std::string& id, const std::string& owner,
+                            const std::string& progress) override;
+
+  // RequestStore.
+  absl::StatusOr<std::string> ClaimRequest(const std::string& method, const std::string& request_id,
+                                           const std::string& request_hash,
+                                           const std::string& result_id) override;
+  absl::StatusOr<std::string> FindRequest(const std::string& method, const std::string& request_id,
+                                          const std::string& request_hash) override;
+
+  bool shared() const override { return true; }
+  const char* backend() const override { return "postgres"; }
+
+  // "host:port/dbname as user", for logs and messages (no password).
+  const std::string& description() const { return description_; }
+
+  // Internal: one execution against the pool (defined in postgres_store.cc).
+  class Statement;
+  class Result;
+
+ private:
+  PostgresStore(std::string conninfo, std::string description, const PostgresOptions& options);
+
+  // A pooled connection, checked out for one call.
+  struct Connection;
+  class Checkout;
+  // Blocks until a connection is free; opens it if it is not open or broken.
+  absl::StatusOr<Checkout> Acquire();
+  void Release(Connection* connection);
+  absl::Status Connect(Connection& connection);
+  absl::Status Migrate();
+  // Runs `statement` on a pooled connection; see the class comment for the retry.
+  absl::StatusOr<Result> Run(const Statement& statement);
+  // Why a fenced write of job `id` by `owner` changed no row: NotFound or NotTheOwner.
+  absl::Status NotUpdated(const std::string& id, const std::string& owner);
+
+  const std::string conninfo_;  // never logged: it may hold a password
+  const std::string description_;
+  const PostgresOptions options_;
+
+  std::mutex mu_;  // guards connections_ and free_
+  std::condition_variable freed_;
+  std::vector<std::unique_ptr<Connection>> connections_;
+  std::vector<Connection*> free_;
+};
+
+}  // namespace i2s
+
+#endif  // I2S_SERVER_STORE_POSTGRES_STORE_H_

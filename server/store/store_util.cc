@@ -1,0 +1,209 @@
+#include "server/store/store_util.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <tuple>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace i2s::store_internal {
+
+static_assert(sizeof(float) == 4, "latent values are stored as IEEE float32");
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string EncodeFloats(const std::vector<float>& values) {
+  std::string out(values.size() * sizeof(float), '\0');
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &values[i], sizeof(bits));
+    for (int b = 0; b < 4; ++b) out[4 * i + b] = static_cast<char>((bits >> (8 * b)) & 0xff);
+  }
+  return out;
+}
+
+std::vector<float> DecodeFloats(absl::string_view bytes) {
+  std::vector<float> values(bytes.size() / sizeof(float));
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint32_t bits = 0;
+    for (int b = 0; b < 4; ++b) bits |= uint32_t{static_cast<uint8_t>(bytes[4 * i + b])} << (8 * b);
+    std::memcpy(&values[i], &bits, sizeof(bits));
+  }
+  return values;
+}
+
+absl::Status ValidateLatent(const LatentRecord& record) {
+  if (record.id.empty()) return absl::InvalidArgumentError("latent id is empty");
+  const std::string name = absl::StrCat("latent \"", record.id, "\"");
+  if (record.num_layers < 0 || record.latent_size < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": num_layers ", record.num_layers,
+                                                   " and latent_size ", record.latent_size,
+                                                   " must not be negative"));
+  }
+  const int64_t want = int64_t{record.num_layers} * record.latent_size;
+  if (static_cast<int64_t>(record.values.size()) != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": values has ", record.values.size(), " floats, want num_layers * latent_size = ",
+        record.num_layers, " * ", record.latent_size, " = ", want));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// nlohmann::json throws on strings that are not UTF-8; that becomes InvalidArgument
+// naming the field.
+template <typename T>
+absl::StatusOr<std::string> ToJson(const T& value, absl::string_view id, absl::string_view field) {
+  try {
+    return nlohmann::json(value).dump();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("latent \"", id, "\": ", field, " must be valid UTF-8 (", e.what(), ")"));
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ParentsToJson(const LatentRecord& record) {
+  return ToJson(record.parents, record.id, "parents");
+}
+
+absl::StatusOr<std::string> LabelsToJson(const LatentRecord& record) {
+  return ToJson(record.labels, record.id, "labels");
+}
+
+absl::Status Corrupt(absl::string_view kind, absl::string_view id, absl::string_view what) {
+  return absl::InternalError(absl::StrCat("database is corrupt: ", kind, " \"", id, "\": ", what));
+}
+
+absl::StatusOr<std::vector<std::string>> ParentsFromJson(const std::string& text,
+                                                         absl::string_view id) {
+  const nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_array()) return Corrupt("latent", id, "parents_json is not an array");
+  std::vector<std::string> parents;
+  for (const nlohmann::json& item : json) {
+    if (!item.is_string()) return Corrupt("latent", id, "parents_json holds a non-string");
+    parents.push_back(item.get<std::string>());
+  }
+  return parents;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> LabelsFromJson(const std::string& text,
+                                                                  absl::string_view id) {
+  const nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object()) return Corrupt("latent", id, "labels_json is not an object");
+  std::map<std::string, std::string> labels;
+  for (const auto& [key, value] : json.items()) {
+    if (!value.is_string()) return Corrupt("latent", id, "labels_json holds a non-string");
+    labels.emplace(key, value.get<std::string>());
+  }
+  return labels;
+}
+
+absl::StatusOr<std::vector<float>> ValuesFromBytes(const LatentRecord& record,
+                                                   absl::string_view bytes) {
+  const int64_t want = int64_t{record.num_layers} * record.latent_size * int64_t{sizeof(float)};
+  if (static_cast<int64_t>(bytes.size()) != want) {
+    return Corrupt("latent", record.id,
+                   absl::StrCat("values_f32 has ", bytes.size(), " bytes, want ", want));
+  }
+  return DecodeFloats(bytes);
+}
+
+absl::StatusOr<JobState> JobStateFromColumn(int64_t value, absl::string_view id) {
+  if (value < static_cast<int>(JobState::kQueued) ||
+      value > static_cast<int>(JobState::kCancelled)) {
+    return Corrupt("job", id, absl::StrCat("unknown state ", value));
+  }
+  return static_cast<JobState>(value);
+}
+
+absl::Status LatentNotFound(absl::string_view id) {
+  return absl::NotFoundError(absl::StrCat("latent \"", id, "\" not found"));
+}
+
+absl::Status JobNotFound(absl::string_view id) {
+  return absl::NotFoundError(absl::StrCat("job \"", id, "\" not found"));
+}
+
+absl::Status NotTheOwner(absl::string_view id, absl::string_view owner) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("job \"", id, "\" is not owned by replica \"", owner,
+                   "\" any more (its lease expired and another replica took it over)"));
+}
+
+absl::Status CheckJobState(JobState state, absl::string_view field) {
+  const int value = static_cast<int>(state);
+  if (value < static_cast<int>(JobState::kQueued) ||
+      value > static_cast<int>(JobState::kCancelled)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": unknown job state ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> StateMask(const std::vector<JobState>& states) {
+  int64_t mask = 0;
+  for (JobState state : states) {
+    if (absl::Status bad = CheckJobState(state, "states"); !bad.ok()) return bad;
+    mask |= int64_t{1} << static_cast<int>(state);
+  }
+  return mask;
+}
+
+void SortOldestFirst(std::vector<JobRecord>& jobs) {
+  std::sort(jobs.begin(), jobs.end(), [](const JobRecord& a, const JobRecord& b) {
+    return std::tie(a.created_unix_ms, a.id) < std::tie(b.created_unix_ms, b.id);
+  });
+}
+
+absl::Status RequestUsedForAnother(absl::string_view request_id) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("request_id: \"", request_id, "\" was used for a different request"));
+}
+
+absl::Status RequestNotFound(absl::string_view method, absl::string_view request_id) {
+  return absl::NotFoundError(
+      absl::StrCat("request_id \"", request_id, "\" of ", method, " not found"));
+}
+
+std::string MakePageToken(char table, int64_t created_unix_ms, absl::string_view id) {
+  return absl::WebSafeBase64Escape(
+      absl::StrCat(std::string(1, table), ":", created_unix_ms, ":", id));
+}
+
+absl::StatusOr<PageQuery> ParsePage(const Page& page, char table) {
+  PageQuery q;
+  if (page.page_size < 0 || page.page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError(absl::StrCat("page_size must be between 0 and ", kMaxPageSize,
+                                                   " (0 = ", kDefaultPageSize, "), got ",
+                                                   page.page_size));
+  }
+  if (page.page_size > 0) q.limit = page.page_size;
+  if (page.page_token.empty()) return q;
+
+  const absl::Status bad = absl::InvalidArgumentError(
+      "page_token is not valid: pass the next_page_token of the previous call unchanged");
+  std::string key;
+  if (!absl::WebSafeBase64Unescape(page.page_token, &key)) return bad;
+  // "<table>:<created>:<id>"; the ID may itself contain ':'.
+  if (key.size() < 4 || key[0] != table || key[1] != ':') return bad;
+  const size_t colon = key.find(':', 2);
+  if (colon == std::string::npos || colon + 1 == key.size()) return bad;
+  if (!absl::SimpleAtoi(absl::string_view(key).substr(2, colon - 2), &q.after_created_unix_ms)) {
+    return bad;
+  }
+  q.has_after = true;
+  q.after_id = key.substr(colon + 1);
+  return q;
+}
+
+}  // namespace i2s::store_internal
