@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/api/request_check.h"
 #include "server/api/status.h"
 #include "server/base/log.h"
 #include "server/base/sha256.h"
@@ -27,10 +28,6 @@ using v1::ImageFormat;
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
-absl::Status Field(absl::string_view field, absl::string_view problem) {
-  return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
-}
-
 // AIP-155: the same request_id with the same request is a repeat; the hash covers the
 // whole request, serialised deterministically (map order fixed).
 std::string RequestHash(const google::protobuf::Message& m) {
@@ -42,20 +39,6 @@ std::string RequestHash(const google::protobuf::Message& m) {
     m.SerializeToCodedStream(&out);
   }
   return Sha256Hex(bytes);
-}
-
-absl::Status CheckRequestId(const std::string& id) {
-  if (id.size() > 128) return Field("request_id", "at most 128 characters");
-  return absl::OkStatus();
-}
-
-absl::Status CheckLabels(const google::protobuf::Map<std::string, std::string>& labels) {
-  if (labels.size() > 64) return Field("labels", "at most 64 labels");
-  for (const auto& [k, v] : labels) {
-    if (k.empty() || k.size() > 63) return Field("labels", "keys must have 1-63 characters");
-    if (v.size() > 256) return Field(absl::StrCat("labels[", k, "]"), "at most 256 characters");
-  }
-  return absl::OkStatus();
 }
 
 absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
@@ -208,14 +191,6 @@ void ToProto(const JobEvent& e, int resolution, v1::JobEvent* out) {
   }
 }
 
-absl::StatusOr<Page> PageOf(int32_t size, const std::string& token) {
-  if (size < 0 || size > 1000) return Field("page_size", "must be in [0, 1000] (0 = 50)");
-  Page p;
-  p.page_size = size == 0 ? 50 : size;
-  p.page_token = token;
-  return p;
-}
-
 // A finished unary call: the reactor with its status.
 grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
   auto* reactor = ctx->DefaultReactor();
@@ -326,9 +301,9 @@ struct Service::Impl {
   // A request's AlignOptions (and resize) -> PrepareOptions for a target of `size`.
   absl::StatusOr<PrepareOptions> PrepareOptionsOf(const v1::AlignOptions& a, v1::ResizeMode resize,
                                                   int size) {
+    RETURN_IF_ERROR(CheckAlignOptions(a, resize));
     PrepareOptions p;
     p.size = size;
-    if (!v1::ResizeMode_IsValid(resize)) return Field("resize", "unknown mode");
     p.fit = resize == v1::PAD ? FitMode::kPad : FitMode::kCenterCrop;
     switch (a.mode()) {
       case v1::AlignOptions::ALIGN_MODE_UNSPECIFIED:
@@ -346,16 +321,8 @@ struct Service::Impl {
     }
     if (p.mode == AlignMode::kLandmarks) {
       for (const v1::Point& pt : a.landmarks()) p.points.push_back({pt.x(), pt.y()});
-    } else if (a.landmarks_size() > 0) {
-      return Field("align.landmarks", "only used with mode LANDMARKS");
-    }
-    if (!std::isfinite(a.min_confidence()) || a.min_confidence() < 0 || a.min_confidence() > 1) {
-      return Field("align.min_confidence", "must be in [0, 1] (0 = the default, 0.5)");
     }
     if (a.min_confidence() > 0) p.min_confidence = a.min_confidence();
-    if (!v1::AlignOptions::NoFace_IsValid(a.on_no_face())) {
-      return Field("align.on_no_face", "unknown value");
-    }
     p.fit_when_no_face = a.on_no_face() == v1::AlignOptions::RESIZE;
     p.no_face_hint = "set align.on_no_face = RESIZE";
     p.padding = !a.no_padding();
@@ -393,7 +360,6 @@ struct Service::Impl {
     const int64_t L = model.num_layers, D = model.latent_size;
     switch (ref.kind_case()) {
       case v1::LatentRef::kLatentId: {
-        if (ref.latent_id().empty()) return Field(field + ".latent_id", "empty");
         auto rec = LatentFor(caller, ref.latent_id(), /*with_values=*/true);
         if (!rec.ok()) return Annotate(rec.status(), field);
         if (rec->fingerprint != model.fingerprint) {
@@ -418,9 +384,6 @@ struct Service::Impl {
           return Field(field + ".values.values",
                        absl::StrCat(v.values_size(), " numbers, expected ", L * D));
         }
-        for (float x : v.values()) {
-          if (!std::isfinite(x)) return Field(field + ".values.values", "contains NaN or Inf");
-        }
         r.w = torch::from_blob(const_cast<float*>(v.values().data()), {L, D}, torch::kFloat32)
                   .clone();
         r.noise_seed = inline_noise_seed;
@@ -429,7 +392,7 @@ struct Service::Impl {
       case v1::LatentRef::KIND_NOT_SET:
         break;
     }
-    return Field(field, "missing: give latent_id or values");
+    return CheckLatentRef(ref, field);  // not set: the check names what is missing
   }
 
   // Noise maps of a resolved latent, on `device`.
@@ -439,14 +402,6 @@ struct Service::Impl {
     std::vector<torch::Tensor> out;
     for (auto& [name, a] : maps) out.push_back(FloatArrayToTensor(a).to(g.device()));
     return out;
-  }
-
-  static absl::Status CheckRender(const v1::RenderOptions& o, const std::string& field) {
-    if (!v1::ImageFormat_IsValid(o.format())) return Field(field + ".format", "unknown format");
-    if (o.jpeg_quality() < 0 || o.jpeg_quality() > 100) {
-      return Field(field + ".jpeg_quality", "must be in [0, 100] (0 = 90)");
-    }
-    return absl::OkStatus();
   }
 
   // Generator output [3, R, R] -> the requested format.
@@ -766,88 +721,33 @@ grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ct
   if (!lease.ok()) return new ErrorWriter<v1::JobEvent>(lease.status());
   auto submit = [&]() -> absl::StatusOr<std::pair<std::string, const ModelInfo*>> {
     if (!accepting_) return absl::UnavailableError("the server is shutting down");
-    RETURN_IF_ERROR(CheckRequestId(req->request_id()));
-    RETURN_IF_ERROR(CheckLabels(req->labels()));
+    const ServiceLimits& lim = impl_->limits;
+    RETURN_IF_ERROR(CheckEmbedRequest(*req, {lim.max_steps, lim.max_morph_frames}));
     auto found = impl_->registry->Find(req->model());
     if (!found.ok()) return Annotate(found.status(), "model");
     const ModelInfo* model = *found;
-    const ServiceLimits& lim = impl_->limits;
     EmbedJobSpec spec;
     spec.model = model->name;
     spec.seed = req->seed();
     for (const auto& [k, v] : req->labels()) spec.labels[k] = v;
-    if (req->preview_every() < 0) return Field("preview_every", "must be >= 0");
     spec.preview_every = req->preview_every();
     spec.return_reconstruction = req->return_reconstruction();
     ASSIGN_OR_RETURN(PrepareOptions prepare,
                      impl_->PrepareOptionsOf(req->align(), req->resize(), model->resolution));
-    if (req->return_aligned_image() && prepare.mode == AlignMode::kNone) {
-      return Field("return_aligned_image", "needs align.mode LANDMARKS or AUTO");
-    }
     spec.return_aligned_image = req->return_aligned_image();
 
-    // Options: unset fields keep the engine's defaults; ranges as in the proto.
+    // Options (checked by CheckEmbedOptions): unset fields keep the engine's defaults.
     const v1::EmbedOptions& o = req->options();
     EmbedOptions& e = spec.options;
-    auto in_range = [](double x, double lo, double hi) {
-      return std::isfinite(x) && x >= lo && x <= hi;
-    };
-    if (o.has_steps()) {
-      if (o.steps() < 0 || o.steps() > lim.max_steps) {
-        return Field("options.steps", absl::StrCat("must be in [0, ", lim.max_steps, "]"));
-      }
-      e.steps = o.steps();
-    }
-    if (o.has_noise_steps()) {
-      if (o.noise_steps() < 0 || o.noise_steps() > lim.max_steps) {
-        return Field("options.noise_steps", absl::StrCat("must be in [0, ", lim.max_steps, "]"));
-      }
-      e.noise_steps = o.noise_steps();
-    }
-    if (e.steps + e.noise_steps < 1 || e.steps + e.noise_steps > lim.max_steps) {
-      return Field("options.steps",
-                   absl::StrCat("steps + noise_steps must be in [1, ", lim.max_steps, "]"));
-    }
-    if (o.has_lr()) {
-      if (!in_range(o.lr(), 1e-9, 10)) return Field("options.lr", "must be in (0, 10]");
-      e.lr = o.lr();
-    }
-    if (o.has_noise_lr()) {
-      if (!in_range(o.noise_lr(), 1e-9, 10)) return Field("options.noise_lr", "must be in (0, 10]");
-      e.noise_lr = o.noise_lr();
-    }
-    if (o.has_w_mse()) {
-      if (!in_range(o.w_mse(), 0, 1e6)) return Field("options.w_mse", "must be in [0, 1e6]");
-      e.w_mse = o.w_mse();
-    }
-    if (o.has_w_perceptual()) {
-      if (!in_range(o.w_perceptual(), 0, 1e6)) {
-        return Field("options.w_perceptual", "must be in [0, 1e6]");
-      }
-      e.w_perceptual = o.w_perceptual();
-    }
-    if (e.w_mse == 0 && e.w_perceptual == 0) {
-      return Field("options.w_mse", "w_mse and w_perceptual cannot both be 0");
-    }
-    if (o.has_target_psnr_db()) {
-      if (!in_range(o.target_psnr_db(), 0, 100)) {
-        return Field("options.target_psnr_db", "must be in [0, 100]");
-      }
-      e.target_psnr = o.target_psnr_db();
-    }
-    if (o.has_plateau_window()) {
-      if (o.plateau_window() < 0 || o.plateau_window() > lim.max_steps) {
-        return Field("options.plateau_window", absl::StrCat("must be in [0, ", lim.max_steps, "]"));
-      }
-      e.plateau_window = o.plateau_window();
-    }
-    if (o.has_perceptual_resolution()) {
-      if (o.perceptual_resolution() < 8 || o.perceptual_resolution() > 1024) {
-        return Field("options.perceptual_resolution", "must be in [8, 1024]");
-      }
-      e.perceptual_resolution = o.perceptual_resolution();
-    }
-    if (!v1::LatentSpace_IsValid(o.space())) return Field("options.space", "unknown space");
+    if (o.has_steps()) e.steps = o.steps();
+    if (o.has_noise_steps()) e.noise_steps = o.noise_steps();
+    if (o.has_lr()) e.lr = o.lr();
+    if (o.has_noise_lr()) e.noise_lr = o.noise_lr();
+    if (o.has_w_mse()) e.w_mse = o.w_mse();
+    if (o.has_w_perceptual()) e.w_perceptual = o.w_perceptual();
+    if (o.has_target_psnr_db()) e.target_psnr = o.target_psnr_db();
+    if (o.has_plateau_window()) e.plateau_window = o.plateau_window();
+    if (o.has_perceptual_resolution()) e.perceptual_resolution = o.perceptual_resolution();
     e.space = o.space() == v1::W ? LatentSpace::kW : LatentSpace::kWPlus;
     switch (o.init()) {
       case v1::LATENT_INIT_UNSPECIFIED:
@@ -862,9 +762,6 @@ grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ct
         break;
       case v1::FROM_LATENT: {
         e.init = LatentInit::kGiven;
-        if (o.init_latent_id().empty()) {
-          return Field("options.init_latent_id", "required when init is FROM_LATENT");
-        }
         v1::LatentRef ref;
         ref.set_latent_id(o.init_latent_id());
         ASSIGN_OR_RETURN(Resolved r,
@@ -944,12 +841,9 @@ grpc::ServerUnaryReactor* Service::ListJobs(CallbackServerContext* ctx,
   if (!tenant.ok()) return Done(ctx, tenant.status());
   auto page = PageOf(req->page_size(), req->page_token());
   if (!page.ok()) return Done(ctx, page.status());
-  std::vector<JobState> states;
-  for (int s : req->states()) {
-    if (s < 1 || s > 5) return Done(ctx, Field("states", absl::StrCat("unknown state ", s)));
-    states.push_back(static_cast<JobState>(s));
-  }
-  auto list = impl_->scheduler->ListJobs(*page, states, *tenant);
+  auto states = JobStatesOf(req->states());
+  if (!states.ok()) return Done(ctx, states.status());
+  auto list = impl_->scheduler->ListJobs(*page, *states, *tenant);
   if (list.ok()) {
     for (const JobView& v : list->jobs) ToProto(v, resp->add_jobs());
     resp->set_next_page_token(list->next_page_token);
@@ -1023,12 +917,10 @@ grpc::ServerUnaryReactor* Service::ImportLatent(CallbackServerContext* ctx,
   auto run = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Caller caller, impl_->Admit(ctx));
     if (!accepting_) return absl::UnavailableError("the server is shutting down");
-    RETURN_IF_ERROR(CheckRequestId(req->request_id()));
-    RETURN_IF_ERROR(CheckLabels(req->labels()));
+    RETURN_IF_ERROR(CheckImportLatentRequest(*req));
     auto found = impl_->registry->Find(req->model());
     if (!found.ok()) return Annotate(found.status(), "model");
     const ModelInfo& model = **found;
-    if (req->npy().empty()) return Field("npy", "empty");
     auto array = ParseNpy(req->npy());
     if (!array.ok()) return Annotate(array.status(), "npy");
     const int64_t L = model.num_layers, D = model.latent_size;
@@ -1082,10 +974,10 @@ grpc::ServerUnaryReactor* Service::Synthesize(CallbackServerContext* ctx,
                                               v1::SynthesizeResponse* resp) {
   auto caller = impl_->Admit(ctx);
   if (!caller.ok()) return Done(ctx, caller.status());
+  absl::Status bad = CheckSynthesizeRequest(*req);
+  if (!bad.ok()) return Done(ctx, bad);
   auto model = impl_->ModelFor(*caller, req->model(), {&req->latent()});
   if (!model.ok()) return Done(ctx, model.status());
-  absl::Status bad = Impl::CheckRender(req->render(), "render");
-  if (!bad.ok()) return Done(ctx, bad);
   auto latent =
       impl_->Resolve(*caller, req->latent(), **model, "latent", req->render().noise_seed());
   if (!latent.ok()) return Done(ctx, latent.status());
@@ -1100,14 +992,11 @@ grpc::ServerWriteReactor<v1::MorphFrame>* Service::Morph(CallbackServerContext* 
                                                          const v1::MorphRequest* req) {
   auto start = [&]() -> absl::StatusOr<MorphReactor*> {
     ASSIGN_OR_RETURN(Caller caller, impl_->Admit(ctx));
+    RETURN_IF_ERROR(
+        CheckMorphRequest(*req, {impl_->limits.max_steps, impl_->limits.max_morph_frames}));
     ASSIGN_OR_RETURN(const ModelInfo* model,
                      impl_->ModelFor(caller, req->model(), {&req->a(), &req->b()}));
-    RETURN_IF_ERROR(Impl::CheckRender(req->render(), "render"));
     const int frames = req->frames() == 0 ? 16 : req->frames();
-    if (frames < 2 || frames > impl_->limits.max_morph_frames) {
-      return Field("frames",
-                   absl::StrCat("must be in [2, ", impl_->limits.max_morph_frames, "] (0 = 16)"));
-    }
     const uint64_t seed = req->render().noise_seed();
     ASSIGN_OR_RETURN(Resolved a, impl_->Resolve(caller, req->a(), *model, "a", seed));
     ASSIGN_OR_RETURN(Resolved b, impl_->Resolve(caller, req->b(), *model, "b", seed));
@@ -1129,12 +1018,10 @@ grpc::ServerUnaryReactor* Service::StyleMix(CallbackServerContext* ctx,
     if (req->store_result() && !accepting_) {
       return absl::UnavailableError("the server is shutting down");
     }
-    RETURN_IF_ERROR(CheckRequestId(req->request_id()));
-    RETURN_IF_ERROR(CheckLabels(req->labels()));
+    RETURN_IF_ERROR(CheckStyleMixRequest(*req));
     ASSIGN_OR_RETURN(const ModelInfo* model,
                      impl_->ModelFor(caller, req->model(), {&req->content(), &req->style()}));
-    RETURN_IF_ERROR(Impl::CheckRender(req->render(), "render"));
-    if (req->crossover() < 0 || req->crossover() > model->num_layers) {
+    if (req->crossover() > model->num_layers) {
       return Field("crossover", absl::StrCat("must be in [0, ", model->num_layers, "]"));
     }
     const uint64_t seed = req->render().noise_seed();
@@ -1167,15 +1054,10 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
     if (req->store_result() && !accepting_) {
       return absl::UnavailableError("the server is shutting down");
     }
-    RETURN_IF_ERROR(CheckRequestId(req->request_id()));
-    RETURN_IF_ERROR(CheckLabels(req->labels()));
+    RETURN_IF_ERROR(CheckExpressionTransferRequest(*req));
     ASSIGN_OR_RETURN(const ModelInfo* model,
                      impl_->ModelFor(caller, req->model(),
                                      {&req->target(), &req->neutral(), &req->expression()}));
-    RETURN_IF_ERROR(Impl::CheckRender(req->render(), "render"));
-    if (!std::isfinite(req->strength()) || std::abs(req->strength()) > 100) {
-      return Field("strength", "must be in [-100, 100]");
-    }
     const int last = req->has_last_layer() ? req->last_layer() : model->num_layers - 1;
     if (req->first_layer() < 0 || req->first_layer() >= model->num_layers) {
       return Field("first_layer", absl::StrCat("must be in [0, ", model->num_layers - 1, "]"));
@@ -1216,22 +1098,15 @@ grpc::ServerUnaryReactor* Service::AlignFace(CallbackServerContext* ctx,
                                              v1::AlignFaceResponse* resp) {
   auto run = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Caller caller, impl_->Admit(ctx));
+    RETURN_IF_ERROR(CheckAlignFaceRequest(*req));
     int size = req->size();
-    if (size != 0) {
-      // 1024 is the largest StyleGAN; the work buffers of a padded alignment grow with the
-      // square of the size (at 1024, 0.73 GB for a face 4000 px wide mostly outside a
-      // 512x512 photo, measured with i2s_tool align).
-      if (size < 8 || size > 1024) {
-        return Field("size", "must be in [8, 1024], or 0 for the model's resolution");
-      }
-    } else {
+    if (size == 0) {
       auto found = impl_->registry->Find(req->model());
       if (!found.ok()) return Annotate(found.status(), "model");
       size = (*found)->resolution;
     }
     ASSIGN_OR_RETURN(PrepareOptions prepare,
                      impl_->PrepareOptionsOf(req->align(), req->resize(), size));
-    if (prepare.mode == AlignMode::kNone) return Field("align.mode", "must be LANDMARKS or AUTO");
     DecodeLimits dl;
     dl.max_bytes = impl_->limits.max_image_bytes;
     dl.max_pixels = impl_->limits.max_image_pixels;

@@ -77,6 +77,50 @@ def main():
     put("token_file_fuzz", "tokens.txt",
         b"# tenant tokens\nalpha-secret-token-0001 alpha\n"
         b"sha256:" + b"0123456789abcdef" * 4 + b"\tbeta\r\nroot-secret-token-00001 ops admin\n")
+    request_check_seeds()
+
+
+def request_check_seeds():
+    """request_check_fuzz: a selector byte, then a request's protobuf bytes (stubs made by
+    protoc from proto/ into a temporary folder)."""
+    import subprocess
+    import sys
+    import tempfile
+    out = tempfile.mkdtemp(prefix="i2s-seeds-")
+    proto = os.path.join(HERE, "..", "..", "proto")
+    subprocess.run(["protoc", f"-I{proto}", f"--python_out={out}",
+                    os.path.join(proto, "i2s/v1/i2s.proto")], check=True)
+    sys.path.insert(0, out)
+    from i2s.v1 import i2s_pb2 as pb
+    embed = pb.EmbedRequest(image=b"\x89PNG", request_id="r1", labels={"k": "v"},
+                            preview_every=5, options=pb.EmbedOptions(
+                                steps=100, noise_steps=10, lr=0.01, w_mse=1, w_perceptual=0.5,
+                                target_psnr_db=30, plateau_window=20, perceptual_resolution=64,
+                                init=pb.FROM_LATENT, init_latent_id="lat_1", space=pb.W),
+                            align=pb.AlignOptions(mode=pb.AlignOptions.LANDMARKS,
+                                                  landmarks=[pb.Point(x=1, y=2)] * 5))
+    ref = pb.LatentRef(latent_id="lat_a")
+    values = pb.LatentRef(values=pb.LatentValues(num_layers=2, latent_size=2,
+                                                 values=[0.5, -1, 2, 0]))
+    render = pb.RenderOptions(format=pb.JPEG, jpeg_quality=80, noise_seed=7)
+    seeds = [
+        (0, "embed", embed),
+        (0, "embed_bare", pb.EmbedRequest()),
+        (1, "synthesize", pb.SynthesizeRequest(latent=values, render=render)),
+        (2, "morph", pb.MorphRequest(a=ref, b=values, frames=8, render=render)),
+        (3, "stylemix", pb.StyleMixRequest(content=ref, style=ref, crossover=4,
+                                          store_result=True, labels={"a": "b"})),
+        (4, "expression", pb.ExpressionTransferRequest(target=ref, neutral=ref, expression=ref,
+                                                       strength=1.5, first_layer=2,
+                                                       last_layer=5)),
+        (5, "import", pb.ImportLatentRequest(npy=b"\x93NUMPY", request_id="r2")),
+        (6, "alignface", pb.AlignFaceRequest(size=256, align=pb.AlignOptions(
+            mode=pb.AlignOptions.AUTO, min_confidence=0.7, on_no_face=pb.AlignOptions.RESIZE))),
+        (7, "listlatents", pb.ListLatentsRequest(page_size=10, page_token="abc")),
+        (8, "listjobs", pb.ListJobsRequest(page_size=5, states=[pb.RUNNING, pb.SUCCEEDED])),
+    ]
+    for selector, name, message in seeds:
+        put("request_check_fuzz", name, bytes([selector]) + message.SerializeToString())
 
 
 if __name__ == "__main__":

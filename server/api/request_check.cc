@@ -1,0 +1,230 @@
+#include "server/api/request_check.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "server/base/status_macros.h"
+
+namespace i2s {
+namespace {
+
+bool InRange(double x, double lo, double hi) { return std::isfinite(x) && x >= lo && x <= hi; }
+
+}  // namespace
+
+absl::Status Field(absl::string_view field, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
+}
+
+absl::Status CheckRequestId(const std::string& id) {
+  if (id.size() > 128) return Field("request_id", "at most 128 characters");
+  return absl::OkStatus();
+}
+
+absl::Status CheckLabels(const google::protobuf::Map<std::string, std::string>& labels) {
+  if (labels.size() > 64) return Field("labels", "at most 64 labels");
+  for (const auto& [k, v] : labels) {
+    if (k.empty() || k.size() > 63) return Field("labels", "keys must have 1-63 characters");
+    if (v.size() > 256) return Field(absl::StrCat("labels[", k, "]"), "at most 256 characters");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Page> PageOf(int32_t size, const std::string& token) {
+  if (size < 0 || size > 1000) return Field("page_size", "must be in [0, 1000] (0 = 50)");
+  Page p;
+  p.page_size = size == 0 ? 50 : size;
+  p.page_token = token;
+  return p;
+}
+
+absl::StatusOr<std::vector<JobState>> JobStatesOf(const google::protobuf::RepeatedField<int>& s) {
+  std::vector<JobState> states;
+  for (int state : s) {
+    if (state < static_cast<int>(JobState::kQueued) ||
+        state > static_cast<int>(JobState::kCancelled)) {
+      return Field("states", absl::StrCat("unknown state ", state));
+    }
+    states.push_back(static_cast<JobState>(state));
+  }
+  return states;
+}
+
+absl::Status CheckRenderOptions(const v1::RenderOptions& o, const std::string& field) {
+  if (!v1::ImageFormat_IsValid(o.format())) return Field(field + ".format", "unknown format");
+  if (o.jpeg_quality() < 0 || o.jpeg_quality() > 100) {
+    return Field(field + ".jpeg_quality", "must be in [0, 100] (0 = 90)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckEmbedOptions(const v1::EmbedOptions& o, int max_steps) {
+  const std::string steps_range = absl::StrCat("must be in [0, ", max_steps, "]");
+  if (o.has_steps() && (o.steps() < 0 || o.steps() > max_steps)) {
+    return Field("options.steps", steps_range);
+  }
+  if (o.has_noise_steps() && (o.noise_steps() < 0 || o.noise_steps() > max_steps)) {
+    return Field("options.noise_steps", steps_range);
+  }
+  // Unset fields keep the engine's defaults (EmbedOptions: 1000 steps, no noise phase).
+  const int64_t steps = o.has_steps() ? o.steps() : 1000;
+  const int64_t noise_steps = o.has_noise_steps() ? o.noise_steps() : 0;
+  if (steps + noise_steps < 1 || steps + noise_steps > max_steps) {
+    return Field("options.steps",
+                 absl::StrCat("steps + noise_steps must be in [1, ", max_steps, "]"));
+  }
+  if (o.has_lr() && !InRange(o.lr(), 1e-9, 10)) return Field("options.lr", "must be in (0, 10]");
+  if (o.has_noise_lr() && !InRange(o.noise_lr(), 1e-9, 10)) {
+    return Field("options.noise_lr", "must be in (0, 10]");
+  }
+  if (o.has_w_mse() && !InRange(o.w_mse(), 0, 1e6)) {
+    return Field("options.w_mse", "must be in [0, 1e6]");
+  }
+  if (o.has_w_perceptual() && !InRange(o.w_perceptual(), 0, 1e6)) {
+    return Field("options.w_perceptual", "must be in [0, 1e6]");
+  }
+  // Unset weights are the engine's defaults (1 and 1).
+  if (o.has_w_mse() && o.w_mse() == 0 && o.has_w_perceptual() && o.w_perceptual() == 0) {
+    return Field("options.w_mse", "w_mse and w_perceptual cannot both be 0");
+  }
+  if (o.has_target_psnr_db() && !InRange(o.target_psnr_db(), 0, 100)) {
+    return Field("options.target_psnr_db", "must be in [0, 100]");
+  }
+  if (o.has_plateau_window() && (o.plateau_window() < 0 || o.plateau_window() > max_steps)) {
+    return Field("options.plateau_window", steps_range);
+  }
+  if (o.has_perceptual_resolution() &&
+      (o.perceptual_resolution() < 8 || o.perceptual_resolution() > 1024)) {
+    return Field("options.perceptual_resolution", "must be in [8, 1024]");
+  }
+  if (!v1::LatentSpace_IsValid(o.space())) return Field("options.space", "unknown space");
+  if (!v1::LatentInit_IsValid(o.init())) return Field("options.init", "unknown init");
+  if (o.init() == v1::FROM_LATENT && o.init_latent_id().empty()) {
+    return Field("options.init_latent_id", "required when init is FROM_LATENT");
+  }
+  if (o.init() != v1::FROM_LATENT && !o.init_latent_id().empty()) {
+    return Field("options.init_latent_id", "only used with init FROM_LATENT");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckAlignOptions(const v1::AlignOptions& a, v1::ResizeMode resize) {
+  if (!v1::ResizeMode_IsValid(resize)) return Field("resize", "unknown mode");
+  if (!v1::AlignOptions::Mode_IsValid(a.mode())) return Field("align.mode", "unknown mode");
+  if (a.mode() != v1::AlignOptions::LANDMARKS && a.landmarks_size() > 0) {
+    return Field("align.landmarks", "only used with mode LANDMARKS");
+  }
+  for (int i = 0; i < a.landmarks_size(); ++i) {
+    const v1::Point& p = a.landmarks(i);
+    if (!std::isfinite(p.x()) || !std::isfinite(p.y())) {
+      return Field(absl::StrCat("align.landmarks[", i, "]"), "must be finite");
+    }
+  }
+  if (!InRange(a.min_confidence(), 0, 1)) {
+    return Field("align.min_confidence", "must be in [0, 1] (0 = the default, 0.5)");
+  }
+  if (!v1::AlignOptions::NoFace_IsValid(a.on_no_face())) {
+    return Field("align.on_no_face", "unknown value");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLatentRef(const v1::LatentRef& ref, const std::string& field) {
+  switch (ref.kind_case()) {
+    case v1::LatentRef::kLatentId:
+      if (ref.latent_id().empty()) return Field(field + ".latent_id", "empty");
+      return absl::OkStatus();
+    case v1::LatentRef::kValues:
+      for (float x : ref.values().values()) {
+        if (!std::isfinite(x)) return Field(field + ".values.values", "contains NaN or Inf");
+      }
+      return absl::OkStatus();
+    case v1::LatentRef::KIND_NOT_SET:
+      break;
+  }
+  return Field(field, "missing: give latent_id or values");
+}
+
+absl::Status CheckEmbedRequest(const v1::EmbedRequest& r, const RequestLimits& limits) {
+  RETURN_IF_ERROR(CheckRequestId(r.request_id()));
+  RETURN_IF_ERROR(CheckLabels(r.labels()));
+  if (r.preview_every() < 0) return Field("preview_every", "must be >= 0");
+  RETURN_IF_ERROR(CheckAlignOptions(r.align(), r.resize()));
+  const auto mode = r.align().mode();
+  if (r.return_aligned_image() && mode != v1::AlignOptions::LANDMARKS &&
+      mode != v1::AlignOptions::AUTO) {
+    return Field("return_aligned_image", "needs align.mode LANDMARKS or AUTO");
+  }
+  return CheckEmbedOptions(r.options(), limits.max_steps);
+}
+
+absl::Status CheckSynthesizeRequest(const v1::SynthesizeRequest& r) {
+  RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
+  return CheckLatentRef(r.latent(), "latent");
+}
+
+absl::Status CheckMorphRequest(const v1::MorphRequest& r, const RequestLimits& limits) {
+  RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
+  const int frames = r.frames() == 0 ? 16 : r.frames();
+  if (frames < 2 || frames > limits.max_morph_frames) {
+    return Field("frames", absl::StrCat("must be in [2, ", limits.max_morph_frames, "] (0 = 16)"));
+  }
+  RETURN_IF_ERROR(CheckLatentRef(r.a(), "a"));
+  return CheckLatentRef(r.b(), "b");
+}
+
+absl::Status CheckStyleMixRequest(const v1::StyleMixRequest& r) {
+  RETURN_IF_ERROR(CheckRequestId(r.request_id()));
+  RETURN_IF_ERROR(CheckLabels(r.labels()));
+  RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
+  if (r.crossover() < 0) return Field("crossover", "must be >= 0");
+  RETURN_IF_ERROR(CheckLatentRef(r.content(), "content"));
+  return CheckLatentRef(r.style(), "style");
+}
+
+absl::Status CheckExpressionTransferRequest(const v1::ExpressionTransferRequest& r) {
+  RETURN_IF_ERROR(CheckRequestId(r.request_id()));
+  RETURN_IF_ERROR(CheckLabels(r.labels()));
+  RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
+  if (!InRange(r.strength(), -100, 100)) return Field("strength", "must be in [-100, 100]");
+  if (r.first_layer() < 0) return Field("first_layer", "must be >= 0");
+  if (r.has_last_layer() && r.last_layer() < r.first_layer()) {
+    return Field("last_layer", "must be >= first_layer");
+  }
+  RETURN_IF_ERROR(CheckLatentRef(r.target(), "target"));
+  RETURN_IF_ERROR(CheckLatentRef(r.neutral(), "neutral"));
+  return CheckLatentRef(r.expression(), "expression");
+}
+
+absl::Status CheckImportLatentRequest(const v1::ImportLatentRequest& r) {
+  RETURN_IF_ERROR(CheckRequestId(r.request_id()));
+  RETURN_IF_ERROR(CheckLabels(r.labels()));
+  if (r.npy().empty()) return Field("npy", "empty");
+  return absl::OkStatus();
+}
+
+absl::Status CheckAlignFaceRequest(const v1::AlignFaceRequest& r) {
+  // 1024 is the largest StyleGAN; the work buffers of a padded alignment grow with the
+  // square of the size (at 1024, 0.73 GB for a face 4000 px wide mostly outside a
+  // 512x512 photo, measured with i2s_tool align).
+  if (r.size() != 0 && (r.size() < 8 || r.size() > 1024)) {
+    return Field("size", "must be in [8, 1024], or 0 for the model's resolution");
+  }
+  RETURN_IF_ERROR(CheckAlignOptions(r.align(), r.resize()));
+  const auto mode = r.align().mode();
+  if (mode != v1::AlignOptions::LANDMARKS && mode != v1::AlignOptions::AUTO) {
+    return Field("align.mode", "must be LANDMARKS or AUTO");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckListLatentsRequest(const v1::ListLatentsRequest& r) {
+  return PageOf(r.page_size(), r.page_token()).status();
+}
+
+absl::Status CheckListJobsRequest(const v1::ListJobsRequest& r) {
+  RETURN_IF_ERROR(PageOf(r.page_size(), r.page_token()).status());
+  return JobStatesOf(r.states()).status();
+}
+
+}  // namespace i2s
