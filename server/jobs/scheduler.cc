@@ -1341,10 +1341,7 @@ std::shared_ptr<Job> Scheduler::Follow(const JobRecord& r, int64_t after_sequenc
   auto mirror = std::make_shared<Job>(view, spec.ok() ? *std::move(spec) : EmbedJobSpec{});
   JobEvent ev;
   ev.kind = r.state == JobState::kRunning ? JobEvent::Kind::kRunning : JobEvent::Kind::kQueued;
-  if (progress) {
-    ev.device = progress->device;
-    ev.resumed_from_step = progress->step;
-  }
+  if (progress) ev.device = progress->device;
   mirror->Emit(std::move(ev));
   return mirror;
 }
@@ -1377,6 +1374,7 @@ void Scheduler::PollFollowers() {
       f.state = r->state;
       JobEvent ev;
       ev.kind = r->state == JobState::kRunning ? JobEvent::Kind::kRunning : JobEvent::Kind::kQueued;
+      if (auto p = ProgressFromJson(r->progress)) ev.device = p->device;
       mirror.Emit(std::move(ev));
     }
     if (r->progress != f.progress) {
