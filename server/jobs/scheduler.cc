@@ -1362,10 +1362,8 @@ void Scheduler::PollFollowers() {
     auto r = store_->GetJob(mirror.id, /*with_blobs=*/false);
     if (!r.ok()) continue;  // the store is away: try again at the next poll
     if (IsTerminal(r->state)) {
-      if (r->state == JobState::kSucceeded) {
-        auto full = store_->GetJob(mirror.id, /*with_blobs=*/true);  // the result's metrics
-        if (full.ok()) r = std::move(full);
-      }
+      auto full = store_->GetJob(mirror.id, /*with_blobs=*/true);  // the result's metrics
+      if (full.ok()) r = std::move(full);
       mirror.Emit(TerminalEventOf(*r, store_));
       done.push_back(&mirror);
       continue;

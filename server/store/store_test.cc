@@ -1134,6 +1134,16 @@ TEST_F(PostgresTest, ReconnectsAfterTheServerDroppedEveryConnection) {
   ExpectSameLatent(FullLatent("lat_1"), *got, /*with_values=*/true);
   EXPECT_TRUE(store->PutLatent(FullLatent("lat_2")).ok());
   EXPECT_EQ(store->PutLatent(FullLatent("lat_2")).code(), absl::StatusCode::kAlreadyExists);
+  // An INSERT cut off by the break: retried after checking that it did not land.
+  const std::string terminate =
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+      " WHERE application_name = 'i2s_server'";
+  ASSERT_EQ(RunSql(conninfo_, terminate), "");
+  EXPECT_TRUE(store->PutLatent(FullLatent("lat_3")).ok());
+  ASSERT_EQ(RunSql(conninfo_, terminate), "");
+  EXPECT_TRUE(store->CreateJob(FullJob("job_1")).ok());
+  EXPECT_TRUE(store->GetLatent("lat_3").ok());
+  EXPECT_TRUE(store->GetJob("job_1").ok());
 }
 
 TEST_F(PostgresTest, NonUtf8TextIsInvalidArgument) {
