@@ -1,4 +1,7 @@
-"""Offline checks of deploy/: yamllint, then a structural check of the Kubernetes manifests
+"""Offline checks of deploy/: yamllint, a schema check of every Kubernetes object against the
+API models of Debian's python3-kubernetes (generated from Kubernetes' OpenAPI spec: an
+unknown or misspelt field, a wrong nesting or a missing required field is an error), then a
+structural check of the Kubernetes manifests
 and the compose file (kinds and API versions, selectors that match, volumes, secrets and
 claims that exist, GPU requests, probes), and every command-line flag they pass checked
 against the built i2s_server and i2s_client (`--help`), so a renamed flag cannot leave the
@@ -40,6 +43,50 @@ def check_args(where, args, known, binary):
         flag = a.split("=", 1)[0]
         if flag not in known:
             fail(where, f"{flag} is not a flag of {os.path.basename(binary)}")
+
+
+MODELS = {"Deployment": "V1Deployment", "Service": "V1Service",
+          "PodDisruptionBudget": "V1PodDisruptionBudget",
+          "PersistentVolumeClaim": "V1PersistentVolumeClaim", "Secret": "V1Secret"}
+
+
+def unknown_fields(original, parsed, where):
+    """Keys of `original` that the model did not keep (it drops fields it does not know)."""
+    out = []
+    if isinstance(original, dict):
+        parsed = parsed if isinstance(parsed, dict) else {}
+        for k, v in original.items():
+            if k not in parsed:
+                out.append(f"{where}.{k}".lstrip("."))
+            else:
+                out += unknown_fields(v, parsed[k], f"{where}.{k}")
+    elif isinstance(original, list):
+        parsed = parsed if isinstance(parsed, list) else []
+        for i, v in enumerate(original):
+            out += unknown_fields(v, parsed[i] if i < len(parsed) else None, f"{where}[{i}]")
+    return out
+
+
+def check_schema(docs):
+    """Each object through its python3-kubernetes model and back: what does not survive the
+    round trip is not part of the API."""
+    from kubernetes import client
+    api = client.ApiClient()
+    for path, doc in docs:
+        kind = doc.get("kind")
+        where = f"{path} {kind}/{doc.get('metadata', {}).get('name')}"
+        if kind not in MODELS:
+            continue  # reported by check_kubernetes
+        try:
+            # The client's own response decoder (a private method, the only public way is
+            # from an HTTP response).
+            model = api._ApiClient__deserialize(doc, MODELS[kind])
+        except (ValueError, TypeError) as e:  # a required field missing, a wrong type
+            fail(where, f"not a valid {MODELS[kind]}: {e}")
+            continue
+        back = api.sanitize_for_serialization(model)
+        for field in unknown_fields(doc, back, ""):
+            fail(where, f"{field}: not a field of the Kubernetes API ({MODELS[kind]})")
 
 
 def check_kubernetes(docs, server_flags, client_flags, args):
@@ -211,11 +258,13 @@ def main():
     for path in paths:
         with open(path) as f:
             docs += [(path, d) for d in yaml.safe_load_all(f) if d is not None]
+    check_schema(docs)
     check_kubernetes(docs, server_flags, client_flags, args)
     check_compose(os.path.join(args.deploy, "compose.yaml"), server_flags, client_flags, args)
     check_dockerfile(os.path.join(os.path.dirname(os.path.abspath(args.deploy)), "Dockerfile"),
                      server_flags, client_flags, args)
-    print(f"checked {len(paths)} manifest files ({len(docs)} objects) and compose.yaml; "
+    print(f"checked {len(paths)} manifest files ({len(docs)} objects, schema and structure) "
+          "and compose.yaml; "
           f"{len(server_flags)} server flags, {len(client_flags)} client flags known")
     for e in errors:
         print("error:", e)
