@@ -1216,6 +1216,7 @@ void Scheduler::HousekeeperLoop() {
       next_renew = Clock::now() + renew_every;
     }
     PollFollowers();
+    if (store_->shared()) PublishRunning();
     lock.lock();
   }
 }
@@ -1268,7 +1269,6 @@ void Scheduler::RenewAndAdopt() {
     if (it->second && !cancel) {  // a CancelJob that another replica recorded
       (void)Cancel(job->id, "CancelJob through another replica");
     }
-    if (store_->shared() && state == JobState::kRunning) PublishProgress(job);
   }
   if (!store_->shared()) return;
   // Jobs of replicas that died (expired leases) or jobs nobody owns.
@@ -1287,6 +1287,16 @@ void Scheduler::RenewAndAdopt() {
       LogEvent("job_claim_failed").Str("job_id", id).Str("error", resumed.message());
     }
   }
+}
+
+void Scheduler::PublishRunning() {
+  std::vector<std::shared_ptr<Job>> running;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& w : workers_)
+      running.insert(running.end(), w->active.begin(), w->active.end());
+  }
+  for (const auto& job : running) PublishProgress(job);
 }
 
 void Scheduler::PublishProgress(const std::shared_ptr<Job>& job) {

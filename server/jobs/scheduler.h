@@ -13,9 +13,9 @@
 // - Replicas (a shared store, PostgreSQL): every unfinished job has an owner, the replica
 //   that runs it, holding a lease it renews every lease_ms / 5. A replica claims what it
 //   creates and what a dead replica left (an expired lease), and gives up a job whose
-//   lease another replica took (fenced writes). Owners publish their jobs' progress; the
-//   other replicas serve GetJob and ListJobs from the store and follow WatchJob by
-//   polling it; a CancelJob reaches the owner through the store.
+//   lease another replica took (fenced writes). Owners publish their jobs' progress every
+//   follow_poll_ms; the other replicas serve GetJob and ListJobs from the store and follow
+//   WatchJob by polling it; a CancelJob reaches the owner through the store.
 //
 // Thread-safe: every public method may be called from any thread (gRPC handlers). The
 // registry and store are borrowed and must outlive the scheduler.
@@ -176,6 +176,9 @@ class Scheduler {
   // gives up lost jobs, publishes progress, adopts expired jobs, feeds followers.
   void HousekeeperLoop();
   void RenewAndAdopt();
+  // Publishes the progress of every running job that moved (shared stores; every
+  // follow_poll_ms, so other replicas' watchers see it about as often as they poll).
+  void PublishRunning();
   void PublishProgress(const std::shared_ptr<Job>& job);
   // Drops a job another replica now owns, without writing anything of it; its watchers
   // get Unavailable and can watch again.
