@@ -85,8 +85,6 @@ void WriteFileAtomically(const std::string& path, const std::string& text) {
   std::filesystem::rename(tmp, path, ec);
 }
 
-// True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost, and
-// unix sockets.
 // The default --replica-id: unique per pod (Kubernetes) and per container (Docker).
 std::string HostName() {
   char name[256] = {};
@@ -94,6 +92,8 @@ std::string HostName() {
   return name;
 }
 
+// True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost, and
+// unix sockets.
 bool IsLoopback(const std::string& address) {
   if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
     return true;
@@ -389,7 +389,7 @@ int Main(int argc, char** argv) {
   }
   LogNote(absl::StrCat("store: ", store_owner->backend(), " (", store_where, "), replica ",
                        f.scheduler.replica_id));
-  std::unique_ptr<Store>* store = &store_owner;
+  Store* store = store_owner.get();
 
   LogNote(absl::StrCat("loading ", ro.models.size(), " model(s) on ", f.devices));
   auto registry = ModelRegistry::Create(ro);
@@ -407,7 +407,7 @@ int Main(int argc, char** argv) {
       "i2s_process_resident_memory_bytes", "Resident memory of the server process.", {}, [] {
         return std::vector<std::pair<MetricsRegistry::Labels, double>>{{{}, ResidentBytes()}};
       });
-  auto scheduler = Scheduler::Create(f.scheduler, registry->get(), store->get(), &metrics);
+  auto scheduler = Scheduler::Create(f.scheduler, registry->get(), store, &metrics);
   if (!scheduler.ok()) {
     return Fail(absl::StrCat("resuming the jobs stored in ", store_where, ": ",
                              scheduler.status().message()));
@@ -435,7 +435,7 @@ int Main(int argc, char** argv) {
           absl::StrCat("no face detector (automatic alignment off): ", created.status().message()));
     }
   }
-  Service service(registry->get(), scheduler->get(), store->get(), f.limits, I2S_VERSION,
+  Service service(registry->get(), scheduler->get(), store, f.limits, I2S_VERSION,
                   face_detector.get(), auth.get());
   service.RegisterMetrics(&metrics);
   grpc::EnableDefaultHealthCheckService(true);
