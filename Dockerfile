@@ -82,13 +82,14 @@ FROM runtime-base-${VARIANT}
 ARG VARIANT
 # The shared libraries of the three binaries (Debian 12 names; Ubuntu 24.04's renamed
 # "t64" packages provide these names, so apt picks them there), libpq5 for the PostgreSQL
-# store, and Debian's LibTorch for the CPU variant only.
+# store, and Debian's LibTorch with OpenBLAS for the CPU variant only (without it, BLAS is
+# the slow reference one; see scripts/setup).
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libsqlite3-0 libcivetweb1 libabsl20220623 libpq5 \
       libopencv-imgcodecs406 libopencv-objdetect406 libopencv-contrib406 libopencv-videoio406 \
       opencv-data ca-certificates \
  && if [ "$VARIANT" = cpu ]; then \
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtorch1.13; \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtorch1.13 libopenblas0-openmp; \
     fi \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /data i2s \

@@ -1,14 +1,25 @@
-// embed_bench: wall time of one Image2StyleGAN optimiser step (synthesis, VGG16
-// perceptual + MSE loss, backward, Adam) for a batch of independent images.
+// embed_bench: one Image2StyleGAN optimiser step (synthesis, MSE + VGG16 perceptual loss,
+// backward, Adam, the per-step metrics copy) for a batch of independent images, through
+// the engine's EmbedBatch, as the service runs it.
 //   embed_bench --generator G.pt --vgg V.pth [--batch 1] [--steps 5] [--warmup 2]
-//               [--threads N] [--device cpu|cuda]
-// Prints: median and min ms per step and image-steps per second.
+//               [--threads N] [--device cpu|cuda] [--upsample phase-split|reference]
+//               [--tf32 -1|0|1] [--cudnn-benchmark -1|0|1] [--profile TRACE.json]
+// Prints one line of key=value: median and min ms per step, image-steps per second, the
+// time from the start of loading the weights to the end of the first step, and the peak
+// memory of the steps (CUDA: the caching allocator's peak allocation; CPU: the growth of
+// the resident set over the steps, measured by resetting the kernel's high-water mark).
+// --profile writes a Chrome trace of one more step (LibTorch's profiler, CPU-side times).
+// bench/embed_compare.py runs it beside the PyTorch-eager reference and tabulates both.
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,55 +28,129 @@
 #include "server/engine/stylegan1.h"
 #include "server/engine/torch_util.h"
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+void Sync(const torch::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize(d.index());
+}
+
+// VmRSS or VmHWM of this process in KiB, from /proc/self/status (-1 if unreadable).
+long ProcStatusKb(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) == 0) return std::atol(line.c_str() + key.size() + 1);
+  }
+  return -1;
+}
+
+// Resets the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0).
+bool ResetPeakRss() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  return static_cast<bool>(out.flush());
+}
+
+[[noreturn]] void Fail(const absl::Status& status) {
+  std::fprintf(stderr, "embed_bench: %s\n", std::string(status.message()).c_str());
+  std::exit(1);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  std::string generator, vgg, device_spec = "cpu";
-  int batch = 1, steps = 5, warmup = 2, threads = 0;
-  const i2s::bench::Flags flags{
-      {{"--batch", &batch}, {"--steps", &steps}, {"--warmup", &warmup}, {"--threads", &threads}},
-      {{"--generator", &generator}, {"--vgg", &vgg}, {"--device", &device_spec}}};
+  const Clock::time_point start = Clock::now();
+  std::string generator, vgg, device_spec = "cpu", upsample = "phase-split", profile;
+  int batch = 1, steps = 5, warmup = 2, threads = 0, tf32 = -1, cudnn_benchmark = -1;
+  const i2s::bench::Flags flags{{{"--batch", &batch},
+                                 {"--steps", &steps},
+                                 {"--warmup", &warmup},
+                                 {"--threads", &threads},
+                                 {"--tf32", &tf32},
+                                 {"--cudnn-benchmark", &cudnn_benchmark}},
+                                {{"--generator", &generator},
+                                 {"--vgg", &vgg},
+                                 {"--device", &device_spec},
+                                 {"--upsample", &upsample},
+                                 {"--profile", &profile}}};
   if (!flags.Parse(argc, argv, "embed_bench")) return 2;
-  if (generator.empty() || vgg.empty() || batch < 1 || steps < 1) {
+  if (generator.empty() || vgg.empty() || batch < 1 || steps < 1 || warmup < 0 ||
+      (upsample != "phase-split" && upsample != "reference")) {
     std::fprintf(stderr,
-                 "embed_bench: --generator and --vgg are required, --batch and --steps >= 1\n");
+                 "embed_bench: --generator and --vgg are required, --batch and --steps >= 1, "
+                 "--warmup >= 0, --upsample phase-split or reference\n");
     return 2;
   }
   const torch::Device device = i2s::bench::SetUp(threads, device_spec, "embed_bench");
-  auto g = i2s::StyleGan1Generator::Load(generator, device);
-  auto v = i2s::Vgg16Extractor::Load(vgg, {}, device);
-  if (!g.ok() || !v.ok()) {
-    std::fprintf(stderr, "embed_bench: %s\n",
-                 std::string((g.ok() ? v.status() : g.status()).message()).c_str());
-    return 1;
+  if (tf32 >= 0) {
+    at::globalContext().setAllowTF32CuBLAS(tf32 > 0);
+    at::globalContext().setAllowTF32CuDNN(tf32 > 0);
   }
+  if (cudnn_benchmark >= 0) at::globalContext().setBenchmarkCuDNN(cudnn_benchmark > 0);
+  i2s::StyleGan1Options g_options;
+  g_options.upsample =
+      upsample == "reference" ? i2s::UpsampleConv::kReference : i2s::UpsampleConv::kPhaseSplit;
+  auto g = i2s::StyleGan1Generator::Load(generator, device, g_options);
+  if (!g.ok()) Fail(g.status());
+  auto v = i2s::Vgg16Extractor::Load(vgg, {}, device);
+  if (!v.ok()) Fail(v.status());
+
   i2s::EmbedOptions options;
-  options.steps = warmup + steps;
+  options.steps = warmup + steps + (profile.empty() ? 0 : 1);
   options.init = i2s::LatentInit::kZeros;  // as the reference implementation
-  std::vector<i2s::EmbedTarget> targets(batch);
+  auto batcher = i2s::EmbedBatch::Create(g->get(), v->get(), options);
+  if (!batcher.ok()) Fail(batcher.status());
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
   const int64_t r = (*g)->resolution();
+  const bool rss_reset = !device.is_cuda() && ResetPeakRss();
+  const long rss_before_kb = ProcStatusKb("VmRSS");
+  i2s::ResetDevicePeakMemory(device);
   for (int i = 0; i < batch; ++i) {
-    targets[i].image = torch::rand({3, r, r}, gen);
-    targets[i].seed = i;
+    i2s::EmbedTarget target;
+    target.image = torch::rand({3, r, r}, gen);
+    target.seed = i;
+    auto added = (*batcher)->Add(target);
+    if (!added.ok()) Fail(added.status());
   }
   std::vector<double> ms;
-  i2s::EmbedCallbacks cb;
-  cb.on_step = [&](const std::vector<i2s::StepMetrics>&, double seconds) {
-    ms.push_back(seconds * 1000);
-  };
-  i2s::Embedder embedder(g->get(), v->get(), options);
-  auto results = embedder.Run(targets, cb);
-  if (!results.ok()) {
-    std::fprintf(stderr, "embed_bench: %s\n", std::string(results.status().message()).c_str());
-    return 1;
+  double first_step_s = 0;
+  std::vector<i2s::StepMetrics> metrics;
+  for (int i = 0; i < warmup + steps; ++i) {
+    Sync(device);
+    const Clock::time_point t0 = Clock::now();
+    if (absl::Status s = (*batcher)->Step({}, &metrics); !s.ok()) Fail(s);
+    Sync(device);
+    if (i == 0) first_step_s = MsSince(start) / 1000;
+    if (i >= warmup) ms.push_back(MsSince(t0));
   }
-  ms.erase(ms.begin(), ms.begin() + std::min<size_t>(warmup, ms.size()));
+  double peak_mb = -1;
+  std::string memory_kind = "none";
+  if (auto peak = i2s::DevicePeakMemory(device); peak.ok()) {
+    peak_mb = *peak / 1048576.0;
+    memory_kind = "cuda_allocated_peak";
+  } else if (rss_reset && rss_before_kb >= 0) {
+    peak_mb = (ProcStatusKb("VmHWM") - rss_before_kb) / 1024.0;
+    memory_kind = "rss_growth";
+  }
+  if (!profile.empty()) {
+    torch::autograd::profiler::RecordProfile record(profile);
+    if (absl::Status s = (*batcher)->Step({}, &metrics); !s.ok()) Fail(s);
+    Sync(device);
+  }
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
   std::printf(
-      "engine=i2s device=%s resolution=%lld batch=%d threads=%d steps=%d median_ms=%.1f "
-      "min_ms=%.1f "
-      "image_steps_per_s=%.3f\n",
+      "engine=i2s device=%s resolution=%lld batch=%d threads=%d upsample=%s steps=%d "
+      "median_ms=%.2f min_ms=%.2f image_steps_per_s=%.3f first_step_s=%.2f peak_mb=%.1f "
+      "mb_per_image=%.1f memory=%s\n",
       device.str().c_str(), static_cast<long long>(r), batch, torch::get_num_threads(),
-      static_cast<int>(ms.size()), median, ms.front(), batch * 1000.0 / median);
+      upsample.c_str(), static_cast<int>(ms.size()), median, ms.front(), batch * 1000.0 / median,
+      first_step_s, peak_mb, peak_mb / batch, memory_kind.c_str());
   return 0;
 }

@@ -39,7 +39,52 @@ void AddEpilogueKeys(std::vector<std::pair<std::string, std::vector<int64_t>>>* 
   keys->push_back({prefix + "style_mod.lin.bias", {2 * c}});
 }
 
+// The two input taps, along `dim`, of output phase `phase` (0: the input pixels i - 1
+// and i; 1: i and i + 1) for a 3-tap kernel applied after nearest upsampling (zero
+// padding 1), or for a 4-tap transposed-convolution kernel (stride 2, padding 1), where
+// output 2i + a takes taps 3 and 1 (a = 0) or 2 and 0 (a = 1).
+torch::Tensor PhaseTaps(const torch::Tensor& w, int64_t dim, bool transposed, int phase) {
+  auto t = [&](int64_t k) { return w.select(dim, k); };
+  std::vector<torch::Tensor> taps;
+  if (transposed) {
+    taps = phase == 0 ? std::vector<torch::Tensor>{t(3), t(1)}
+                      : std::vector<torch::Tensor>{t(2), t(0)};
+  } else {
+    taps = phase == 0 ? std::vector<torch::Tensor>{t(0), t(1) + t(2)}
+                      : std::vector<torch::Tensor>{t(0) + t(1), t(2)};
+  }
+  return torch::stack(taps, dim);
+}
+
+// [out, in, k, k] (k = 3 after upsampling, 4 transposed) -> [4 * out, in, 2, 2].
+torch::Tensor PhaseKernels(const torch::Tensor& w, bool transposed) {
+  std::vector<torch::Tensor> kernels;
+  for (int a = 0; a < 2; ++a) {
+    torch::Tensor rows = PhaseTaps(w, 2, transposed, a);
+    for (int b = 0; b < 2; ++b) kernels.push_back(PhaseTaps(rows, 3, transposed, b));
+  }
+  return torch::cat(kernels, 0).contiguous();
+}
+
+// x [B, in, R, R] -> [B, out, 2R, 2R] with kernels from PhaseKernels (UpsampleConv).
+// The 2x2 convolution over x padded by 1 gives [B, 4 * out, R + 1, R + 1]; phase (a, b)
+// of output pixel (2i + a, 2j + b) is its channel block 2a + b at (i + a, j + b). The
+// strided view [B, a, b, out, i, j] reads exactly those, and one copy interleaves them.
+torch::Tensor PhaseSplitUpConv(const torch::Tensor& x, const torch::Tensor& kernels) {
+  const int64_t b = x.size(0), r = x.size(2), out = kernels.size(0) / 4;
+  torch::Tensor y = torch::conv2d(x, kernels, {}, /*stride=*/1, /*padding=*/1).contiguous();
+  const int64_t plane = (r + 1) * (r + 1);
+  torch::Tensor phases =
+      y.as_strided({b, 2, 2, out, r, r},
+                   {4 * out * plane, 2 * out * plane + r + 1, out * plane + 1, plane, r + 1, 1});
+  return phases.permute({0, 3, 4, 1, 5, 2}).reshape({b, out, 2 * r, 2 * r});
+}
+
 }  // namespace
+
+const char* UpsampleConvName(UpsampleConv u) {
+  return u == UpsampleConv::kPhaseSplit ? "phase-split" : "reference";
+}
 
 int StyleGan1Config::num_layers() const { return 2 * Log2(resolution) - 2; }
 
@@ -200,9 +245,10 @@ absl::Status StyleGan1SynthesisImpl::LoadEpilogue(WeightMap& m, const std::strin
   return absl::OkStatus();
 }
 
-StyleGan1SynthesisImpl::StyleGan1SynthesisImpl(const StyleGan1Config& c, WeightMap& m,
+StyleGan1SynthesisImpl::StyleGan1SynthesisImpl(const StyleGan1Config& c,
+                                               const StyleGan1Options& options, WeightMap& m,
                                                absl::Status* status)
-    : config_(c) {
+    : config_(c), options_(options) {
   *status = [&]() -> absl::Status {
     for (size_t i = 0; i < c.channels.size(); ++i) {
       const int res = 4 << i;
@@ -234,7 +280,11 @@ StyleGan1SynthesisImpl::StyleGan1SynthesisImpl(const StyleGan1Config& c, WeightM
           up = w.index({Slice(), Slice(), Slice(1), Slice(1)}) +
                w.index({Slice(), Slice(), Slice(0, -1), Slice(1)}) +
                w.index({Slice(), Slice(), Slice(1), Slice(0, -1)}) +
-               w.index({Slice(), Slice(), Slice(0, -1), Slice(0, -1)});
+               w.index({Slice(), Slice(), Slice(0, -1), Slice(0, -1)});  // [in, out, 4, 4]
+        }
+        if (options_.upsample == UpsampleConv::kPhaseSplit) {
+          up = block.fused_upsample ? PhaseKernels(up.permute({1, 0, 2, 3}), true)
+                                    : PhaseKernels(up, false);
         }
         block.up_weight = Register(n + "up_w", up);
         block.blur = Register(n + "blur", kernel.expand({ch, 1, 3, 3}));
@@ -280,7 +330,9 @@ torch::Tensor StyleGan1SynthesisImpl::forward(const torch::Tensor& wplus,
   int layer = 0;
   for (const Block& block : blocks_) {
     if (block.up_weight.defined()) {
-      if (block.fused_upsample) {
+      if (options_.upsample == UpsampleConv::kPhaseSplit) {
+        x = PhaseSplitUpConv(x, block.up_weight);
+      } else if (block.fused_upsample) {
         x = torch::conv_transpose2d(x, block.up_weight, {}, /*stride=*/2, /*padding=*/1);
       } else {
         x = F::interpolate(x, F::InterpolateFuncOptions()
@@ -301,7 +353,7 @@ torch::Tensor StyleGan1SynthesisImpl::forward(const torch::Tensor& wplus,
 }
 
 absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Create(
-    const StateDict& weights, torch::Device device) {
+    const StateDict& weights, torch::Device device, const StyleGan1Options& options) {
   ASSIGN_OR_RETURN(StyleGan1Config config, InferStyleGan1Config(weights));
   std::unique_ptr<StyleGan1Generator> g(
       new StyleGan1Generator(config, device, WeightsFingerprint(weights)));
@@ -310,7 +362,7 @@ absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Create(
     absl::Status status;
     g->mapping_ = StyleGan1Mapping(config, m, &status);
     RETURN_IF_ERROR(status);
-    g->synthesis_ = StyleGan1Synthesis(config, m, &status);
+    g->synthesis_ = StyleGan1Synthesis(config, options, m, &status);
     RETURN_IF_ERROR(status);
     if (m.Has("truncation.avg_latent")) {
       ASSIGN_OR_RETURN(g->avg_latent_, m.Take("truncation.avg_latent", {config.latent_size}));
@@ -328,9 +380,9 @@ absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Create(
 }
 
 absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Load(
-    const std::string& path, torch::Device device) {
+    const std::string& path, torch::Device device, const StyleGan1Options& options) {
   ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(path));
-  auto g = Create(w.tensors, device);
+  auto g = Create(w.tensors, device, options);
   if (!g.ok()) return Annotate(g.status(), path);
   return g;
 }

@@ -72,4 +72,23 @@ absl::StatusOr<int64_t> DeviceMemoryInUse(const torch::Device& device) {
       absl::StrCat("device memory of ", device.str(), " is not tracked"));
 }
 
+absl::StatusOr<int64_t> DevicePeakMemory(const torch::Device& device) {
+#ifdef I2S_HAVE_CUDA
+  if (device.is_cuda()) {
+    const int index = device.has_index() ? device.index() : 0;
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(index).allocated_bytes[0].peak;
+  }
+#endif
+  return absl::UnimplementedError(
+      absl::StrCat("device memory of ", device.str(), " is not tracked"));
+}
+
+void ResetDevicePeakMemory([[maybe_unused]] const torch::Device& device) {
+#ifdef I2S_HAVE_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.has_index() ? device.index() : 0);
+  }
+#endif
+}
+
 }  // namespace i2s

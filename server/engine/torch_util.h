@@ -56,6 +56,10 @@ std::string ShapeString(torch::IntArrayRef shape);
 // Bytes LibTorch's caching allocator holds on a CUDA device (reserved, free or in use);
 // Unimplemented for the CPU or a LibTorch built without CUDA.
 absl::StatusOr<int64_t> DeviceMemoryInUse(const torch::Device& device);
+// The most bytes the caching allocator has handed out on `device` since the last
+// ResetDevicePeakMemory (CUDA only; Unimplemented elsewhere).
+absl::StatusOr<int64_t> DevicePeakMemory(const torch::Device& device);
+void ResetDevicePeakMemory(const torch::Device& device);
 
 }  // namespace i2s
 
