@@ -66,6 +66,7 @@ bool ResetPeakRss() {
 
 int main(int argc, char** argv) {
   const Clock::time_point start = Clock::now();
+  i2s::KeepLargeBlocksInTheHeap();
   std::string generator, vgg, device_spec = "cpu", upsample = "phase-split", profile;
   int batch = 1, steps = 5, warmup = 2, threads = 0, tf32 = -1, cudnn_benchmark = -1;
   const i2s::bench::Flags flags{{{"--batch", &batch},

@@ -8,7 +8,8 @@ bench/embed_bench_torch.py (the reference loop in PyTorch eager), each in its ow
 process, and prints a Markdown table: ms per step, image-steps per second, the batch's
 throughput over batch 1's, memory per image, time to the first step, and the ratio of
 the reference's step time to the engine's. A batch size that runs out of memory ends
-that configuration's sweep for that side.
+that configuration's sweep for that side. Both sides use the same malloc settings: the
+reference runs with the glibc tunables equal to the engine's KeepLargeBlocksInTheHeap.
 
   bench/embed_compare.py [--device cpu|cuda] [--threads N]
       [--configs "64:8192:1,2,4 256:8192:1,2 1024:8192:1"] [--steps N] [--warmup N]
@@ -23,6 +24,8 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What KeepLargeBlocksInTheHeap (server/engine/torch_util.h) sets with mallopt.
+SAME_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=268435456"
 
 
 def parse_line(text):
@@ -32,9 +35,9 @@ def parse_line(text):
     return None
 
 
-def run(cmd, timeout):
+def run(cmd, timeout, env=None):
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return None, "timed out after %d s" % timeout
     out = parse_line(p.stdout)
@@ -61,6 +64,8 @@ def main():
     ap.add_argument("--extra", default="", help="more flags for both sides, e.g. '--tf32 1'")
     ap.add_argument("--no-reference", action="store_true", help="engine only")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per run")
+    ap.add_argument("--reference-default-malloc", dest="same_malloc", action="store_false",
+                    help="run the reference with glibc's default malloc settings")
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
     configs = a.configs or ("64:8192:1,2,4,8,16 256:8192:1,2,4,8,16 1024:8192:1,2,4,8,16"
@@ -78,6 +83,11 @@ def main():
         subprocess.run([tool, "random-model", "--kind", "vgg16", "--seed", "1", "--out", vgg],
                        check=True, stdout=subprocess.DEVNULL)
     extra = shlex.split(a.extra)
+    # The same malloc settings on both sides: the engine's KeepLargeBlocksInTheHeap, as
+    # glibc tunables for the reference's process.
+    ref_env = dict(os.environ, GLIBC_TUNABLES=SAME_MALLOC) if a.same_malloc else None
+    print("malloc: glibc, %s on both sides" % SAME_MALLOC if a.same_malloc else
+          "malloc: engine %s, reference glibc defaults" % SAME_MALLOC)
     variants = [v for v in a.variants.split(",") if v]
     rows = []
     print("| resolution | batch | side | ms/step | image-steps/s | x batch 1 | MiB/image | first step (s) "
@@ -92,9 +102,8 @@ def main():
                             "--out", gen], check=True, stdout=subprocess.DEVNULL)
         sides = [("engine " + v, [bench, "--upsample", v]) for v in variants]
         if not a.no_reference:
-            sides.append(("PyTorch eager", ["/usr/bin/python3" if os.path.exists("/usr/bin/python3")
-                                            else sys.executable,
-                                            os.path.join(ROOT, "bench", "embed_bench_torch.py")]))
+            # The same interpreter as this script (the one with torch: run it with that one).
+            sides.append(("PyTorch eager", [sys.executable, os.path.join(ROOT, "bench", "embed_bench_torch.py")]))
         stopped = set()
         base = {}
         for batch in [int(b) for b in batches.split(",")]:
@@ -104,7 +113,8 @@ def main():
                     continue
                 common = ["--generator", gen, "--vgg", vgg, "--batch", str(batch), "--steps", str(steps),
                           "--warmup", str(warmup), "--threads", str(a.threads), "--device", a.device]
-                out, err = run(cmd + common + extra, a.timeout)
+                out, err = run(cmd + common + extra, a.timeout,
+                               ref_env if name == "PyTorch eager" else None)
                 if out is None:
                     stopped.add(name)
                     print("| %s | %d | %s | %s | | | | | |" % (res, batch, name, err))
@@ -131,7 +141,8 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": a.device, "threads": a.threads, "steps": steps, "warmup": warmup,
-                       "extra": a.extra, "rows": rows}, f, indent=1)
+                       "extra": a.extra, "reference_malloc": SAME_MALLOC if a.same_malloc else "default",
+                       "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ void Sync(const torch::Device& d) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  i2s::KeepLargeBlocksInTheHeap();
   int resolution = 1024, fmap_base = 8192, batch = 1, reps = 5, warmup = 1, threads = 0;
   std::string device_spec = "cpu";
   const i2s::bench::Flags flags{{{"--resolution", &resolution},

@@ -5,7 +5,8 @@
 # side by side on the same GPU), and writes everything under ${OUT:-out/gpu-check}:
 #   log.txt, nvidia-smi.txt, ctest.txt/.xml, compare.md/.json (engine vs eager, batch
 #   sweep), variants.md (TF32 off, cuDNN autotuning), cost.md/.json (resolution x
-#   batch), profile-engine.json, profile-eager.txt, synth.txt.
+#   batch), cost-analysis.md (FLOP/s and traffic against the GPU's measured peaks),
+#   profile-engine.json/.txt, profile-eager.txt, synth.txt.
 # Needs .gpu-deps/ from scripts/fetch-gpu-deps (carried with the tree). Abseil is built
 # from Debian's source with LibTorch's C++ ABI flag, so a wheel with either ABI links.
 # Each phase is bounded (PHASE_TIMEOUT seconds, default 240) and what finished is kept.
@@ -72,6 +73,7 @@ phase "variants: TF32 off, cuDNN autotuning on"
 } | tee "$OUT/variants.md"
 phase "cost growth (engine only): $COST"
 timeout "$T" $BENCH --configs "$COST" --no-reference --json "$OUT/cost.json" | tee "$OUT/cost.md"
+$PY bench/step_cost.py "$OUT/cost.json" --device cuda | tee "$OUT/cost-analysis.md"
 phase "profiles of one step at 1024, batch 1"
 timeout "$T" build-gpu/bench/embed_bench --device cuda --generator out/bench-gpu/g1024_f8192.pt \
   --vgg out/bench-gpu/vgg.pth --steps 5 --warmup 3 --profile "$OUT/profile-engine.json"

@@ -524,4 +524,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace i2s
 
-int main(int argc, char** argv) { return i2s::Main(argc, argv); }
+int main(int argc, char** argv) {
+  i2s::KeepLargeBlocksInTheHeap();
+  return i2s::Main(argc, argv);
+}

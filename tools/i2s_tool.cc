@@ -670,6 +670,7 @@ int Run(int argc, char** argv) {
 }  // namespace i2s
 
 int main(int argc, char** argv) {
+  i2s::KeepLargeBlocksInTheHeap();
   try {
     return i2s::Run(argc, argv);
   } catch (const std::exception& e) {  // a bug: report it rather than abort

@@ -1,12 +1,30 @@
 #include "server/api/metrics_export.h"
 
 #include <civetweb.h>
+#include <dlfcn.h>
+#include <pthread.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <mutex>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+
+// Debian's libcivetweb asks for 100 KiB worker stacks (pthread_attr_setstacksize(102400),
+// its USE_STACK_SIZE), and glibc refuses a stack smaller than the process's static TLS
+// plus a guard page: with OpenBLAS behind LibTorch's libblas.so.3 (61 KiB of TLS; see
+// scripts/setup) pthread_create fails with EINVAL and civetweb cannot start ("Cannot
+// create first worker thread"). Defined here, in the executable, this takes the calls of
+// every library in the process, and gives a stack of at least 1 MiB; larger requests pass
+// through unchanged.
+extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t size) {
+  using Fn = int (*)(pthread_attr_t*, size_t);
+  static const Fn next = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+  if (next == nullptr) return 0;  // keep the default stack (8 MiB)
+  return next(attr, std::max<size_t>(size, size_t{1} << 20));
+}
 
 namespace i2s {
 namespace {
@@ -146,11 +164,19 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   const char* options[] = {"listening_ports",    ports.c_str(), "num_threads", "8",
                            "request_timeout_ms", "3000",        nullptr};
   mg_callbacks callbacks{};
+  mg_init_data init_data{};
+  init_data.callbacks = &callbacks;
+  init_data.configuration_options = options;
+  char why[256] = {0};
+  mg_error_data error{};
+  error.text = why;
+  error.text_buffer_size = sizeof why;
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
-  server->ctx_ = mg_start(&callbacks, nullptr, options);
+  server->ctx_ = mg_start2(&init_data, &error);
   if (server->ctx_ == nullptr) {
-    return absl::UnavailableError(
-        absl::StrCat("--metrics-address ", address, ": cannot listen (in use, or not an address)"));
+    return absl::UnavailableError(absl::StrCat("--metrics-address ", address, ": cannot listen (",
+                                               why[0] != 0 ? why : "in use, or not an address",
+                                               ")"));
   }
   mg_set_request_handler(server->ctx_, "/metrics$", ServeMetrics,
                          const_cast<MetricsRegistry*>(registry));

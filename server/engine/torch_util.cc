@@ -4,12 +4,23 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 
 namespace i2s {
+
+void KeepLargeBlocksInTheHeap() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+}
 
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec) {
   if (spec == "cpu") return torch::Device(torch::kCPU);
