@@ -10,7 +10,8 @@
 # Needs .gpu-deps/ from scripts/fetch-gpu-deps (carried with the tree). Abseil is built
 # from Debian's source with LibTorch's C++ ABI flag, so a wheel with either ABI links.
 # Each phase is bounded (PHASE_TIMEOUT seconds, default 240) and what finished is kept.
-# GPU_CHECK_QUICK=1: fewer configurations (for a short device slot).
+# GPU_CHECK_QUICK=1: fewer configurations (for a short device slot). GPU_CHECK_BENCH=0:
+# build and tests only (how the script itself is tried on a machine without a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu-check}
@@ -53,6 +54,7 @@ phase "tests"
 (cd build-gpu && timeout "$T" ctest --output-on-failure -j 4 --output-junit "$PWD/../$OUT/ctest.xml") \
   | tee "$OUT/ctest.txt"
 
+if [ "${GPU_CHECK_BENCH:-1}" = 0 ]; then phase "done (GPU_CHECK_BENCH=0)"; exit 0; fi
 BENCH="$PY bench/embed_compare.py --device cuda --build build-gpu --work out/bench-gpu"
 if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then
   COMPARE="1024:8192:1,8 256:8192:1,8"
