@@ -15,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu-check}
-mkdir -p "$OUT"
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)  # absolute: the tests write from build-gpu/
 exec > >(tee "$OUT/log.txt") 2>&1
 DEPS=$PWD/.gpu-deps
 PY=${PYTHON:-python3}
@@ -51,7 +51,7 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DI2S_ENGINE_ONLY=ON
 cmake --build build-gpu -j "$JOBS" || exit 1
 
 phase "tests"
-(cd build-gpu && timeout "$T" ctest --output-on-failure -j 4 --output-junit "$PWD/../$OUT/ctest.xml") \
+(cd build-gpu && timeout "$T" ctest --output-on-failure -j 4 --output-junit "$OUT/ctest.xml") \
   | tee "$OUT/ctest.txt"
 
 if [ "${GPU_CHECK_BENCH:-1}" = 0 ]; then phase "done (GPU_CHECK_BENCH=0)"; exit 0; fi
