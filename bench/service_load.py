@@ -120,7 +120,10 @@ def main():
         stub = server.stub()
     else:
         channel = grpc.insecure_channel(a.target, options=[("grpc.max_receive_message_length", 64 << 20)])
-        grpc.channel_ready_future(channel).result(timeout=30)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=30)
+        except grpc.FutureTimeoutError:
+            sys.exit("service_load: --target %s: no server reachable within 30 s" % a.target)
         stub = i2s_pb2_grpc.ImageToStyleGanStub(channel)
     metadata = [("authorization", "Bearer " + a.token)] if a.token else []
     images = [h.image_bytes(name) for name in PHOTOS]
