@@ -5,7 +5,8 @@
 //               [--threads N] [--device cpu|cuda] [--upsample phase-split|reference]
 //               [--tf32 -1|0|1] [--cudnn-benchmark -1|0|1] [--profile TRACE.json]
 // Prints one line of key=value: median and min ms per step, image-steps per second, the
-// time from the start of loading the weights to the end of the first step, and the peak
+// time from the start of loading the weights to the end of the first step (load_s: of
+// which loading both weight files), and the peak
 // memory of the steps (CUDA: the caching allocator's peak allocation; CPU: the growth of
 // the resident set over the steps, measured by resetting the kernel's high-water mark).
 // --profile writes a Chrome trace of one more step (LibTorch's profiler, CPU-side times).
@@ -101,6 +102,7 @@ int main(int argc, char** argv) {
   if (!g.ok()) Fail(g.status());
   auto v = i2s::Vgg16Extractor::Load(vgg, {}, device);
   if (!v.ok()) Fail(v.status());
+  const double load_s = MsSince(start) / 1000;
 
   i2s::EmbedOptions options;
   options.steps = warmup + steps + (profile.empty() ? 0 : 1);
@@ -149,9 +151,9 @@ int main(int argc, char** argv) {
   std::printf(
       "engine=i2s device=%s resolution=%lld batch=%d threads=%d upsample=%s steps=%d "
       "median_ms=%.2f min_ms=%.2f image_steps_per_s=%.3f first_step_s=%.2f peak_mb=%.1f "
-      "mb_per_image=%.1f memory=%s\n",
+      "mb_per_image=%.1f memory=%s load_s=%.2f\n",
       device.str().c_str(), static_cast<long long>(r), batch, torch::get_num_threads(),
       upsample.c_str(), static_cast<int>(ms.size()), median, ms.front(), batch * 1000.0 / median,
-      first_step_s, peak_mb, peak_mb / batch, memory_kind.c_str());
+      first_step_s, peak_mb, peak_mb / batch, memory_kind.c_str(), load_s);
   return 0;
 }

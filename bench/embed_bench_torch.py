@@ -68,6 +68,7 @@ def main():
     t_load = time.perf_counter()
     sd = {k: v.to(dev) for k, v in torch.load(a.generator).items()}
     vgg = {k: v.to(dev) for k, v in torch.load(a.vgg).items()}
+    load_s = time.perf_counter() - t_load
     res = ref._sd_resolution(sd)
     layers = ref.num_layers(res)
     cuda = dev.type == "cuda"
@@ -130,9 +131,9 @@ def main():
     med = times[len(times) // 2]
     print("engine=pytorch-eager-%s device=%s resolution=%d batch=%d threads=%d upsample=reference "
           "steps=%d median_ms=%.2f min_ms=%.2f image_steps_per_s=%.3f first_step_s=%.2f peak_mb=%.1f "
-          "mb_per_image=%.1f memory=%s" % (torch.__version__, a.device, res, a.batch, torch.get_num_threads(),
+          "mb_per_image=%.1f memory=%s load_s=%.2f" % (torch.__version__, a.device, res, a.batch, torch.get_num_threads(),
                                            len(times), med, times[0], a.batch * 1000.0 / med, first_step_s,
-                                           peak_mb, peak_mb / a.batch, memory))
+                                           peak_mb, peak_mb / a.batch, memory, load_s))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 """Engine vs PyTorch eager, one Image2StyleGAN step, side by side in one run.
 
 For each configuration (resolution, fmap_base, batch sizes) it writes seeded random
-weight files with i2s_tool (same files for both sides), then for each batch size runs
+weight files with build/bench/random_weights (the engine's generator of `i2s_tool
+random-model`, built also where i2s_tool is not; the same files for both sides), then for each batch size runs
 build/bench/embed_bench (the engine, once per --upsample variant) and
 bench/embed_bench_torch.py (the reference loop in PyTorch eager), each in its own
 process, and prints a Markdown table: ms per step, image-steps per second, the batch's
@@ -72,7 +73,7 @@ def main():
                             if cuda else "64:8192:1,2,4 256:8192:1,2 1024:8192:1")
     steps = a.steps or (20 if cuda else 5)
     warmup = a.warmup if a.warmup >= 0 else (5 if cuda else 1)
-    tool = os.path.join(a.build, "tools", "i2s_tool")
+    tool = os.path.join(a.build, "bench", "random_weights")
     bench = os.path.join(a.build, "bench", "embed_bench")
     for exe in (tool, bench):
         if not os.access(exe, os.X_OK):
@@ -80,7 +81,7 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     vgg = os.path.join(a.work, "vgg.pth")
     if not os.path.exists(vgg):
-        subprocess.run([tool, "random-model", "--kind", "vgg16", "--seed", "1", "--out", vgg],
+        subprocess.run([tool, "--kind", "vgg16", "--seed", "1", "--out", vgg],
                        check=True, stdout=subprocess.DEVNULL)
     extra = shlex.split(a.extra)
     # The same malloc settings on both sides: the engine's KeepLargeBlocksInTheHeap, as
@@ -90,6 +91,13 @@ def main():
           "malloc: engine %s, reference glibc defaults" % SAME_MALLOC)
     variants = [v for v in a.variants.split(",") if v]
     rows = []
+
+    def save():  # after every batch size, so a run cut short keeps what it measured
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"device": a.device, "threads": a.threads, "steps": steps, "warmup": warmup,
+                           "extra": a.extra, "reference_malloc": SAME_MALLOC if a.same_malloc else "default",
+                           "rows": rows}, f, indent=1)
     print("| resolution | batch | side | ms/step | image-steps/s | x batch 1 | MiB/image | first step (s) "
           "| ratio (PyTorch / engine) |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
@@ -98,7 +106,7 @@ def main():
         res, fmap, batches = config.split(":")
         gen = os.path.join(a.work, "g%s_f%s.pt" % (res, fmap))
         if not os.path.exists(gen):
-            subprocess.run([tool, "random-model", "--resolution", res, "--fmap-base", fmap, "--seed", "1",
+            subprocess.run([tool, "--resolution", res, "--fmap-base", fmap, "--seed", "1",
                             "--out", gen], check=True, stdout=subprocess.DEVNULL)
         sides = [("engine " + v, [bench, "--upsample", v]) for v in variants]
         if not a.no_reference:
@@ -138,11 +146,7 @@ def main():
                 row.update({"side": name, "fmap_base": int(fmap), "ratio": ratio, "x_batch1": scale})
                 rows.append(row)
             sys.stdout.flush()
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"device": a.device, "threads": a.threads, "steps": steps, "warmup": warmup,
-                       "extra": a.extra, "reference_malloc": SAME_MALLOC if a.same_malloc else "default",
-                       "rows": rows}, f, indent=1)
+            save()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,11 @@
 # Needs .gpu-deps/ from scripts/fetch-gpu-deps (carried with the tree). Abseil is built
 # from Debian's source with LibTorch's C++ ABI flag, so a wheel with either ABI links.
 # Each phase is bounded (PHASE_TIMEOUT seconds, default 240) and what finished is kept.
-# GPU_CHECK_QUICK=1: fewer configurations (for a short device slot). GPU_CHECK_BENCH=0:
-# build and tests only (how the script itself is tried on a machine without a GPU).
+# One device call runs 10 minutes at most, so the full run is two calls on a warm machine
+# (build-gpu/ is kept between them): GPU_CHECK_PART=1 (build, tests, the comparison),
+# then GPU_CHECK_PART=2 (the rest; the build is then a no-op). GPU_CHECK_QUICK=1: fewer
+# configurations, for one call. Without a GPU: GPU_CHECK_BENCH=0 (build and tests only)
+# or GPU_CHECK_DEVICE=cpu (every phase, one tiny configuration each), to try the script.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu-check}
@@ -55,38 +58,47 @@ phase "tests"
   | tee "$OUT/ctest.txt"
 
 if [ "${GPU_CHECK_BENCH:-1}" = 0 ]; then phase "done (GPU_CHECK_BENCH=0)"; exit 0; fi
-BENCH="$PY bench/embed_compare.py --device cuda --build build-gpu --work out/bench-gpu"
-if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then
-  COMPARE="1024:8192:1,8 256:8192:1,8"
-  COST="64:8192:1,8 256:8192:1,8 1024:8192:1,8"
+DEV=${GPU_CHECK_DEVICE:-cuda}
+BENCH="$PY bench/embed_compare.py --device $DEV --build build-gpu --work out/bench-gpu"
+W=out/bench-gpu
+if [ "$DEV" != cuda ]; then  # a dry run of the script itself: one tiny configuration each
+  COMPARE="64:8192:1" COST="64:8192:1" TOP=64 SYNTH="64" BATCHES="1"
+elif [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then
+  COMPARE="1024:8192:1,8 256:8192:1,8" COST="64:8192:1,8 256:8192:1,8 1024:8192:1,8"
+  TOP=1024 SYNTH="1024" BATCHES="1 8"
 else
   COMPARE="1024:8192:1,2,4,8,16 256:8192:1,4,16 64:8192:1,8,32"
   COST="64:8192:1,4,16,64 128:8192:1,4,16 256:8192:1,4,16 512:8192:1,4,16 1024:8192:1,4,16"
+  TOP=1024 SYNTH="256 1024" BATCHES="1 8"
 fi
-phase "engine (both upsampling variants) vs PyTorch eager: $COMPARE"
-timeout "$T" $BENCH --configs "$COMPARE" --variants phase-split,reference --json "$OUT/compare.json" \
-  | tee "$OUT/compare.md"
+PART=${GPU_CHECK_PART:-0}  # 1: build, tests, compare; 2: the rest (a call is 10 min at most)
+if [ "$PART" != 2 ]; then
+  phase "engine (both upsampling variants) vs PyTorch eager: $COMPARE"
+  timeout "$T" $BENCH --configs "$COMPARE" --variants phase-split,reference --json "$OUT/compare.json" \
+    | tee "$OUT/compare.md"
+fi
+[ "$PART" = 1 ] && { phase "done (part 1)"; exit 0; }
 phase "variants: TF32 off, cuDNN autotuning on"
 {
   echo "### --tf32 0"
-  timeout "$T" $BENCH --configs "1024:8192:1,8" --extra "--tf32 0"
+  timeout "$T" $BENCH --configs "$TOP:8192:${BATCHES// /,}" --extra "--tf32 0"
   echo "### --cudnn-benchmark 1"
-  timeout "$T" $BENCH --configs "1024:8192:1,8" --extra "--cudnn-benchmark 1"
+  timeout "$T" $BENCH --configs "$TOP:8192:${BATCHES// /,}" --extra "--cudnn-benchmark 1"
 } | tee "$OUT/variants.md"
 phase "cost growth (engine only): $COST"
 timeout "$T" $BENCH --configs "$COST" --no-reference --json "$OUT/cost.json" | tee "$OUT/cost.md"
-$PY bench/step_cost.py "$OUT/cost.json" --device cuda | tee "$OUT/cost-analysis.md"
-phase "profiles of one step at 1024, batch 1"
-timeout "$T" build-gpu/bench/embed_bench --device cuda --generator out/bench-gpu/g1024_f8192.pt \
-  --vgg out/bench-gpu/vgg.pth --steps 5 --warmup 3 --profile "$OUT/profile-engine.json"
-timeout "$T" $PY bench/embed_bench_torch.py --device cuda --generator out/bench-gpu/g1024_f8192.pt \
-  --vgg out/bench-gpu/vgg.pth --steps 5 --warmup 3 --profile "$OUT/profile-eager.txt"
+$PY bench/step_cost.py "$OUT/cost.json" --device "$DEV" | tee "$OUT/cost-analysis.md"
+phase "profiles of one step at $TOP, batch 1"
+timeout "$T" build-gpu/bench/embed_bench --device "$DEV" --generator "$W/g${TOP}_f8192.pt" \
+  --vgg "$W/vgg.pth" --steps 5 --warmup 3 --profile "$OUT/profile-engine.json"
+timeout "$T" $PY bench/embed_bench_torch.py --device "$DEV" --generator "$W/g${TOP}_f8192.pt" \
+  --vgg "$W/vgg.pth" --steps 5 --warmup 3 --profile "$OUT/profile-eager.txt"
 $PY bench/profile_summary.py "$OUT/profile-engine.json" > "$OUT/profile-engine.txt" || true
 phase "synthesis only"
-for res in 256 1024; do
-  for batch in 1 8; do
-    build-gpu/bench/synth_bench --device cuda --resolution $res --batch $batch --reps 20 --warmup 3
-    $PY bench/synth_bench_torch.py --device cuda --resolution $res --batch $batch --reps 20 --warmup 3
+for res in $SYNTH; do
+  for batch in $BATCHES; do
+    build-gpu/bench/synth_bench --device "$DEV" --resolution $res --batch $batch --reps 20 --warmup 3
+    $PY bench/synth_bench_torch.py --device "$DEV" --resolution $res --batch $batch --reps 20 --warmup 3
   done
 done 2>&1 | tee "$OUT/synth.txt"
 phase "done"

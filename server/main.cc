@@ -210,7 +210,7 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--devices", f.devices, "comma-separated: auto, cpu, cuda, cuda:N")
       ->capture_default_str();
-  app.add_option("--threads", f.threads, "CPU threads for LibTorch (0 = its default)");
+  app.add_option("--threads", f.threads, "CPU threads for LibTorch (0 = one per CPU)");
   app.add_option("--queue-limit", f.scheduler.queue_limit, "queued jobs beyond this are refused")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
@@ -331,7 +331,7 @@ int Main(int argc, char** argv) {
     }
   }
 
-  if (f.threads > 0) torch::set_num_threads(f.threads);
+  torch::set_num_threads(f.threads > 0 ? f.threads : CpuCount());
   RegistryOptions ro;
   ro.vgg_path = f.vgg;
   for (const std::string& m : f.models) {
@@ -391,7 +391,8 @@ int Main(int argc, char** argv) {
                        f.scheduler.replica_id));
   Store* store = store_owner.get();
 
-  LogNote(absl::StrCat("loading ", ro.models.size(), " model(s) on ", f.devices));
+  LogNote(absl::StrCat("loading ", ro.models.size(), " model(s) on ", f.devices, " (",
+                       torch::get_num_threads(), " CPU threads)"));
   auto registry = ModelRegistry::Create(ro);
   if (!registry.ok()) return Fail(std::string(registry.status().message()));
   for (const ModelInfo& m : (*registry)->models()) {

@@ -43,7 +43,7 @@ struct Common {
 };
 
 absl::Status ApplyCommon(const Common& c, torch::Device* device) {
-  if (c.threads > 0) torch::set_num_threads(c.threads);
+  torch::set_num_threads(c.threads > 0 ? c.threads : CpuCount());
   ASSIGN_OR_RETURN(*device, ParseDevice(c.device));
   return absl::OkStatus();
 }
@@ -483,7 +483,7 @@ int Run(int argc, char** argv) {
   Common common;
   auto add_common = [&](CLI::App* cmd) {
     cmd->add_option("--device", common.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
-    cmd->add_option("--threads", common.threads, "intra-op CPU threads (0: LibTorch's default)");
+    cmd->add_option("--threads", common.threads, "intra-op CPU threads (0: one per CPU)");
   };
 
   std::string info_path;

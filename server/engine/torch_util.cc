@@ -7,6 +7,10 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include <sched.h>
+
+#include <algorithm>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +24,12 @@ void KeepLargeBlocksInTheHeap() {
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
 #endif
+}
+
+int CpuCount() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec) {

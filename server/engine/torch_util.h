@@ -49,6 +49,11 @@ TorchCallResult<F> TorchCall(absl::string_view what, F&& f) {
 // heap keeps its high-water mark (0.8 GB more peak RSS in that case).
 void KeepLargeBlocksInTheHeap();
 
+// The CPUs this process may run on (its affinity mask; at least 1): what --threads 0
+// means for i2s_server and i2s_tool. LibTorch's own default can be lower: Debian's 1.13
+// starts with 1 intra-op thread on a 2-core VM.
+int CpuCount();
+
 // "cpu", "cuda", "cuda:N", or "auto" (the first CUDA device if there is one, else CPU).
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec);
 
