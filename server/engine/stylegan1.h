@@ -56,8 +56,8 @@ enum class UpsampleConv {
   // (a, b). So they run as one 2x2 convolution with 4x the output channels, whose four
   // channel blocks are interleaved by a strided view: 16 multiply-adds per input pixel
   // and channel pair instead of 36 for upsample + 3x3, and a plain convolution instead
-  // of a transposed one (which LibTorch's CPU backend runs 10-50x slower). The same
-  // function, up to float rounding (see stylegan1_test).
+  // of a transposed one (which LibTorch's CPU backend runs through im2col and BLAS, not
+  // oneDNN). The same function, up to float rounding (see stylegan1_test).
   kPhaseSplit,
   kReference,  // as the reference implementation: interpolate + conv2d / conv_transpose2d
 };
