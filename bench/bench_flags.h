@@ -40,6 +40,11 @@ struct Flags {
   }
 };
 
+// Waits for the device's queued work (CUDA), so a wall-clock time covers it.
+inline void Sync(const torch::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize(d.index());
+}
+
 // Applies --threads (0: LibTorch's default) and parses --device; exits with 2 on error.
 inline torch::Device SetUp(int threads, const std::string& device_spec, const char* program) {
   if (threads > 0) torch::set_num_threads(threads);

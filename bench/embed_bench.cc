@@ -37,10 +37,6 @@ double MsSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-void Sync(const torch::Device& d) {
-  if (d.is_cuda()) torch::cuda::synchronize(d.index());
-}
-
 // VmRSS or VmHWM of this process in KiB, from /proc/self/status (-1 if unreadable).
 long ProcStatusKb(const std::string& key) {
   std::ifstream in("/proc/self/status");
@@ -125,10 +121,10 @@ int main(int argc, char** argv) {
   double first_step_s = 0;
   std::vector<i2s::StepMetrics> metrics;
   for (int i = 0; i < warmup + steps; ++i) {
-    Sync(device);
+    i2s::bench::Sync(device);
     const Clock::time_point t0 = Clock::now();
     if (absl::Status s = (*batcher)->Step({}, &metrics); !s.ok()) Fail(s);
-    Sync(device);
+    i2s::bench::Sync(device);
     if (i == 0) first_step_s = MsSince(start) / 1000;
     if (i >= warmup) ms.push_back(MsSince(t0));
   }
@@ -144,7 +140,7 @@ int main(int argc, char** argv) {
   if (!profile.empty()) {
     torch::autograd::profiler::RecordProfile record(profile);
     if (absl::Status s = (*batcher)->Step({}, &metrics); !s.ok()) Fail(s);
-    Sync(device);
+    i2s::bench::Sync(device);
   }
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];

@@ -17,14 +17,6 @@
 #include "server/engine/stylegan1.h"
 #include "server/engine/torch_util.h"
 
-namespace {
-
-void Sync(const torch::Device& d) {
-  if (d.is_cuda()) torch::cuda::synchronize(d.index());
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   i2s::KeepLargeBlocksInTheHeap();
   int resolution = 1024, fmap_base = 8192, batch = 1, reps = 5, warmup = 1, threads = 0;
@@ -49,10 +41,10 @@ int main(int argc, char** argv) {
   auto noise = (*g)->MakeNoise(0, batch);
   std::vector<double> ms;
   for (int i = 0; i < warmup + reps; ++i) {
-    Sync(device);
+    i2s::bench::Sync(device);
     auto t0 = std::chrono::steady_clock::now();
     torch::Tensor img = (*g)->Forward(w, noise);
-    Sync(device);
+    i2s::bench::Sync(device);
     double dt =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (i >= warmup) ms.push_back(dt);

@@ -331,7 +331,7 @@ int Main(int argc, char** argv) {
     }
   }
 
-  torch::set_num_threads(f.threads > 0 ? f.threads : CpuCount());
+  SetCpuThreads(f.threads);
   RegistryOptions ro;
   ro.vgg_path = f.vgg;
   for (const std::string& m : f.models) {

@@ -43,7 +43,7 @@ struct Common {
 };
 
 absl::Status ApplyCommon(const Common& c, torch::Device* device) {
-  torch::set_num_threads(c.threads > 0 ? c.threads : CpuCount());
+  SetCpuThreads(c.threads);
   ASSIGN_OR_RETURN(*device, ParseDevice(c.device));
   return absl::OkStatus();
 }

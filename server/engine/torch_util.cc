@@ -32,6 +32,10 @@ int CpuCount() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+void SetCpuThreads(int requested) {
+  torch::set_num_threads(requested > 0 ? requested : CpuCount());
+}
+
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec) {
   if (spec == "cpu") return torch::Device(torch::kCPU);
   if (spec == "auto") {

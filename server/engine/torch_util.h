@@ -53,6 +53,9 @@ void KeepLargeBlocksInTheHeap();
 // means for i2s_server and i2s_tool. LibTorch's own default can be lower: Debian's 1.13
 // starts with 1 intra-op thread on a 2-core VM.
 int CpuCount();
+// torch::set_num_threads(requested), or CpuCount() threads for requested <= 0: the
+// meaning of --threads in i2s_server and i2s_tool.
+void SetCpuThreads(int requested);
 
 // "cpu", "cuda", "cuda:N", or "auto" (the first CUDA device if there is one, else CPU).
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view spec);
