@@ -50,7 +50,7 @@ ARG VARIANT
 # PyTorch's LibTorch for the NVIDIA variant (its CUDA version must match the base image's).
 ARG LIBTORCH_URL=https://download.pytorch.org/libtorch/cu126/libtorch-cxx11-abi-shared-with-deps-2.6.0%2Bcu126.zip
 WORKDIR /src
-COPY scripts/setup scripts/setup
+COPY scripts/setup scripts/select-blas scripts/
 # Only the build's packages (I2S_SETUP_BUILD_ONLY: no test, fuzzing or debootstrap tools).
 # cuda: LibTorch comes from the archive instead of Debian's libtorch-dev (CPU only, and not
 # in Ubuntu). /opt/libtorch/lib exists in both variants so the runtime stage can copy it.
@@ -80,6 +80,8 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DI2S_ENABLE_TESTS=
 
 FROM runtime-base-${VARIANT}
 ARG VARIANT
+# The same BLAS choice as scripts/setup (the OpenMP OpenBLAS, set explicitly).
+COPY scripts/select-blas /tmp/select-blas
 # The shared libraries of the three binaries (Debian 12 names; Ubuntu 24.04's renamed
 # "t64" packages provide these names, so apt picks them there), libpq5 for the PostgreSQL
 # store, and Debian's LibTorch with OpenBLAS for the CPU variant only (without it, BLAS is
@@ -89,9 +91,10 @@ RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --
       libopencv-imgcodecs406 libopencv-objdetect406 libopencv-contrib406 libopencv-videoio406 \
       opencv-data ca-certificates \
  && if [ "$VARIANT" = cpu ]; then \
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtorch1.13 libopenblas0-openmp; \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtorch1.13 libopenblas0-openmp \
+      && /tmp/select-blas; \
     fi \
- && rm -rf /var/lib/apt/lists/* \
+ && rm -rf /var/lib/apt/lists/* /tmp/select-blas \
  && useradd --system --uid 10001 --user-group --home-dir /data i2s \
  && mkdir -p /data && chown i2s:i2s /data
 # PyTorch's LibTorch (cuda; empty for cpu), found through ld.so.conf as well as the

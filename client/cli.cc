@@ -37,6 +37,7 @@
 #include "client/media.h"
 #include "client/progress.h"
 #include "server/base/point_list.h"
+#include "server/base/signals.h"
 #include "server/base/status_macros.h"
 
 #ifndef I2S_VERSION
@@ -123,14 +124,12 @@ std::atomic<int> g_sigint{0};
 std::atomic<int> g_sigterm{0};
 std::atomic<bool> g_armed{false};
 
-void SignalThread() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
+// Reads the signal queue (server/base/signals.h: the handlers catch a signal in whichever
+// thread the kernel delivers it to, so threads a library started before main cannot
+// let Ctrl-C kill the process).
+void SignalThread(SignalQueue* queue) {
   while (true) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
+    const int sig = queue->Next();
     if (!g_armed.load()) {
       static constexpr char kMessage[] = "\ni2s_client: interrupted\n";
       (void)!write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
@@ -2066,7 +2065,13 @@ int Cli::Health() {
 }  // namespace
 
 int RunCli(int argc, char** argv) {
-  std::thread(SignalThread).detach();
+  auto signals = SignalQueue::Install({SIGINT, SIGTERM});
+  if (!signals.ok()) {
+    std::fprintf(stderr, "i2s_client: %s\n", std::string(signals.status().message()).c_str());
+    return kExitUsage;
+  }
+  // Lives as long as the process: the detached thread reads it until exit.
+  std::thread(SignalThread, signals->release()).detach();
   Cli cli;
   const int code = cli.Run(argc, argv);
   std::cout.flush();

@@ -1,6 +1,6 @@
 // i2s_client, the command line of image2stylegan-server: subcommands over the client
 // library (client.h), live progress for jobs (progress.h), pictures and videos written
-// with OpenCV (media.h). main.cc only blocks signals and calls RunCli.
+// with OpenCV (media.h). main.cc only calls RunCli.
 #ifndef I2S_CLIENT_CLI_H_
 #define I2S_CLIENT_CLI_H_
 
@@ -32,8 +32,9 @@ int ExitCodeFor(const absl::Status& status);
 // A sentence for a failed call to `server` (without the "i2s_client: " prefix).
 std::string Explain(const absl::Status& status, const std::string& server);
 
-// Runs the command line; returns the process exit code. SIGINT and SIGTERM must be
-// blocked in every thread before the call (RunCli waits for them itself).
+// Runs the command line; returns the process exit code. Call it first in main, before any
+// thread of the program starts: it installs the SIGINT/SIGTERM handlers (a SignalQueue)
+// and blocks both in the calling thread, which the threads started later inherit.
 int RunCli(int argc, char** argv);
 
 }  // namespace i2s::client

@@ -1,21 +1,25 @@
 // i2s_server: the gRPC service. Loads the models, opens the store, resumes unfinished
 // jobs, serves until SIGTERM/SIGINT, then shuts down gracefully (health NOT_SERVING,
 // new work refused, running jobs checkpointed, streams ended with a status) within
-// --shutdown-grace seconds.
+// --shutdown-grace seconds. A second SIGTERM/SIGINT during that shutdown exits with code 3
+// as soon as the running jobs' checkpoints are stored, without waiting for in-flight calls.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <pthread.h>
 #include <signal.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +29,7 @@
 #include "server/api/service.h"
 #include "server/base/log.h"
 #include "server/base/metrics.h"
+#include "server/base/signals.h"
 #include "server/base/status_macros.h"
 #include "server/engine/torch_util.h"
 #include "server/formats/npy.h"
@@ -142,6 +147,10 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
   }
   return grpc::SslServerCredentials(ssl);
 }
+
+// The exit code when a second SIGINT/SIGTERM cut a graceful shutdown short (0 after a
+// whole one, 1 when the server could not start).
+constexpr int kExitCutShort = 3;
 
 int Fail(const std::string& what) {
   LogNote(absl::StrCat(what));
@@ -307,13 +316,11 @@ int Main(int argc, char** argv) {
   }
 
   SetLogFormat(f.log_format == "json" ? LogFormat::kJson : LogFormat::kText);
-  // Signals are taken by sigwait below: block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // Handlers before anything else runs (signals.h: whichever thread the kernel picks, a
+  // library's included, the signal reaches the queue read below), and blocked in this
+  // thread, which the threads started from here on inherit.
+  auto signals = SignalQueue::Install({SIGINT, SIGTERM, SIGHUP});
+  if (!signals.ok()) return Fail(std::string(signals.status().message()));
 
   auto credentials = ServerCredentials(f);
   if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
@@ -492,7 +499,7 @@ int Main(int argc, char** argv) {
 
   int sig = 0;
   while (true) {
-    sigwait(&signals, &sig);
+    sig = (*signals)->Next();
     if (sig != SIGHUP) break;
     if (!auth) {
       LogNote(absl::StrCat("SIGHUP: nothing to reload (no --auth-tokens)"));
@@ -506,12 +513,40 @@ int Main(int argc, char** argv) {
                            "); keeping the previous tokens"));
     }
   }
-  LogNote(absl::StrCat((sig == SIGTERM ? "SIGTERM" : "SIGINT"),
+  LogNote(absl::StrCat(SignalName(sig),
                        ": shutting down (running jobs checkpoint and resume on the next start)"));
+  // A second SIGINT or SIGTERM during the shutdown cuts the grace period for in-flight
+  // calls short, never the checkpoints: the process exits with kExitCutShort as soon as
+  // the scheduler has stored them (at once if it has). SIGHUP is ignored from here on.
+  std::mutex cut_mu;
+  bool cut_short = false, checkpointed = false;  // under cut_mu
+  std::atomic<bool> stopped{false};
+  auto exit_cut_short = [] {
+    LogNote("checkpoints stored; exiting without waiting for in-flight calls");
+    std::fflush(nullptr);
+    _exit(kExitCutShort);
+  };
+  std::thread second_signal([&] {
+    while (!stopped.load()) {
+      std::optional<int> again = (*signals)->NextFor(absl::Milliseconds(100));
+      if (!again || *again == SIGHUP) continue;
+      LogNote(absl::StrCat(SignalName(*again), " again: exiting with code ", kExitCutShort,
+                           " once running jobs are checkpointed (in-flight calls are cut)"));
+      std::lock_guard<std::mutex> lock(cut_mu);
+      cut_short = true;
+      if (checkpointed) exit_cut_short();  // main is waiting for in-flight calls
+      return;  // main exits after the checkpoints
+    }
+  });
   auto t0 = std::chrono::steady_clock::now();
   server->GetHealthCheckService()->SetServingStatus(false);
   service.StopAccepting();
   (*scheduler)->Shutdown();
+  {
+    std::lock_guard<std::mutex> lock(cut_mu);
+    checkpointed = true;
+    if (cut_short) exit_cut_short();
+  }
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_grace * 1000)));
   server->Wait();
@@ -519,6 +554,8 @@ int Main(int argc, char** argv) {
   LogNote(absl::StrCat("stopped in ",
                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                        " s"));
+  stopped.store(true);
+  second_signal.join();
   return 0;
 }
 

@@ -6,14 +6,19 @@
 //   embed --generator G --vgg V --image X.png --out W.npy [--recon R.png] [options]
 //   morph|stylemix|expression --generator G ... --out OUT.png
 //   align --image X --out ALIGNED.png [--size R] [--landmarks FILE] [--align-info INFO.json]
-// Exit codes: 0 success, 1 the command failed (message on stderr), 2 bad usage.
+// Exit codes: 0 success, 1 the command failed (message on stderr), 2 bad usage, 130/143
+// interrupted by SIGINT/SIGTERM (see WatchSignals).
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
@@ -23,6 +28,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "server/base/signals.h"
 #include "server/base/status_macros.h"
 #include "server/engine/edits.h"
 #include "server/engine/embedder.h"
@@ -306,6 +312,32 @@ std::string Duration(double seconds) {
                  : absl::StrCat(s, "s");
 }
 
+// ------------------------------------------------------------------------- signals
+// SIGINT/SIGTERM, read from a SignalQueue (server/base/signals.h) by WatchSignals: the
+// first one during `embed` stops the optimisation before its next step and the tool exits
+// with 128 + the signal's number (130, 143) without writing its outputs; at any other
+// time, or a second one, exits with that code at once.
+std::atomic<bool> g_embedding{false};
+std::atomic<int> g_stop_signal{0};
+
+int SignalExitCode(int sig) { return 128 + sig; }
+
+void WatchSignals(SignalQueue* queue) {
+  while (true) {
+    const int sig = queue->Next();
+    if (g_embedding.load() && g_stop_signal.exchange(sig) == 0) {
+      const std::string note = absl::StrCat("\ni2s_tool: ", SignalName(sig),
+                                            ": stopping before the next step, writing nothing "
+                                            "(again to quit at once)\n");
+      (void)!write(STDERR_FILENO, note.data(), note.size());
+      continue;
+    }
+    const std::string note = absl::StrCat("\ni2s_tool: ", SignalName(sig), ": interrupted\n");
+    (void)!write(STDERR_FILENO, note.data(), note.size());
+    _exit(SignalExitCode(sig));
+  }
+}
+
 absl::Status Embed(const Common& common, EmbedArgs a) {
   torch::Device device(torch::kCPU);
   RETURN_IF_ERROR(ApplyCommon(common, &device));
@@ -357,8 +389,13 @@ absl::Status Embed(const Common& common, EmbedArgs a) {
                rate, Duration((total - m.step) / rate))
         << std::endl;
   };
+  cb.cancelled = [] { return g_stop_signal.load() != 0; };
   Embedder embedder(g.get(), vgg.get(), a.options);
-  ASSIGN_OR_RETURN(std::vector<EmbedResult> results, embedder.Run({target}, cb));
+  g_embedding = true;
+  auto ran = embedder.Run({target}, cb);
+  g_embedding = false;
+  if (g_stop_signal.load() != 0) return absl::CancelledError("interrupted");
+  ASSIGN_OR_RETURN(std::vector<EmbedResult> results, std::move(ran));
   const EmbedResult& r = results[0];
   RETURN_IF_ERROR(r.status);
   RETURN_IF_ERROR(WriteNpyFile(a.out, TensorToFloatArray(r.latent)));
@@ -649,6 +686,13 @@ int Run(int argc, char** argv) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+  auto signals = SignalQueue::Install({SIGINT, SIGTERM});
+  if (!signals.ok()) {
+    std::cerr << "i2s_tool: error: " << signals.status().message() << "\n";
+    return 1;
+  }
+  // Lives as long as the process: the detached thread reads it until exit.
+  std::thread(WatchSignals, signals->release()).detach();
   absl::Status status;
   if (*info) status = Info(info_path);
   if (*synth) status = Synth(common, synth_args);
@@ -659,6 +703,10 @@ int Run(int argc, char** argv) {
   if (*map) status = Map(common, map_args);
   if (*random) status = RandomModel(random_args);
   if (*align) status = Align(align_args);
+  if (const int sig = g_stop_signal.load(); sig != 0) {
+    std::cerr << "i2s_tool: " << SignalName(sig) << ": embedding stopped, nothing written\n";
+    return SignalExitCode(sig);
+  }
   if (!status.ok()) {
     std::cerr << "i2s_tool: error: " << status.message() << "\n";
     return 1;

@@ -481,11 +481,14 @@ class ClientTest(unittest.TestCase):
 
     # ------------------------------------------------------------------ Ctrl-C
 
-    def test_ctrl_c_detaches_off_a_terminal_then_watch_resumes(self):
-        proc = subprocess.Popen([ARGS.client, "--server", f"127.0.0.1:{SERVER.port}", "embed",
-                                 image("camera.png"), "--steps", "3000", *FAST],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def ctrl_c_detaches_then_watch_resumes(self, env=None):
+        proc = h.track(subprocess.Popen(
+            [ARGS.client, "--server", f"127.0.0.1:{SERVER.port}", "embed", image("camera.png"),
+             "--steps", "3000", *FAST],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
         job_id = self.wait_for_job(proc, running=True)
+        if env is not None:
+            self.assertEqual(h.early_threads(proc.pid), 4)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
         self.assertEqual(proc.returncode, 10, err)
@@ -497,17 +500,55 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(w["state"], "SUCCEEDED")
         self.assertEqual(w["metrics"]["steps"], 3000)
 
-    def test_ctrl_c_cancel(self):
-        proc = subprocess.Popen([ARGS.client, "--server", f"127.0.0.1:{SERVER.port}",
-                                 "--on-interrupt", "cancel", "embed", image("camera.png"),
-                                 "--steps", "100000", *FAST],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def test_ctrl_c_detaches_off_a_terminal_then_watch_resumes(self):
+        self.ctrl_c_detaches_then_watch_resumes()
+
+    def test_ctrl_c_detaches_with_threads_started_before_main(self):
+        # Threads that take every signal (as the pthread OpenBLAS starts them before main):
+        # Ctrl-C still reaches the client's handling instead of killing it.
+        self.ctrl_c_detaches_then_watch_resumes(env=h.early_threads_env())
+
+    def ctrl_c_cancel(self, env=None):
+        proc = h.track(subprocess.Popen(
+            [ARGS.client, "--server", f"127.0.0.1:{SERVER.port}", "--on-interrupt", "cancel",
+             "embed", image("camera.png"), "--steps", "100000", *FAST],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
         job_id = self.wait_for_job(proc, running=True)
+        if env is not None:
+            self.assertEqual(h.early_threads(proc.pid), 4)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
         self.assertEqual(proc.returncode, 7, err)
         self.assertIn(f"the job {job_id} was cancelled", err)
         self.assertEqual(self.stub.GetJob(pb.GetJobRequest(job_id=job_id)).state, pb.CANCELLED)
+
+    def test_ctrl_c_cancel(self):
+        self.ctrl_c_cancel()
+
+    def test_ctrl_c_cancel_with_threads_started_before_main(self):
+        self.ctrl_c_cancel(env=h.early_threads_env())
+
+    def test_sigterm_off_a_job_exits_130_with_threads_started_before_main(self):
+        # Not following a job: a signal ends the client at once, with its own message. The
+        # "server" accepts the connection and never answers, so the call would wait 60 s.
+        import socket
+        mute = socket.socket()
+        self.addCleanup(mute.close)
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)
+        proc = h.track(subprocess.Popen(
+            [ARGS.client, "--server", f"127.0.0.1:{mute.getsockname()[1]}", "--timeout", "60",
+             "health"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=h.early_threads_env()))
+        deadline = time.time() + 30
+        while h.early_threads(proc.pid) < 4 and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(h.early_threads(proc.pid), 4)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 130, err)
+        self.assertIn("i2s_client: interrupted", err)
 
     def test_follower_reattaches_after_a_server_restart(self):
         import socket

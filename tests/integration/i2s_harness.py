@@ -2,6 +2,7 @@
 real server process on 127.0.0.1 port 0, and small helpers. Uses only Debian's
 python3-grpcio and python3-protobuf: an independent client of the API contract."""
 
+import atexit
 import os
 import shutil
 import signal
@@ -11,6 +12,58 @@ import tempfile
 import time
 
 SKIMAGE_DATA = "/usr/lib/python3/dist-packages/skimage/data"
+
+# Every server process a test started and did not stop: killed when the script exits,
+# however it ends (a failed assertion between start and stop must not leave a server
+# running after the suite).
+_LIVE = set()
+
+
+@atexit.register
+def _kill_leftovers():
+    for proc in list(_LIVE):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _LIVE.clear()
+
+
+def track(proc):
+    """Registers a process started by a test for the kill at exit; returns it."""
+    _LIVE.add(proc)
+    return proc
+
+
+# tests/support/early_threads.cc, built by CMake; its path comes in I2S_EARLY_THREADS.
+EARLY_THREAD_NAME = "i2s-early"
+
+
+def early_threads_env(base=None):
+    """The environment of a process whose threads start before its main, with every signal
+    unblocked (LD_PRELOAD of tests/support/early_threads.cc), as the pthread OpenBLAS does."""
+    lib = os.environ.get("I2S_EARLY_THREADS", "")
+    if not lib or not os.path.exists(lib):
+        raise RuntimeError(f"I2S_EARLY_THREADS={lib!r}: the preload library was not built")
+    env = dict(os.environ if base is None else base)
+    env["LD_PRELOAD"] = lib + (" " + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
+    return env
+
+
+def early_threads(pid):
+    """How many threads of `pid` the preload library started that take every signal."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != EARLY_THREAD_NAME:
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                blocked = [l.split()[1] for l in f if l.startswith("SigBlk:")][0]
+        except OSError:
+            continue
+        if int(blocked, 16) == 0:
+            n += 1
+    return n
 
 
 def generate_stubs(proto_dir, out_dir, protoc="protoc", plugin=None):
@@ -46,7 +99,7 @@ class Server:
 
     def __init__(self, binary, data_dir, extra=(), resolution=32, fmap_base=256, log_dir=None,
                  devices="cpu", threads=1, address="127.0.0.1:0", port_dir=None,
-                 make_channel=None):
+                 make_channel=None, env=None):
         self.binary = binary
         self.data_dir = data_dir
         self.extra = list(extra)
@@ -61,6 +114,7 @@ class Server:
         self.devices = devices
         self.threads = threads
         self.address = address
+        self.env = env  # the process's environment (None: this one's)
         self.proc = None
         self.port = None
         self.starts = 0
@@ -77,7 +131,8 @@ class Server:
                "--demo-fmap-base", str(self.fmap_base), "--address", self.address,
                "--port-file", port_file, "--data-dir", self.data_dir, "--devices", self.devices,
                "--threads", str(self.threads)] + self.extra
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = track(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                           env=self.env))
         deadline = time.time() + timeout
         while not os.path.exists(port_file):
             if self.proc.poll() is not None:
@@ -112,11 +167,13 @@ class Server:
             return ""
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
-        """Sends `sig` and waits; returns (exit code, seconds taken)."""
+        """Sends `sig` (None: none, the process was told already) and waits; returns (exit
+        code, seconds taken). A second SIGTERM/SIGINT would cut a shutdown short (exit 3)."""
         if self.proc is None:
             return None, 0
         t0 = time.time()
-        self.proc.send_signal(sig)
+        if sig is not None:
+            self.proc.send_signal(sig)
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -124,6 +181,7 @@ class Server:
             code = self.proc.wait()
         self.channel.close()
         self._log.close()
+        _LIVE.discard(self.proc)
         self.proc = None
         return code, time.time() - t0
 

@@ -10,6 +10,7 @@ import collections
 import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -158,6 +159,45 @@ class EmbedAndEditTest(unittest.TestCase):
             "--noise", work("cat_noise.npz"), "--out", work("cat_again.png"))
         with open(work("cat.png"), "rb") as a, open(work("cat_again.png"), "rb") as b:
             self.assertEqual(a.read(), b.read())
+
+    def interrupted_embed(self, signals):
+        """Starts a long embed in a process whose threads started before main with every
+        signal unblocked (tests/support/early_threads.cc), sends `signals` once it steps."""
+        out = work("interrupted.npy")
+        if os.path.exists(out):
+            os.remove(out)
+        env = dict(os.environ, LD_PRELOAD=os.environ["I2S_EARLY_THREADS"])
+        proc = subprocess.Popen(
+            [ARGS.tool, "embed", "--generator", fixture("gen_r32.zip.pt"), "--vgg",
+             fixture("vgg.zip.pth"), "--image", CHELSEA, "--steps", "100000", "--mean-w-samples",
+             "100", "--log-every", "1", "--out", out, "--threads", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            while not proc.stdout.readline().startswith("step "):
+                self.assertIsNone(proc.poll(), proc.stderr.read())
+            for sig in signals:
+                proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertFalse(os.path.exists(out))
+        return proc.returncode, err
+
+    def test_ctrl_c_stops_embed_before_the_next_step_and_writes_nothing(self):
+        code, err = self.interrupted_embed([signal.SIGINT])
+        self.assertEqual(code, 130, err)
+        self.assertIn("SIGINT: stopping before the next step", err)
+        self.assertIn("embedding stopped, nothing written", err)
+
+    def test_a_second_signal_quits_at_once(self):
+        code, err = self.interrupted_embed([signal.SIGTERM, signal.SIGTERM])
+        self.assertEqual(code, 143, err)
+        self.assertIn("SIGTERM: stopping before the next step", err)
+        # Either the second signal ended it at once, or the step ended first (a race the
+        # test cannot order); both exit 143 and write nothing.
+        self.assertTrue("SIGTERM: interrupted" in err or "nothing written" in err, err)
 
     def test_embed_aligned_face(self):
         # FFHQ alignment before embedding: the face found in the astronaut, the record written.
