@@ -210,9 +210,10 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(p.returncode, 5, p.stderr)
         self.assertIn(f"cannot cancel job {jobs[0]['id']}", p.stderr)
         # A queued/running one is cancelled; its follower exits 7.
-        follow = subprocess.Popen([ARGS.client, "--server", f"127.0.0.1:{SERVER.port}", "--json",
-                                   "embed", image("camera.png"), "--steps", "100000", *FAST],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        follow = h.track(subprocess.Popen(
+            [ARGS.client, "--server", f"127.0.0.1:{SERVER.port}", "--json", "embed",
+             image("camera.png"), "--steps", "100000", *FAST],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         job_id = self.wait_for_job(follow)
         c = docs(run("--json", "jobs", "cancel", job_id, check=0))[0]
         self.assertEqual(c["id"], job_id)
@@ -561,9 +562,10 @@ class ClientTest(unittest.TestCase):
         server = h.Server(ARGS.server, d, extra=["--checkpoint-every", "20"],
                           address=f"127.0.0.1:{port}").start()
         try:
-            proc = subprocess.Popen([ARGS.client, "--server", f"127.0.0.1:{port}", "--json",
-                                     "embed", image("camera.png"), "--steps", "800", *FAST],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            proc = h.track(subprocess.Popen(
+                [ARGS.client, "--server", f"127.0.0.1:{port}", "--json", "embed",
+                 image("camera.png"), "--steps", "800", *FAST],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
             job_id = self.wait_for_job(proc, running=True)
             time.sleep(0.5)
             code, _ = server.stop()
