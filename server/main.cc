@@ -230,9 +230,11 @@ int Main(int argc, char** argv) {
                  "steps between checkpoints of a running job")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
-  app.add_option("--max-message-bytes", f.limits.max_message_bytes, "gRPC receive limit")
+  // gRPC takes an int: 2^31 would wrap to a negative value, which gRPC reads as "no limit".
+  app.add_option("--max-message-bytes", f.limits.max_message_bytes,
+                 "gRPC receive and send limit (bytes)")
       ->capture_default_str()
-      ->check(CLI::Range(int64_t{1} << 16, int64_t{1} << 31));
+      ->check(CLI::Range(int64_t{1} << 16, int64_t{INT32_MAX}));
   app.add_option("--max-image-bytes", f.limits.max_image_bytes, "encoded input image size limit")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 31));
@@ -463,7 +465,8 @@ int Main(int argc, char** argv) {
   builder.SetMaxSendMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.RegisterService(&service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(std::make_unique<RpcMetricsFactory>(&metrics));
+  interceptors.push_back(std::make_unique<RpcMetricsFactory>(
+      &metrics, RpcMetricsFactory::KnownMethods(/*reflection=*/!f.no_reflection)));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0)

@@ -8,9 +8,11 @@
 #include <chrono>
 #include <cstddef>
 #include <mutex>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "i2s/v1/i2s.grpc.pb.h"
 
 // Debian's libcivetweb asks for 100 KiB worker stacks (pthread_attr_setstacksize(102400),
 // its USE_STACK_SIZE), and glibc refuses a stack smaller than the process's static TLS
@@ -70,13 +72,20 @@ const char* CodeName(grpc::StatusCode code) {
   }
 }
 
+constexpr char kUnknown[] = "unknown";
+
 class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
  public:
-  RpcMetricsInterceptor(const char* full_method, MetricsRegistry::Counter* requests,
+  // `known`: whether full_method is one of the server's (else both labels are "unknown").
+  RpcMetricsInterceptor(const char* full_method, bool known, MetricsRegistry::Counter* requests,
                         MetricsRegistry::Histogram* seconds)
       : requests_(requests), seconds_(seconds), start_(std::chrono::steady_clock::now()) {
+    if (!known) {
+      service_ = method_ = kUnknown;
+      return;
+    }
     // "/package.Service/Method"
-    std::string m = full_method != nullptr ? full_method : "";
+    std::string m = full_method;
     if (!m.empty() && m[0] == '/') m.erase(0, 1);
     const size_t slash = m.find('/');
     service_ = slash == std::string::npos ? "" : m.substr(0, slash);
@@ -132,18 +141,38 @@ int ServeMetrics(mg_connection* conn, void* data) {
 
 }  // namespace
 
-RpcMetricsFactory::RpcMetricsFactory(MetricsRegistry* registry)
+RpcMetricsFactory::RpcMetricsFactory(MetricsRegistry* registry,
+                                     absl::flat_hash_set<std::string> known_methods)
     : requests_(registry->AddCounter("i2s_rpc_requests_total",
                                      "RPCs handled, by gRPC service, method and status code.",
                                      {"service", "method", "code"})),
       seconds_(registry->AddHistogram(
           "i2s_rpc_duration_seconds",
           "Time from the start of an RPC to its status (streams: their whole life).",
-          {"service", "method"}, MetricsRegistry::ExponentialBuckets(0.0005, 4, 12))) {}
+          {"service", "method"}, MetricsRegistry::ExponentialBuckets(0.0005, 4, 12))),
+      known_methods_(std::move(known_methods)) {}
 
 grpc::experimental::Interceptor* RpcMetricsFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
-  return new RpcMetricsInterceptor(info->method(), requests_, seconds_);
+  const char* method = info->method();
+  const bool known = method != nullptr && known_methods_.contains(method);
+  return new RpcMetricsInterceptor(method, known, requests_, seconds_);
+}
+
+absl::flat_hash_set<std::string> RpcMetricsFactory::KnownMethods(bool reflection) {
+  absl::flat_hash_set<std::string> known;
+  // The proto file's own descriptor (EmbedRequest's file declares the service).
+  const google::protobuf::ServiceDescriptor* service =
+      v1::EmbedRequest::descriptor()->file()->pool()->FindServiceByName(
+          v1::ImageToStyleGan::service_full_name());
+  for (int i = 0; i < service->method_count(); ++i) {
+    known.insert(absl::StrCat("/", service->full_name(), "/", service->method(i)->name()));
+  }
+  // gRPC's own services, whose descriptors are not in this program's pool.
+  known.insert("/grpc.health.v1.Health/Check");
+  known.insert("/grpc.health.v1.Health/Watch");
+  if (reflection) known.insert("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo");
+  return known;
 }
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(

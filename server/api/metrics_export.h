@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "server/base/metrics.h"
 
@@ -19,15 +20,26 @@ namespace i2s {
 
 // One interceptor per call; register with ServerBuilder::experimental().
 // SetInterceptorCreators. The registry must outlive the server.
+//
+// Labels are bounded: a call's service and method labels are its own only when its full
+// method name ("/package.Service/Method") is one the server serves (KnownMethods); any other
+// path a caller sends, with or without a token, counts as service="unknown",
+// method="unknown". So the series of both metrics number at most (known methods + 1) x 17
+// status codes, and /metrics cannot be grown by made-up paths.
 class RpcMetricsFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
-  explicit RpcMetricsFactory(MetricsRegistry* registry);
+  RpcMetricsFactory(MetricsRegistry* registry, absl::flat_hash_set<std::string> known_methods);
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override;
+
+  // The full method names of i2s.v1.ImageToStyleGan (from its descriptor), of gRPC's health
+  // service, and of server reflection when `reflection` is on.
+  static absl::flat_hash_set<std::string> KnownMethods(bool reflection);
 
  private:
   MetricsRegistry::Counter* requests_;
   MetricsRegistry::Histogram* seconds_;
+  const absl::flat_hash_set<std::string> known_methods_;
 };
 
 // Serves GET /metrics on `address` ("host:port"; port 0 picks a free one).

@@ -158,6 +158,13 @@ absl::Status CheckEmbedRequest(const v1::EmbedRequest& r, const RequestLimits& l
   return CheckEmbedOptions(r.options(), limits.max_steps);
 }
 
+absl::Status CheckWatchJobRequest(const v1::WatchJobRequest& r) {
+  if (r.job_id().empty()) return Field("job_id", "empty");
+  // Sequences start at 1; 0 replays from the start. A negative one is a client's bug.
+  if (r.after_sequence() < 0) return Field("after_sequence", "must be >= 0");
+  return absl::OkStatus();
+}
+
 absl::Status CheckSynthesizeRequest(const v1::SynthesizeRequest& r) {
   RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
   return CheckLatentRef(r.latent(), "latent");

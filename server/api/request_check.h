@@ -56,6 +56,7 @@ absl::Status CheckImportLatentRequest(const v1::ImportLatentRequest& r);
 absl::Status CheckAlignFaceRequest(const v1::AlignFaceRequest& r);  // size 0 or in [8, 1024]
 absl::Status CheckListLatentsRequest(const v1::ListLatentsRequest& r);
 absl::Status CheckListJobsRequest(const v1::ListJobsRequest& r);
+absl::Status CheckWatchJobRequest(const v1::WatchJobRequest& r);  // job_id, after_sequence >= 0
 
 }  // namespace i2s
 

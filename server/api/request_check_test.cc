@@ -104,6 +104,17 @@ TEST(RequestCheckTest, EmbedRequestFields) {
   ExpectField(CheckEmbedRequest(r, kLimits), "resize");
 }
 
+TEST(RequestCheckTest, WatchJob) {
+  v1::WatchJobRequest r;
+  ExpectField(CheckWatchJobRequest(r), "job_id");
+  r.set_job_id("job_0123456789abcdef");
+  EXPECT_TRUE(CheckWatchJobRequest(r).ok());
+  r.set_after_sequence(41);
+  EXPECT_TRUE(CheckWatchJobRequest(r).ok());
+  r.set_after_sequence(-1);
+  ExpectField(CheckWatchJobRequest(r), "after_sequence");
+}
+
 TEST(RequestCheckTest, AlignOptions) {
   v1::AlignOptions a;
   EXPECT_TRUE(CheckAlignOptions(a, v1::CENTER_CROP).ok());

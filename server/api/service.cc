@@ -12,6 +12,7 @@
 #include "server/api/request_check.h"
 #include "server/api/status.h"
 #include "server/base/log.h"
+#include "server/base/private_detail.h"
 #include "server/base/sha256.h"
 #include "server/base/status_macros.h"
 #include "server/engine/edits.h"
@@ -182,11 +183,11 @@ void ToProto(const JobEvent& e, int resolution, v1::JobEvent* out) {
     }
     case JobEvent::Kind::kFailed:
       out->mutable_failed()->set_code(static_cast<int>(e.status.code()));
-      out->mutable_failed()->set_message(std::string(e.status.message()));
+      out->mutable_failed()->set_message(std::string(PublicStatus(e.status).message()));
       break;
     case JobEvent::Kind::kCancelled:
       out->mutable_cancelled()->set_step(e.step);
-      out->mutable_cancelled()->set_message(std::string(e.status.message()));
+      out->mutable_cancelled()->set_message(std::string(PublicStatus(e.status).message()));
       break;
   }
 }
@@ -809,7 +810,9 @@ grpc::ServerWriteReactor<v1::JobEvent>* Service::WatchJob(CallbackServerContext*
                                                           const v1::WatchJobRequest* req) {
   auto caller = impl_->Admit(ctx);
   if (!caller.ok()) return new ErrorWriter<v1::JobEvent>(caller.status());
-  if (req->job_id().empty()) return new ErrorWriter<v1::JobEvent>(Field("job_id", "empty"));
+  if (absl::Status bad = CheckWatchJobRequest(*req); !bad.ok()) {
+    return new ErrorWriter<v1::JobEvent>(bad);
+  }
   auto view = impl_->JobFor(*caller, req->job_id());
   if (!view.ok()) return new ErrorWriter<v1::JobEvent>(view.status());
   auto lease = impl_->streams.Acquire(caller->tenant);

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "server/base/private_detail.h"
+
 namespace i2s {
 
 #define I2S_SAME_CODE(name, grpc_name)                                                           \
@@ -29,7 +31,9 @@ I2S_SAME_CODE(kUnauthenticated, UNAUTHENTICATED);
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  // A store's message with its host, port, database and user stays in the log.
+  const absl::Status shown = PublicStatus(status);
+  return grpc::Status(static_cast<grpc::StatusCode>(shown.code()), std::string(shown.message()));
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

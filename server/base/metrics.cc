@@ -50,6 +50,11 @@ std::string LabelText(const std::vector<std::string>& names, const MetricsRegist
 
 void MetricsRegistry::Counter::Inc(const Labels& labels, double by) {
   std::lock_guard<std::mutex> lock(mu_);
+  auto it = values_.find(labels);
+  if (it == values_.end() && values_.size() >= kMaxSeries) {
+    values_[Labels(labels.size(), "overflow")] += by;
+    return;
+  }
   values_[labels] += by;
 }
 
@@ -61,7 +66,8 @@ double MetricsRegistry::Counter::Value(const Labels& labels) const {
 
 void MetricsRegistry::Histogram::Observe(const Labels& labels, double value) {
   std::lock_guard<std::mutex> lock(mu_);
-  Series& s = series_[labels];
+  const bool full = series_.size() >= kMaxSeries && series_.find(labels) == series_.end();
+  Series& s = series_[full ? Labels(labels.size(), "overflow") : labels];
   if (s.buckets.empty()) s.buckets.assign(bounds_.size(), 0);
   const auto it = std::lower_bound(bounds_.begin(), bounds_.end(), value);  // first >= value
   if (it != bounds_.end()) ++s.buckets[it - bounds_.begin()];

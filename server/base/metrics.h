@@ -23,6 +23,12 @@ class MetricsRegistry {
   // Label values, in the order of the family's label names.
   using Labels = std::vector<std::string>;
 
+  // At most this many label sets per counter or histogram. Past it, a new label set is
+  // counted under "overflow" in every label, so no label source (a bug, or values a caller
+  // chooses) can grow a scrape without bound: a family renders at most kMaxSeries + 1
+  // series.
+  static constexpr size_t kMaxSeries = 1024;
+
   class Counter {
    public:
     void Inc(const Labels& labels = {}, double by = 1);

@@ -4,6 +4,10 @@
 
 #include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
 namespace i2s {
 namespace {
 
@@ -49,6 +53,29 @@ TEST(MetricsTest, HistogramBucketsAreCumulative) {
             "i2s_step_seconds_count{device=\"cpu\"} 5\n");
   EXPECT_EQ(MetricsRegistry::ExponentialBuckets(0.001, 10, 3),
             (std::vector<double>{0.001, 0.01, 0.1}));
+}
+
+TEST(MetricsTest, LabelSetsAreCappedAndTheRestCountAsOverflow) {
+  MetricsRegistry r;
+  auto* c = r.AddCounter("c_total", "c.", {"method", "code"});
+  auto* h = r.AddHistogram("h_seconds", "h.", {"method"}, {1});
+  const int n = static_cast<int>(MetricsRegistry::kMaxSeries) + 500;
+  for (int i = 0; i < n; ++i) {
+    c->Inc({absl::StrCat("m", i), "OK"});
+    h->Observe({absl::StrCat("m", i)}, 0.5);
+  }
+  c->Inc({"m0", "OK"});  // an existing label set still counts under its own labels
+  EXPECT_EQ(c->Value({"m0", "OK"}), 2);
+  EXPECT_EQ(c->Value({"overflow", "overflow"}), 500);
+  const std::string text = r.Render();
+  size_t counter_lines = 0, count_lines = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, "c_total{")) ++counter_lines;
+    if (absl::StartsWith(line, "h_seconds_count{")) ++count_lines;
+  }
+  EXPECT_EQ(counter_lines, MetricsRegistry::kMaxSeries + 1);
+  EXPECT_EQ(count_lines, MetricsRegistry::kMaxSeries + 1);
+  EXPECT_NE(text.find("h_seconds_count{method=\"overflow\"} 500\n"), std::string::npos);
 }
 
 TEST(MetricsTest, ConcurrentUpdatesAreAllCounted) {

@@ -27,9 +27,13 @@
 namespace i2s {
 
 // Returns `status` with `prefix: ` put in front of its message (same code).
+// The payloads go along (private_detail.h marks statuses with one).
 inline absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
   if (status.ok()) return status;
-  return absl::Status(status.code(), std::string(prefix) + ": " + std::string(status.message()));
+  absl::Status out(status.code(), std::string(prefix) + ": " + std::string(status.message()));
+  status.ForEachPayload(
+      [&out](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
 }
 
 }  // namespace i2s

@@ -1,6 +1,9 @@
 #include "server/jobs/scheduler.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -12,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/base/log.h"
+#include "server/base/private_detail.h"
 #include "server/base/status_macros.h"
 #include "server/engine/torch_util.h"
 #include "server/formats/npy.h"
@@ -28,12 +32,24 @@ int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 }  // namespace
 
 std::string NewRandomId(absl::string_view prefix) {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}() ^
-                             static_cast<uint64_t>(Clock::now().time_since_epoch().count())};
-  std::lock_guard<std::mutex> lock(mu);
+  // 64 bits from the kernel's CSPRNG (getrandom), not a seeded generator whose later
+  // outputs follow from a few observed IDs: another tenant's IDs cannot be predicted.
+  uint64_t bits = 0;
+  size_t got = 0;
+  while (got < sizeof(bits)) {
+    const ssize_t n = getrandom(reinterpret_cast<char*>(&bits) + got, sizeof(bits) - got, 0);
+    if (n > 0) {
+      got += static_cast<size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      // Only on a kernel without getrandom (older than 3.17: ENOSYS); std::random_device
+      // reads the same kernel source through /dev/urandom there.
+      std::random_device device;
+      bits = (static_cast<uint64_t>(device()) << 32) ^ device();
+      break;
+    }
+  }
   char buf[17];
-  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
+  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(bits));
   return absl::StrCat(prefix, buf);
 }
 
@@ -1165,11 +1181,14 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     r.state = JobState::kSucceeded;
     r.latent_id = ev.latent_id;
   } else {
-    r.state = absl::IsCancelled(status) ? JobState::kCancelled : JobState::kFailed;
-    r.error_code = static_cast<int>(status.code());
-    r.error_message = std::string(status.message());
-    ev.kind = absl::IsCancelled(status) ? JobEvent::Kind::kCancelled : JobEvent::Kind::kFailed;
-    ev.status = status;
+    // What callers will read (GetJob, the events, after a restart too): a store error's
+    // private text goes to the log instead (private_detail.h).
+    const absl::Status shown = PublicStatus(status);
+    r.state = absl::IsCancelled(shown) ? JobState::kCancelled : JobState::kFailed;
+    r.error_code = static_cast<int>(shown.code());
+    r.error_message = std::string(shown.message());
+    ev.kind = absl::IsCancelled(shown) ? JobEvent::Kind::kCancelled : JobEvent::Kind::kFailed;
+    ev.status = shown;
   }
   job->batch = nullptr;
   if (w != nullptr) {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "server/base/private_detail.h"
 #include "server/base/status_macros.h"
 #include "server/store/store_util.h"
 
@@ -315,14 +316,19 @@ absl::Status StatementError(const PGresult* res, PGconn* conn, absl::string_view
   const std::string message =
       absl::StrCat("postgres (", where, "): ", what, ": ", detail,
                    sqlstate.empty() ? "" : " [SQLSTATE ", sqlstate, sqlstate.empty() ? "" : "]");
+  // libpq's text names the host, port, database and user: for the log, not for callers.
   if (PQstatus(conn) == CONNECTION_BAD || absl::StartsWith(sqlstate, "08") ||
       absl::StartsWith(sqlstate, "57P") || sqlstate == "25006") {
-    return absl::UnavailableError(message);
+    return WithPrivateDetail(absl::UnavailableError(message));
   }
-  if (absl::StartsWith(sqlstate, "53")) return absl::ResourceExhaustedError(message);
-  if (absl::StartsWith(sqlstate, "22")) return absl::InvalidArgumentError(message);
-  if (absl::StartsWith(sqlstate, "40")) return absl::AbortedError(message);
-  return absl::InternalError(message);
+  if (absl::StartsWith(sqlstate, "53")) {
+    return WithPrivateDetail(absl::ResourceExhaustedError(message));
+  }
+  if (absl::StartsWith(sqlstate, "22")) {
+    return WithPrivateDetail(absl::InvalidArgumentError(message));
+  }
+  if (absl::StartsWith(sqlstate, "40")) return WithPrivateDetail(absl::AbortedError(message));
+  return WithPrivateDetail(absl::InternalError(message));
 }
 
 bool ResultOk(const PGresult* res) {
@@ -374,8 +380,8 @@ absl::Status PostgresStore::Connect(Connection& c) {
     while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
     PQfinish(c.conn);
     c.conn = nullptr;
-    return absl::UnavailableError(
-        absl::StrCat("postgres (", description_, "): cannot connect: ", detail));
+    return WithPrivateDetail(absl::UnavailableError(
+        absl::StrCat("postgres (", description_, "): cannot connect: ", detail)));
   }
   return absl::OkStatus();
 }

@@ -381,6 +381,38 @@ class CountersTest(MetricsServerTest):
         self.assertEqual(grew("i2s_jobs_finished_total"), 0)
         self.assertEqual(grew("i2s_embed_image_steps_total"), 0)
 
+    def test_made_up_method_paths_add_no_series(self):
+        # Callers choose the path of a call (no token needed to send one): each must not
+        # become a label value, or /metrics grows with every new path (3000 paths made it
+        # grow from 2 KB to 15 MB before the labels were bounded).
+        def families(scrape):
+            return {(x.labels.get("service"), x.labels.get("method"))
+                    for x in scrape.series("i2s_rpc_requests_total")}
+
+        before = Scrape(self.port)
+        n = 300
+        for i in range(n):
+            call = self.server.channel.unary_unary(f"/made.up.Service{i}/Method{i}")
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(b"", timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        call = self.server.channel.unary_unary(f"/{SERVICE}/NoSuchMethod")
+        with self.assertRaises(grpc.RpcError):
+            call(b"", timeout=10)
+        after = scrape_until(
+            self.port, lambda x: x.get("i2s_rpc_requests_total", service="unknown") -
+            before.get("i2s_rpc_requests_total", service="unknown") == n + 1,
+            "the made-up calls counted under service=unknown")
+        self.assertEqual(after.get("i2s_rpc_requests_total", service="unknown",
+                                   method="unknown", code="UNIMPLEMENTED")
+                         - before.get("i2s_rpc_requests_total", service="unknown",
+                                      method="unknown", code="UNIMPLEMENTED"), n + 1)
+        self.assertLessEqual(families(after) - families(before), {("unknown", "unknown")})
+        self.assertNotIn("made.up", after.text)
+        self.assertNotIn("NoSuchMethod", after.text)
+        # The scrape grew by the unknown series of both metrics at most, not by n of them.
+        self.assertLess(len(after.text) - len(before.text), 3000)
+
     def test_health_checks_are_counted_under_their_service(self):
         before = Scrape(self.port)
         self.assertEqual(h.health(self.server.channel), h.SERVING)

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import unittest
+import urllib.parse
 
 import numpy as np
 
@@ -192,6 +193,12 @@ class PostgresRestartTest(unittest.TestCase):
             with lock:
                 codes[code] = codes.get(code, 0) + 1
 
+        details = []
+
+        def seen(e):
+            with lock:
+                details.append(e.details() or "")
+
         def importer(seed):
             rng = np.random.default_rng(seed)
             while not stop.is_set():
@@ -203,6 +210,7 @@ class PostgresRestartTest(unittest.TestCase):
                     count("OK")
                 except grpc.RpcError as e:
                     count(e.code().name)
+                    seen(e)
                     if e.code() != grpc.StatusCode.UNAVAILABLE:
                         errors.append(f"ImportLatent: {e.code().name}: {e.details()}")
                     time.sleep(0.1)
@@ -217,6 +225,7 @@ class PostgresRestartTest(unittest.TestCase):
                     count("OK")
                 except grpc.RpcError as e:
                     count(e.code().name)
+                    seen(e)
                     if e.code() != grpc.StatusCode.UNAVAILABLE:
                         errors.append(f"Embed: {e.code().name}: {e.details()}")
                     time.sleep(0.1)
@@ -243,6 +252,20 @@ class PostgresRestartTest(unittest.TestCase):
             f"{len(acked_jobs)} jobs acknowledged")
         self.assertEqual(errors, [])
         self.assertGreater(codes.get("OK", 0), 10)
+        # What callers were told names none of the database's coordinates (libpq's text
+        # stays in the server's log, under the incident number the message gives).
+        url = urllib.parse.urlsplit(os.environ["I2S_TEST_POSTGRES"])
+        secrets = [url.hostname, str(url.port), url.username, url.path.lstrip("/"),
+                   "SQLSTATE", "postgres ("]
+        for d in details:
+            for secret in secrets:
+                self.assertNotIn(secret, d, f"a caller was told {d!r}")
+        with open(server.log_path) as f:
+            whole_log = f.read()
+        for d in details:
+            if d.startswith("the data store failed (incident "):
+                incident = d.split("incident ")[1].split(";")[0]
+                self.assertIn(f"private_error incident={incident} ", whole_log)
         # Everything acknowledged is there, and every job ends SUCCEEDED.
         for lid, w in acked_latents.items():
             got = read_npy(stub.ExportLatent(pb.ExportLatentRequest(latent_id=lid)).npy)

@@ -6,6 +6,7 @@ Run: server_test.py --server build/server/i2s_server --proto proto --work DIR [u
 import os
 import signal
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -379,6 +380,8 @@ class ServiceTest(unittest.TestCase):
             self.assertCode(NF, field, fn, req)
         self.assertCode(NF, "job_nope", lambda: self.stub.WatchJob(
             pb.WatchJobRequest(job_id="job_nope")))
+        self.assertCode(IA, "after_sequence", lambda: self.stub.WatchJob(
+            pb.WatchJobRequest(job_id="job_nope", after_sequence=-1)))
         self.assertCode(IA, "job_id", self.stub.GetJob, pb.GetJobRequest())
         self.assertCode(IA, "page_size", self.stub.ListLatents, pb.ListLatentsRequest(page_size=-1))
         self.assertCode(IA, "page_token", self.stub.ListJobs, pb.ListJobsRequest(page_token="@@"))
@@ -415,6 +418,22 @@ class ServiceTest(unittest.TestCase):
 
 class LimitsTest(unittest.TestCase):
     """A server with small limits: queue full, image size and pixel limits."""
+
+    def test_max_message_bytes_takes_only_what_grpc_applies(self):
+        # gRPC's limit is an int: 2^31 would wrap to a negative number, "unlimited".
+        d = h.fresh_dir(os.path.join(ARGS.work, "max_message"))
+        for bad in ("2147483648", "65535", "-1"):
+            p = subprocess.run([ARGS.server, "--demo-model", "--data-dir", d,
+                                "--max-message-bytes", bad], capture_output=True, text=True,
+                               timeout=60)
+            self.assertNotEqual(p.returncode, 0, bad)
+            self.assertIn("--max-message-bytes", p.stdout + p.stderr, bad)
+        server = new_server("max_message_ok", ["--max-message-bytes", "2147483647"]).start()
+        try:
+            info = server.stub().GetServerInfo(pb.GetServerInfoRequest())
+            self.assertEqual(info.limits.max_message_bytes, 2147483647)
+        finally:
+            server.stop()
 
     def test_queue_full_and_image_limits(self):
         server = new_server("limits", ["--queue-limit", "2", "--max-batch", "1",
