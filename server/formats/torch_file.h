@@ -5,9 +5,12 @@
 //     object, the pickled list of storage keys, then each storage as an int64 element
 //     count followed by its raw little-endian bytes.
 // No Python and no LibTorch: tensors come back as typed views into the file bytes, with
-// every offset, size and stride checked against their storage. Only dicts of tensors
-// are accepted; any other object (a TorchScript archive, a pickled nn.Module) is
-// refused by name, and nothing in the file is ever executed. Thread-compatible.
+// every offset, size and stride checked against their storage. ParseTorchStateDict
+// accepts only a flat dict of tensors (anything else, such as a TorchScript archive or a
+// pickled nn.Module, is refused by name); weight_file.h reads any object tree. Both use
+// the one unpickling policy of internal/weight_loader.h: nothing in the file is ever
+// imported or executed, and calls outside an allow-list of rebuilders are refused.
+// Thread-compatible.
 #ifndef I2S_SERVER_FORMATS_TORCH_FILE_H_
 #define I2S_SERVER_FORMATS_TORCH_FILE_H_
 
@@ -47,14 +50,17 @@ struct RawTensor {
   std::vector<int64_t> sizes;
   std::vector<int64_t> strides;
   int64_t offset = 0;
-  absl::string_view storage;  // points into RawStateDict::file
+  // Points into the file (RawStateDict::file, WeightFileContents::file) or a decoded copy
+  // the result keeps; not necessarily aligned: copy elements out with memcpy.
+  absl::string_view storage;
   int64_t numel() const;
 };
 
 struct RawStateDict {
   TorchFileFormat format = TorchFileFormat::kZip;
-  std::shared_ptr<const std::string> file;                 // keeps the tensors' bytes alive
-  std::vector<std::pair<std::string, RawTensor>> tensors;  // in file order
+  std::shared_ptr<const std::string> file;                  // keeps the tensors' bytes alive
+  std::vector<std::shared_ptr<const std::string>> decoded;  // and decoded copies (rare)
+  std::vector<std::pair<std::string, RawTensor>> tensors;   // in file order
 };
 
 // Parses the bytes of a torch.save'd dict of tensors (format auto-detected).

@@ -59,6 +59,7 @@ def main():
         put("torch_file_fuzz", "legacy.pt" if legacy else "zip.pt", data)
         if not legacy:
             put("zip_fuzz", "torch.pt", data)
+    weight_file_seeds()
 
     put("point_list_fuzz", "five.txt",
         b"# eyes, nose, mouth corners\n203.5 101\n246.5 103.1\n225 120\n202.5 140\n245 140.6\n")
@@ -78,6 +79,82 @@ def main():
         b"# tenant tokens\nalpha-secret-token-0001 alpha\n"
         b"sha256:" + b"0123456789abcdef" * 4 + b"\tbeta\r\nroot-secret-token-00001 ops admin\n")
     request_check_seeds()
+
+
+def weight_file_seeds():
+    """weight_file_fuzz: a rosinality train.py checkpoint (both torch.save layouts), an
+    NVIDIA-structured network pickle (persistent objects, EasyDict, numpy scalar, tensors
+    as _load_from_bytes streams) and numpy arrays in protocols 2 and 5. The NVIDIA classes
+    are stand-ins registered under their module names; nothing of NVIDIA's code is used."""
+    import argparse
+    import pickle
+    import sys
+    import types
+
+    def register(module, obj, name):
+        for k in range(1, module.count(".") + 1):  # parent packages first
+            sys.modules.setdefault(module.rsplit(".", k)[0], types.ModuleType(module))
+        mod = sys.modules.setdefault(module, types.ModuleType(module))
+        obj.__module__, obj.__qualname__ = module, name
+        setattr(mod, name, obj)
+
+    def _reconstruct_persistent_obj(meta):
+        raise RuntimeError("seed writer only")
+
+    class EasyDict(dict):
+        pass
+
+    register("torch_utils.persistence", _reconstruct_persistent_obj, "_reconstruct_persistent_obj")
+    register("dnnlib.util", EasyDict, "EasyDict")
+
+    class Persistent:
+        def __init__(self, class_name, state):
+            self.class_name, self.state = class_name, state
+
+        def __reduce__(self):
+            return (_reconstruct_persistent_obj, (dict(
+                type="class", version=6, module_src="# networks.py source\n",
+                class_name=self.class_name, state=self.state),))
+
+    def module_state(parameters=(), buffers=(), modules=(), **extra):
+        return dict(training=False,
+                    _parameters=collections.OrderedDict(
+                        (k, torch.nn.Parameter(v)) for k, v in parameters),
+                    _buffers=collections.OrderedDict(buffers),
+                    _modules=collections.OrderedDict(modules), **extra)
+
+    torch.manual_seed(0)
+    mapping = Persistent("MappingNetwork", module_state(
+        [("weight", torch.randn(4, 4)), ("bias", torch.zeros(4))], [("w_avg", torch.zeros(4))],
+        w_dim=4))
+    block = Persistent("SynthesisBlock", module_state(
+        [("const", torch.randn(4, 2, 2))], [("resample_filter", torch.ones(4, 4) / 16)],
+        resolution=4))
+    synthesis = Persistent("SynthesisNetwork", module_state(modules=[("b4", block)]))
+    g_ema = Persistent("Generator", module_state(
+        modules=[("mapping", mapping), ("synthesis", synthesis)],
+        _init_kwargs=EasyDict(z_dim=4, w_dim=4, synthesis_kwargs=EasyDict(conv_clamp=256)),
+        img_resolution=4, gain=np.float32(0.5)))
+    put("weight_file_fuzz", "nvidia.pkl", pickle.dumps(
+        dict(G_ema=g_ema, D=None, training_set_kwargs=EasyDict(resolution=4),
+             augment_pipe=None), protocol=4))
+
+    g = torch.nn.Linear(2, 3)
+    optim = torch.optim.Adam(g.parameters())
+    g(torch.ones(1, 2)).sum().backward()
+    optim.step()
+    checkpoint = {"g_ema": g.state_dict(), "latent_avg": torch.zeros(4),
+                  "g_optim": optim.state_dict(),
+                  "args": argparse.Namespace(channel_multiplier=2, size=4), "ada_aug_p": 0.5}
+    for legacy in (False, True):
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf, _use_new_zipfile_serialization=not legacy)
+        put("weight_file_fuzz", "train_legacy.pt" if legacy else "train_zip.pt", buf.getvalue())
+
+    arrays = {"c": np.arange(6, dtype=np.float32).reshape(2, 3),
+              "f": np.asfortranarray(np.ones((2, 2))), "i": np.int64(7), "b": np.bool_(True)}
+    for protocol in (2, 5):
+        put("weight_file_fuzz", f"numpy{protocol}.pkl", pickle.dumps(arrays, protocol=protocol))
 
 
 def request_check_seeds():
