@@ -253,7 +253,7 @@ absl::Status EmbedBatch::Prepare(const EmbedTarget& t, const std::optional<Embed
   if (cp.has_value()) {
     const EmbedCheckpoint& c = *cp;
     if (!c.latent.defined() || c.latent.sizes() != torch::IntArrayRef({rows, dim}) ||
-        c.noise.size() != static_cast<size_t>(layers) || c.step < 0) {
+        c.noise.size() != static_cast<size_t>(generator_->num_noise_maps()) || c.step < 0) {
       return absl::InvalidArgumentError(name + ": resume checkpoint does not fit this embedding");
     }
     s.step = c.step;
@@ -424,8 +424,9 @@ absl::Status EmbedBatch::StepGroup(std::vector<ImageState*>& group, bool noise_p
   }
   torch::Tensor w = torch::stack(lat).detach();  // [B, rows, D]
   if (!noise_phase) w.requires_grad_(true);
-  std::vector<torch::Tensor> noise(layers);
-  for (int64_t l = 0; l < layers; ++l) {
+  const int64_t maps_count = generator_->num_noise_maps();
+  std::vector<torch::Tensor> noise(maps_count);
+  for (int64_t l = 0; l < maps_count; ++l) {
     std::vector<torch::Tensor> maps;
     for (ImageState* s : group) maps.push_back(s->noise[l]);
     noise[l] = torch::cat(maps).detach();
@@ -474,7 +475,7 @@ absl::Status EmbedBatch::StepGroup(std::vector<ImageState*>& group, bool noise_p
   for (int64_t i = 0; i < b; ++i) t[i] = group[i]->step - (noise_phase ? options_.steps : 0) + 1;
   torch::NoGradGuard no_grad;
   if (noise_phase) {
-    for (int64_t l = 0; l < layers; ++l) {
+    for (int64_t l = 0; l < maps_count; ++l) {
       std::vector<torch::Tensor> ms, vs;
       for (ImageState* s : group) {
         ms.push_back(s->noise_m[l]);

@@ -31,9 +31,9 @@ absl::StatusOr<torch::Tensor> Generator::Synthesize(const torch::Tensor& wplus,
                                                      latent_size(), "]"));
     }
     const int64_t batch = wplus.size(0);
-    if (!noise.empty() && static_cast<int>(noise.size()) != num_layers()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("noise: ", noise.size(), " maps, expected ", num_layers(), " (or none)"));
+    if (!noise.empty() && static_cast<int>(noise.size()) != num_noise_maps()) {
+      return absl::InvalidArgumentError(absl::StrCat("noise: ", noise.size(), " maps, expected ",
+                                                     num_noise_maps(), " (or none)"));
     }
     std::vector<torch::Tensor> moved;
     for (size_t l = 0; l < noise.size(); ++l) {
@@ -69,7 +69,7 @@ absl::StatusOr<torch::Tensor> Generator::Map(const torch::Tensor& z) {
 std::vector<torch::Tensor> Generator::MakeNoise(uint64_t seed, int batch) const {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<torch::Tensor> maps;
-  for (int l = 0; l < num_layers(); ++l) {
+  for (int l = 0; l < num_noise_maps(); ++l) {
     const int64_t r = NoiseResolution(l);
     maps.push_back(torch::randn({batch, 1, r, r}, gen, torch::kFloat32).to(device()));
   }

@@ -23,6 +23,8 @@ class Generator {
   // Rows of W+ (one per style input): 2 * log2(resolution) - 2, 18 at 1024.
   virtual int num_layers() const = 0;
   virtual int latent_size() const = 0;  // 512 for the published models
+  // "stylegan1" or "stylegan2": what GetServerInfo and `i2s_tool info` report.
+  virtual const char* architecture() const = 0;
   // WeightsFingerprint() of the weights the generator was built from.
   virtual const std::string& fingerprint() const = 0;
   virtual torch::Device device() const = 0;
@@ -30,8 +32,8 @@ class Generator {
   // The unchecked forward passes, differentiable in `wplus`, for the hot loop of the
   // embedder: inputs must already be valid and on device(); they throw on misuse.
   //   wplus [B, num_layers, latent] -> image [B, 3, R, R], roughly in [-1, 1];
-  //   noise: empty for no noise, else num_layers maps of shape [1 or B, 1, H, W]
-  //   (H = W = 4 << (layer / 2)), as MakeNoise returns.
+  //   noise: empty for no noise, else num_noise_maps() maps of shape [1 or B, 1, H, W]
+  //   (H = W = NoiseResolution(i)), as MakeNoise returns.
   virtual torch::Tensor Forward(const torch::Tensor& wplus,
                                 const std::vector<torch::Tensor>& noise) = 0;
   //   z [B, latent] -> w [B, latent]
@@ -44,10 +46,21 @@ class Generator {
                                            const std::vector<torch::Tensor>& noise);
   absl::StatusOr<torch::Tensor> Map(const torch::Tensor& z);
 
-  // Per-layer noise maps [batch, 1, H, W] from a seeded generator (drawn on the CPU, so
-  // the same seed gives the same maps on every device), on device().
+  // Noise maps [batch, 1, H, W] from a seeded generator (drawn on the CPU, so the same
+  // seed gives the same maps on every device), on device().
   std::vector<torch::Tensor> MakeNoise(uint64_t seed, int batch = 1) const;
-  int NoiseResolution(int layer) const { return 4 << (layer / 2); }
+
+  // The noise inputs depend on the architecture: StyleGAN1 has one map per style input
+  // (num_layers, H = 4 << (i / 2)); StyleGAN2 has 2 * log2(R) - 3 (one per convolution,
+  // H = 4 << ((i + 1) / 2)).
+  virtual int num_noise_maps() const { return num_layers(); }
+  virtual int NoiseResolution(int i) const { return 4 << (i / 2); }
+  // The file's own constant noise maps [1, 1, H, W] on device() (StyleGAN2's `noises.*` /
+  // `noise_const`: how its authors' projectors render), or empty when the file has none.
+  virtual std::vector<torch::Tensor> ConstantNoise() const { return {}; }
+  // The file's mean w [latent] on device() (`latent_avg`, `w_avg`,
+  // `truncation.avg_latent`), or an undefined tensor when the file has none.
+  virtual torch::Tensor FileMeanW() const { return {}; }
 };
 
 }  // namespace i2s

@@ -126,11 +126,13 @@ class StyleGan1Generator : public Generator {
   int resolution() const override { return config_.resolution; }
   int num_layers() const override { return config_.num_layers(); }
   int latent_size() const override { return config_.latent_size; }
+  const char* architecture() const override { return "stylegan1"; }
   const std::string& fingerprint() const override { return fingerprint_; }
   torch::Device device() const override { return device_; }
   const StyleGan1Config& config() const { return config_; }
   // The file's optional `truncation.avg_latent` (undefined when absent).
   const torch::Tensor& avg_latent() const { return avg_latent_; }
+  torch::Tensor FileMeanW() const override { return avg_latent_; }
 
   torch::Tensor Forward(const torch::Tensor& wplus,
                         const std::vector<torch::Tensor>& noise) override;
