@@ -79,6 +79,7 @@ class AlignServiceTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.server = new_server("align").start()
+        cls.addClassCleanup(cls.server.kill)  # if GetServerInfo fails (no tearDownClass then)
         cls.stub = cls.server.stub()
         cls.info = cls.stub.GetServerInfo(pb.GetServerInfoRequest())
         cls.size = cls.info.models[0].resolution

@@ -34,6 +34,49 @@ def track(proc):
     return proc
 
 
+def kill(proc):
+    """Ends a process a test started (SIGKILL) if it still runs, reaps it and closes its
+    pipes. For addCleanup: a test that fails midway must not leave its processes (and the
+    jobs they follow) running beside the tests after it; the kill at exit is too late."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None:
+            f.close()
+    _LIVE.discard(proc)
+
+
+def spawn(test, cmd, **kw):
+    """subprocess.Popen(cmd, **kw), tracked and killed when `test` ends, whatever its
+    outcome (test.addCleanup; a no-op for a process the test already waited for)."""
+    proc = track(subprocess.Popen(cmd, **kw))
+    test.addCleanup(kill, proc)
+    return proc
+
+
+def stopped_at_end(test, server):
+    """Registers `server` to be killed when `test` ends if it still runs then (a test that
+    failed between start and stop); returns it. The test's own stop, with its exit-code
+    check, comes first and makes this a no-op."""
+    test.addCleanup(server.kill)
+    return server
+
+
+def wait_until(fn, what, timeout=120, interval=0.1):
+    """Polls fn() until it returns something true and returns that. `timeout` only bounds a
+    hang: nothing a test checks may depend on how soon the condition came."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout} s (last: {last!r})")
+        time.sleep(interval)
+
+
 # tests/support/early_threads.cc, built by CMake; its path comes in I2S_EARLY_THREADS.
 EARLY_THREAD_NAME = "i2s-early"
 
@@ -144,27 +187,49 @@ class Server:
                 log.close()
                 raise RuntimeError("server did not start: " + self.log())
             time.sleep(0.05)
-        with open(port_file) as f:
-            self.port = int(f.read().strip())
-        if self.make_channel is not None:
-            self.channel = self.make_channel(self.port)
-        else:
-            self.channel = grpc.insecure_channel(
-                f"127.0.0.1:{self.port}",
-                options=[("grpc.max_receive_message_length", 64 << 20)])
-        grpc.channel_ready_future(self.channel).result(timeout=30)
+        try:
+            with open(port_file) as f:
+                self.port = int(f.read().strip())
+            if self.make_channel is not None:
+                self.channel = self.make_channel(self.port)
+            else:
+                self.channel = grpc.insecure_channel(
+                    f"127.0.0.1:{self.port}",
+                    options=[("grpc.max_receive_message_length", 64 << 20)])
+            # The port file is written once the server listens: this only bounds a hang.
+            grpc.channel_ready_future(self.channel).result(timeout=120)
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def stub(self):
         from i2s.v1 import i2s_pb2_grpc
         return i2s_pb2_grpc.ImageToStyleGanStub(self.channel)
 
-    def log(self):
+    def log(self, tail=4000):
+        """The last `tail` characters of this start's log (None: all of it). Checks that
+        look for a line use all of it: how much the server logged after the line depends on
+        how long the test took to look."""
         try:
             with open(self.log_path) as f:
-                return f.read()[-4000:]
+                text = f.read()
         except OSError:
             return ""
+        return text if tail is None else text[-tail:]
+
+    def wait_for_log(self, text, timeout=120, count=1):
+        """Waits until this start's log holds `text` (`count` times); returns the log. The
+        timeout only bounds a hang."""
+        def logged():
+            log = self.log(tail=None)
+            return log if log.count(text) >= count else None
+        return wait_until(logged, f"{text!r} ({count}x) in the server log", timeout, 0.05)
+
+    def kill(self):
+        """SIGKILL if the process still runs (for cleanups); see stopped_at_end."""
+        if self.proc is not None:
+            self.stop(signal.SIGKILL)
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
         """Sends `sig` (None: none, the process was told already) and waits; returns (exit
@@ -172,14 +237,16 @@ class Server:
         if self.proc is None:
             return None, 0
         t0 = time.time()
-        if sig is not None:
+        if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
-        self.channel.close()
+        channel = getattr(self, "channel", None)  # none when the first start failed
+        if channel is not None:
+            channel.close()
         self._log.close()
         _LIVE.discard(self.proc)
         self.proc = None
@@ -299,8 +366,8 @@ def http_request(port, path="/metrics", method="GET", host="127.0.0.1", timeout=
         return e.code, e.headers, e.read()
 
 
-def listening_ports(pid):
-    """The TCP ports a process listens on (from /proc: its socket inodes in LISTEN state)."""
+def _socket_rows(pid):
+    """The /proc/net/tcp{,6} rows of the TCP sockets a process holds open."""
     inodes = set()
     fd_dir = f"/proc/{pid}/fd"
     for fd in os.listdir(fd_dir):
@@ -310,15 +377,28 @@ def listening_ports(pid):
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    ports = set()
+    rows = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
-                rows = f.read().splitlines()[1:]
+                lines = f.read().splitlines()[1:]
         except OSError:
             continue
-        for row in rows:
+        for row in lines:
             cols = row.split()
-            if len(cols) > 9 and cols[3] == "0A" and cols[9] in inodes:  # 0A = LISTEN
-                ports.add(int(cols[1].rsplit(":", 1)[1], 16))
-    return ports
+            if len(cols) > 9 and cols[9] in inodes:
+                rows.append(cols)
+    return rows
+
+
+def listening_ports(pid):
+    """The TCP ports a process listens on (from /proc: its socket inodes in LISTEN state)."""
+    return {int(cols[1].rsplit(":", 1)[1], 16) for cols in _socket_rows(pid)
+            if cols[3] == "0A"}  # 0A = LISTEN
+
+
+def peer_ports(pid):
+    """The remote ports of the established TCP connections a process holds (a connection
+    it has accept()ed shows up here; one only queued in its listen backlog does not)."""
+    return {int(cols[2].rsplit(":", 1)[1], 16) for cols in _socket_rows(pid)
+            if cols[3] == "01"}  # 01 = ESTABLISHED

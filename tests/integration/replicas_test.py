@@ -80,8 +80,12 @@ class SharedStoreTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         reset_database()
-        cls.a = replica("a", "shared").start()
-        cls.b = replica("b", "shared").start()
+        cls.a = replica("a", "shared")
+        cls.addClassCleanup(cls.a.kill)  # if the second start fails (no tearDownClass then)
+        cls.a.start()
+        cls.b = replica("b", "shared")
+        cls.addClassCleanup(cls.b.kill)
+        cls.b.start()
 
     @classmethod
     def tearDownClass(cls):
@@ -144,9 +148,18 @@ class SharedStoreTest(unittest.TestCase):
         ack = b.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)
         self.assertIn(ack.state, (pb.RUNNING, pb.QUEUED))
         events = collect(call_a)
-        log(f"  CancelJob on B ended A's job in {time.time() - t0:.1f}s: {kind(events[-1])}")
+        took = time.time() - t0
+        log(f"  CancelJob on B ended A's job in {took:.1f}s: {kind(events[-1])}")
         self.assertEqual(kind(events[-1]), "cancelled")
-        self.assertLess(time.time() - t0, LEASE_SECONDS + 10)
+        # A took it from the store at a lease renewal (every LEASE_SECONDS / 5), not at the
+        # job's end: the server's own account of why it stopped.
+        self.assertIn("through another replica", events[-1].cancelled.message, events[-1])
+        self.assertLess(events[-1].cancelled.step, 5000)
+        # A latency contract (the next renewal, 0.4 s here), so kept, but as a bound for a
+        # loaded machine: measured 0.4 s under the 2-core CI's load; 60 s is still far short
+        # of the 5000 steps (~110 s at this machine's 45 steps/s when idle). Was
+        # LEASE_SECONDS + 10.
+        self.assertLess(took, 60)
         self.assertEqual(b.GetJob(pb.GetJobRequest(job_id=job_id)).state, pb.CANCELLED)
 
 
@@ -154,8 +167,8 @@ class FailoverTest(unittest.TestCase):
 
     def test_a_killed_replica_s_job_is_finished_by_another(self):
         reset_database()
-        a = replica("a", "failover").start()
-        b = replica("b", "failover").start()
+        a = h.stopped_at_end(self, replica("a", "failover")).start()
+        b = h.stopped_at_end(self, replica("b", "failover")).start()
         try:
             job_id, _ = start_embed(a.stub(), steps=300, min_step=25)
             a.stop(signal.SIGKILL)
@@ -168,8 +181,9 @@ class FailoverTest(unittest.TestCase):
             job = b.stub().GetJob(pb.GetJobRequest(job_id=job_id))
             self.assertEqual(job.state, pb.SUCCEEDED)
             # B claimed it and resumed it from a checkpoint (every 10 steps), not from 0.
-            claimed = re.search(rf"job_claimed job_id={job_id} .*checkpoint_step=(\d+)", b.log())
-            self.assertIsNotNone(claimed, b.log())
+            whole = b.log(tail=None)  # B logs on after the claim, as much as its pace allows
+            claimed = re.search(rf"job_claimed job_id={job_id} .*checkpoint_step=(\d+)", whole)
+            self.assertIsNotNone(claimed, whole[-4000:])
             self.assertGreaterEqual(int(claimed.group(1)), 10, claimed.group(0))
         finally:
             for s in (a, b):
@@ -182,7 +196,7 @@ class PostgresRestartTest(unittest.TestCase):
     def test_postgres_restart_under_load(self):
         import subprocess
         reset_database()
-        server = replica("solo", "pgrestart").start()
+        server = h.stopped_at_end(self, replica("solo", "pgrestart")).start()
         stub = server.stub()
         stop = threading.Event()
         lock = threading.Lock()
@@ -234,19 +248,25 @@ class PostgresRestartTest(unittest.TestCase):
         threads += [threading.Thread(target=embedder, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
+        pg_ctl = os.environ["I2S_TEST_PG_CTL"]
+        pg_down = False
         try:
             time.sleep(4)
             # Down for 3 s (fast shutdown: open connections are cut), then back.
-            pg_ctl = os.environ["I2S_TEST_PG_CTL"]
+            pg_down = True
             subprocess.run([pg_ctl, "stop"], check=True, stdout=subprocess.DEVNULL)
             time.sleep(3)
             subprocess.run([pg_ctl, "start"], check=True, stdout=subprocess.DEVNULL)
+            pg_down = False
             log("  PostgreSQL stopped for 3 s under load, then started again")
             time.sleep(6)
         finally:
             stop.set()
             for t in threads:
                 t.join(timeout=120)
+            if pg_down:  # a failure between stop and start: the next tests need it back
+                subprocess.run([pg_ctl, "start"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
         self.assertFalse(any(t.is_alive() for t in threads), "a client call hung")
         log(f"  calls by outcome: {codes}; {len(acked_latents)} latents and "
             f"{len(acked_jobs)} jobs acknowledged")

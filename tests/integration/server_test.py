@@ -9,7 +9,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import unittest
 import zlib
 
@@ -63,6 +62,7 @@ class ServiceTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.server = new_server("main", ["--max-batch", "4"]).start()
+        cls.addClassCleanup(cls.server.kill)  # if what follows fails (tearDownClass stops it)
         cls.stub = cls.server.stub()
         cls.info = cls.stub.GetServerInfo(pb.GetServerInfoRequest())
         cls.model = cls.info.models[0]
@@ -77,6 +77,16 @@ class ServiceTest(unittest.TestCase):
         events = collect(self.stub.Embed(req, timeout=300))
         self.assertEqual(kind(events[-1]), "succeeded", events[-1])
         return events
+
+    def cancel_at_end(self, job_id):
+        """Cancels the job when the test ends if it still runs then: a test that fails
+        midway must not leave a long job stepping on the shared server beside the next."""
+        def cancel():
+            try:
+                self.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)
+            except grpc.RpcError:
+                pass  # ended already
+        self.addCleanup(cancel)
 
     def assertCode(self, code, field, fn, *args, **kw):
         with self.assertRaises(grpc.RpcError) as cm:
@@ -224,6 +234,7 @@ class ServiceTest(unittest.TestCase):
         call = self.stub.Embed(req, timeout=300)
         seen = collect(call, until=lambda e: kind(e) == "progress" and e.progress.step >= 3)
         job_id = seen[0].job_id
+        self.cancel_at_end(job_id)
         at_cancel = self.stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
         after = collect(call)
         self.assertEqual(kind(after[-1]), "cancelled")
@@ -245,14 +256,15 @@ class ServiceTest(unittest.TestCase):
                               cancel_on_disconnect=True)
         call = self.stub.Embed(req, timeout=300)
         seen = collect(call, until=lambda e: kind(e) == "progress")
+        self.cancel_at_end(seen[0].job_id)
         call.cancel()
-        deadline = time.time() + 30
-        while time.time() < deadline:
+        # The server notices the disconnect when it does: polled (the deadline only bounds
+        # a hang), and it must be CANCELLED then, not any other end.
+        def ended():
             job = self.stub.GetJob(pb.GetJobRequest(job_id=seen[0].job_id))
-            if job.state == pb.CANCELLED:
-                break
-            time.sleep(0.05)
-        self.assertEqual(job.state, pb.CANCELLED)
+            return job if job.state != pb.RUNNING else None
+        job = h.wait_until(ended, "the job ending after its client went away", interval=0.05)
+        self.assertEqual(job.state, pb.CANCELLED, job)
         self.assertIn("client disconnected", job.error_message)
 
     def test_request_id_is_idempotent(self):
@@ -288,19 +300,28 @@ class ServiceTest(unittest.TestCase):
             events = collect(self.stub.Embed(pb.EmbedRequest(image=h.image_bytes(name),
                                                              options=opts, seed=5), timeout=300))
             solo[name] = events
-        results, threads = {}, []
-
-        def run(name):
-            results[name] = collect(self.stub.Embed(
-                pb.EmbedRequest(image=h.image_bytes(name), options=opts, seed=5), timeout=300))
-        for name in images:
-            threads.append(threading.Thread(target=run, args=(name,)))
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        batch_sizes = [e.progress.batch_size for ev in results.values() for e in ev
-                       if kind(e) == "progress"]
+        # The three at once: the calls are made back to back here (each sends its request
+        # as it is made) and read by threads. Whether the jobs overlap still depends on the
+        # pace of this client against the server's 30 steps; a round in which they did not
+        # share a step (the server's own batch_size says so) proves nothing either way and
+        # is run again. Results are seeded: every round computes the same.
+        for attempt in range(1, 11):
+            calls = {name: self.stub.Embed(pb.EmbedRequest(image=h.image_bytes(name),
+                                                           options=opts, seed=5), timeout=300)
+                     for name in images}
+            results = {}
+            threads = [threading.Thread(target=lambda n, c: results.__setitem__(n, collect(c)),
+                                        args=item) for item in calls.items()]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertEqual(sorted(results), sorted(images))
+            batch_sizes = [e.progress.batch_size for ev in results.values() for e in ev
+                           if kind(e) == "progress"]
+            if max(batch_sizes) > 1:
+                break
+            print(f"round {attempt}: the three jobs never shared a step; again", file=sys.stderr)
         self.assertGreater(max(batch_sizes), 1, "the concurrent jobs never shared a step")
         for name in images:
             # Per image the computation is the same; only float summation order differs
@@ -409,8 +430,10 @@ class ServiceTest(unittest.TestCase):
         long_call = self.stub.Embed(pb.EmbedRequest(image=h.image_bytes("chelsea.png"),
                                                     options=fast_options(100000)), timeout=300)
         first = collect(long_call, until=lambda e: kind(e) == "running")
+        self.cancel_at_end(first[0].job_id)
         watch = self.stub.WatchJob(pb.WatchJobRequest(job_id=first[0].job_id,
                                                       after_sequence=10**9), timeout=300)
+        self.addCleanup(watch.cancel)
         for ev in watch:  # after_sequence past the end: only heartbeats, then live events
             if kind(ev) == "heartbeat":
                 hb.append(ev)
@@ -496,6 +519,15 @@ def _png(w, hgt):
 class RestartTest(unittest.TestCase):
     """State survives restarts: graceful (SIGTERM) and abrupt (kill -9)."""
 
+    def server(self, name, extra=(), env=None):
+        """new_server, killed at the end of the test if it still runs then."""
+        return h.stopped_at_end(self, new_server(name, extra, env))
+
+    # The graceful tests' grace for in-flight calls: far beyond the harness's 60 s wait in
+    # stop(), so a shutdown that had to wait it out (a stream the server did not end) shows
+    # as a kill and exit -9, however fast or slow the machine.
+    GRACE = ["--shutdown-grace", "600"]
+
     def graceful_shutdown_then_resume(self, server):
         stub = server.stub()
         lat = stub.ImportLatent(pb.ImportLatentRequest(npy=h.npy(np.ones((8, 512), np.float32))))
@@ -503,15 +535,16 @@ class RestartTest(unittest.TestCase):
                                           options=fast_options(400)), timeout=300)
         seen = collect(call, until=lambda e: kind(e) == "progress" and e.progress.step >= 12)
         job_id = seen[0].job_id
-        t0 = time.time()
         server.proc.send_signal(signal.SIGTERM)
         with self.assertRaises(grpc.RpcError) as cm:  # the stream ends with a status
             collect(call)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE, cm.exception.details())
         self.assertIn("resumes", cm.exception.details())
+        # Prompt: the server ended the in-flight stream itself instead of waiting out the
+        # grace (GRACE); was a wall-clock bound of 25 s, which a loaded machine can miss
+        # and which a stream held to the default 20 s grace would still have met.
         code, _ = server.stop(None)  # a second SIGTERM would cut the shutdown short
         self.assertEqual(code, 0, server.log())
-        self.assertLess(time.time() - t0, 25)
         self.assertIn("stopped in", server.log())
         server.start()
         stub = server.stub()
@@ -519,6 +552,7 @@ class RestartTest(unittest.TestCase):
         events = collect(stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=300))
         running = [e for e in events if kind(e) == "running"]
         self.assertGreaterEqual(running[0].running.resumed_from_step, 12)
+        self.assertLess(running[0].running.resumed_from_step, 400)
         self.assertEqual(kind(events[-1]), "succeeded")
         self.assertEqual(events[-1].succeeded.metrics.steps, 400)
         self.assertGreater(min(e.sequence for e in events), seen[-1].sequence)  # never reused
@@ -526,20 +560,18 @@ class RestartTest(unittest.TestCase):
         self.assertEqual(code, 0)
 
     def test_graceful_shutdown_then_resume(self):
-        self.graceful_shutdown_then_resume(new_server("graceful").start())
+        self.graceful_shutdown_then_resume(self.server("graceful", self.GRACE).start())
 
     def test_graceful_shutdown_with_threads_started_before_main(self):
         # Threads that take every signal exist before main (as the pthread OpenBLAS starts
         # them): SIGHUP and SIGTERM still reach the server's own handling, not the default
         # action that would end the process.
-        server = new_server("graceful_early", env=h.early_threads_env()).start()
+        server = self.server("graceful_early", self.GRACE, env=h.early_threads_env()).start()
         self.assertEqual(h.early_threads(server.proc.pid), 4)
         for n in range(1, 4):  # one at a time: signals sent together may merge into one
             server.proc.send_signal(signal.SIGHUP)
-            deadline = time.time() + 30
-            while server.log().count("SIGHUP: nothing to reload") < n and time.time() < deadline:
-                time.sleep(0.02)
-            self.assertEqual(server.log().count("SIGHUP: nothing to reload"), n, server.log())
+            log = server.wait_for_log("SIGHUP: nothing to reload", count=n)
+            self.assertEqual(log.count("SIGHUP: nothing to reload"), n, log[-4000:])
         self.assertIsNone(server.proc.poll())
         self.graceful_shutdown_then_resume(server)
 
@@ -547,9 +579,9 @@ class RestartTest(unittest.TestCase):
         # Both signals are pending before the server reads the first, so the second is read
         # while the shutdown runs; the process must store the checkpoint first.
         d = h.fresh_dir(os.path.join(ARGS.work, "second_sigterm"))
-        server = h.Server(ARGS.server, d, resolution=128, fmap_base=1024,
-                          extra=["--checkpoint-every", "1000"],
-                          env=h.early_threads_env()).start()
+        server = h.stopped_at_end(self, h.Server(ARGS.server, d, resolution=128, fmap_base=1024,
+                                                 extra=["--checkpoint-every", "1000"],
+                                                 env=h.early_threads_env())).start()
         stub = server.stub()
         call = stub.Embed(pb.EmbedRequest(image=h.image_bytes("chelsea.png"),
                                           options=fast_options(400)), timeout=300)
@@ -573,7 +605,7 @@ class RestartTest(unittest.TestCase):
         self.assertEqual(code, 0)
 
     def test_kill9_mid_job_resumes_from_checkpoint(self):
-        server = new_server("kill9").start()
+        server = self.server("kill9").start()
         stub = server.stub()
         opts = fast_options(120)
         lat = stub.ImportLatent(pb.ImportLatentRequest(npy=h.npy(np.ones((8, 512), np.float32))))
