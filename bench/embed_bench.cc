@@ -3,7 +3,12 @@
 // the engine's EmbedBatch, as the service runs it.
 //   embed_bench --generator G.pt --vgg V.pth [--batch 1] [--steps 5] [--warmup 2]
 //               [--threads N] [--device cpu|cuda] [--upsample phase-split|reference]
-//               [--tf32 -1|0|1] [--cudnn-benchmark -1|0|1] [--profile TRACE.json]
+//               [--modconv shared|grouped] [--tf32 -1|0|1] [--cudnn-benchmark -1|0|1]
+//               [--profile TRACE.json]
+// The generator file is read as the service reads it (LoadGenerator: StyleGAN1 port
+// state dicts, rosinality checkpoints, NVIDIA pickles, told apart by their content).
+// --upsample applies to StyleGAN1, --modconv (the modulated convolution's form) to
+// StyleGAN2; the line says which architecture ran (arch=) and, for StyleGAN2, the form.
 // Prints one line of key=value: median and min ms per step, image-steps per second, the
 // time from the start of loading the weights to the end of the first step (load_s: of
 // which loading both weight files), and the peak
@@ -26,7 +31,7 @@
 
 #include "bench/bench_flags.h"
 #include "server/engine/embedder.h"
-#include "server/engine/stylegan1.h"
+#include "server/engine/model_files.h"
 #include "server/engine/torch_util.h"
 
 namespace {
@@ -65,6 +70,7 @@ int main(int argc, char** argv) {
   const Clock::time_point start = Clock::now();
   i2s::KeepLargeBlocksInTheHeap();
   std::string generator, vgg, device_spec = "cpu", upsample = "phase-split", profile;
+  std::string modconv = "shared";
   int batch = 1, steps = 5, warmup = 2, threads = 0, tf32 = -1, cudnn_benchmark = -1;
   const i2s::bench::Flags flags{{{"--batch", &batch},
                                  {"--steps", &steps},
@@ -76,13 +82,16 @@ int main(int argc, char** argv) {
                                  {"--vgg", &vgg},
                                  {"--device", &device_spec},
                                  {"--upsample", &upsample},
+                                 {"--modconv", &modconv},
                                  {"--profile", &profile}}};
   if (!flags.Parse(argc, argv, "embed_bench")) return 2;
   if (generator.empty() || vgg.empty() || batch < 1 || steps < 1 || warmup < 0 ||
-      (upsample != "phase-split" && upsample != "reference")) {
+      (upsample != "phase-split" && upsample != "reference") ||
+      (modconv != "shared" && modconv != "grouped")) {
     std::fprintf(stderr,
                  "embed_bench: --generator and --vgg are required, --batch and --steps >= 1, "
-                 "--warmup >= 0, --upsample phase-split or reference\n");
+                 "--warmup >= 0, --upsample phase-split or reference, --modconv shared or "
+                 "grouped\n");
     return 2;
   }
   const torch::Device device = i2s::bench::SetUp(threads, device_spec, "embed_bench");
@@ -91,10 +100,12 @@ int main(int argc, char** argv) {
     at::globalContext().setAllowTF32CuDNN(tf32 > 0);
   }
   if (cudnn_benchmark >= 0) at::globalContext().setBenchmarkCuDNN(cudnn_benchmark > 0);
-  i2s::StyleGan1Options g_options;
-  g_options.upsample =
+  i2s::GeneratorOptions g_options;
+  g_options.stylegan1.upsample =
       upsample == "reference" ? i2s::UpsampleConv::kReference : i2s::UpsampleConv::kPhaseSplit;
-  auto g = i2s::StyleGan1Generator::Load(generator, device, g_options);
+  g_options.stylegan2.modconv =
+      modconv == "grouped" ? i2s::ModulatedConv::kGrouped : i2s::ModulatedConv::kShared;
+  auto g = i2s::LoadGenerator(generator, device, g_options);
   if (!g.ok()) Fail(g.status());
   auto v = i2s::Vgg16Extractor::Load(vgg, {}, device);
   if (!v.ok()) Fail(v.status());
@@ -107,6 +118,11 @@ int main(int argc, char** argv) {
   if (!batcher.ok()) Fail(batcher.status());
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
   const int64_t r = (*g)->resolution();
+  const std::string arch = (*g)->architecture();
+  const bool stylegan2 = arch == "stylegan2";
+  // What the line reports: each architecture's own option (the other one does not apply).
+  const std::string upsample_shown = stylegan2 ? "-" : upsample;
+  const std::string modconv_shown = stylegan2 ? " modconv=" + modconv : "";
   const bool rss_reset = !device.is_cuda() && ResetPeakRss();
   const long rss_before_kb = ProcStatusKb("VmRSS");
   i2s::ResetDevicePeakMemory(device);
@@ -147,9 +163,10 @@ int main(int argc, char** argv) {
   std::printf(
       "engine=i2s device=%s resolution=%lld batch=%d threads=%d upsample=%s steps=%d "
       "median_ms=%.2f min_ms=%.2f image_steps_per_s=%.3f first_step_s=%.2f peak_mb=%.1f "
-      "mb_per_image=%.1f memory=%s load_s=%.2f\n",
+      "mb_per_image=%.1f memory=%s load_s=%.2f arch=%s%s\n",
       device.str().c_str(), static_cast<long long>(r), batch, torch::get_num_threads(),
-      upsample.c_str(), static_cast<int>(ms.size()), median, ms.front(), batch * 1000.0 / median,
-      first_step_s, peak_mb, peak_mb / batch, memory_kind.c_str(), load_s);
+      upsample_shown.c_str(), static_cast<int>(ms.size()), median, ms.front(),
+      batch * 1000.0 / median, first_step_s, peak_mb, peak_mb / batch, memory_kind.c_str(), load_s,
+      arch.c_str(), modconv_shown.c_str());
   return 0;
 }

@@ -16,6 +16,18 @@ reference runs with the glibc tunables equal to the engine's KeepLargeBlocksInTh
       [--configs "64:8192:1,2,4 256:8192:1,2 1024:8192:1"] [--steps N] [--warmup N]
       [--variants phase-split,reference] [--build build] [--work out/bench]
       [--json results.json] [--extra "--tf32 1"]
+
+StyleGAN2 (--arch stylegan2): rosinality checkpoints with config-f channel counts
+(random_weights --arch stylegan2 --channel-multiplier 2: 512 through 32x32, then 512,
+256, 128, 64, 32 at 64..1024), configurations "RES:BATCHES" (or "RES:MULTIPLIER:BATCHES"),
+the engine once per modulated-convolution form (--variants shared,grouped: embed_bench
+--modconv) and PyTorch eager in the same forms (--eager-modconv shared,grouped: the
+oracle's synthesis is the shared form; the grouped one is rosinality's, on the oracle's
+primitives). Each engine row has two ratios: the eager step time of the same form over
+the engine's, and the fastest eager form's over the engine's.
+
+  bench/embed_compare.py --arch stylegan2 [--configs "64:1,2 256:1 1024:1"]
+      [--variants shared,grouped] [--eager-modconv shared,grouped] [--channel-multiplier 2]
 """
 import argparse
 import json
@@ -58,7 +70,14 @@ def main():
     ap.add_argument("--configs", default="")
     ap.add_argument("--steps", type=int, default=0, help="timed steps (default: 5 on CPU, 20 on CUDA)")
     ap.add_argument("--warmup", type=int, default=-1, help="untimed steps first (default: 1 on CPU, 5 on CUDA)")
-    ap.add_argument("--variants", default="phase-split", help="engine --upsample variants, comma-separated")
+    ap.add_argument("--arch", default="stylegan1", choices=("stylegan1", "stylegan2"))
+    ap.add_argument("--variants", default="",
+                    help="engine variants, comma-separated: --upsample forms for StyleGAN1 (default "
+                         "phase-split), --modconv forms for StyleGAN2 (default shared,grouped)")
+    ap.add_argument("--eager-modconv", default="shared,grouped",
+                    help="StyleGAN2: the PyTorch-eager modulated-convolution forms, comma-separated")
+    ap.add_argument("--channel-multiplier", type=int, default=2,
+                    help="StyleGAN2: rosinality's channel multiplier for RES:BATCHES configs (2 = config-f)")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "bench"))
     ap.add_argument("--json", default="")
@@ -69,8 +88,13 @@ def main():
                     help="run the reference with glibc's default malloc settings")
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
-    configs = a.configs or ("64:8192:1,2,4,8,16 256:8192:1,2,4,8,16 1024:8192:1,2,4,8,16"
-                            if cuda else "64:8192:1,2,4 256:8192:1,2 1024:8192:1")
+    sg2 = a.arch == "stylegan2"
+    if sg2:
+        configs = a.configs or ("64:1,2,4,8,16 256:1,2,4,8,16 1024:1,2,4,8,16" if cuda
+                                else "64:1,2 256:1 1024:1")
+    else:
+        configs = a.configs or ("64:8192:1,2,4,8,16 256:8192:1,2,4,8,16 1024:8192:1,2,4,8,16"
+                                if cuda else "64:8192:1,2,4 256:8192:1,2 1024:8192:1")
     steps = a.steps or (20 if cuda else 5)
     warmup = a.warmup if a.warmup >= 0 else (5 if cuda else 1)
     tool = os.path.join(a.build, "bench", "random_weights")
@@ -89,61 +113,112 @@ def main():
     ref_env = dict(os.environ, GLIBC_TUNABLES=SAME_MALLOC) if a.same_malloc else None
     print("malloc: glibc, %s on both sides" % SAME_MALLOC if a.same_malloc else
           "malloc: engine %s, reference glibc defaults" % SAME_MALLOC)
-    variants = [v for v in a.variants.split(",") if v]
+    variants = [v for v in (a.variants or ("shared,grouped" if sg2 else "phase-split")).split(",") if v]
+    eager_forms = [v for v in a.eager_modconv.split(",") if v] if sg2 else []
+    for v in variants:
+        if v not in (("shared", "grouped") if sg2 else ("phase-split", "reference")):
+            sys.exit("embed_compare: --variants %s: not a %s variant" % (v, a.arch))
+    for v in eager_forms:
+        if v not in ("shared", "grouped"):
+            sys.exit("embed_compare: --eager-modconv %s: shared or grouped" % v)
+    torch_script = os.path.join(ROOT, "bench", "embed_bench_torch.py")
     rows = []
 
     def save():  # after every batch size, so a run cut short keeps what it measured
         if a.json:
             with open(a.json, "w") as f:
-                json.dump({"device": a.device, "threads": a.threads, "steps": steps, "warmup": warmup,
+                json.dump({"arch": a.arch, "device": a.device, "threads": a.threads, "steps": steps,
+                           "warmup": warmup,
                            "extra": a.extra, "reference_malloc": SAME_MALLOC if a.same_malloc else "default",
                            "rows": rows}, f, indent=1)
-    print("| resolution | batch | side | ms/step | image-steps/s | x batch 1 | MiB/image | first step (s) "
-          "| ratio (PyTorch / engine) |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    if sg2:
+        print("| resolution | batch | side | ms/step | image-steps/s | x batch 1 | MiB/image | first step (s) "
+              "| ratio (eager same form / engine) | ratio (fastest eager / engine) |")
+        print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    else:
+        print("| resolution | batch | side | ms/step | image-steps/s | x batch 1 | MiB/image | first step (s) "
+              "| ratio (PyTorch / engine) |")
+        print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    empty = "| | | | | | |" if sg2 else "| | | | | |"  # the cells after the error
     sys.stdout.flush()
     for config in configs.split():
-        res, fmap, batches = config.split(":")
-        gen = os.path.join(a.work, "g%s_f%s.pt" % (res, fmap))
+        parts = config.split(":")
+        if sg2:
+            if len(parts) == 2:
+                res, batches = parts
+                size = str(a.channel_multiplier)
+            elif len(parts) == 3:
+                res, size, batches = parts
+            else:
+                sys.exit("embed_compare: --configs %s: RES:BATCHES or RES:MULTIPLIER:BATCHES" % config)
+            gen = os.path.join(a.work, "sg2_g%s_cm%s.pt" % (res, size))
+            make = [tool, "--arch", "stylegan2", "--resolution", res, "--channel-multiplier", size,
+                    "--seed", "1", "--out", gen]
+            size_key = "channel_multiplier"
+        else:
+            res, size, batches = parts
+            gen = os.path.join(a.work, "g%s_f%s.pt" % (res, size))
+            make = [tool, "--resolution", res, "--fmap-base", size, "--seed", "1", "--out", gen]
+            size_key = "fmap_base"
         if not os.path.exists(gen):
-            subprocess.run([tool, "--resolution", res, "--fmap-base", fmap, "--seed", "1",
-                            "--out", gen], check=True, stdout=subprocess.DEVNULL)
-        sides = [("engine " + v, [bench, "--upsample", v]) for v in variants]
+            subprocess.run(make, check=True, stdout=subprocess.DEVNULL)
+        # (name, command, form): form is the StyleGAN2 modulated convolution, else None.
+        if sg2:
+            sides = [("engine " + v, [bench, "--modconv", v], v) for v in variants]
+        else:
+            sides = [("engine " + v, [bench, "--upsample", v], None) for v in variants]
         if not a.no_reference:
             # The same interpreter as this script (the one with torch: run it with that one).
-            sides.append(("PyTorch eager", [sys.executable, os.path.join(ROOT, "bench", "embed_bench_torch.py")]))
+            if sg2:
+                sides += [("PyTorch eager " + v, [sys.executable, torch_script, "--modconv", v], v)
+                          for v in eager_forms]
+            else:
+                sides.append(("PyTorch eager", [sys.executable, torch_script], None))
+        eager_names = [name for name, _, _ in sides if name.startswith("PyTorch eager")]
         stopped = set()
         base = {}
         for batch in [int(b) for b in batches.split(",")]:
             results = {}
-            for name, cmd in sides:
+            for name, cmd, form in sides:
                 if name in stopped:
                     continue
                 common = ["--generator", gen, "--vgg", vgg, "--batch", str(batch), "--steps", str(steps),
                           "--warmup", str(warmup), "--threads", str(a.threads), "--device", a.device]
                 out, err = run(cmd + common + extra, a.timeout,
-                               ref_env if name == "PyTorch eager" else None)
+                               ref_env if name in eager_names else None)
                 if out is None:
                     stopped.add(name)
-                    print("| %s | %d | %s | %s | | | | | |" % (res, batch, name, err))
-                    rows.append({"resolution": int(res), "fmap_base": int(fmap), "batch": batch, "side": name,
+                    print("| %s | %d | %s | %s %s" % (res, batch, name, err, empty))
+                    rows.append({"resolution": int(res), size_key: int(size), "batch": batch, "side": name,
                                  "error": err})
                     continue
-                results[name] = out
-            ref = results.get("PyTorch eager")
-            for name, out in results.items():
+                results[name] = (out, form)
+            eager_ms = {form: float(out["median_ms"]) for name, (out, form) in results.items()
+                        if name in eager_names}
+            for name, (out, form) in results.items():
                 ms = float(out["median_ms"])
                 ips = float(out["image_steps_per_s"])
                 if batch == 1:
                     base[name] = ips
                 scale = "%.2f" % (ips / base[name]) if name in base else ""
-                ratio = "%.2f" % (float(ref["median_ms"]) / ms) if ref is not None and name != "PyTorch eager" else ""
                 mem = float(out["mb_per_image"])
-                print("| %s | %d | %s | %.1f | %.3f | %s | %s | %s | %s |" % (
-                    res, batch, name, ms, ips, scale, "%.0f" % mem if mem >= 0 else "n/a", out["first_step_s"],
-                    ratio))
+                cells = [res, str(batch), name, "%.1f" % ms, "%.3f" % ips, scale,
+                         "%.0f" % mem if mem >= 0 else "n/a", out["first_step_s"]]
                 row = dict(out)
-                row.update({"side": name, "fmap_base": int(fmap), "ratio": ratio, "x_batch1": scale})
+                if name in eager_names:
+                    cells += [""] * (2 if sg2 else 1)
+                    ratio = ""
+                elif sg2:
+                    ratio = "%.2f" % (eager_ms[form] / ms) if form in eager_ms else ""
+                    best = "%.2f" % (min(eager_ms.values()) / ms) if eager_ms else ""
+                    cells += [ratio, best]
+                    row["ratio_fastest_eager"] = best
+                else:
+                    ref = eager_ms.get(None)
+                    ratio = "%.2f" % (ref / ms) if ref is not None else ""
+                    cells.append(ratio)
+                print("| " + " | ".join(cells) + " |")
+                row.update({"side": name, size_key: int(size), "ratio": ratio, "x_batch1": scale})
                 rows.append(row)
             sys.stdout.flush()
             save()
