@@ -2034,11 +2034,18 @@ int Cli::Info() {
     std::string notes;
     if (m.is_default()) notes = "default";
     if (m.is_demo()) notes += notes.empty() ? "demo (random weights)" : ", demo (random weights)";
+    std::vector<std::string> channels;
+    for (int32_t c : m.channels()) channels.push_back(absl::StrCat(c));
+    std::string config = absl::StrCat(m.mapping_layers(), " mapping, channels ",
+                                      absl::StrJoin(channels, "/"), ", ", m.num_noise_maps(),
+                                      " noise maps");
+    if (m.conv_clamp() > 0) absl::StrAppend(&config, ", conv_clamp ", m.conv_clamp());
+    if (m.has_file_mean_w()) absl::StrAppend(&config, ", mean w from the file");
     rows.push_back({m.name(), m.architecture(), absl::StrCat(m.resolution(), "x", m.resolution()),
                     absl::StrCat(m.num_layers(), "x", m.latent_size()),
-                    m.fingerprint().substr(0, 19), notes});
+                    m.fingerprint().substr(0, 19), config, notes});
   }
-  PrintTable({"MODEL", "ARCH", "RESOLUTION", "W+", "FINGERPRINT", ""}, rows);
+  PrintTable({"MODEL", "ARCH", "RESOLUTION", "W+", "FINGERPRINT", "CONFIGURATION", ""}, rows);
   return kExitOk;
 }
 

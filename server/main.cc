@@ -55,6 +55,7 @@ struct Flags {
   std::vector<std::string> models;
   std::string vgg;
   bool demo_model = false;
+  std::string demo_arch = "stylegan1";
   int demo_resolution = 256, demo_fmap_base = 2048;
   std::string devices = "auto";
   int threads = 0;
@@ -208,14 +209,21 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.5, 3600.0));
   app.add_option("--model", f.models,
-                 "NAME=PATH of a StyleGAN1 weight file (repeatable; the first is the default)");
+                 "NAME=PATH of a generator weight file: StyleGAN1 (PyTorch port), StyleGAN2 "
+                 "(rosinality .pt, NVIDIA .pkl), told apart by content (repeatable; the first "
+                 "is the default)");
   app.add_option("--vgg", f.vgg, "torchvision VGG16 weights for the perceptual loss");
   app.add_flag(
       "--demo-model", f.demo_model,
       "serve the seeded random demo model 'demo' (not a trained network; no weight files needed)");
+  app.add_option("--demo-arch", f.demo_arch, "demo model architecture")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"stylegan1", "stylegan2"}));
   app.add_option("--demo-resolution", f.demo_resolution, "demo model resolution")
       ->capture_default_str();
-  app.add_option("--demo-fmap-base", f.demo_fmap_base, "demo model feature-map base")
+  app.add_option("--demo-fmap-base", f.demo_fmap_base,
+                 "demo model size: min(2 * BASE / res, 512) channels at resolution res (either "
+                 "architecture)")
       ->capture_default_str();
   app.add_option("--devices", f.devices, "comma-separated: auto, cpu, cuda, cuda:N")
       ->capture_default_str();
@@ -357,6 +365,7 @@ int Main(int argc, char** argv) {
     ModelSource s;
     s.name = "demo";
     s.demo = true;
+    s.demo_arch = f.demo_arch == "stylegan2" ? GeneratorArch::kStyleGan2 : GeneratorArch::kStyleGan1;
     s.demo_resolution = f.demo_resolution;
     s.demo_fmap_base = f.demo_fmap_base;
     if (ro.models.empty()) {
@@ -406,8 +415,9 @@ int Main(int argc, char** argv) {
   if (!registry.ok()) return Fail(std::string(registry.status().message()));
   for (const ModelInfo& m : (*registry)->models()) {
     LogNote(absl::StrCat("model ", m.name, (m.is_default ? " (default)" : ""),
-                         (m.is_demo ? " [demo: random weights]" : ""), ": ", m.resolution, "x",
-                         m.resolution, ", ", m.num_layers, " layers, ", m.fingerprint));
+                         (m.is_demo ? " [demo: random weights]" : ""), ": ", m.architecture,
+                         " ", m.resolution, "x", m.resolution, ", ", m.num_layers, " layers, ",
+                         m.source, ", ", m.fingerprint));
   }
   MetricsRegistry metrics;
   metrics.AddGauge("i2s_build_info", "Version of this server (always 1).", {"version"}, [] {
@@ -559,6 +569,13 @@ int Main(int argc, char** argv) {
                        " s"));
   stopped.store(true);
   second_signal.join();
+  // A second signal that arrived while the shutdown was finishing, before the watcher
+  // thread read it, still means "cut short": the same exit code, whichever thread won.
+  while (std::optional<int> again = (*signals)->NextFor(absl::ZeroDuration())) {
+    if (*again == SIGHUP) continue;
+    LogNote(absl::StrCat(SignalName(*again), " again: exiting with code ", kExitCutShort));
+    return kExitCutShort;
+  }
   return 0;
 }
 

@@ -2,7 +2,8 @@
 //   info FILE                         what a weight file holds
 //   synth --generator G --latent W.npy --out OUT.png|OUT.npy
 //   map --generator G (--z Z.npy | --random N [--seed S]) [--wplus] --out W.npy
-//   random-model --resolution R --fmap-base F --seed S --out FILE [--legacy]
+//   random-model [--kind stylegan1|stylegan2|vgg16] --resolution R --fmap-base F --seed S
+//                --out FILE [--legacy]
 //   embed --generator G --vgg V --image X.png --out W.npy [--recon R.png] [options]
 //   morph|stylemix|expression --generator G ... --out OUT.png
 //   align --image X --out ALIGNED.png [--size R] [--landmarks FILE] [--align-info INFO.json]
@@ -13,8 +14,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -32,7 +35,9 @@
 #include "server/base/status_macros.h"
 #include "server/engine/edits.h"
 #include "server/engine/embedder.h"
+#include "server/engine/model_files.h"
 #include "server/engine/stylegan1.h"
+#include "server/formats/weight_file.h"
 #include "server/engine/torch_util.h"
 #include "server/engine/vgg16.h"
 #include "server/engine/weights.h"
@@ -67,7 +72,50 @@ ModelKind DetectKind(const StateDict& sd) {
   return ModelKind::kUnknown;
 }
 
+// A StyleGAN2 file (rosinality checkpoint or NVIDIA pickle): what it holds.
+absl::Status InfoStyleGan2(const std::string& path) {
+  ASSIGN_OR_RETURN(GeneratorFile file, ReadGeneratorFile(path));
+  auto made = CreateGenerator(file, torch::kCPU);
+  if (!made.ok()) return Annotate(made.status(), path);
+  const Generator& g = **made;
+  std::cout << "file: " << path << "\n"
+            << "layout: " << file.container << "\n"
+            << "tensors: " << file.weights.size() << "\n"
+            << "parameters: " << ParameterCount(file.weights) << "\n"
+            << "kind: " << g.architecture() << "-generator\n"
+            << "resolution: " << g.resolution() << "\n"
+            << "num_layers: " << g.num_layers() << "\n"
+            << "num_noise_maps: " << g.num_noise_maps() << "\n"
+            << "latent_size: " << g.latent_size() << "\n"
+            << "mapping_layers: " << g.mapping_layers() << "\n"
+            << "channels: " << absl::StrJoin(g.channels(), ",") << "\n"
+            << "conv_clamp: " << (g.conv_clamp() > 0 ? absl::StrCat(g.conv_clamp()) : "none")
+            << "\n"
+            << "mean_w: " << (g.FileMeanW().defined() ? "from the file" : "none") << "\n"
+            << "fingerprint: " << g.fingerprint() << "\n";
+  return absl::OkStatus();
+}
+
 absl::Status Info(const std::string& path) {
+  auto read = ReadWeightFile(path);
+  if (!read.ok()) {
+    // A pickle (PROTO first) gets the weight-file reader's error (an unknown callable,
+    // a StyleGAN3 network, ...); anything else the torch.save reader's, which says what
+    // a state dict file must be ("not a torch.save file", "not a state dict").
+    std::ifstream f(path, std::ios::binary);
+    if (f.get() == 0x80) return read.status();
+    auto flat = LoadWeights(path);
+    return flat.ok() ? read.status() : flat.status();
+  }
+  const WeightFileContents& contents = *read;
+  const bool stylegan2 =
+      contents.format == WeightFileFormat::kPickle ||
+      std::any_of(contents.tensors.begin(), contents.tensors.end(), [](const auto& e) {
+        return absl::StartsWith(e.first, "g_ema.") || e.first == "style.1.weight";
+      });
+  // A StyleGAN2 file (or a pickle: the generator reader's error says what it holds);
+  // everything else is read as a flat state dict (StyleGAN1, VGG16).
+  if (stylegan2) return InfoStyleGan2(path);
   ASSIGN_OR_RETURN(LoadedWeights w, LoadWeights(path));
   std::cout << "file: " << path << "\n"
             << "layout: torch.save " << TorchFileFormatName(w.format) << "\n"
@@ -101,14 +149,24 @@ absl::Status Info(const std::string& path) {
   }
   return absl::InvalidArgumentError(
       absl::StrCat(path,
-                   ": not a StyleGAN1 generator (g_mapping.*, g_synthesis.*) nor VGG16 "
+                   ": not a StyleGAN1 generator (g_mapping.*, g_synthesis.*), a StyleGAN2 one "
+                   "(rosinality's g_ema: style.*, convs.*; NVIDIA's G_ema) nor VGG16 "
                    "(features.*); first key '",
                    w.tensors.empty() ? "" : w.tensors[0].first, "'"));
 }
 
-// --noise: "random" (seeded by --noise-seed), "zero", or an .npz of noise0..noise{L-1}.
+// --noise: "auto" (the file's constant maps where it has them, StyleGAN2; else random),
+// "const", "random" (seeded by --noise-seed), "zero", or an .npz of noise0..noise{N-1}.
 absl::StatusOr<std::vector<torch::Tensor>> MakeNoise(const Generator& g, const std::string& spec,
                                                      uint64_t seed, int batch) {
+  if (spec == "auto") return g.DefaultNoise(seed, batch);
+  if (spec == "const") {
+    if (g.ConstantNoise().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--noise const: this ", g.architecture(), " file has no constant noise maps"));
+    }
+    return g.ConstantNoise();
+  }
   if (spec == "random") return g.MakeNoise(seed, batch);
   if (spec == "zero") return std::vector<torch::Tensor>{};
   ASSIGN_OR_RETURN(auto arrays, ReadNpzFile(spec));
@@ -128,12 +186,14 @@ absl::StatusOr<std::vector<torch::Tensor>> MakeNoise(const Generator& g, const s
 }
 
 struct NoiseArgs {
-  std::string noise = "random";
+  std::string noise = "auto";
   uint64_t noise_seed = 0;
 };
 
 void AddNoiseOptions(CLI::App* cmd, NoiseArgs* n) {
-  cmd->add_option("--noise", n->noise, "random (seeded), zero, or FILE.npz with noise0..noise{L-1}")
+  cmd->add_option("--noise", n->noise,
+                  "auto (const where the file has constant maps, else random), const, random "
+                  "(seeded), zero, or FILE.npz with noise0..noise{N-1}")
       ->capture_default_str();
   cmd->add_option("--noise-seed", n->noise_seed, "seed of the random noise maps")
       ->capture_default_str();
@@ -187,7 +247,7 @@ absl::Status Synth(const Common& common, const SynthArgs& a) {
   torch::Device device(torch::kCPU);
   RETURN_IF_ERROR(ApplyCommon(common, &device));
   RETURN_IF_ERROR(CheckImageOut(a.out));
-  ASSIGN_OR_RETURN(auto g, StyleGan1Generator::Load(a.generator, device));
+  ASSIGN_OR_RETURN(auto g, LoadGenerator(a.generator, device));
   ASSIGN_OR_RETURN(torch::Tensor w, ReadLatent(a.latent, *g, "--latent"));
   return RenderAndWrite(*g, w, a.noise, a.out, absl::StrCat("--latent ", a.latent));
 }
@@ -347,7 +407,7 @@ absl::Status Embed(const Common& common, EmbedArgs a) {
                                          : LatentInit::kMeanW;
   RETURN_IF_ERROR(a.options.Validate());
   if (!a.recon.empty()) RETURN_IF_ERROR(Annotate(CheckImageOut(a.recon), "--recon"));
-  ASSIGN_OR_RETURN(auto g, StyleGan1Generator::Load(a.generator, device));
+  ASSIGN_OR_RETURN(auto g, LoadGenerator(a.generator, device));
   Vgg16Options vgg_options;
   vgg_options.imagenet_normalize = a.imagenet_norm;
   ASSIGN_OR_RETURN(auto vgg, Vgg16Extractor::Load(a.vgg, vgg_options, device));
@@ -434,7 +494,7 @@ absl::Status Edit(const Common& common, const EditArgs& e, EditKind kind) {
   torch::Device device(torch::kCPU);
   RETURN_IF_ERROR(ApplyCommon(common, &device));
   RETURN_IF_ERROR(CheckImageOut(e.out));
-  ASSIGN_OR_RETURN(auto g, StyleGan1Generator::Load(e.generator, device));
+  ASSIGN_OR_RETURN(auto g, LoadGenerator(e.generator, device));
   torch::Tensor edited;
   switch (kind) {
     case EditKind::kMorph: {
@@ -476,7 +536,7 @@ absl::Status Map(const Common& common, const MapArgs& a) {
   if (a.z.empty() == (a.random == 0)) {
     return absl::InvalidArgumentError("map: give exactly one of --z FILE and --random N");
   }
-  ASSIGN_OR_RETURN(auto g, StyleGan1Generator::Load(a.generator, device));
+  ASSIGN_OR_RETURN(auto g, LoadGenerator(a.generator, device));
   torch::Tensor z;
   if (a.random > 0) {
     z = torch::randn({a.random, g->latent_size()},
@@ -499,23 +559,44 @@ struct RandomArgs {
   bool legacy = false;
 };
 
+// rosinality's convert_weight.py layout: {g_ema: state dict, latent_avg: mean w}, the
+// mean w over 4096 seeded z (what a trained file's latent_avg estimates).
+absl::StatusOr<StateDict> RosinalityCheckpoint(const GeneratorFile& file, uint64_t seed) {
+  ASSIGN_OR_RETURN(auto g, CreateGenerator(file, torch::kCPU));
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ 0x5eed);
+  ASSIGN_OR_RETURN(torch::Tensor w, g->Map(torch::randn({4096, g->latent_size()}, gen)));
+  StateDict out;
+  for (const auto& [name, t] : file.weights) out.emplace_back("g_ema/" + name, t);
+  out.emplace_back("latent_avg", w.mean(0).contiguous());
+  return out;
+}
+
 absl::Status RandomModel(const RandomArgs& a) {
   StateDict sd;
-  if (a.kind == "stylegan1") {
+  std::string fingerprint;
+  if (a.kind == "stylegan1" || a.kind == "stylegan2") {
     StyleGan1Config c = StyleGan1Config::FromFmap(a.resolution, a.fmap_base, a.fmap_max);
     RETURN_IF_ERROR(Annotate(c.Validate(), "--resolution"));
-    sd = RandomStyleGan1Weights(c, a.seed);
+    ASSIGN_OR_RETURN(GeneratorArch arch, ParseGeneratorArch(a.kind));
+    GeneratorFile file = RandomGeneratorFile(arch, a.resolution, a.fmap_base, a.seed, a.fmap_max);
+    fingerprint = WeightsFingerprint(file.weights);
+    if (arch == GeneratorArch::kStyleGan1) {
+      sd = std::move(file.weights);
+    } else {
+      ASSIGN_OR_RETURN(sd, RosinalityCheckpoint(file, a.seed));
+    }
   } else {
     sd = RandomVgg16Weights(a.seed, /*all_features=*/true);
   }
   RETURN_IF_ERROR(
       SaveWeights(a.out, sd, a.legacy ? TorchFileFormat::kLegacy : TorchFileFormat::kZip));
-  std::cout << a.out << " " << WeightsFingerprint(sd) << "\n";
+  std::cout << a.out << " " << (fingerprint.empty() ? WeightsFingerprint(sd) : fingerprint)
+            << "\n";
   return absl::OkStatus();
 }
 
 int Run(int argc, char** argv) {
-  CLI::App app{"i2s_tool: offline StyleGAN1 weight files, synthesis and latents"};
+  CLI::App app{"i2s_tool: offline StyleGAN1/StyleGAN2 weight files, synthesis and latents"};
   app.require_subcommand(1);
   Common common;
   auto add_common = [&](CLI::App* cmd) {
@@ -663,8 +744,11 @@ int Run(int argc, char** argv) {
   RandomArgs random_args;
   CLI::App* random =
       app.add_subcommand("random-model", "Write a seeded random model in the published key layout");
-  random->add_option("--kind", random_args.kind, "stylegan1 or vgg16")
-      ->check(CLI::IsMember({"stylegan1", "vgg16"}))
+  random
+      ->add_option("--kind,--arch", random_args.kind,
+                   "stylegan1 (the PyTorch port's layout), stylegan2 (a rosinality checkpoint "
+                   "{g_ema, latent_avg}) or vgg16")
+      ->check(CLI::IsMember({"stylegan1", "stylegan2", "vgg16"}))
       ->capture_default_str();
   random->add_option("--resolution", random_args.resolution, "power of two, 8..1024")
       ->capture_default_str();

@@ -55,6 +55,9 @@ absl::Status CheckRenderOptions(const v1::RenderOptions& o, const std::string& f
   if (o.jpeg_quality() < 0 || o.jpeg_quality() > 100) {
     return Field(field + ".jpeg_quality", "must be in [0, 100] (0 = 90)");
   }
+  if (!v1::NoiseMode_IsValid(o.noise_mode())) {
+    return Field(field + ".noise_mode", absl::StrCat("unknown mode ", o.noise_mode()));
+  }
   return absl::OkStatus();
 }
 

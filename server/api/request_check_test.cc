@@ -104,6 +104,15 @@ TEST(RequestCheckTest, EmbedRequestFields) {
   ExpectField(CheckEmbedRequest(r, kLimits), "resize");
 }
 
+TEST(RequestCheckTest, NoiseMode) {
+  v1::SynthesizeRequest r;
+  r.mutable_latent()->set_latent_id("lat_0123456789abcdef");
+  r.mutable_render()->set_noise_mode(v1::NOISE_CONSTANT);
+  EXPECT_TRUE(CheckSynthesizeRequest(r).ok());
+  r.mutable_render()->set_noise_mode(static_cast<v1::NoiseMode>(42));
+  ExpectField(CheckSynthesizeRequest(r), "render.noise_mode");
+}
+
 TEST(RequestCheckTest, WatchJob) {
   v1::WatchJobRequest r;
   ExpectField(CheckWatchJobRequest(r), "job_id");

@@ -396,9 +396,31 @@ struct Service::Impl {
     return CheckLatentRef(ref, field);  // not set: the check names what is missing
   }
 
-  // Noise maps of a resolved latent, on `device`.
-  absl::StatusOr<std::vector<torch::Tensor>> NoiseOf(const Resolved& r, const Generator& g) {
-    if (r.noise_npz.empty()) return g.MakeNoise(r.noise_seed, 1);
+  // Noise maps of a resolved latent for `mode` (RenderOptions.noise_mode), on `device`.
+  absl::StatusOr<std::vector<torch::Tensor>> NoiseOf(const Resolved& r, const Generator& g,
+                                                     v1::NoiseMode mode) {
+    switch (mode) {
+      case v1::NOISE_NONE:
+        return std::vector<torch::Tensor>{};
+      case v1::NOISE_SEEDED:
+        return g.MakeNoise(r.noise_seed, 1);
+      case v1::NOISE_CONSTANT:
+        if (g.ConstantNoise().empty()) {
+          return Field("render.noise_mode",
+                       absl::StrCat("NOISE_CONSTANT: this ", g.architecture(),
+                                    " model has no constant noise maps"));
+        }
+        return g.ConstantNoise();
+      case v1::NOISE_LATENT:
+        if (r.noise_npz.empty()) {
+          return Field("render.noise_mode", "NOISE_LATENT: the latent has no noise maps of its "
+                                            "own (only embeddings with noise_steps do)");
+        }
+        break;
+      default:  // NOISE_AUTO
+        if (r.noise_npz.empty()) return g.DefaultNoise(r.noise_seed, 1);
+        break;
+    }
     ASSIGN_OR_RETURN(auto maps, ParseNpz(r.noise_npz));
     std::vector<torch::Tensor> out;
     for (auto& [name, a] : maps) out.push_back(FloatArrayToTensor(a).to(g.device()));
@@ -429,7 +451,7 @@ struct Service::Impl {
   absl::Status Render(int device, const ModelInfo& model, const torch::Tensor& w,
                       const Resolved& noise_source, const v1::RenderOptions& o, v1::Image* out) {
     Generator* g = registry->generator(device, model.name);
-    ASSIGN_OR_RETURN(auto noise, NoiseOf(noise_source, *g));
+    ASSIGN_OR_RETURN(auto noise, NoiseOf(noise_source, *g, o.noise_mode()));
     ASSIGN_OR_RETURN(torch::Tensor img, g->Synthesize(w.unsqueeze(0), noise));
     return Encode(img[0].cpu(), o, out);
   }
@@ -1148,6 +1170,12 @@ grpc::ServerUnaryReactor* Service::GetServerInfo(CallbackServerContext* ctx,
     out->set_latent_size(m.latent_size);
     out->set_is_default(m.is_default);
     out->set_is_demo(m.is_demo);
+    out->set_num_noise_maps(m.num_noise_maps);
+    out->set_mapping_layers(m.mapping_layers);
+    for (int64_t c : m.channels) out->add_channels(static_cast<int32_t>(c));
+    out->set_conv_clamp(m.conv_clamp);
+    out->set_source(m.source);
+    out->set_has_file_mean_w(m.has_file_mean_w);
   }
   for (const std::string& d : impl_->registry->device_names()) resp->add_devices(d);
   const ServiceLimits& l = impl_->limits;

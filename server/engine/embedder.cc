@@ -273,7 +273,9 @@ absl::Status EmbedBatch::Prepare(const EmbedTarget& t, const std::optional<Embed
   } else {
     switch (options_.init) {
       case LatentInit::kMeanW:
-        if (!mean_w_.defined()) {
+        if (!mean_w_.defined() && generator_->FileMeanW().defined()) {
+          mean_w_ = generator_->FileMeanW().to(device, torch::kFloat32);
+        } else if (!mean_w_.defined()) {
           ASSIGN_OR_RETURN(mean_w_, Embedder::MeanW(*generator_, options_.mean_w_samples));
         }
         s.latent = mean_w_.view({1, dim}).expand({rows, dim}).clone();
@@ -301,7 +303,7 @@ absl::Status EmbedBatch::Prepare(const EmbedTarget& t, const std::optional<Embed
     }
     s.m = torch::zeros_like(s.latent);
     s.v = torch::zeros_like(s.latent);
-    s.noise = generator_->MakeNoise(t.seed, 1);
+    s.noise = generator_->DefaultNoise(t.seed, 1);
     for (const auto& n : s.noise) {
       s.noise_m.push_back(torch::zeros_like(n));
       s.noise_v.push_back(torch::zeros_like(n));

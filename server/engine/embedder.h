@@ -45,8 +45,10 @@ struct EmbedOptions {
   bool use_relu1_1 = true, use_relu1_2 = true, use_relu3_2 = true, use_relu4_2 = true;
   LatentSpace space = LatentSpace::kWPlus;
   LatentInit init = LatentInit::kMeanW;
-  // kMeanW: mean of the mapping network over this many seeded z (NVIDIA's projector
-  // uses 10,000); cached per generator fingerprint.
+  // kMeanW: the file's mean w where it has one (Generator::FileMeanW: rosinality's
+  // latent_avg, NVIDIA's w_avg, the StyleGAN1 port's truncation.avg_latent), else the
+  // mean of the mapping network over this many seeded z (NVIDIA's projector uses
+  // 10,000); cached per generator fingerprint.
   int mean_w_samples = 10000;
   // kUniform: U(-uniform_range, uniform_range), seeded by the target's seed.
   double uniform_range = 1.0;

@@ -66,6 +66,13 @@ absl::StatusOr<torch::Tensor> Generator::Map(const torch::Tensor& z) {
   });
 }
 
+std::vector<torch::Tensor> Generator::DefaultNoise(uint64_t seed, int batch) const {
+  std::vector<torch::Tensor> maps = ConstantNoise();
+  if (maps.empty()) return MakeNoise(seed, batch);
+  for (torch::Tensor& m : maps) m = m.expand({batch, -1, -1, -1}).clone();
+  return maps;
+}
+
 std::vector<torch::Tensor> Generator::MakeNoise(uint64_t seed, int batch) const {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<torch::Tensor> maps;

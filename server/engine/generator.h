@@ -25,6 +25,12 @@ class Generator {
   virtual int latent_size() const = 0;  // 512 for the published models
   // "stylegan1" or "stylegan2": what GetServerInfo and `i2s_tool info` report.
   virtual const char* architecture() const = 0;
+  // The configuration read from the weights, for GetServerInfo and `i2s_tool info`:
+  // mapping layers, feature maps per synthesis block (4x4 first), and StyleGAN2's
+  // conv_clamp (0 = none).
+  virtual int mapping_layers() const = 0;
+  virtual std::vector<int64_t> channels() const = 0;
+  virtual double conv_clamp() const { return 0; }
   // WeightsFingerprint() of the weights the generator was built from.
   virtual const std::string& fingerprint() const = 0;
   virtual torch::Device device() const = 0;
@@ -58,6 +64,10 @@ class Generator {
   // The file's own constant noise maps [1, 1, H, W] on device() (StyleGAN2's `noises.*` /
   // `noise_const`: how its authors' projectors render), or empty when the file has none.
   virtual std::vector<torch::Tensor> ConstantNoise() const { return {}; }
+  // The maps a latent without maps of its own is rendered and embedded with: the file's
+  // constant maps where it has them (StyleGAN2), else MakeNoise(seed) (StyleGAN1). Fresh
+  // tensors (callers may optimise them in place).
+  std::vector<torch::Tensor> DefaultNoise(uint64_t seed, int batch = 1) const;
   // The file's mean w [latent] on device() (`latent_avg`, `w_avg`,
   // `truncation.avg_latent`), or an undefined tensor when the file has none.
   virtual torch::Tensor FileMeanW() const { return {}; }

@@ -127,6 +127,8 @@ class StyleGan1Generator : public Generator {
   int num_layers() const override { return config_.num_layers(); }
   int latent_size() const override { return config_.latent_size; }
   const char* architecture() const override { return "stylegan1"; }
+  int mapping_layers() const override { return config_.mapping_layers; }
+  std::vector<int64_t> channels() const override { return config_.channels; }
   const std::string& fingerprint() const override { return fingerprint_; }
   torch::Device device() const override { return device_; }
   const StyleGan1Config& config() const { return config_; }

@@ -92,6 +92,9 @@ class StyleGan2Generator : public Generator {
   int num_layers() const override { return config_.num_layers(); }
   int latent_size() const override { return config_.latent_size; }
   const char* architecture() const override { return "stylegan2"; }
+  int mapping_layers() const override { return config_.mapping_layers; }
+  std::vector<int64_t> channels() const override { return config_.channels; }
+  double conv_clamp() const override { return config_.conv_clamp; }
   const std::string& fingerprint() const override { return fingerprint_; }
   torch::Device device() const override { return device_; }
   int num_noise_maps() const override { return config_.num_noise_maps(); }

@@ -74,9 +74,21 @@ std::string StateDictPickle(const std::vector<NamedFloatTensor>& tensors, bool l
   p.Proto();
   p.EmptyOrderedDict();
   p.Mark();
+  std::string group;  // the nested dict being written ("" = none)
   for (size_t i = 0; i < tensors.size(); ++i) {
     const NamedFloatTensor& t = tensors[i];
-    p.Str(t.name);
+    const size_t slash = t.name.find('/');
+    const std::string outer = slash == std::string::npos ? "" : t.name.substr(0, slash);
+    if (outer != group) {
+      if (!group.empty()) p.SetItems();  // closes the nested dict
+      group = outer;
+      if (!group.empty()) {
+        p.Str(group);
+        p.EmptyOrderedDict();
+        p.Mark();
+      }
+    }
+    p.Str(slash == std::string::npos ? t.name : t.name.substr(slash + 1));
     p.Global("torch._utils", "_rebuild_tensor_v2");
     p.Mark();
     p.Mark();
@@ -96,6 +108,7 @@ std::string StateDictPickle(const std::vector<NamedFloatTensor>& tensors, bool l
     p.Tuple();
     p.Reduce();
   }
+  if (!group.empty()) p.SetItems();
   p.SetItems();
   p.Stop();
   return p.Take();

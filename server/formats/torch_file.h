@@ -76,7 +76,9 @@ struct NamedFloatTensor {
 };
 
 // Serialises an OrderedDict of float32 tensors exactly as torch.save would lay it out,
-// so that torch.load in Python (1.x and 2.x) reads it back.
+// so that torch.load in Python (1.x and 2.x) reads it back. A name "outer/inner" puts
+// the tensor in a nested OrderedDict under the key "outer" (consecutive tensors of one
+// `outer` share it): rosinality's {g_ema: {...}, latent_avg: tensor} checkpoints.
 absl::StatusOr<std::string> SerializeTorchStateDict(const std::vector<NamedFloatTensor>& tensors,
                                                     TorchFileFormat format);
 

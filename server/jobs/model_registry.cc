@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/base/status_macros.h"
-#include "server/engine/stylegan1.h"
+#include "server/engine/model_files.h"
 
 namespace i2s {
 namespace {
@@ -48,21 +48,29 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
         "vgg: a VGG16 weight file (--vgg) is required for real models; only the demo model "
         "runs without one");
   }
+  // Each file is read once; its weights are built on every device.
+  std::vector<GeneratorFile> files;
+  for (const ModelSource& m : options.models) {
+    if (m.demo) {
+      StyleGan1Config check = StyleGan1Config::FromFmap(m.demo_resolution, m.demo_fmap_base);
+      RETURN_IF_ERROR(Annotate(check.Validate(), "demo model"));
+      files.push_back(
+          RandomGeneratorFile(m.demo_arch, m.demo_resolution, m.demo_fmap_base, m.demo_seed));
+    } else {
+      auto read = ReadGeneratorFile(m.path);
+      if (!read.ok()) return Annotate(read.status(), absl::StrCat("model ", m.name));
+      files.push_back(*std::move(read));
+    }
+  }
   for (const torch::Device& device : options.devices) {
     std::vector<std::unique_ptr<Generator>> gens;
-    for (const ModelSource& m : options.models) {
-      std::unique_ptr<StyleGan1Generator> g;
-      if (m.demo) {
-        StyleGan1Config config = StyleGan1Config::FromFmap(m.demo_resolution, m.demo_fmap_base);
-        RETURN_IF_ERROR(Annotate(config.Validate(), "demo model"));
-        ASSIGN_OR_RETURN(
-            g, StyleGan1Generator::Create(RandomStyleGan1Weights(config, m.demo_seed), device));
-      } else {
-        auto loaded = StyleGan1Generator::Load(m.path, device);
-        if (!loaded.ok()) return Annotate(loaded.status(), absl::StrCat("model ", m.name));
-        g = *std::move(loaded);
+    for (size_t i = 0; i < options.models.size(); ++i) {
+      auto g = CreateGenerator(files[i], device);
+      if (!g.ok()) {
+        return Annotate(g.status(), absl::StrCat("model ", options.models[i].name, " ",
+                                                 options.models[i].path));
       }
-      gens.push_back(std::move(g));
+      gens.push_back(*std::move(g));
     }
     std::unique_ptr<Vgg16Extractor> vgg;
     if (options.vgg_path.empty()) {
@@ -80,10 +88,16 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
     ModelInfo info;
     info.name = options.models[i].name;
     info.fingerprint = g.fingerprint();
-    info.architecture = "stylegan1";
+    info.architecture = g.architecture();
     info.resolution = g.resolution();
     info.num_layers = g.num_layers();
     info.latent_size = g.latent_size();
+    info.num_noise_maps = g.num_noise_maps();
+    info.mapping_layers = g.mapping_layers();
+    info.channels = g.channels();
+    info.conv_clamp = g.conv_clamp();
+    info.source = files[i].container;
+    info.has_file_mean_w = g.FileMeanW().defined();
     info.is_default = i == 0;
     info.is_demo = options.models[i].demo;
     r->infos_.push_back(info);

@@ -14,16 +14,21 @@
 
 #include "absl/status/statusor.h"
 #include "server/engine/generator.h"
+#include "server/engine/model_files.h"
 #include "server/engine/vgg16.h"
 
 namespace i2s {
 
 struct ModelSource {
   std::string name;  // [A-Za-z0-9_.-]{1,64}
-  std::string path;  // StyleGAN1 weight file (PyTorch-port state dict)
+  // A generator weight file: StyleGAN1 (the PyTorch port's state dict) or StyleGAN2
+  // (rosinality checkpoint, NVIDIA .pkl), told apart by content (engine/model_files.h).
+  std::string path;
   // The seeded random demo model instead of a file (`--demo-model`): not a trained
-  // network, for trying the service and for tests.
+  // network, for trying the service and for tests. Channels min(2 * fmap_base / res, 512)
+  // at resolution res, for either architecture.
   bool demo = false;
+  GeneratorArch demo_arch = GeneratorArch::kStyleGan1;
   int demo_resolution = 256, demo_fmap_base = 2048;
   uint64_t demo_seed = 2019;
 };
@@ -39,6 +44,11 @@ struct RegistryOptions {
 struct ModelInfo {
   std::string name, fingerprint, architecture;
   int resolution = 0, num_layers = 0, latent_size = 0;
+  int num_noise_maps = 0, mapping_layers = 0;
+  std::vector<int64_t> channels;  // per synthesis block, 4x4 first
+  double conv_clamp = 0;
+  std::string source;  // what the weight file held (GeneratorFile::container)
+  bool has_file_mean_w = false;
   bool is_default = false, is_demo = false;
 };
 

@@ -126,6 +126,112 @@ class ToolTest(unittest.TestCase):
         self.assertEqual(len(torch.load(vgg)), 26)
 
 
+def sg2(case, name):
+    return os.path.join(ARGS.fixtures, case, name)
+
+
+def rel_diff(got, want):
+    """Max abs difference as a fraction of the reference image's range."""
+    return float(np.abs(got - want).max() / (want.max() - want.min()))
+
+
+class StyleGan2ToolTest(unittest.TestCase):
+    """StyleGAN2 files written by the independent oracle (tests/oracle/stylegan2_ref.py):
+    rosinality checkpoints and NVIDIA-structured pickles, identified from their content."""
+
+    def test_info_describes_both_formats(self):
+        nv = info(sg2("sg2_r1024_f", "nvidia.pkl"))
+        self.assertEqual(nv["kind"], "stylegan2-generator")
+        self.assertIn("NVIDIA", nv["layout"])
+        self.assertEqual(nv["resolution"], "1024")
+        self.assertEqual(nv["num_layers"], "18")
+        self.assertEqual(nv["num_noise_maps"], "17")
+        self.assertEqual(nv["channels"], "512,512,512,512,512,256,128,64,32")
+        self.assertEqual(nv["conv_clamp"], "256")
+        self.assertEqual(nv["mean_w"], "from the file")
+        self.assertEqual(nv["tensors"], "171")
+        ros = info(sg2("sg2_r1024_f", "rosinality.pt"))
+        self.assertIn("rosinality", ros["layout"])
+        self.assertEqual(ros["conv_clamp"], "none")
+        # A clamp is part of the function, so it is part of the fingerprint.
+        self.assertNotEqual(ros["fingerprint"], nv["fingerprint"])
+        legacy = info(sg2("sg2_r32_cm1", "rosinality_legacy.pt"))
+        self.assertEqual(legacy["mean_w"], "none")
+        unclamped = info(sg2("sg2_r32_cm1", "nvidia.pkl"))
+        self.assertEqual(unclamped["fingerprint"], legacy["fingerprint"])
+
+    def test_synth_and_map_match_the_reference(self):
+        for f in ("nvidia.pkl", "rosinality_train.pt"):
+            out = work("sg2_" + f + ".npy")
+            run("synth", "--generator", sg2("sg2_r32_cm1", f), "--latent",
+                sg2("sg2_r32_cm1", "wplus.npy"), "--out", out)  # --noise auto: const
+            self.assertLessEqual(rel_diff(np.load(out), np.load(sg2("sg2_r32_cm1", "img_const.npy"))), 1e-4)
+            run("synth", "--generator", sg2("sg2_r32_cm1", f), "--latent",
+                sg2("sg2_r32_cm1", "wplus.npy"), "--noise", "zero", "--out", out)
+            self.assertLessEqual(rel_diff(np.load(out), np.load(sg2("sg2_r32_cm1", "img_none.npy"))), 1e-4)
+            run("map", "--generator", sg2("sg2_r32_cm1", f), "--z", sg2("sg2_r32_cm1", "z.npy"),
+                "--out", work("sg2_w.npy"))
+            np.testing.assert_allclose(np.load(work("sg2_w.npy")), np.load(sg2("sg2_r32_cm1", "w.npy")),
+                                       atol=1e-4, rtol=0)
+
+    def test_random_stylegan2_model_is_a_rosinality_checkpoint(self):
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
+        import stylegan2_ref as ref
+        for legacy in (False, True):
+            path = work("rand_sg2_%s.pt" % ("legacy" if legacy else "zip"))
+            fingerprint = run("random-model", "--arch", "stylegan2", "--resolution", "32",
+                              "--fmap-base", "128", "--seed", "3", "--out", path,
+                              *(["--legacy"] if legacy else [])).stdout.split()[1]
+            ckpt = torch.load(path)
+            self.assertEqual(sorted(ckpt), ["g_ema", "latent_avg"])
+            g = ckpt["g_ema"]
+            self.assertEqual(len(g), len(ref.rosinality_shapes(32, latent=512, mapping_layers=8)))
+            self.assertEqual(tuple(g["convs.0.conv.weight"].shape), (1, 32, 64, 3, 3))  # min(2 * 128 / res, 512)
+            self.assertEqual(info(path)["fingerprint"], fingerprint)
+            self.assertEqual(info(path)["mean_w"], "from the file")
+            # The independent oracle renders the file's weights as i2s_tool does.
+            wplus = torch.randn(2, ref.num_ws(32), 512, generator=torch.Generator().manual_seed(1))
+            np.save(work("sg2_rand_wplus.npy"), wplus.numpy())
+            run("synth", "--generator", path, "--latent", work("sg2_rand_wplus.npy"), "--noise",
+                "const", "--out", work("sg2_rand.npy"))
+            with torch.no_grad():
+                want = ref.synthesis(g, wplus, noise="const").numpy()
+            self.assertLessEqual(rel_diff(np.load(work("sg2_rand.npy")), want), 1e-4)
+            # latent_avg: the mapping's mean over 4096 z drawn from seed ^ 0x5eed (the same
+            # CPU generator in LibTorch and PyTorch).
+            z = torch.randn(4096, 512, generator=torch.Generator().manual_seed(3 ^ 0x5eed))
+            with torch.no_grad():
+                mean = ref.mapping(g, z).mean(0)
+            np.testing.assert_allclose(ckpt["latent_avg"].numpy(), mean.numpy(), atol=1e-4, rtol=1e-4)
+
+    def test_refusals_say_what_the_file_holds(self):
+        for name, words in (("stylegan3.pkl", ["StyleGAN3"]), ("tensorflow.pkl", ["TensorFlow"]),
+                            ("conditional.pkl", ["conditional"]), ("os_system.pkl", ["os.system"])):
+            proc = run("info", sg2("sg2_bad", name), expect=1)
+            for w in words:
+                self.assertIn(w, proc.stderr, name)
+
+    def test_embed_stylegan2_in_domain(self):
+        # An image the generator made (known W+, constant noise) is found again: in-domain
+        # inversion on a small random StyleGAN2, pixel loss, Image2StyleGAN's schedule.
+        model = work("sg2_embed.pt")
+        run("random-model", "--arch", "stylegan2", "--resolution", "32", "--fmap-base", "64",
+            "--seed", "4", "--out", model)
+        run("map", "--generator", model, "--random", "1", "--seed", "8", "--wplus",
+            "--out", work("sg2_target_w.npy"))
+        run("synth", "--generator", model, "--latent", work("sg2_target_w.npy"), "--out",
+            work("sg2_target.png"))
+        proc = run("embed", "--generator", model, "--vgg", fixture("vgg.zip.pth"), "--image",
+                   work("sg2_target.png"), "--steps", "150", "--w-perceptual", "0",
+                   "--log-every", "1", "--out", work("sg2_found.npy"), "--threads", "2")
+        psnrs = [float(line.split(" psnr ")[1].split()[0]) for line in proc.stdout.splitlines()
+                 if line.startswith("step ")]
+        self.assertEqual(len(psnrs), 150)
+        print(f"StyleGAN2 in-domain inversion: PSNR {psnrs[0]:.1f} -> {psnrs[-1]:.1f} dB", file=sys.stderr)
+        self.assertGreater(psnrs[-1], psnrs[0] + 5)
+        self.assertGreater(psnrs[-1], 25)
+
+
 def skimage_photo(name):
     """A photo shipped by Debian's python3-skimage (not made by this project)."""
     import skimage.data

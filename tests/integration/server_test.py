@@ -444,6 +444,113 @@ class ServiceTest(unittest.TestCase):
         collect(long_call)
 
 
+class StyleGan2ServiceTest(unittest.TestCase):
+    """The full flow on a StyleGAN2 demo model (seeded random weights, 32x32): info, embed
+    with the Image2StyleGAN++ noise phase (StyleGAN2's 7 noise maps), exact re-rendering,
+    the edits, and a StyleGAN1 latent refused."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = new_server("stylegan2", ["--demo-arch", "stylegan2"]).start()
+        cls.addClassCleanup(cls.server.kill)  # if what follows fails (tearDownClass stops it)
+        cls.stub = cls.server.stub()
+        cls.model = cls.stub.GetServerInfo(pb.GetServerInfoRequest()).models[0]
+
+    @classmethod
+    def tearDownClass(cls):
+        code, _ = cls.server.stop()
+        assert code == 0, cls.server.log()
+
+    def test_info_shows_the_architecture_and_its_configuration(self):
+        m = self.model
+        self.assertEqual(m.architecture, "stylegan2")
+        self.assertEqual((m.resolution, m.num_layers, m.num_noise_maps), (32, 8, 7))
+        self.assertEqual(m.mapping_layers, 8)
+        self.assertEqual(list(m.channels), [64, 32, 16, 8])  # min(2 * 256 / res, 512)
+        self.assertEqual(m.conv_clamp, 0)
+        self.assertEqual(m.source, "seeded random weights")
+        self.assertTrue(m.is_demo)
+
+    def test_embed_with_noise_phase_render_and_edit(self):
+        req = pb.EmbedRequest(image=h.image_bytes("astronaut.png"), seed=4,
+                              options=pb.EmbedOptions(steps=20, noise_steps=5, lr=0.05),
+                              return_reconstruction=True)
+        events = collect(self.stub.Embed(req, timeout=300))
+        self.assertEqual(kind(events[-1]), "succeeded", events[-1])
+        steps = [e.progress for e in events if kind(e) == "progress"]
+        self.assertEqual([p.step for p in steps], list(range(1, 26)))
+        self.assertTrue(all(p.metrics.psnr_db > 5 for p in steps))
+        done = events[-1].succeeded
+        self.assertEqual(done.metrics.steps, 25)
+        lat = self.stub.GetLatent(pb.GetLatentRequest(latent_id=done.latent_id))
+        self.assertEqual((lat.num_layers, lat.latent_size), (8, 512))
+        self.assertEqual(lat.fingerprint, self.model.fingerprint)
+        # The stored latent with its optimised noise maps re-renders the reconstruction.
+        syn = self.stub.Synthesize(pb.SynthesizeRequest(latent=pb.LatentRef(latent_id=lat.id)))
+        self.assertEqual(syn.image.data, done.reconstruction.data)
+        self.assertEqual(png_size(syn.image.data), (32, 32))
+        w = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(latent_id=lat.id)).npy)
+        other = self.stub.ImportLatent(pb.ImportLatentRequest(npy=h.npy(w - 0.25)))
+        a, b = pb.LatentRef(latent_id=lat.id), pb.LatentRef(latent_id=other.id)
+        frames = list(self.stub.Morph(pb.MorphRequest(a=a, b=b, frames=3), timeout=120))
+        self.assertEqual(len(frames), 3)
+        self.assertEqual(frames[0].image.data, syn.image.data)
+        mix = self.stub.StyleMix(pb.StyleMixRequest(content=a, style=b, crossover=3,
+                                                    store_result=True))
+        mixed = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(latent_id=mix.latent.id)).npy)
+        np.testing.assert_array_equal(mixed[:3], w[:3])
+        np.testing.assert_array_equal(mixed[3:], (w - 0.25)[3:])
+        expr = self.stub.ExpressionTransfer(pb.ExpressionTransferRequest(
+            target=pb.LatentRef(latent_id=mix.latent.id), neutral=a, expression=b, strength=1.0,
+            first_layer=1, last_layer=6, store_result=True))
+        self.assertEqual(png_size(expr.image.data), (32, 32))
+
+    def test_noise_modes(self):
+        w = np.random.default_rng(2).standard_normal((8, 512)).astype(np.float32)
+        lat = self.stub.ImportLatent(pb.ImportLatentRequest(npy=h.npy(w)))
+        ref = pb.LatentRef(latent_id=lat.id)
+
+        def render(mode):
+            return self.stub.Synthesize(pb.SynthesizeRequest(
+                latent=ref, render=pb.RenderOptions(format=pb.RAW_FLOAT32, noise_mode=mode))).image.data
+
+        auto, const = render(pb.NOISE_AUTO), render(pb.NOISE_CONSTANT)
+        self.assertEqual(auto, const)  # StyleGAN2's default: the file's constant maps
+        none, seeded = render(pb.NOISE_NONE), render(pb.NOISE_SEEDED)
+        self.assertNotEqual(none, const)
+        self.assertNotEqual(seeded, const)
+        self.assertEqual(seeded, render(pb.NOISE_SEEDED))  # seeded: reproducible
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, "noise_mode", self.stub.Synthesize,
+                        pb.SynthesizeRequest(latent=ref, render=pb.RenderOptions(noise_mode=pb.NOISE_LATENT)))
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, "noise_mode", self.stub.Synthesize,
+                        pb.SynthesizeRequest(latent=ref, render=pb.RenderOptions(noise_mode=99)))
+
+    def test_latent_of_a_stylegan1_model_is_refused(self):
+        # One data directory, first served with the StyleGAN1 demo, then with the
+        # StyleGAN2 one: the stored latent (same [8, 512] shape) is FAILED_PRECONDITION.
+        sg1 = h.stopped_at_end(self, new_server("stylegan1_then_2"))
+        sg1.start()
+        try:
+            lat = sg1.stub().ImportLatent(pb.ImportLatentRequest(npy=h.npy(np.zeros((8, 512), np.float32))))
+        finally:
+            sg1.stop()
+        self.assertNotEqual(lat.fingerprint, self.model.fingerprint)
+        sg2 = h.stopped_at_end(self, h.Server(ARGS.server, sg1.data_dir,
+                                              extra=["--demo-arch", "stylegan2"])).start()
+        try:
+            self.assertCode(grpc.StatusCode.FAILED_PRECONDITION, lat.id, sg2.stub().Synthesize,
+                            pb.SynthesizeRequest(latent=pb.LatentRef(latent_id=lat.id)))
+        finally:
+            code, _ = sg2.stop()
+        self.assertEqual(code, 0)
+
+    def assertCode(self, code, needle, fn, req):
+        with self.assertRaises(grpc.RpcError) as cm:
+            fn(req)
+        self.assertEqual(cm.exception.code(), code, cm.exception.details())
+        self.assertIn(needle, cm.exception.details())
+
+
 class LimitsTest(unittest.TestCase):
     """A server with small limits: queue full, image size and pixel limits."""
 
