@@ -466,7 +466,7 @@ class StyleGan2ServiceTest(unittest.TestCase):
         self.assertEqual(m.architecture, "stylegan2")
         self.assertEqual((m.resolution, m.num_layers, m.num_noise_maps), (32, 8, 7))
         self.assertEqual(m.mapping_layers, 8)
-        self.assertEqual(list(m.channels), [64, 32, 16, 8])  # min(2 * 256 / res, 512)
+        self.assertEqual(list(m.channels), [128, 64, 32, 16])  # min(2 * 256 / res, 512)
         self.assertEqual(m.conv_clamp, 0)
         self.assertEqual(m.source, "seeded random weights")
         self.assertTrue(m.is_demo)
