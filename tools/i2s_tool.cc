@@ -11,7 +11,6 @@
 // interrupted by SIGINT/SIGTERM (see WatchSignals).
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,11 +36,11 @@
 #include "server/engine/embedder.h"
 #include "server/engine/model_files.h"
 #include "server/engine/stylegan1.h"
-#include "server/formats/weight_file.h"
 #include "server/engine/torch_util.h"
 #include "server/engine/vgg16.h"
 #include "server/engine/weights.h"
 #include "server/formats/npy.h"
+#include "server/formats/weight_file.h"
 #include "server/imaging/image_io.h"
 #include "server/imaging/prepare.h"
 
@@ -162,8 +161,8 @@ absl::StatusOr<std::vector<torch::Tensor>> MakeNoise(const Generator& g, const s
   if (spec == "auto") return g.DefaultNoise(seed, batch);
   if (spec == "const") {
     if (g.ConstantNoise().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--noise const: this ", g.architecture(), " file has no constant noise maps"));
+      return absl::InvalidArgumentError(absl::StrCat("--noise const: this ", g.architecture(),
+                                                     " file has no constant noise maps"));
     }
     return g.ConstantNoise();
   }
@@ -225,9 +224,19 @@ absl::Status RenderAndWrite(Generator& g, const torch::Tensor& w, const NoiseArg
 }
 
 // A latent file as W+ [N, L, D] for `g`.
+// A latent file by its name: OUT.npz is NVIDIA's projected_w.npz (member `w`,
+// [1, L, 512] for one latent, [N, L, 512] for several), anything else .npy.
+absl::Status WriteLatent(const std::string& path, const torch::Tensor& w) {
+  FloatArray a = TensorToFloatArray(w);
+  if (!absl::EndsWith(path, ".npz")) return WriteNpyFile(path, a);
+  if (a.shape.size() == 2) a.shape.insert(a.shape.begin(), 1);
+  ASSIGN_OR_RETURN(std::string npz, SerializeProjectedW(a));
+  return WriteStringToFile(path, npz);
+}
+
 absl::StatusOr<torch::Tensor> ReadLatent(const std::string& path, const Generator& g,
                                          absl::string_view flag) {
-  ASSIGN_OR_RETURN(FloatArray latent, ReadNpyFile(path));
+  ASSIGN_OR_RETURN(FloatArray latent, ReadLatentFile(path));  // .npy or projected_w.npz
   torch::Tensor w = FloatArrayToTensor(latent);
   if (w.dim() == 2) w = w.unsqueeze(0);
   if (w.dim() != 3 || w.size(1) != g.num_layers() || w.size(2) != g.latent_size()) {
@@ -458,7 +467,7 @@ absl::Status Embed(const Common& common, EmbedArgs a) {
   ASSIGN_OR_RETURN(std::vector<EmbedResult> results, std::move(ran));
   const EmbedResult& r = results[0];
   RETURN_IF_ERROR(r.status);
-  RETURN_IF_ERROR(WriteNpyFile(a.out, TensorToFloatArray(r.latent)));
+  RETURN_IF_ERROR(WriteLatent(a.out, r.latent));
   if (!a.noise_out.empty()) {
     std::vector<std::pair<std::string, FloatArray>> maps;
     for (size_t l = 0; l < r.noise.size(); ++l)
@@ -549,7 +558,7 @@ absl::Status Map(const Common& common, const MapArgs& a) {
   auto w = g->Map(z);
   if (!w.ok()) return Annotate(w.status(), absl::StrCat("--z ", a.z));
   torch::Tensor out = a.wplus ? w->unsqueeze(1).expand({-1, g->num_layers(), -1}) : *w;
-  return WriteNpyFile(a.out, TensorToFloatArray(out));
+  return a.wplus ? WriteLatent(a.out, out) : WriteNpyFile(a.out, TensorToFloatArray(out));
 }
 
 struct RandomArgs {
@@ -590,8 +599,7 @@ absl::Status RandomModel(const RandomArgs& a) {
   }
   RETURN_IF_ERROR(
       SaveWeights(a.out, sd, a.legacy ? TorchFileFormat::kLegacy : TorchFileFormat::kZip));
-  std::cout << a.out << " " << (fingerprint.empty() ? WeightsFingerprint(sd) : fingerprint)
-            << "\n";
+  std::cout << a.out << " " << (fingerprint.empty() ? WeightsFingerprint(sd) : fingerprint) << "\n";
   return absl::OkStatus();
 }
 
@@ -627,7 +635,10 @@ int Run(int argc, char** argv) {
   embed->add_option("--generator", embed_args.generator, "generator weight file")->required();
   embed->add_option("--vgg", embed_args.vgg, "VGG16 weight file (torchvision layout)")->required();
   embed->add_option("--image", embed_args.image, "image file (PNG, JPEG, ...)")->required();
-  embed->add_option("--out", embed_args.out, "latent .npy, float32 [L, 512]")->required();
+  embed
+      ->add_option("--out", embed_args.out,
+                   "latent .npy, float32 [L, 512], or .npz: NVIDIA's projected_w.npz [1, L, 512]")
+      ->required();
   embed->add_option("--recon", embed_args.recon, "write the reconstruction here (.png or .npy)");
   embed->add_option("--noise-out", embed_args.noise_out, "write the noise maps here (.npz)");
   embed->add_option("--steps", embed_args.options.steps, "W+ phase steps")->capture_default_str();
@@ -738,7 +749,9 @@ int Run(int argc, char** argv) {
   map->add_option("--seed", map_args.seed, "seed for --random")->capture_default_str();
   map->add_flag("--wplus", map_args.wplus,
                 "write W+ [N, L, 512] (w repeated on every layer), ready for synth");
-  map->add_option("--out", map_args.out, "output .npy")->required();
+  map->add_option("--out", map_args.out,
+                  "output .npy (with --wplus also .npz: NVIDIA's projected_w.npz)")
+      ->required();
   add_common(map);
 
   RandomArgs random_args;

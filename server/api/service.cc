@@ -406,15 +406,15 @@ struct Service::Impl {
         return g.MakeNoise(r.noise_seed, 1);
       case v1::NOISE_CONSTANT:
         if (g.ConstantNoise().empty()) {
-          return Field("render.noise_mode",
-                       absl::StrCat("NOISE_CONSTANT: this ", g.architecture(),
-                                    " model has no constant noise maps"));
+          return Field("render.noise_mode", absl::StrCat("NOISE_CONSTANT: this ", g.architecture(),
+                                                         " model has no constant noise maps"));
         }
         return g.ConstantNoise();
       case v1::NOISE_LATENT:
         if (r.noise_npz.empty()) {
-          return Field("render.noise_mode", "NOISE_LATENT: the latent has no noise maps of its "
-                                            "own (only embeddings with noise_steps do)");
+          return Field("render.noise_mode",
+                       "NOISE_LATENT: the latent has no noise maps of its "
+                       "own (only embeddings with noise_steps do)");
         }
         break;
       default:  // NOISE_AUTO
@@ -946,18 +946,20 @@ grpc::ServerUnaryReactor* Service::ImportLatent(CallbackServerContext* ctx,
     auto found = impl_->registry->Find(req->model());
     if (!found.ok()) return Annotate(found.status(), "model");
     const ModelInfo& model = **found;
-    auto array = ParseNpy(req->npy());
+    auto array = ParseLatentBytes(req->npy());
     if (!array.ok()) return Annotate(array.status(), "npy");
     const int64_t L = model.num_layers, D = model.latent_size;
     std::vector<float> values;
-    if (array->shape == std::vector<int64_t>{L, D}) {
+    if (array->shape == std::vector<int64_t>{L, D} ||
+        array->shape == std::vector<int64_t>{1, L, D}) {  // [1, L, D]: NVIDIA's projected_w
       values = array->values;
     } else if (array->shape == std::vector<int64_t>{D}) {
       for (int64_t l = 0; l < L; ++l)
         values.insert(values.end(), array->values.begin(), array->values.end());
     } else {
       return Field("npy", absl::StrCat("shape ", array->ShapeString(), ", model \"", model.name,
-                                       "\" needs [", L, ", ", D, "] (or [", D, "])"));
+                                       "\" needs [", L, ", ", D, "] (or [1, ", L, ", ", D, "] or [",
+                                       D, "])"));
     }
     for (float v : values) {
       if (!std::isfinite(v)) return Field("npy", "contains NaN or Inf");
@@ -983,12 +985,22 @@ grpc::ServerUnaryReactor* Service::ExportLatent(CallbackServerContext* ctx,
   auto caller = impl_->Admit(ctx);
   if (!caller.ok()) return Done(ctx, caller.status());
   if (req->latent_id().empty()) return Done(ctx, Field("latent_id", "empty"));
+  if (!v1::LatentFileFormat_IsValid(req->format())) {
+    return Done(ctx, Field("format", absl::StrCat("unknown format ", req->format())));
+  }
   auto rec = impl_->LatentFor(*caller, req->latent_id(), /*with_values=*/true);
   if (!rec.ok()) return Done(ctx, rec.status());
   FloatArray a;
   a.shape = {rec->num_layers, rec->latent_size};
   a.values = std::move(rec->values);
-  resp->set_npy(SerializeNpy(a));
+  if (req->format() == v1::LATENT_FILE_PROJECTED_W) {
+    a.shape.insert(a.shape.begin(), 1);
+    auto npz = SerializeProjectedW(a);
+    if (!npz.ok()) return Done(ctx, npz.status());
+    resp->set_projected_w_npz(*std::move(npz));
+  } else {
+    resp->set_npy(SerializeNpy(a));
+  }
   rec->noise_npz.clear();
   ToProto(*rec, resp->mutable_latent());
   return Done(ctx, absl::OkStatus());

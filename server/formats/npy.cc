@@ -288,4 +288,28 @@ absl::Status WriteNpzFile(const std::string& path,
   return WriteStringToFile(path, *bytes);
 }
 
+absl::StatusOr<FloatArray> ParseLatentBytes(absl::string_view bytes) {
+  if (!absl::StartsWith(bytes, "PK")) return ParseNpy(bytes);
+  ASSIGN_OR_RETURN(auto arrays, ParseNpz(bytes));
+  for (auto& [name, array] : arrays) {
+    if (name == "w") return std::move(array);
+  }
+  std::vector<std::string> names;
+  for (const auto& [name, array] : arrays) names.push_back(name);
+  return absl::InvalidArgumentError(
+      absl::StrCat("an .npz without a member 'w' (NVIDIA's projected_w.npz has one; found: ",
+                   names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
+}
+
+absl::StatusOr<FloatArray> ReadLatentFile(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
+  auto latent = ParseLatentBytes(bytes);
+  if (!latent.ok()) return Annotate(latent.status(), path);
+  return latent;
+}
+
+absl::StatusOr<std::string> SerializeProjectedW(const FloatArray& w) {
+  return SerializeNpz({{"w", w}});
+}
+
 }  // namespace i2s

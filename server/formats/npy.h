@@ -47,6 +47,15 @@ absl::StatusOr<std::vector<std::pair<std::string, FloatArray>>> ParseNpz(absl::s
 absl::StatusOr<std::string> SerializeNpz(
     const std::vector<std::pair<std::string, FloatArray>>& arrays);
 
+// A latent as users exchange it: .npy bytes, or NVIDIA's projector output
+// `projected_w.npz` (an .npz whose one member `w` is [1, num_ws, 512], as
+// stylegan2-ada-pytorch's projector.py writes it and its generate.py reads it), told apart
+// by content (zip magic). The array comes back as stored; callers check the shape.
+absl::StatusOr<FloatArray> ParseLatentBytes(absl::string_view bytes);
+absl::StatusOr<FloatArray> ReadLatentFile(const std::string& path);
+// `w` as NVIDIA's projected_w.npz (member `w`; [1, num_ws, 512] is what NVIDIA reads).
+absl::StatusOr<std::string> SerializeProjectedW(const FloatArray& w);
+
 // Whole-file helpers shared by the readers and writers of this folder.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 absl::Status WriteStringToFile(const std::string& path, absl::string_view data);

@@ -101,5 +101,24 @@ TEST(NpyTest, RejectsOverflowingShape) {
   EXPECT_FALSE(a.ok());
 }
 
+TEST(NpyTest, LatentBytesAreNpyOrNvidiaProjectedW) {
+  const FloatArray w{{1, 2, 3}, {1, 2, 3, 4, 5, 6}};
+  auto npz = SerializeProjectedW(w);
+  ASSERT_TRUE(npz.ok()) << npz.status();
+  auto back = ParseLatentBytes(*npz);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->shape, w.shape);
+  EXPECT_EQ(back->values, w.values);
+  auto plain = ParseLatentBytes(SerializeNpy(w));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->values, w.values);
+  auto other = SerializeNpz({{"dlatents", w}});
+  ASSERT_TRUE(other.ok());
+  auto refused = ParseLatentBytes(*other);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("member 'w'"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("dlatents"), std::string::npos) << refused.status();
+}
+
 }  // namespace
 }  // namespace i2s

@@ -204,6 +204,26 @@ class StyleGan2ToolTest(unittest.TestCase):
                 mean = ref.mapping(g, z).mean(0)
             np.testing.assert_allclose(ckpt["latent_avg"].numpy(), mean.numpy(), atol=1e-4, rtol=1e-4)
 
+    def test_projected_w_npz_in_and_out(self):
+        # NVIDIA's projector writes np.savez(projected_w.npz, w=[1, num_ws, 512]).
+        gen = sg2("sg2_r32_cm1", "rosinality.pt")
+        wplus = np.load(sg2("sg2_r32_cm1", "wplus.npy"))[:1]
+        np.savez(work("projected_w.npz"), w=wplus)
+        run("synth", "--generator", gen, "--latent", work("projected_w.npz"), "--out", work("pw.npy"))
+        run("synth", "--generator", gen, "--latent", sg2("sg2_r32_cm1", "wplus.npy"), "--out",
+            work("pw_ref.npy"))
+        # One image alone vs the first of a batch of two: equal up to float rounding.
+        np.testing.assert_allclose(np.load(work("pw.npy"))[0], np.load(work("pw_ref.npy"))[0],
+                                   atol=1e-5, rtol=0)
+        run("map", "--generator", gen, "--random", "1", "--seed", "2", "--wplus", "--out", work("mapped.npz"))
+        with np.load(work("mapped.npz")) as z:
+            self.assertEqual(list(z.keys()), ["w"])
+            self.assertEqual(z["w"].shape, (1, 8, 64))  # 32x32: num_ws 8
+            self.assertEqual(z["w"].dtype, np.float32)
+        np.savez(work("wrong.npz"), dlatents=wplus)
+        proc = run("synth", "--generator", gen, "--latent", work("wrong.npz"), "--out", work("x.npy"), expect=1)
+        self.assertIn("member 'w'", proc.stderr)
+
     def test_refusals_say_what_the_file_holds(self):
         for name, words in (("stylegan3.pkl", ["StyleGAN3"]), ("tensorflow.pkl", ["TensorFlow"]),
                             ("conditional.pkl", ["conditional"]), ("os_system.pkl", ["os.system"])):

@@ -3,6 +3,7 @@
 Run: server_test.py --server build/server/i2s_server --proto proto --work DIR [unittest args]
 """
 
+import io
 import os
 import signal
 import struct
@@ -490,6 +491,14 @@ class StyleGan2ServiceTest(unittest.TestCase):
         self.assertEqual(syn.image.data, done.reconstruction.data)
         self.assertEqual(png_size(syn.image.data), (32, 32))
         w = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(latent_id=lat.id)).npy)
+        # NVIDIA's projected_w.npz out and back in: the same values.
+        npz = self.stub.ExportLatent(pb.ExportLatentRequest(
+            latent_id=lat.id, format=pb.LATENT_FILE_PROJECTED_W)).projected_w_npz
+        with np.load(io.BytesIO(npz)) as z:
+            np.testing.assert_array_equal(z["w"], w[None])
+        again = self.stub.ImportLatent(pb.ImportLatentRequest(npy=npz))
+        np.testing.assert_array_equal(
+            read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(latent_id=again.id)).npy), w)
         other = self.stub.ImportLatent(pb.ImportLatentRequest(npy=h.npy(w - 0.25)))
         a, b = pb.LatentRef(latent_id=lat.id), pb.LatentRef(latent_id=other.id)
         frames = list(self.stub.Morph(pb.MorphRequest(a=a, b=b, frames=3), timeout=120))
