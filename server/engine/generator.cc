@@ -18,6 +18,30 @@ absl::Status CheckFloatFinite(const torch::Tensor& t, absl::string_view name) {
 
 }  // namespace
 
+int Log2Ceil(int v) {
+  int l = 0;
+  while ((1 << l) < v) ++l;
+  return l;
+}
+
+absl::Status CheckGeneratorShape(int resolution, const std::vector<int64_t>& channels,
+                                 int latent_size, int mapping_layers) {
+  if (resolution < 8 || resolution > 1024 || (resolution & (resolution - 1)) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("resolution ", resolution, " is not a power of two from 8 to 1024"));
+  }
+  if (static_cast<int>(channels.size()) != Log2Ceil(resolution) - 1) {
+    return absl::InvalidArgumentError("channel list does not match the resolution");
+  }
+  for (int64_t c : channels) {
+    if (c < 1) return absl::InvalidArgumentError("channel counts must be positive");
+  }
+  if (latent_size < 1 || mapping_layers < 1) {
+    return absl::InvalidArgumentError("latent size and mapping layers must be positive");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<torch::Tensor> Generator::Synthesize(const torch::Tensor& wplus,
                                                     const std::vector<torch::Tensor>& noise) {
   return TorchCall("Synthesize", [&]() -> absl::StatusOr<torch::Tensor> {

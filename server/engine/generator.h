@@ -15,6 +15,15 @@
 
 namespace i2s {
 
+// log2 of a power of two (the smallest l with 2^l >= v otherwise).
+int Log2Ceil(int v);
+
+// The checks every StyleGAN generator's configuration shares: a power-of-two resolution
+// from 8 to 1024, one positive channel count per synthesis block (4x4 up to the
+// resolution), and a positive latent size and mapping depth. Errors are InvalidArgument.
+absl::Status CheckGeneratorShape(int resolution, const std::vector<int64_t>& channels,
+                                 int latent_size, int mapping_layers);
+
 class Generator {
  public:
   virtual ~Generator() = default;

@@ -17,44 +17,8 @@
 namespace i2s {
 namespace {
 
-torch::ScalarType ToScalarType(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return torch::kFloat32;
-    case DType::kFloat64:
-      return torch::kFloat64;
-    case DType::kFloat16:
-      return torch::kFloat16;
-    case DType::kBFloat16:
-      return torch::kBFloat16;
-    case DType::kInt64:
-      return torch::kInt64;
-    case DType::kInt32:
-      return torch::kInt32;
-    case DType::kInt16:
-      return torch::kInt16;
-    case DType::kInt8:
-      return torch::kInt8;
-    case DType::kUInt8:
-      return torch::kUInt8;
-    case DType::kBool:
-      return torch::kBool;
-  }
-  return torch::kFloat32;
-}
-
-// A contiguous copy out of the file buffer; floating point becomes float32 (fp16 blocks
-// of NVIDIA's files run in float32 here).
 absl::StatusOr<torch::Tensor> CopyTensor(const RawTensor& t, const std::string& name) {
-  auto out = TorchCall("loading tensor", [&] {
-    void* data = const_cast<char*>(t.storage.data()) + t.offset * DTypeSize(t.dtype);
-    torch::Tensor view = torch::from_blob(data, t.sizes, t.strides, ToScalarType(t.dtype));
-    torch::Tensor copy = view.clone(at::MemoryFormat::Contiguous);
-    if (copy.is_floating_point() && copy.scalar_type() != torch::kFloat32) {
-      copy = copy.to(torch::kFloat32);
-    }
-    return copy;
-  });
+  auto out = CopyRawTensor(t);  // float32 for floats: fp16 blocks of NVIDIA's files too
   if (!out.ok()) return Annotate(out.status(), absl::StrCat("key '", name, "'"));
   return out;
 }

@@ -26,12 +26,6 @@ std::string MappingKey(int i, const char* what) {
   return absl::StrCat("g_mapping.dense", i, ".", what);
 }
 
-int Log2(int v) {
-  int l = 0;
-  while ((1 << l) < v) ++l;
-  return l;
-}
-
 void AddEpilogueKeys(std::vector<std::pair<std::string, std::vector<int64_t>>>* keys,
                      const std::string& prefix, int64_t c, int64_t d) {
   keys->push_back({prefix + "top_epi.noise.weight", {c}});
@@ -86,33 +80,20 @@ const char* UpsampleConvName(UpsampleConv u) {
   return u == UpsampleConv::kPhaseSplit ? "phase-split" : "reference";
 }
 
-int StyleGan1Config::num_layers() const { return 2 * Log2(resolution) - 2; }
+int StyleGan1Config::num_layers() const { return 2 * Log2Ceil(resolution) - 2; }
 
 StyleGan1Config StyleGan1Config::FromFmap(int resolution, int fmap_base, int fmap_max) {
   StyleGan1Config c;
   c.resolution = resolution;
   for (int res = 4; res <= resolution; res *= 2) {
-    int stage = Log2(res) - 1;
+    int stage = Log2Ceil(res) - 1;
     c.channels.push_back(std::max<int64_t>(1, std::min<int64_t>(fmap_base >> stage, fmap_max)));
   }
   return c;
 }
 
 absl::Status StyleGan1Config::Validate() const {
-  if (resolution < 8 || resolution > 1024 || (resolution & (resolution - 1)) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("resolution ", resolution, " is not a power of two from 8 to 1024"));
-  }
-  if (static_cast<int>(channels.size()) != Log2(resolution) - 1) {
-    return absl::InvalidArgumentError("channel list does not match the resolution");
-  }
-  for (int64_t c : channels) {
-    if (c < 1) return absl::InvalidArgumentError("channel counts must be positive");
-  }
-  if (latent_size < 1 || mapping_layers < 1) {
-    return absl::InvalidArgumentError("latent size and mapping layers must be positive");
-  }
-  return absl::OkStatus();
+  return CheckGeneratorShape(resolution, channels, latent_size, mapping_layers);
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> StyleGan1Keys(const StyleGan1Config& c) {

@@ -21,12 +21,6 @@ constexpr double kLeakySlope = 0.2;
 constexpr double kPixelNormEps = 1e-8;
 constexpr double kDemodEps = 1e-8;
 
-int Log2(int v) {
-  int l = 0;
-  while ((1 << l) < v) ++l;
-  return l;
-}
-
 using KeyList = std::vector<std::pair<std::string, std::vector<int64_t>>>;
 
 // rosinality's StyledConv: ModulatedConv2d (+ blur when upsampling), NoiseInjection,
@@ -78,8 +72,8 @@ const char* ModulatedConvName(ModulatedConv m) {
   return m == ModulatedConv::kShared ? "shared" : "grouped";
 }
 
-int StyleGan2Config::num_layers() const { return 2 * Log2(resolution) - 2; }
-int StyleGan2Config::num_noise_maps() const { return 2 * Log2(resolution) - 3; }
+int StyleGan2Config::num_layers() const { return 2 * Log2Ceil(resolution) - 2; }
+int StyleGan2Config::num_noise_maps() const { return 2 * Log2Ceil(resolution) - 3; }
 
 StyleGan2Config StyleGan2Config::Rosinality(int resolution, int channel_multiplier, int latent_size,
                                             int mapping_layers, int divisor) {
@@ -96,19 +90,7 @@ StyleGan2Config StyleGan2Config::Rosinality(int resolution, int channel_multipli
 }
 
 absl::Status StyleGan2Config::Validate() const {
-  if (resolution < 8 || resolution > 1024 || (resolution & (resolution - 1)) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("resolution ", resolution, " is not a power of two from 8 to 1024"));
-  }
-  if (static_cast<int>(channels.size()) != Log2(resolution) - 1) {
-    return absl::InvalidArgumentError("channel list does not match the resolution");
-  }
-  for (int64_t c : channels) {
-    if (c < 1) return absl::InvalidArgumentError("channel counts must be positive");
-  }
-  if (latent_size < 1 || mapping_layers < 1) {
-    return absl::InvalidArgumentError("latent size and mapping layers must be positive");
-  }
+  RETURN_IF_ERROR(CheckGeneratorShape(resolution, channels, latent_size, mapping_layers));
   if (!(conv_clamp >= 0) || !std::isfinite(conv_clamp)) {
     return absl::InvalidArgumentError("conv_clamp must be finite and >= 0");
   }

@@ -39,6 +39,18 @@ torch::ScalarType ToScalarType(DType dtype) {
 
 }  // namespace
 
+absl::StatusOr<torch::Tensor> CopyRawTensor(const RawTensor& t) {
+  return TorchCall("loading tensor", [&] {
+    void* data = const_cast<char*>(t.storage.data()) + t.offset * DTypeSize(t.dtype);
+    torch::Tensor view = torch::from_blob(data, t.sizes, t.strides, ToScalarType(t.dtype));
+    torch::Tensor copy = view.clone(at::MemoryFormat::Contiguous);  // one copy, out of the file
+    if (copy.is_floating_point() && copy.scalar_type() != torch::kFloat32) {
+      copy = copy.to(torch::kFloat32);
+    }
+    return copy;
+  });
+}
+
 absl::StatusOr<LoadedWeights> LoadWeights(const std::string& path,
                                           const std::function<bool(const std::string&)>& skip) {
   ASSIGN_OR_RETURN(RawStateDict raw, ReadTorchStateDict(path));
@@ -50,16 +62,7 @@ absl::StatusOr<LoadedWeights> LoadWeights(const std::string& path,
       out.skipped.push_back(name);
       continue;
     }
-    auto tensor = TorchCall("loading tensor", [&] {
-      void* data = const_cast<char*>(t.storage.data()) + t.offset * DTypeSize(t.dtype);
-      torch::Tensor view = torch::from_blob(data, t.sizes, t.strides, ToScalarType(t.dtype));
-      torch::Tensor copy =
-          view.clone(at::MemoryFormat::Contiguous);  // one copy, out of the file buffer
-      if (copy.is_floating_point() && copy.scalar_type() != torch::kFloat32) {
-        copy = copy.to(torch::kFloat32);
-      }
-      return copy;
-    });
+    auto tensor = CopyRawTensor(t);
     if (!tensor.ok()) return Annotate(tensor.status(), absl::StrCat(path, ": key '", name, "'"));
     out.tensors.emplace_back(name, *std::move(tensor));
   }

@@ -29,6 +29,11 @@ struct LoadedWeights {
   std::vector<std::string> skipped;  // keys left out by the `skip` filter
 };
 
+// A contiguous CPU copy of a tensor as stored in a weight file (out of the file's
+// buffer); floating point becomes float32 (float16, bfloat16, float64 on load), integer
+// tensors keep their dtype. Errors (a LibTorch exception) are Internal.
+absl::StatusOr<torch::Tensor> CopyRawTensor(const RawTensor& t);
+
 // Reads a weight file. Keys for which `skip` returns true are checked like the others
 // but not copied out of the file (the published VGG16 file carries a 500 MB classifier
 // that the perceptual loss never uses).
