@@ -49,13 +49,18 @@ absl::Status BadShape(const std::string& key, const std::vector<int64_t>& shape,
       absl::StrCat("key '", key, "' has shape ", ShapeString(shape), ", expected ", expected));
 }
 
-// upfirdn2d's zero-stuffing 2x upsampling, padding (2, 1) and the 4x4 kernel, for the
-// skip image: the same as a transposed convolution with stride 2 and padding 1 (both
-// read the input at even output positions; the kernel is symmetric).
+// upfirdn2d for the skip image: zero-stuffing 2x upsampling (the sample, then a zero),
+// padding (2, 1) and the 4x4 kernel (symmetric, so correlation = convolution). Written
+// out rather than as the equivalent depthwise transposed convolution (stride 2, padding
+// 1), which LibTorch's CPU backend runs on a slow path: at 1024x1024 that made the whole
+// embedding step 1.16x slower than PyTorch eager's zero-stuffing (docs/PERFORMANCE.md).
 torch::Tensor UpsampleSkip(const torch::Tensor& x, const torch::Tensor& kernel) {
-  const int64_t c = x.size(1);
-  return torch::conv_transpose2d(x, kernel.expand({c, 1, 4, 4}), {}, /*stride=*/2,
-                                 /*padding=*/1, /*output_padding=*/0, /*groups=*/c);
+  const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  torch::Tensor up = F::pad(x.reshape({b, c, h, 1, w, 1}), F::PadFuncOptions({0, 1, 0, 0, 0, 1}))
+                         .reshape({b, c, 2 * h, 2 * w});
+  up = F::pad(up, F::PadFuncOptions({2, 1, 2, 1}));
+  const std::vector<int64_t> one{1, 1}, none{0, 0};
+  return torch::conv2d(up, kernel.expand({c, 1, 4, 4}), {}, one, none, one, c);
 }
 
 // upfirdn2d(x, kernel, pad=(1, 1)) after the stride-2 transposed 3x3 convolution:
