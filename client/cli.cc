@@ -2036,9 +2036,9 @@ int Cli::Info() {
     if (m.is_demo()) notes += notes.empty() ? "demo (random weights)" : ", demo (random weights)";
     std::vector<std::string> channels;
     for (int32_t c : m.channels()) channels.push_back(absl::StrCat(c));
-    std::string config = absl::StrCat(m.mapping_layers(), " mapping, channels ",
-                                      absl::StrJoin(channels, "/"), ", ", m.num_noise_maps(),
-                                      " noise maps");
+    std::string config =
+        absl::StrCat(m.mapping_layers(), " mapping, channels ", absl::StrJoin(channels, "/"), ", ",
+                     m.num_noise_maps(), " noise maps");
     if (m.conv_clamp() > 0) absl::StrAppend(&config, ", conv_clamp ", m.conv_clamp());
     if (m.has_file_mean_w()) absl::StrAppend(&config, ", mean w from the file");
     rows.push_back({m.name(), m.architecture(), absl::StrCat(m.resolution(), "x", m.resolution()),

@@ -365,7 +365,8 @@ int Main(int argc, char** argv) {
     ModelSource s;
     s.name = "demo";
     s.demo = true;
-    s.demo_arch = f.demo_arch == "stylegan2" ? GeneratorArch::kStyleGan2 : GeneratorArch::kStyleGan1;
+    s.demo_arch =
+        f.demo_arch == "stylegan2" ? GeneratorArch::kStyleGan2 : GeneratorArch::kStyleGan1;
     s.demo_resolution = f.demo_resolution;
     s.demo_fmap_base = f.demo_fmap_base;
     if (ro.models.empty()) {
@@ -415,9 +416,9 @@ int Main(int argc, char** argv) {
   if (!registry.ok()) return Fail(std::string(registry.status().message()));
   for (const ModelInfo& m : (*registry)->models()) {
     LogNote(absl::StrCat("model ", m.name, (m.is_default ? " (default)" : ""),
-                         (m.is_demo ? " [demo: random weights]" : ""), ": ", m.architecture,
-                         " ", m.resolution, "x", m.resolution, ", ", m.num_layers, " layers, ",
-                         m.source, ", ", m.fingerprint));
+                         (m.is_demo ? " [demo: random weights]" : ""), ": ", m.architecture, " ",
+                         m.resolution, "x", m.resolution, ", ", m.num_layers, " layers, ", m.source,
+                         ", ", m.fingerprint));
   }
   MetricsRegistry metrics;
   metrics.AddGauge("i2s_build_info", "Version of this server (always 1).", {"version"}, [] {
@@ -548,7 +549,7 @@ int Main(int argc, char** argv) {
       std::lock_guard<std::mutex> lock(cut_mu);
       cut_short = true;
       if (checkpointed) exit_cut_short();  // main is waiting for in-flight calls
-      return;  // main exits after the checkpoints
+      return;                              // main exits after the checkpoints
     }
   });
   auto t0 = std::chrono::steady_clock::now();

@@ -32,9 +32,8 @@ absl::Status PublicStatus(const absl::Status& status) {
       .Int("incident", static_cast<int64_t>(incident))
       .Str("code", absl::StatusCodeToString(status.code()))
       .Str("detail", status.message());
-  return absl::Status(status.code(),
-                      absl::StrCat("the data store failed (incident ", incident,
-                                   "; the server's log has the details)"));
+  return absl::Status(status.code(), absl::StrCat("the data store failed (incident ", incident,
+                                                  "; the server's log has the details)"));
 }
 
 }  // namespace i2s
