@@ -4,7 +4,8 @@
 //   map --generator G (--z Z.npy | --random N [--seed S]) [--wplus] --out W.npy
 //   random-model [--kind stylegan1|stylegan2|vgg16] --resolution R --fmap-base F --seed S
 //                --out FILE [--legacy]
-//   embed --generator G --vgg V --image X.png --out W.npy [--recon R.png] [options]
+//   embed --generator G --vgg V --image X.png --out W.npy [--recon R.png] [--lpips L] [options]
+//   lpips --vgg V --lpips L A.png B.png   LPIPS (v0.1, VGG) between two images
 //   morph|stylemix|expression --generator G ... --out OUT.png
 //   align --image X --out ALIGNED.png [--size R] [--landmarks FILE] [--align-info INFO.json]
 // Exit codes: 0 success, 1 the command failed (message on stderr), 2 bad usage, 130/143
@@ -34,6 +35,7 @@
 #include "server/base/status_macros.h"
 #include "server/engine/edits.h"
 #include "server/engine/embedder.h"
+#include "server/engine/lpips.h"
 #include "server/engine/model_files.h"
 #include "server/engine/stylegan1.h"
 #include "server/engine/torch_util.h"
@@ -366,9 +368,10 @@ absl::Status Align(const AlignCmdArgs& a) {
 }
 
 struct EmbedArgs {
-  std::string generator, vgg, image, out, recon, noise_out, mask;
+  std::string generator, vgg, lpips, image, out, recon, noise_out, mask;
   AlignArgs align;
-  std::string space = "wplus", init = "mean", fit = "crop";
+  std::string space = "wplus", init = "mean", fit = "crop", schedule = "image2stylegan";
+  CLI::App* cmd = nullptr;  // to tell given options from defaults
   bool imagenet_norm = false;
   uint64_t seed = 0;
   int log_every = 10;
@@ -414,12 +417,35 @@ absl::Status Embed(const Common& common, EmbedArgs a) {
   a.options.init = a.init == "zeros"     ? LatentInit::kZeros
                    : a.init == "uniform" ? LatentInit::kUniform
                                          : LatentInit::kMeanW;
+  if (a.schedule == "stylegan2-projector") {
+    // NVIDIA's projector, where the command line does not say otherwise.
+    const EmbedOptions p = EmbedOptions::StyleGan2Projector();
+    auto unless_given = [&](const char* flag, auto& field, auto value) {
+      if (a.cmd->count(flag) == 0) field = value;
+    };
+    a.options.schedule = p.schedule;
+    unless_given("--space", a.options.space, p.space);
+    unless_given("--steps", a.options.steps, p.steps);
+    unless_given("--lr", a.options.lr, p.lr);
+    unless_given("--w-mse", a.options.w_mse, p.w_mse);
+    unless_given("--w-perceptual", a.options.w_perceptual, p.w_perceptual);
+    unless_given("--w-lpips", a.options.w_lpips, p.w_lpips);
+  }
   RETURN_IF_ERROR(a.options.Validate());
+  if (a.options.w_lpips > 0 && a.lpips.empty()) {
+    return absl::InvalidArgumentError(
+        "--lpips: the LPIPS term needs the calibration file lpips/weights/v0.1/vgg.pth "
+        "(scripts/fetch-lpips)");
+  }
   if (!a.recon.empty()) RETURN_IF_ERROR(Annotate(CheckImageOut(a.recon), "--recon"));
   ASSIGN_OR_RETURN(auto g, LoadGenerator(a.generator, device));
   Vgg16Options vgg_options;
   vgg_options.imagenet_normalize = a.imagenet_norm;
   ASSIGN_OR_RETURN(auto vgg, Vgg16Extractor::Load(a.vgg, vgg_options, device));
+  std::unique_ptr<Lpips> lpips;
+  if (!a.lpips.empty()) {
+    ASSIGN_OR_RETURN(lpips, Lpips::Load(a.vgg, a.lpips, device));
+  }
   const FitMode fit = a.fit == "pad" ? FitMode::kPad : FitMode::kCenterCrop;
   EmbedTarget target;
   ASSIGN_OR_RETURN(torch::Tensor image, ReadRgbImage(a.image));
@@ -438,7 +464,7 @@ absl::Status Embed(const Common& common, EmbedArgs a) {
   std::cout << "embedding " << a.image << " (" << image.size(2) << "x" << image.size(1) << " -> "
             << g->resolution() << "x" << g->resolution() << ") into "
             << (a.options.space == LatentSpace::kW ? "W" : "W+") << ": " << a.options.steps
-            << " steps"
+            << " steps, " << EmbedScheduleName(a.options.schedule)
             << (a.options.noise_steps > 0
                     ? absl::StrCat(" + ", a.options.noise_steps, " noise steps")
                     : "")
@@ -451,15 +477,16 @@ absl::Status Embed(const Common& common, EmbedArgs a) {
     const StepMetrics& m = metrics[0];
     if (a.log_every <= 0 || (m.step % a.log_every != 0 && m.step != 1)) return;
     const double rate = m.step / elapsed;
-    std::cout
-        << absl::StrFormat(
-               "step %d/%d%s loss %.5f mse %.5f perceptual %.5f psnr %.2f dB  %.2f steps/s  eta %s",
-               m.step, total, m.noise_phase ? " (noise)" : "", m.loss, m.mse, m.perceptual, m.psnr,
-               rate, Duration((total - m.step) / rate))
-        << std::endl;
+    std::cout << absl::StrFormat(
+                     "step %d/%d%s loss %.5f mse %.5f perceptual %.5f%s psnr %.2f dB  "
+                     "%.2f steps/s  eta %s",
+                     m.step, total, m.noise_phase ? " (noise)" : "", m.loss, m.mse, m.perceptual,
+                     m.lpips >= 0 ? absl::StrFormat(" lpips %.4f", m.lpips) : "", m.psnr, rate,
+                     Duration((total - m.step) / rate))
+              << std::endl;
   };
   cb.cancelled = [] { return g_stop_signal.load() != 0; };
-  Embedder embedder(g.get(), vgg.get(), a.options);
+  Embedder embedder(g.get(), vgg.get(), a.options, lpips.get());
   g_embedding = true;
   auto ran = embedder.Run({target}, cb);
   g_embedding = false;
@@ -487,6 +514,31 @@ absl::Status Embed(const Common& common, EmbedArgs a) {
                                r.steps, StopReasonName(r.reason), Duration(elapsed), r.final.loss,
                                r.final.mse, r.final.psnr, a.out)
             << std::endl;
+  if (r.result_lpips >= 0) {
+    std::cout << absl::StrFormat(
+                     "result: psnr %.2f dB, lpips %.4f (at %d px)", r.result_psnr, r.result_lpips,
+                     std::min<int64_t>(g->resolution(), a.options.perceptual_resolution))
+              << std::endl;
+  }
+  return absl::OkStatus();
+}
+
+struct LpipsArgs {
+  std::string vgg, lpips, a, b;
+  int resolution = 256;
+};
+
+// LPIPS between two images of the same size, each area-downsampled to --resolution.
+absl::Status MeasureLpips(const Common& common, const LpipsArgs& l) {
+  torch::Device device(torch::kCPU);
+  RETURN_IF_ERROR(ApplyCommon(common, &device));
+  if (l.resolution < 16) return absl::InvalidArgumentError("--resolution: must be >= 16");
+  ASSIGN_OR_RETURN(torch::Tensor a, ReadRgbImage(l.a));
+  ASSIGN_OR_RETURN(torch::Tensor b, ReadRgbImage(l.b));
+  ASSIGN_OR_RETURN(auto lpips, Lpips::Load(l.vgg, l.lpips, device));
+  ASSIGN_OR_RETURN(torch::Tensor d, lpips->Measure(DownsampleArea(a.unsqueeze(0), l.resolution),
+                                                   DownsampleArea(b.unsqueeze(0), l.resolution)));
+  std::cout << absl::StrFormat("%.8f", d[0].item<double>()) << std::endl;
   return absl::OkStatus();
 }
 
@@ -686,8 +738,40 @@ int Run(int argc, char** argv) {
       ->capture_default_str();
   embed->add_option("--log-every", embed_args.log_every, "progress line every N steps")
       ->capture_default_str();
+  embed
+      ->add_option("--schedule", embed_args.schedule,
+                   "image2stylegan (constant-rate Adam) or stylegan2-projector (NVIDIA's recipe: "
+                   "defaults W, 1000 steps, lr 0.1, LPIPS only, unless given)")
+      ->check(CLI::IsMember({"image2stylegan", "stylegan2-projector"}))
+      ->capture_default_str();
+  embed->add_option("--lpips", embed_args.lpips,
+                    "LPIPS calibration file lpips/weights/v0.1/vgg.pth (with a full --vgg): "
+                    "the LPIPS term, and the result's LPIPS reported");
+  embed->add_option("--w-lpips", embed_args.options.w_lpips, "weight of the LPIPS term")
+      ->capture_default_str();
+  embed
+      ->add_option("--noise-regularize", embed_args.options.noise_regularize,
+                   "stylegan2-projector: weight of the noise maps' regulariser")
+      ->capture_default_str();
+  embed
+      ->add_option("--w-noise", embed_args.options.w_noise_factor,
+                   "stylegan2-projector: initial noise on w, in units of the mapping's spread")
+      ->capture_default_str();
+  embed_args.cmd = embed;
   AddAlignOptions(embed, &embed_args.align, /*default_auto=*/false);
   add_common(embed);
+
+  LpipsArgs lpips_args;
+  CLI::App* lpips = app.add_subcommand(
+      "lpips", "LPIPS (v0.1, VGG) between two images of the same size, as the lpips package");
+  lpips->add_option("--vgg", lpips_args.vgg, "full VGG16 weight file (torchvision layout)")
+      ->required();
+  lpips->add_option("--lpips", lpips_args.lpips, "lpips/weights/v0.1/vgg.pth")->required();
+  lpips->add_option("a", lpips_args.a, "first image")->required();
+  lpips->add_option("b", lpips_args.b, "second image")->required();
+  lpips->add_option("--resolution", lpips_args.resolution, "area-downsample larger images to this")
+      ->capture_default_str();
+  add_common(lpips);
 
   AlignCmdArgs align_args;
   CLI::App* align = app.add_subcommand(
@@ -800,6 +884,7 @@ int Run(int argc, char** argv) {
   if (*map) status = Map(common, map_args);
   if (*random) status = RandomModel(random_args);
   if (*align) status = Align(align_args);
+  if (*lpips) status = MeasureLpips(common, lpips_args);
   if (const int sig = g_stop_signal.load(); sig != 0) {
     std::cerr << "i2s_tool: " << SignalName(sig) << ": embedding stopped, nothing written\n";
     return SignalExitCode(sig);

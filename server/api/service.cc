@@ -106,7 +106,7 @@ void ToProto(const LatentRecord& r, v1::Latent* out) {
   if (r.metrics) ToProto(*r.metrics, out->mutable_metrics());
   out->set_created_unix_ms(r.created_unix_ms);
   for (const auto& [k, v] : r.labels) (*out->mutable_labels())[k] = v;
-  out->set_has_noise(!r.noise_npz.empty());
+  out->set_has_noise(r.has_noise || !r.noise_npz.empty());
   out->set_noise_seed(r.noise_seed);
   if (r.source == "embed") {
     SetAlignment(AlignmentOfLatentParams(r.params_json), out);

@@ -38,13 +38,26 @@ absl::Status CheckImageLike(const torch::Tensor& t, int64_t channels, int64_t re
   return absl::OkStatus();
 }
 
+// The projector's noise on w draws from its own stream per image and step, so a resumed
+// image sees the same noise as an uninterrupted one.
+constexpr uint64_t kWNoiseSalt = 0xd1b54a32d192ed03ull;
+
+uint64_t MixSeed(uint64_t seed, uint64_t step) {  // splitmix64 of the pair
+  uint64_t z = seed ^ kWNoiseSalt ^ (step * 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 // One Adam step (torch.optim.Adam's formula, without weight decay) on stacked
-// parameters p [B, ...] with per-image step counts t [B] (1-based, after this step).
+// parameters p [B, ...] with per-image step counts t [B] (1-based, after this step) and
+// per-image learning rates lr [B].
 void AdamStep(torch::Tensor& p, torch::Tensor& m, torch::Tensor& v, const torch::Tensor& grad,
-              const std::vector<int>& t, double lr, double beta1, double beta2, double eps) {
+              const std::vector<int>& t, const std::vector<double>& lr, double beta1, double beta2,
+              double eps) {
   std::vector<float> step_size(t.size()), bc2_sqrt(t.size());
   for (size_t i = 0; i < t.size(); ++i) {
-    step_size[i] = static_cast<float>(lr / (1 - std::pow(beta1, t[i])));
+    step_size[i] = static_cast<float>(lr[i] / (1 - std::pow(beta1, t[i])));
     bc2_sqrt[i] = static_cast<float>(std::sqrt(1 - std::pow(beta2, t[i])));
   }
   std::vector<int64_t> shape(p.dim(), 1);
@@ -87,7 +100,7 @@ absl::Status EmbedOptions::Validate() const {
     return bad("adam: need 0 <= beta < 1 and eps > 0");
   }
   if (w_mse < 0 || w_perceptual < 0 || noise_w_mse < 0 || noise_w_perceptual < 0 ||
-      (w_mse == 0 && w_perceptual == 0)) {
+      (w_mse == 0 && w_perceptual == 0 && w_lpips == 0)) {
     return bad("loss weights: must be >= 0 and not all zero");
   }
   if (perceptual_resolution < 8) return bad("perceptual_resolution: must be >= 8");
@@ -100,7 +113,32 @@ absl::Status EmbedOptions::Validate() const {
     return bad("stop rules: target_psnr, plateau_window and plateau_rel_eps must be >= 0");
   }
   if (preview_every < 0 || checkpoint_every < 0) return bad("preview/checkpoint interval: < 0");
+  if (!(w_lpips >= 0) || !std::isfinite(w_lpips)) return bad("w_lpips: must be >= 0 and finite");
+  if (schedule == EmbedSchedule::kStyleGan2Projector) {
+    auto fraction = [](double x) { return x >= 0 && x <= 1; };
+    if (!fraction(lr_rampup) || !fraction(lr_rampdown)) {
+      return bad("lr_rampup, lr_rampdown: must be fractions of the steps in [0, 1]");
+    }
+    if (!(w_noise_factor >= 0) || !std::isfinite(w_noise_factor) || !fraction(w_noise_ramp)) {
+      return bad("w_noise: factor must be >= 0 and finite, ramp in [0, 1]");
+    }
+    if (!(noise_regularize >= 0) || !std::isfinite(noise_regularize)) {
+      return bad("noise_regularize: must be >= 0 and finite");
+    }
+  }
   return absl::OkStatus();
+}
+
+EmbedOptions EmbedOptions::StyleGan2Projector() {
+  EmbedOptions o;
+  o.schedule = EmbedSchedule::kStyleGan2Projector;
+  o.space = LatentSpace::kW;
+  o.steps = 1000;
+  o.lr = 0.1;
+  o.w_mse = 0;
+  o.w_perceptual = 0;
+  o.w_lpips = 1;
+  return o;
 }
 
 struct EmbedBatch::ImageState {
@@ -109,7 +147,9 @@ struct EmbedBatch::ImageState {
   torch::Tensor mse_mask;   // [1, 1, R, R]
   torch::Tensor perc_mask;  // [1, 1, R, R]
   Vgg16Features target_features;
-  torch::Tensor latent, m, v;                          // [rows, D]
+  LpipsFeatures target_lpips;
+  uint64_t seed = 0;           // the target's: noise maps, uniform init, the projector's w noise
+  torch::Tensor latent, m, v;  // [rows, D]
   std::vector<torch::Tensor> noise, noise_m, noise_v;  // [1, 1, H, W]
   int step = 0;
   double best_loss = std::numeric_limits<double>::infinity();
@@ -118,38 +158,66 @@ struct EmbedBatch::ImageState {
   EmbedResult result;
 };
 
-Embedder::Embedder(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options)
-    : generator_(generator), vgg_(vgg), options_(std::move(options)) {}
+Embedder::Embedder(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options, Lpips* lpips)
+    : generator_(generator), vgg_(vgg), lpips_(lpips), options_(std::move(options)) {}
 
-absl::StatusOr<torch::Tensor> Embedder::MeanW(Generator& generator, int samples) {
+namespace {
+
+struct WStats {
+  torch::Tensor mean;  // [D] float32, CPU
+  double sigma = 0;
+};
+
+// The mapping's output over `samples` seeded z: its mean and total spread, in one pass
+// (float64 sums), cached per generator fingerprint and sample count.
+absl::StatusOr<WStats> MappingStats(Generator& generator, int samples) {
   static std::mutex mu;
-  static auto* cache = new std::map<std::string, torch::Tensor>();
+  static auto* cache = new std::map<std::string, WStats>();
   const std::string key = absl::StrCat(generator.fingerprint(), "/", samples);
   {
     std::lock_guard<std::mutex> lock(mu);
     auto it = cache->find(key);
-    if (it != cache->end()) return it->second.to(generator.device());
+    if (it != cache->end()) return it->second;
   }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(kMeanWSeed);
   torch::Tensor sum = torch::zeros({generator.latent_size()}, torch::kFloat64);
+  double sum_sq = 0;
   constexpr int kChunk = 1000;
   for (int done = 0; done < samples; done += kChunk) {
     const int n = std::min(kChunk, samples - done);
     torch::Tensor z = torch::randn({n, generator.latent_size()}, gen);
     ASSIGN_OR_RETURN(torch::Tensor w, generator.Map(z));
-    sum += w.to(torch::kCPU, torch::kFloat64).sum(0);
+    torch::Tensor w64 = w.to(torch::kCPU, torch::kFloat64);
+    sum += w64.sum(0);
+    sum_sq += w64.square().sum().item<double>();
   }
-  torch::Tensor mean = (sum / samples).to(torch::kFloat32);
+  torch::Tensor mean = sum / samples;
+  WStats stats;
+  stats.mean = mean.to(torch::kFloat32);
+  // sum_i |w_i - m|^2 = sum_i |w_i|^2 - N |m|^2
+  stats.sigma = std::sqrt(std::max(0.0, sum_sq / samples - mean.square().sum().item<double>()));
   std::lock_guard<std::mutex> lock(mu);
-  (*cache)[key] = mean;
-  return mean.to(generator.device());
+  (*cache)[key] = stats;
+  return stats;
+}
+
+}  // namespace
+
+absl::StatusOr<torch::Tensor> Embedder::MeanW(Generator& generator, int samples) {
+  ASSIGN_OR_RETURN(WStats stats, MappingStats(generator, samples));
+  return stats.mean.to(generator.device());
+}
+
+absl::StatusOr<double> Embedder::SigmaW(Generator& generator, int samples) {
+  ASSIGN_OR_RETURN(WStats stats, MappingStats(generator, samples));
+  return stats.sigma;
 }
 
 absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
     const std::vector<EmbedTarget>& targets, const EmbedCallbacks& callbacks,
     const std::vector<std::optional<EmbedCheckpoint>>& resume) {
   ASSIGN_OR_RETURN(std::unique_ptr<EmbedBatch> batch,
-                   EmbedBatch::Create(generator_, vgg_, options_));
+                   EmbedBatch::Create(generator_, vgg_, options_, lpips_));
   if (targets.empty()) return absl::InvalidArgumentError("targets: empty");
   if (!resume.empty() && resume.size() != targets.size()) {
     return absl::InvalidArgumentError("resume: one entry per target expected");
@@ -182,20 +250,39 @@ absl::StatusOr<std::vector<EmbedResult>> Embedder::Run(
   return results;
 }
 
-EmbedBatch::EmbedBatch(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options)
-    : generator_(generator), vgg_(vgg), options_(std::move(options)) {}
+EmbedBatch::EmbedBatch(Generator* generator, Vgg16Extractor* vgg, Lpips* lpips,
+                       EmbedOptions options)
+    : generator_(generator), vgg_(vgg), lpips_(lpips), options_(std::move(options)) {}
 
 EmbedBatch::~EmbedBatch() = default;
 
 absl::StatusOr<std::unique_ptr<EmbedBatch>> EmbedBatch::Create(Generator* generator,
                                                                Vgg16Extractor* vgg,
-                                                               const EmbedOptions& options) {
+                                                               const EmbedOptions& options,
+                                                               Lpips* lpips) {
   RETURN_IF_ERROR(options.Validate());
   if (generator == nullptr) return absl::InvalidArgumentError("generator: missing");
   if (vgg == nullptr && (options.w_perceptual > 0 || options.noise_w_perceptual > 0)) {
     return absl::InvalidArgumentError("vgg: the perceptual loss needs a VGG16");
   }
-  return std::unique_ptr<EmbedBatch>(new EmbedBatch(generator, vgg, options));
+  if (lpips == nullptr && options.w_lpips > 0) {
+    return absl::InvalidArgumentError(
+        "lpips: the LPIPS loss needs the LPIPS calibration file (lpips/weights/v0.1/vgg.pth) "
+        "and a full VGG16");
+  }
+  // LPIPS pools four times: it needs 16x16 images at least.
+  const int64_t lpips_res =
+      std::min<int64_t>(generator->resolution(), options.perceptual_resolution);
+  if (lpips != nullptr && lpips_res < 16) {
+    if (options.w_lpips > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "w_lpips: LPIPS needs images of 16x16 at least; the generator's resolution and "
+          "perceptual_resolution give ",
+          lpips_res));
+    }
+    lpips = nullptr;  // no metric either
+  }
+  return std::unique_ptr<EmbedBatch>(new EmbedBatch(generator, vgg, lpips, options));
 }
 
 torch::Tensor EmbedBatch::Downsample(const torch::Tensor& images) const {
@@ -246,9 +333,19 @@ absl::Status EmbedBatch::Prepare(const EmbedTarget& t, const std::optional<Embed
     RETURN_IF_ERROR(CheckImageLike(t.perceptual_mask, 1, res, name + ".perceptual_mask"));
     s.perc_mask = t.perceptual_mask.to(device, torch::kFloat32).unsqueeze(0);
   }
+  s.seed = t.seed;
   if (options_.w_perceptual > 0 || options_.noise_w_perceptual > 0) {
     torch::NoGradGuard no_grad;
     s.target_features = vgg_->Forward(Downsample(s.target * s.perc_mask));
+  }
+  if (lpips_ != nullptr) {
+    torch::NoGradGuard no_grad;
+    s.target_lpips =
+        lpips_->Features(DownsampleArea(s.target * s.perc_mask, options_.perceptual_resolution));
+  }
+  const bool projector = options_.schedule == EmbedSchedule::kStyleGan2Projector;
+  if (projector && options_.steps > 0 && options_.w_noise_factor > 0 && sigma_w_ < 0) {
+    ASSIGN_OR_RETURN(sigma_w_, Embedder::SigmaW(*generator_, options_.mean_w_samples));
   }
   if (cp.has_value()) {
     const EmbedCheckpoint& c = *cp;
@@ -303,7 +400,9 @@ absl::Status EmbedBatch::Prepare(const EmbedTarget& t, const std::optional<Embed
     }
     s.m = torch::zeros_like(s.latent);
     s.v = torch::zeros_like(s.latent);
-    s.noise = generator_->DefaultNoise(t.seed, 1);
+    // The projector starts its maps from N(0, 1), as NVIDIA's and rosinality's do; the
+    // Image2StyleGAN recipe from the model's own (constant maps where it has them).
+    s.noise = projector ? generator_->MakeNoise(t.seed, 1) : generator_->DefaultNoise(t.seed, 1);
     for (const auto& n : s.noise) {
       s.noise_m.push_back(torch::zeros_like(n));
       s.noise_v.push_back(torch::zeros_like(n));
@@ -389,8 +488,30 @@ absl::StatusOr<EmbedResult> EmbedBatch::Take(int handle) {
     for (const auto& n : s.noise) r.noise.push_back(n.detach().cpu());
     return absl::OkStatus();
   }));
+  if (lpips_ != nullptr && r.reason != StopReason::kFailed && s.step > 0) {
+    RETURN_IF_ERROR(TorchCall("result metrics", [&] { return MeasureResult(s, &r); }));
+  }
   images_.erase(it);
   return r;
+}
+
+// PSNR and LPIPS of the image's current latent, rendered with its noise maps, over the
+// same masks as the loss.
+absl::Status EmbedBatch::MeasureResult(const ImageState& s, EmbedResult* r) const {
+  torch::NoGradGuard no_grad;
+  const int64_t layers = generator_->num_layers(), dim = generator_->latent_size();
+  torch::Tensor syn =
+      (generator_->Forward(s.latent.expand({layers, dim}).unsqueeze(0), s.noise) + 1) / 2;
+  const double mse =
+      (((syn - s.target).square() * s.mse_mask).sum() / (s.mse_mask.sum() * 3)).item<double>();
+  r->result_psnr = 10 * std::log10(1 / std::max(mse, 1e-12));
+  r->result_lpips =
+      lpips_
+          ->Distance(
+              lpips_->Features(DownsampleArea(syn * s.perc_mask, options_.perceptual_resolution)),
+              s.target_lpips)
+          .item<double>();
+  return absl::OkStatus();
 }
 
 absl::Status EmbedBatch::Step(const EmbedCallbacks& callbacks, std::vector<StepMetrics>* metrics) {
@@ -417,6 +538,10 @@ absl::Status EmbedBatch::StepGroup(std::vector<ImageState*>& group, bool noise_p
   const int total_steps = options_.steps + options_.noise_steps;
   const int64_t layers = generator_->num_layers(), dim = generator_->latent_size();
   const int64_t b = static_cast<int64_t>(group.size());
+  const torch::Device device = generator_->device();
+  // The projector's W phase optimises the noise maps along with w.
+  const bool projector = !noise_phase && options_.schedule == EmbedSchedule::kStyleGan2Projector;
+  const bool train_noise = noise_phase || projector;
   std::vector<torch::Tensor> lat, targets_v, mse_masks, perc_masks;
   for (ImageState* s : group) {
     lat.push_back(s->latent);
@@ -432,16 +557,38 @@ absl::Status EmbedBatch::StepGroup(std::vector<ImageState*>& group, bool noise_p
     std::vector<torch::Tensor> maps;
     for (ImageState* s : group) maps.push_back(s->noise[l]);
     noise[l] = torch::cat(maps).detach();
-    if (noise_phase) noise[l].requires_grad_(true);
+    if (train_noise) noise[l].requires_grad_(true);
+  }
+  // Per-image learning rates, and the projector's noise on w.
+  std::vector<double> lr(b, noise_phase ? options_.noise_lr : options_.lr);
+  torch::Tensor w_in = w;
+  if (projector) {
+    std::vector<torch::Tensor> kicks;
+    bool any = false;
+    for (int64_t i = 0; i < b; ++i) {
+      const int step = group[i]->step;
+      lr[i] = options_.lr *
+              ProjectorLrScale(step, options_.steps, options_.lr_rampup, options_.lr_rampdown);
+      const double scale = sigma_w_ > 0 ? sigma_w_ * ProjectorWNoiseScale(step, options_.steps,
+                                                                          options_.w_noise_factor,
+                                                                          options_.w_noise_ramp)
+                                        : 0.0;
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(MixSeed(group[i]->seed, step));
+      kicks.push_back(torch::randn({w.size(1), dim}, gen) * scale);
+      any = any || scale > 0;
+    }
+    if (any) w_in = w + torch::stack(kicks).to(device);
   }
   const double w_mse = noise_phase ? options_.noise_w_mse : options_.w_mse;
   const double w_perc = noise_phase ? options_.noise_w_perceptual : options_.w_perceptual;
-  torch::Tensor wplus = w.size(1) == 1 ? w.expand({b, layers, dim}) : w;
+  const double w_lpips = noise_phase ? 0.0 : options_.w_lpips;
+  torch::Tensor wplus = w_in.size(1) == 1 ? w_in.expand({b, layers, dim}) : w_in;
   torch::Tensor syn = (generator_->Forward(wplus, noise) + 1) / 2;  // [0, 1]
   torch::Tensor target = torch::cat(targets_v), mse_mask = torch::cat(mse_masks);
   torch::Tensor mse = ((syn - target).square() * mse_mask).sum({1, 2, 3}) /
                       (mse_mask.sum({1, 2, 3}) * 3);  // per image, over the masked pixels
   torch::Tensor perc = torch::zeros_like(mse);
+  torch::Tensor perc_mask = torch::cat(perc_masks);
   if (w_perc > 0) {
     Vgg16Features tf;
     auto cat = [&](auto member) {
@@ -453,30 +600,45 @@ absl::Status EmbedBatch::StepGroup(std::vector<ImageState*>& group, bool noise_p
     tf.relu1_2 = cat([](const Vgg16Features& f) { return f.relu1_2; });
     tf.relu3_2 = cat([](const Vgg16Features& f) { return f.relu3_2; });
     tf.relu4_2 = cat([](const Vgg16Features& f) { return f.relu4_2; });
-    perc = Perceptual(vgg_->Forward(Downsample(syn * torch::cat(perc_masks))), tf);
+    perc = Perceptual(vgg_->Forward(Downsample(syn * perc_mask)), tf);
   }
+  torch::Tensor lp = torch::full_like(mse, -1);
   torch::Tensor loss = w_mse * mse + w_perc * perc;  // [B]
+  if (w_lpips > 0) {
+    LpipsFeatures tf(group[0]->target_lpips.size());
+    for (size_t k = 0; k < tf.size(); ++k) {
+      std::vector<torch::Tensor> v;
+      for (ImageState* s : group) v.push_back(s->target_lpips[k]);
+      tf[k] = torch::cat(v);
+    }
+    lp = lpips_->Distance(
+        lpips_->Features(DownsampleArea(syn * perc_mask, options_.perceptual_resolution)), tf);
+    loss = loss + w_lpips * lp;
+  }
+  if (projector && options_.noise_regularize > 0) {
+    loss = loss + options_.noise_regularize * NoiseRegularizer(noise);
+  }
   loss.sum().backward();
 
   // Per-image health, then one host copy of the metrics.
   std::vector<torch::Tensor> grads;
-  if (noise_phase) {
+  if (!noise_phase) grads.push_back(w.grad().flatten(1));
+  if (train_noise) {
     for (const auto& n : noise) grads.push_back(n.grad().flatten(1));
-  } else {
-    grads.push_back(w.grad().flatten(1));
   }
   torch::Tensor grad_ok = torch::isfinite(torch::cat(grads, 1)).all(1);
-  torch::Tensor host =
-      torch::stack({loss.detach(), mse.detach(), perc.detach(), grad_ok.to(torch::kFloat32)}).cpu();
+  torch::Tensor host = torch::stack({loss.detach(), mse.detach(), perc.detach(), lp.detach(),
+                                     grad_ok.to(torch::kFloat32)})
+                           .cpu();
   auto acc = host.accessor<float, 2>();
   // An image whose loss or gradient is not finite keeps its last state and fails below.
   std::vector<bool> healthy(b);
-  for (int64_t i = 0; i < b; ++i) healthy[i] = acc[3][i] > 0.5f && std::isfinite(acc[0][i]);
+  for (int64_t i = 0; i < b; ++i) healthy[i] = acc[4][i] > 0.5f && std::isfinite(acc[0][i]);
 
   std::vector<int> t(b);
   for (int64_t i = 0; i < b; ++i) t[i] = group[i]->step - (noise_phase ? options_.steps : 0) + 1;
   torch::NoGradGuard no_grad;
-  if (noise_phase) {
+  if (train_noise) {
     for (int64_t l = 0; l < maps_count; ++l) {
       std::vector<torch::Tensor> ms, vs;
       for (ImageState* s : group) {
@@ -484,8 +646,8 @@ absl::Status EmbedBatch::StepGroup(std::vector<ImageState*>& group, bool noise_p
         vs.push_back(s->noise_v[l]);
       }
       torch::Tensor p = noise[l].detach().clone(), m = torch::cat(ms), v = torch::cat(vs);
-      AdamStep(p, m, v, noise[l].grad(), t, options_.noise_lr, options_.beta1, options_.beta2,
-               options_.eps);
+      AdamStep(p, m, v, noise[l].grad(), t, lr, options_.beta1, options_.beta2, options_.eps);
+      if (projector) RenormalizeNoise(p);
       for (int64_t i = 0; i < b; ++i) {
         if (!healthy[i]) continue;
         group[i]->noise[l] = p.narrow(0, i, 1);
@@ -493,14 +655,15 @@ absl::Status EmbedBatch::StepGroup(std::vector<ImageState*>& group, bool noise_p
         group[i]->noise_v[l] = v.narrow(0, i, 1);
       }
     }
-  } else {
+  }
+  if (!noise_phase) {
     std::vector<torch::Tensor> ms, vs;
     for (ImageState* s : group) {
       ms.push_back(s->m);
       vs.push_back(s->v);
     }
     torch::Tensor p = w.detach().clone(), m = torch::stack(ms), v = torch::stack(vs);
-    AdamStep(p, m, v, w.grad(), t, options_.lr, options_.beta1, options_.beta2, options_.eps);
+    AdamStep(p, m, v, w.grad(), t, lr, options_.beta1, options_.beta2, options_.eps);
     for (int64_t i = 0; i < b; ++i) {
       if (!healthy[i]) continue;
       group[i]->latent = p[i];
@@ -518,6 +681,7 @@ absl::Status EmbedBatch::StepGroup(std::vector<ImageState*>& group, bool noise_p
     sm.loss = acc[0][i];
     sm.mse = acc[1][i];
     sm.perceptual = acc[2][i];
+    sm.lpips = acc[3][i];
     sm.psnr = 10 * std::log10(1 / std::max(sm.mse, 1e-12));
     if (!healthy[i]) {
       s.done = true;
@@ -559,7 +723,11 @@ absl::Status EmbedBatch::StepGroup(std::vector<ImageState*>& group, bool noise_p
       if (noise_phase || options_.noise_steps == 0) {
         s.done = true;
       } else {
-        s.step = options_.steps;  // on to the noise phase
+        s.step = options_.steps;  // on to the noise phase, with fresh Adam moments
+        for (size_t l = 0; l < s.noise.size(); ++l) {
+          s.noise_m[l] = torch::zeros_like(s.noise[l]);
+          s.noise_v[l] = torch::zeros_like(s.noise[l]);
+        }
       }
     }
     if (callbacks.on_checkpoint && options_.checkpoint_every > 0 &&

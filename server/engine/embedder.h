@@ -2,7 +2,10 @@
 // shared/specs/stylegan1-and-vgg16.md): optimises the W+ (or W) latents of a batch of
 // independent images so the generator reproduces them, with
 //   loss_i = w_mse * MSE(G(w_i), x_i) + w_perc * sum_l MSE(VGG_l(down(G(w_i))), VGG_l(down(x_i)))
-// and Adam with per-image state. The batch loss is the *sum* of the per-image losses and
+//            + w_lpips * LPIPS(area(G(w_i)), area(x_i))
+// and Adam with per-image state, either at a constant rate (Image2StyleGAN) or on the
+// StyleGAN2 projector's schedule (embed_schedule.h: ramped rate, noise on w, the noise maps
+// optimised with w and regularised). The batch loss is the *sum* of the per-image losses and
 // every network op is per-sample, so an image's gradient, and hence its trajectory, does
 // not depend on which other images share the batch (up to float reassociation).
 // Optional second phase (Image2StyleGAN++): optimise the per-layer noise maps with W+
@@ -25,7 +28,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "server/engine/embed_schedule.h"
 #include "server/engine/generator.h"
+#include "server/engine/lpips.h"
 #include "server/engine/vgg16.h"
 
 namespace i2s {
@@ -65,6 +70,19 @@ struct EmbedOptions {
   int preview_every = 0;                               // call on_preview every K steps (0 = never)
   int checkpoint_every = 0;  // call on_checkpoint every K steps (0 = never)
 
+  // LPIPS term of the W/W+ phase (needs an Lpips), on images area-downsampled to
+  // perceptual_resolution and masked by the perceptual mask.
+  double w_lpips = 0;
+  EmbedSchedule schedule = EmbedSchedule::kImage2StyleGan;
+  // kStyleGan2Projector only (the defaults are NVIDIA projector.py's): ramps as fractions
+  // of `steps`, w noise in units of sigma_w (the spread of the mapping's output over
+  // mean_w_samples z), the noise maps' regulariser weight.
+  double lr_rampup = 0.05, lr_rampdown = 0.25;
+  double w_noise_factor = 0.05, w_noise_ramp = 0.75;
+  double noise_regularize = 1e5;
+
+  // NVIDIA's projector as a whole: W, 1000 steps, lr 0.1, LPIPS only, the schedule above.
+  static EmbedOptions StyleGan2Projector();
   absl::Status Validate() const;
 };
 
@@ -93,6 +111,7 @@ struct StepMetrics {
   int step = 0;   // 1-based, counted over both phases
   bool noise_phase = false;
   double loss = 0, mse = 0, perceptual = 0, psnr = 0;
+  double lpips = -1;  // when the LPIPS term is in this step's loss (else -1)
 };
 
 enum class StopReason { kSteps, kTargetPsnr, kPlateau, kCancelled, kFailed };
@@ -105,6 +124,9 @@ struct EmbedResult {
   std::vector<torch::Tensor> noise;  // [1, 1, H, W] per layer, CPU
   StepMetrics final;                 // metrics of the last step taken
   int steps = 0;
+  // Of the latent returned (rendered with its noise maps, over the masks), measured when
+  // the batch has an Lpips; -1 otherwise.
+  double result_psnr = -1, result_lpips = -1;
 };
 
 struct EmbedCallbacks {
@@ -127,9 +149,12 @@ struct EmbedCallbacks {
 class EmbedBatch {
  public:
   // InvalidArgument for bad options.
+  // `vgg` is needed by the perceptual term, `lpips` by the LPIPS term; with an `lpips`,
+  // every result also reports its LPIPS (EmbedResult::result_lpips).
   static absl::StatusOr<std::unique_ptr<EmbedBatch>> Create(Generator* generator,
                                                             Vgg16Extractor* vgg,
-                                                            const EmbedOptions& options);
+                                                            const EmbedOptions& options,
+                                                            Lpips* lpips = nullptr);
   ~EmbedBatch();
 
   // Adds an image (resumed from `resume` if given) and returns its handle, unique within
@@ -160,7 +185,7 @@ class EmbedBatch {
 
  private:
   struct ImageState;
-  EmbedBatch(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options);
+  EmbedBatch(Generator* generator, Vgg16Extractor* vgg, Lpips* lpips, EmbedOptions options);
   absl::Status Prepare(const EmbedTarget& target, const std::optional<EmbedCheckpoint>& resume,
                        const std::string& name, ImageState* state);
   absl::Status StepGroup(std::vector<ImageState*>& group, bool noise_phase,
@@ -168,10 +193,14 @@ class EmbedBatch {
   torch::Tensor Downsample(const torch::Tensor& images) const;
   torch::Tensor Perceptual(const Vgg16Features& a, const Vgg16Features& b) const;
 
+  absl::Status MeasureResult(const ImageState& s, EmbedResult* r) const;
+
   Generator* generator_;
   Vgg16Extractor* vgg_;
+  Lpips* lpips_;
   EmbedOptions options_;
   torch::Tensor mean_w_;  // computed on first use (kMeanW)
+  double sigma_w_ = -1;   // computed on first use (kStyleGan2Projector)
   int next_handle_ = 0;
   std::map<int, std::unique_ptr<ImageState>> images_;  // by handle = join order
 };
@@ -179,7 +208,7 @@ class EmbedBatch {
 // Embeds a fixed set of images as one batch, to the end (an EmbedBatch driven in a loop).
 class Embedder {
  public:
-  Embedder(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options);
+  Embedder(Generator* generator, Vgg16Extractor* vgg, EmbedOptions options, Lpips* lpips = nullptr);
 
   // Embeds the targets as one batch. `resume`, if given, has one optional checkpoint per
   // target. Returns InvalidArgument for bad inputs (naming the target and field); per
@@ -190,10 +219,14 @@ class Embedder {
 
   // Mean of the mapping network's output over `samples` seeded z, cached per fingerprint.
   static absl::StatusOr<torch::Tensor> MeanW(Generator& generator, int samples);
+  // sqrt(sum over samples and dimensions of (w - mean w)^2 / samples): the projector's
+  // sigma_w, over the same seeded z as MeanW, cached likewise.
+  static absl::StatusOr<double> SigmaW(Generator& generator, int samples);
 
  private:
   Generator* generator_;
   Vgg16Extractor* vgg_;
+  Lpips* lpips_;
   EmbedOptions options_;
 };
 

@@ -127,6 +127,8 @@ constexpr const char* kLatentSummaryColumns =
     "id, tenant, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
     "parents_json, params_json, has_metrics, metrics_loss, metrics_mse, metrics_perceptual, "
     "metrics_psnr, metrics_steps, created_unix_ms, labels_json";
+// Read after the summary columns (without reading the blob): whether it has noise maps.
+constexpr const char* kLatentHasNoise = "octet_length(noise_npz) > 0";
 constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
 constexpr const char* kJobSummaryColumns =
     "id, tenant, request_id, model, state, cancel_requested, checkpoint_step, latent_id, "
@@ -482,7 +484,8 @@ absl::Status PostgresStore::Migrate() {
 
 namespace {
 
-// Reads kLatentSummaryColumns from column 0 of `row` on, then (with_values) the blobs.
+// Reads kLatentSummaryColumns and kLatentHasNoise from column 0 of `row` on, then (with_values) the
+// blobs.
 absl::StatusOr<LatentRecord> ReadLatent(const PostgresStore::Result& q, int row, bool with_values) {
   LatentRecord r;
   int c = 0;
@@ -510,6 +513,7 @@ absl::StatusOr<LatentRecord> ReadLatent(const PostgresStore::Result& q, int row,
   }
   r.created_unix_ms = q.Int(row, c++);
   ASSIGN_OR_RETURN(r.labels, LabelsFromJson(q.Bytes(row, c++), r.id));
+  r.has_noise = q.Int(row, c++) != 0;
   if (with_values) {
     ASSIGN_OR_RETURN(r.values, ValuesFromBytes(r, q.Bytes(row, c++)));
     r.noise_npz = q.Bytes(row, c++);
@@ -616,7 +620,7 @@ absl::Status PostgresStore::PutLatent(const LatentRecord& record) {
 
 absl::StatusOr<LatentRecord> PostgresStore::GetLatent(const std::string& id, bool with_values) {
   Statement st("GetLatent");
-  st.set_sql(absl::StrCat("SELECT ", kLatentSummaryColumns,
+  st.set_sql(absl::StrCat("SELECT ", kLatentSummaryColumns, ", ", kLatentHasNoise,
                           with_values ? absl::StrCat(", ", kLatentBlobColumns) : "",
                           " FROM latents WHERE id = ", st.Text(id)));
   ASSIGN_OR_RETURN(Result r, Run(st));
@@ -634,7 +638,7 @@ absl::StatusOr<LatentPage> PostgresStore::ListLatents(const Page& page,
   if (!fingerprint.empty()) {
     filters.push_back(absl::StrCat("fingerprint = ", st.Text(fingerprint)));
   }
-  st.set_sql(absl::StrCat("SELECT ", kLatentSummaryColumns, " FROM latents",
+  st.set_sql(absl::StrCat("SELECT ", kLatentSummaryColumns, ", ", kLatentHasNoise, " FROM latents",
                           ListingTail(st, std::move(filters), page_query)));
   ASSIGN_OR_RETURN(Result r, Run(st));
   LatentPage result;

@@ -227,6 +227,8 @@ constexpr const char* kLatentSummaryColumns =
     "id, tenant, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
     "parents_json, params_json, has_metrics, metrics_loss, metrics_mse, metrics_perceptual, "
     "metrics_psnr, metrics_steps, created_unix_ms, labels_json";
+// Read after the summary columns (without reading the blob): whether it has noise maps.
+constexpr const char* kLatentHasNoise = "length(noise_npz) > 0";
 constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
 constexpr const char* kJobSummaryColumns =
     "id, tenant, request_id, model, state, cancel_requested, checkpoint_step, latent_id, "
@@ -340,7 +342,8 @@ class Query {
   absl::Status bind_status_;
 };
 
-// Reads kLatentSummaryColumns from column 0 on, then (with_values) kLatentBlobColumns.
+// Reads kLatentSummaryColumns and kLatentHasNoise from column 0 on, then (with_values)
+// kLatentBlobColumns.
 absl::StatusOr<LatentRecord> ReadLatent(const Query& q, bool with_values) {
   LatentRecord r;
   int c = 0;
@@ -368,6 +371,7 @@ absl::StatusOr<LatentRecord> ReadLatent(const Query& q, bool with_values) {
   }
   r.created_unix_ms = q.ColumnInt(c++);
   ASSIGN_OR_RETURN(r.labels, LabelsFromJson(q.ColumnBytes(c++), r.id));
+  r.has_noise = q.ColumnInt(c++) != 0;
   if (with_values) {
     ASSIGN_OR_RETURN(r.values, ValuesFromBytes(r, q.ColumnBytes(c++)));
     r.noise_npz = q.ColumnBytes(c++);
@@ -600,7 +604,7 @@ absl::Status SqliteStore::PutLatent(const LatentRecord& record) {
 absl::StatusOr<LatentRecord> SqliteStore::GetLatent(const std::string& id, bool with_values) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
-                   Prepare(absl::StrCat("SELECT ", kLatentSummaryColumns,
+                   Prepare(absl::StrCat("SELECT ", kLatentSummaryColumns, ", ", kLatentHasNoise,
                                         with_values ? absl::StrCat(", ", kLatentBlobColumns) : "",
                                         " FROM latents WHERE id = :id")));
   Query q(db_, stmt, "GetLatent");
@@ -617,8 +621,9 @@ absl::StatusOr<LatentPage> SqliteStore::ListLatents(const Page& page,
   std::vector<std::string> filters;
   if (tenant.has_value()) filters.push_back("tenant = :tenant");
   if (!fingerprint.empty()) filters.push_back("fingerprint = :fingerprint");
-  const std::string sql = absl::StrCat("SELECT ", kLatentSummaryColumns, " FROM latents",
-                                       ListingTail(std::move(filters), page_query));
+  const std::string sql =
+      absl::StrCat("SELECT ", kLatentSummaryColumns, ", ", kLatentHasNoise, " FROM latents",
+                   ListingTail(std::move(filters), page_query));
 
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql));

@@ -38,6 +38,7 @@ struct LatentRecord {
       values;               // row-major [num_layers, latent_size]; empty when listed without values
   std::string noise_npz;    // optional per-layer noise maps as .npz bytes; empty = none
   uint64_t noise_seed = 0;  // seed of the maps when noise_npz is empty (generated on use)
+  bool has_noise = false;   // read back: noise_npz is not empty (also when it is not read)
   // Provenance: how the latent came to be.
   std::string source;                // "embed", "import", "morph", "stylemix", "expression"
   std::string job_id;                // for "embed"

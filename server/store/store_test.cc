@@ -282,6 +282,7 @@ TEST_P(StoreTest, LatentRoundTripOptionalFieldsAbsent) {
   EXPECT_TRUE(out->parents.empty());
   EXPECT_TRUE(out->labels.empty());
   EXPECT_TRUE(out->noise_npz.empty());
+  EXPECT_FALSE(out->has_noise);
 }
 
 TEST_P(StoreTest, LatentMetricsNaNAndZeroSurvive) {
@@ -306,6 +307,7 @@ TEST_P(StoreTest, GetLatentWithoutValues) {
   ExpectSameLatent(in, *out, /*with_values=*/false);
   EXPECT_TRUE(out->values.empty());
   EXPECT_TRUE(out->noise_npz.empty());
+  EXPECT_TRUE(out->has_noise);  // told without reading the maps
 }
 
 TEST_P(StoreTest, PutLatentErrors) {
@@ -362,6 +364,7 @@ TEST_P(StoreTest, ListLatentsLeavesBlobsEmptyAndFiltersByFingerprint) {
   for (const LatentRecord& r : all->latents) {
     EXPECT_TRUE(r.values.empty()) << r.id;
     EXPECT_TRUE(r.noise_npz.empty()) << r.id;
+    EXPECT_EQ(r.has_noise, r.id == "lat_a") << r.id;  // told without reading the maps
   }
 
   absl::StatusOr<LatentPage> ffhq = store_->ListLatents(Page{}, "fp_ffhq");
