@@ -597,8 +597,9 @@ struct EmbedFlags {
   std::vector<std::string> images;
   std::string model;
   std::optional<int> steps, noise_steps, plateau, perceptual_resolution;
-  std::optional<double> lr, w_mse, w_perceptual, target_psnr, noise_lr;
-  std::string space = "w+";
+  std::optional<double> lr, w_mse, w_perceptual, target_psnr, noise_lr, w_lpips;
+  std::string space;  // empty: the schedule's default
+  std::string schedule;
   std::string init = "mean";
   std::string resize = "crop";
   uint64_t seed = 0;
@@ -859,9 +860,17 @@ void Cli::Setup(CLI::App& app) {
     cmd->add_option("--w-mse", f.w_mse, "pixel MSE weight (default 1)");
     cmd->add_option("--w-perceptual", f.w_perceptual,
                     "VGG16 perceptual weight (default 1; 0 skips VGG)");
-    cmd->add_option("--space", f.space, "latent space: w+ (per layer) or w (shared)")
-        ->check(CLI::IsMember({"w+", "w"}))
-        ->capture_default_str();
+    cmd->add_option("--space", f.space,
+                    "latent space: w+ (per layer) or w (shared); default w+, or w with "
+                    "--schedule stylegan2-projector")
+        ->check(CLI::IsMember({"w+", "w"}));
+    cmd->add_option("--schedule", f.schedule,
+                    "image2stylegan (default: constant-rate Adam) or stylegan2-projector "
+                    "(NVIDIA's recipe; its defaults: w, lr 0.1, LPIPS only, noise maps optimised)")
+        ->check(CLI::IsMember({"image2stylegan", "stylegan2-projector"}));
+    cmd->add_option("--w-lpips", f.w_lpips,
+                    "LPIPS weight (default 0, 1 with stylegan2-projector; needs a server with "
+                    "--lpips)");
     cmd->add_option("--init", f.init,
                     "initial latent: mean, zeros, uniform, or a latent ID / .npy to start from")
         ->capture_default_str();
@@ -1267,7 +1276,10 @@ absl::StatusOr<v1::EmbedRequest> Cli::BuildEmbedRequest(const EmbedFlags& f) {
   if (f.noise_steps) o.set_noise_steps(*f.noise_steps);
   if (f.noise_lr) o.set_noise_lr(*f.noise_lr);
   if (f.perceptual_resolution) o.set_perceptual_resolution(*f.perceptual_resolution);
-  o.set_space(f.space == "w" ? v1::W : v1::W_PLUS);
+  if (!f.space.empty()) o.set_space(f.space == "w" ? v1::W : v1::W_PLUS);
+  if (f.schedule == "stylegan2-projector") o.set_schedule(v1::STYLEGAN2_PROJECTOR);
+  if (f.schedule == "image2stylegan") o.set_schedule(v1::IMAGE2STYLEGAN);
+  if (f.w_lpips) o.set_w_lpips(*f.w_lpips);
   if (f.init == "mean") {
     o.set_init(v1::MEAN_W);
   } else if (f.init == "zeros") {
@@ -1386,8 +1398,11 @@ int Cli::FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags
     }
     switch (v.state) {
       case v1::SUCCEEDED:
-        std::cout << absl::StrFormat("%s  %s  PSNR %.2f dB  %d steps (%s)%s\n", v.label,
+        std::cout << absl::StrFormat("%s  %s  PSNR %.2f dB%s  %d steps (%s)%s\n", v.label,
                                      v.latent_id, v.final_metrics.psnr_db(),
+                                     v.final_metrics.has_lpips()
+                                         ? absl::StrFormat("  LPIPS %.4f", v.final_metrics.lpips())
+                                         : "",
                                      v.final_metrics.steps(), v.stop_reason,
                                      recon_path.empty() ? "" : "  -> " + recon_path);
         if (t->alignment) {
@@ -1733,6 +1748,9 @@ int Cli::LatentsGet() {
       {"psnr", l.has_metrics() ? absl::StrFormat("%.2f dB after %d steps", l.metrics().psnr_db(),
                                                  l.metrics().steps())
                                : ""},
+      {"lpips", l.has_metrics() && l.metrics().has_lpips()
+                    ? absl::StrFormat("%.4f", l.metrics().lpips())
+                    : ""},
       {"noise",
        l.has_noise() ? "own optimised maps" : absl::StrCat("drawn from seed ", l.noise_seed())},
       {"labels", Labels(l)},
@@ -2027,6 +2045,8 @@ int Cli::Info() {
        absl::StrCat("images up to ", l.max_image_bytes() >> 20, " MiB and ", l.max_image_pixels(),
                     " pixels; up to ", l.max_steps(), " steps; up to ", l.max_morph_frames(),
                     " morph frames; messages up to ", l.max_message_bytes() >> 20, " MiB")},
+      {"lpips", info->has_lpips() ? "yes (loss term, stylegan2-projector, reported metric)"
+                                  : "no (the server has no --lpips)"},
   });
   std::cout << "\n";
   std::vector<std::vector<std::string>> rows;

@@ -54,6 +54,7 @@ struct Flags {
   double lease_seconds = 15;
   std::vector<std::string> models;
   std::string vgg;
+  std::string lpips;
   bool demo_model = false;
   std::string demo_arch = "stylegan1";
   int demo_resolution = 256, demo_fmap_base = 2048;
@@ -213,6 +214,11 @@ int Main(int argc, char** argv) {
                  "(rosinality .pt, NVIDIA .pkl), told apart by content (repeatable; the first "
                  "is the default)");
   app.add_option("--vgg", f.vgg, "torchvision VGG16 weights for the perceptual loss");
+  app.add_option("--lpips", f.lpips,
+                 "LPIPS calibration file, the lpips wheel's lpips/weights/v0.1/vgg.pth "
+                 "(scripts/fetch-lpips), with a full --vgg: LPIPS as a loss term "
+                 "(EmbedOptions.w_lpips, the STYLEGAN2_PROJECTOR schedule) and every result's "
+                 "LPIPS reported");
   app.add_flag(
       "--demo-model", f.demo_model,
       "serve the seeded random demo model 'demo' (not a trained network; no weight files needed)");
@@ -351,6 +357,7 @@ int Main(int argc, char** argv) {
   SetCpuThreads(f.threads);
   RegistryOptions ro;
   ro.vgg_path = f.vgg;
+  ro.lpips_path = f.lpips;
   for (const std::string& m : f.models) {
     auto eq = m.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == m.size()) {

@@ -86,9 +86,41 @@ absl::Status CheckEmbedOptions(const v1::EmbedOptions& o, int max_steps) {
   if (o.has_w_perceptual() && !InRange(o.w_perceptual(), 0, 1e6)) {
     return Field("options.w_perceptual", "must be in [0, 1e6]");
   }
-  // Unset weights are the engine's defaults (1 and 1).
-  if (o.has_w_mse() && o.w_mse() == 0 && o.has_w_perceptual() && o.w_perceptual() == 0) {
-    return Field("options.w_mse", "w_mse and w_perceptual cannot both be 0");
+  if (!v1::EmbedSchedule_IsValid(o.schedule())) {
+    return Field("options.schedule", absl::StrCat("unknown schedule ", o.schedule()));
+  }
+  const bool projector = o.schedule() == v1::STYLEGAN2_PROJECTOR;
+  if (o.has_w_lpips() && !InRange(o.w_lpips(), 0, 1e6)) {
+    return Field("options.w_lpips", "must be in [0, 1e6]");
+  }
+  // Unset weights are the schedule's defaults (1, 1, 0; the projector's 0, 0, 1).
+  const double w_mse = o.has_w_mse() ? o.w_mse() : (projector ? 0 : 1);
+  const double w_perceptual = o.has_w_perceptual() ? o.w_perceptual() : (projector ? 0 : 1);
+  const double w_lpips = o.has_w_lpips() ? o.w_lpips() : (projector ? 1 : 0);
+  if (w_mse == 0 && w_perceptual == 0 && w_lpips == 0) {
+    return Field("options.w_mse", "w_mse, w_perceptual and w_lpips cannot all be 0");
+  }
+  struct ProjectorField {
+    bool set;
+    double value, lo, hi;
+    const char* name;
+  };
+  for (const ProjectorField& f : {
+           ProjectorField{o.has_lr_rampup(), o.lr_rampup(), 0, 1, "lr_rampup"},
+           ProjectorField{o.has_lr_rampdown(), o.lr_rampdown(), 0, 1, "lr_rampdown"},
+           ProjectorField{o.has_w_noise(), o.w_noise(), 0, 10, "w_noise"},
+           ProjectorField{o.has_w_noise_ramp(), o.w_noise_ramp(), 0, 1, "w_noise_ramp"},
+           ProjectorField{o.has_noise_regularize(), o.noise_regularize(), 0, 1e9,
+                          "noise_regularize"},
+       }) {
+    if (!f.set) continue;
+    if (!projector) {
+      return Field(absl::StrCat("options.", f.name), "only used with schedule STYLEGAN2_PROJECTOR");
+    }
+    if (!InRange(f.value, f.lo, f.hi)) {
+      return Field(absl::StrCat("options.", f.name),
+                   absl::StrCat("must be in [", f.lo, ", ", f.hi, "]"));
+    }
   }
   if (o.has_target_psnr_db() && !InRange(o.target_psnr_db(), 0, 100)) {
     return Field("options.target_psnr_db", "must be in [0, 100]");

@@ -56,6 +56,7 @@ void ToProto(const LatentMetrics& m, v1::EmbedMetrics* out) {
   out->set_perceptual(m.perceptual);
   out->set_psnr_db(m.psnr);
   out->set_steps(m.steps);
+  if (m.lpips >= 0) out->set_lpips(m.lpips);
 }
 
 void ToProto(Point2 p, v1::Point* out) {
@@ -759,9 +760,23 @@ grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ct
                      impl_->PrepareOptionsOf(req->align(), req->resize(), model->resolution));
     spec.return_aligned_image = req->return_aligned_image();
 
-    // Options (checked by CheckEmbedOptions): unset fields keep the engine's defaults.
+    // Options (checked by CheckEmbedOptions): unset fields keep the schedule's defaults.
     const v1::EmbedOptions& o = req->options();
     EmbedOptions& e = spec.options;
+    if (o.schedule() == v1::STYLEGAN2_PROJECTOR) {
+      e = EmbedOptions::StyleGan2Projector();
+      if (o.has_lr_rampup()) e.lr_rampup = o.lr_rampup();
+      if (o.has_lr_rampdown()) e.lr_rampdown = o.lr_rampdown();
+      if (o.has_w_noise()) e.w_noise_factor = o.w_noise();
+      if (o.has_w_noise_ramp()) e.w_noise_ramp = o.w_noise_ramp();
+      if (o.has_noise_regularize()) e.noise_regularize = o.noise_regularize();
+    }
+    if (o.has_w_lpips()) e.w_lpips = o.w_lpips();
+    if (e.w_lpips > 0 && !impl_->registry->has_lpips()) {
+      return absl::FailedPreconditionError(
+          "options.w_lpips: this server has no LPIPS (start it with --lpips; "
+          "ServerInfo.has_lpips)");
+    }
     if (o.has_steps()) e.steps = o.steps();
     if (o.has_noise_steps()) e.noise_steps = o.noise_steps();
     if (o.has_lr()) e.lr = o.lr();
@@ -771,7 +786,9 @@ grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ct
     if (o.has_target_psnr_db()) e.target_psnr = o.target_psnr_db();
     if (o.has_plateau_window()) e.plateau_window = o.plateau_window();
     if (o.has_perceptual_resolution()) e.perceptual_resolution = o.perceptual_resolution();
-    e.space = o.space() == v1::W ? LatentSpace::kW : LatentSpace::kWPlus;
+    if (o.space() != v1::LATENT_SPACE_UNSPECIFIED) {
+      e.space = o.space() == v1::W ? LatentSpace::kW : LatentSpace::kWPlus;
+    }
     switch (o.init()) {
       case v1::LATENT_INIT_UNSPECIFIED:
       case v1::MEAN_W:
@@ -1172,6 +1189,7 @@ grpc::ServerUnaryReactor* Service::GetServerInfo(CallbackServerContext* ctx,
   resp->set_caller_tenant(caller->tenant);
   resp->set_caller_admin(caller->admin);
   resp->set_auth_required(impl_->auth->required());
+  resp->set_has_lpips(impl_->registry->has_lpips());
   for (const ModelInfo& m : impl_->registry->models()) {
     auto* out = resp->add_models();
     out->set_name(m.name);

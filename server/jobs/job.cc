@@ -35,7 +35,14 @@ json OptionsToJson(const EmbedOptions& o) {
               {"noise_w_mse", o.noise_w_mse},
               {"noise_w_perceptual", o.noise_w_perceptual},
               {"preview_every", o.preview_every},
-              {"checkpoint_every", o.checkpoint_every}};
+              {"checkpoint_every", o.checkpoint_every},
+              {"w_lpips", o.w_lpips},
+              {"schedule", EmbedScheduleName(o.schedule)},
+              {"lr_rampup", o.lr_rampup},
+              {"lr_rampdown", o.lr_rampdown},
+              {"w_noise_factor", o.w_noise_factor},
+              {"w_noise_ramp", o.w_noise_ramp},
+              {"noise_regularize", o.noise_regularize}};
 }
 
 EmbedOptions OptionsFromJson(const json& j) {
@@ -66,6 +73,16 @@ EmbedOptions OptionsFromJson(const json& j) {
   o.noise_w_perceptual = j.at("noise_w_perceptual");
   o.preview_every = j.at("preview_every");
   o.checkpoint_every = j.at("checkpoint_every");
+  // Absent from specs written before LPIPS and the projector: the engine's defaults.
+  o.w_lpips = j.value("w_lpips", o.w_lpips);
+  o.schedule = j.value("schedule", std::string("image2stylegan")) == "stylegan2_projector"
+                   ? EmbedSchedule::kStyleGan2Projector
+                   : EmbedSchedule::kImage2StyleGan;
+  o.lr_rampup = j.value("lr_rampup", o.lr_rampup);
+  o.lr_rampdown = j.value("lr_rampdown", o.lr_rampdown);
+  o.w_noise_factor = j.value("w_noise_factor", o.w_noise_factor);
+  o.w_noise_ramp = j.value("w_noise_ramp", o.w_noise_ramp);
+  o.noise_regularize = j.value("noise_regularize", o.noise_regularize);
   return o;
 }
 

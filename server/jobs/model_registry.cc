@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/base/status_macros.h"
@@ -62,6 +63,23 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
       files.push_back(*std::move(read));
     }
   }
+  // The VGG16 file is read once: its first convolutions serve the perceptual loss, all
+  // thirteen LPIPS (classifier.* is never needed).
+  const bool lpips = !options.lpips_path.empty();
+  StateDict vgg_weights;
+  if (!options.vgg_path.empty()) {
+    auto loaded = LoadWeights(options.vgg_path, [lpips](const std::string& key) {
+      return lpips ? absl::StartsWith(key, "classifier.") : IsUnusedVgg16Key(key);
+    });
+    if (!loaded.ok()) return Annotate(loaded.status(), "vgg");
+    vgg_weights = std::move(loaded->tensors);
+  }
+  StateDict lpips_lin;
+  if (lpips) {
+    auto loaded = LoadWeights(options.lpips_path);
+    if (!loaded.ok()) return Annotate(loaded.status(), "lpips");
+    lpips_lin = std::move(loaded->tensors);
+  }
   for (const torch::Device& device : options.devices) {
     std::vector<std::unique_ptr<Generator>> gens;
     for (size_t i = 0; i < options.models.size(); ++i) {
@@ -72,16 +90,26 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
       }
       gens.push_back(*std::move(g));
     }
-    std::unique_ptr<Vgg16Extractor> vgg;
-    if (options.vgg_path.empty()) {
-      ASSIGN_OR_RETURN(vgg, Vgg16Extractor::Create(RandomVgg16Weights(kDemoVggSeed), {}, device));
-    } else {
-      auto loaded = Vgg16Extractor::Load(options.vgg_path, {}, device);
-      if (!loaded.ok()) return Annotate(loaded.status(), "vgg");
-      vgg = *std::move(loaded);
+    // The demo's random VGG16 has all thirteen convolutions when LPIPS needs them (the
+    // first nine are the same either way).
+    const StateDict& trunk = options.vgg_path.empty()
+                                 ? RandomVgg16Weights(kDemoVggSeed, /*all_features=*/lpips)
+                                 : vgg_weights;
+    auto vgg = Vgg16Extractor::Create(trunk, {}, device);
+    if (!vgg.ok()) return Annotate(vgg.status(), absl::StrCat("vgg ", options.vgg_path));
+    std::unique_ptr<Lpips> lp;
+    if (lpips) {
+      auto made = Lpips::Create(trunk, lpips_lin, device);
+      if (!made.ok()) {
+        return Annotate(made.status(),
+                        absl::StrCat("lpips ", options.lpips_path, " with vgg ", options.vgg_path));
+      }
+      lp = *std::move(made);
+      r->lpips_fingerprint_ = lp->fingerprint();
     }
     r->generators_.push_back(std::move(gens));
-    r->vggs_.push_back(std::move(vgg));
+    r->vggs_.push_back(*std::move(vgg));
+    r->lpips_.push_back(std::move(lp));
   }
   for (size_t i = 0; i < options.models.size(); ++i) {
     const Generator& g = *r->generators_[0][i];

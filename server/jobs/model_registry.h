@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/engine/generator.h"
+#include "server/engine/lpips.h"
 #include "server/engine/model_files.h"
 #include "server/engine/vgg16.h"
 
@@ -38,6 +39,10 @@ struct RegistryOptions {
   // torchvision VGG16 weights for the perceptual loss. Empty: only allowed when every
   // model is a demo model, which then uses seeded random VGG weights.
   std::string vgg_path;
+  // LPIPS's calibration file (the lpips wheel's lpips/weights/v0.1/vgg.pth; scripts/
+  // fetch-lpips): with it, LPIPS is a loss term jobs may ask for and every embedding
+  // reports its result's LPIPS. Needs the full VGG16 (or the demo's random one). Empty: off.
+  std::string lpips_path;
   std::vector<torch::Device> devices;
 };
 
@@ -65,6 +70,10 @@ class ModelRegistry {
   // The networks of a model on device `device_index` (in devices() order).
   Generator* generator(int device_index, const std::string& name) const;
   Vgg16Extractor* vgg(int device_index) const { return vggs_[device_index].get(); }
+  // nullptr without RegistryOptions::lpips_path.
+  Lpips* lpips(int device_index) const { return lpips_[device_index].get(); }
+  bool has_lpips() const { return !lpips_.empty() && lpips_[0] != nullptr; }
+  const std::string& lpips_fingerprint() const { return lpips_fingerprint_; }
 
  private:
   ModelRegistry() = default;
@@ -73,6 +82,8 @@ class ModelRegistry {
   // generators_[device][model index in infos_]
   std::vector<std::vector<std::unique_ptr<Generator>>> generators_;
   std::vector<std::unique_ptr<Vgg16Extractor>> vggs_;
+  std::vector<std::unique_ptr<Lpips>> lpips_;
+  std::string lpips_fingerprint_;
 };
 
 }  // namespace i2s

@@ -62,7 +62,7 @@ std::string LatentIdForJob(const std::string& job_id) {
 }
 
 LatentMetrics MetricsOf(const StepMetrics& m, int steps) {
-  return LatentMetrics{m.loss, m.mse, m.perceptual, m.psnr, steps};
+  return LatentMetrics{m.loss, m.mse, m.perceptual, m.psnr, steps, m.lpips};
 }
 
 std::string MetricsJson(const LatentMetrics& m) {
@@ -70,7 +70,8 @@ std::string MetricsJson(const LatentMetrics& m) {
                         {"mse", m.mse},
                         {"perceptual", m.perceptual},
                         {"psnr", m.psnr},
-                        {"steps", m.steps}}
+                        {"steps", m.steps},
+                        {"lpips", m.lpips}}
       .dump();
 }
 
@@ -84,6 +85,7 @@ LatentMetrics MetricsFromJson(const std::string& s) {
     m.perceptual = j.at("perceptual");
     m.psnr = j.at("psnr");
     m.steps = j.at("steps");
+    m.lpips = j.value("lpips", -1.0);
   } catch (const std::exception&) {
   }
   return m;
@@ -109,6 +111,7 @@ std::string ProgressJson(const Progress& p) {
                         {"mse", p.metrics.mse},
                         {"perceptual", p.metrics.perceptual},
                         {"psnr", p.metrics.psnr},
+                        {"lpips", p.metrics.lpips},
                         {"device", p.device},
                         {"next_sequence", p.next_sequence}}
       .dump();
@@ -124,6 +127,7 @@ std::optional<Progress> ProgressFromJson(const std::string& s) {
     p.metrics.mse = j.at("mse");
     p.metrics.perceptual = j.at("perceptual");
     p.metrics.psnr = j.at("psnr");
+    p.metrics.lpips = j.value("lpips", -1.0);
     p.metrics.steps = p.step;
     p.device = j.at("device");
     p.next_sequence = j.at("next_sequence");
@@ -908,7 +912,7 @@ void Scheduler::StartJob(Worker* w, const std::shared_ptr<Job>& job) {
   auto& batch = w->batches[key];
   absl::Status status;
   if (batch == nullptr) {
-    auto created = EmbedBatch::Create(g, registry_->vgg(w->index), opts);
+    auto created = EmbedBatch::Create(g, registry_->vgg(w->index), opts, registry_->lpips(w->index));
     if (created.ok()) {
       batch = *std::move(created);
     } else {
@@ -1106,6 +1110,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
   }
   JobEvent ev;
   LatentMetrics metrics = MetricsOf(result.final, result.steps);
+  if (result.result_lpips >= 0) metrics.lpips = result.result_lpips;  // of the latent stored
   ev.metrics = metrics;
   ev.step = result.steps;
   absl::Status status = result.status;
@@ -1120,7 +1125,9 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     rec.num_layers = model->num_layers;
     rec.latent_size = model->latent_size;
     rec.values = TensorToFloatArray(result.latent).values;
-    if (job->spec.options.noise_steps > 0) {
+    // The latent's own maps where the embedding optimised them.
+    if (job->spec.options.noise_steps > 0 ||
+        job->spec.options.schedule == EmbedSchedule::kStyleGan2Projector) {
       std::vector<std::pair<std::string, FloatArray>> maps;
       for (size_t l = 0; l < result.noise.size(); ++l) {
         maps.emplace_back(absl::StrCat("noise_", l), TensorToFloatArray(result.noise[l]));

@@ -120,13 +120,17 @@ CREATE TABLE requests (
   PRIMARY KEY (method, request_id)
 );
 )sql",
+    // 1 -> 2: metrics_lpips (NULL = not measured).
+    R"sql(
+ALTER TABLE latents ADD COLUMN metrics_lpips DOUBLE PRECISION;
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
 constexpr const char* kLatentSummaryColumns =
     "id, tenant, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
     "parents_json, params_json, has_metrics, metrics_loss, metrics_mse, metrics_perceptual, "
-    "metrics_psnr, metrics_steps, created_unix_ms, labels_json";
+    "metrics_psnr, metrics_steps, metrics_lpips, created_unix_ms, labels_json";
 // Read after the summary columns (without reading the blob): whether it has noise maps.
 constexpr const char* kLatentHasNoise = "octet_length(noise_npz) > 0";
 constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
@@ -507,9 +511,11 @@ absl::StatusOr<LatentRecord> ReadLatent(const PostgresStore::Result& q, int row,
     m.perceptual = q.Double(row, c++);
     m.psnr = q.Double(row, c++);
     m.steps = static_cast<int>(q.Int(row, c++));
+    m.lpips = q.IsNull(row, c) ? -1 : q.Double(row, c);  // NULL: not measured
+    ++c;
     r.metrics = m;
   } else {
-    c += 5;
+    c += 6;
   }
   r.created_unix_ms = q.Int(row, c++);
   ASSIGN_OR_RETURN(r.labels, LabelsFromJson(q.Bytes(row, c++), r.id));
@@ -602,6 +608,8 @@ absl::Status PostgresStore::PutLatent(const LatentRecord& record) {
       record.metrics ? st.Double(record.metrics->perceptual) : st.Null(kFloat8Oid),
       record.metrics ? st.Double(record.metrics->psnr) : st.Null(kFloat8Oid),
       record.metrics ? st.Int(record.metrics->steps) : st.Null(kInt8Oid),
+      record.metrics && record.metrics->lpips >= 0 ? st.Double(record.metrics->lpips)
+                                                   : st.Null(kFloat8Oid),
       st.Int(record.created_unix_ms),
       st.Text(labels_json),
       st.Bytes(store_internal::EncodeFloats(record.values)),
@@ -610,7 +618,7 @@ absl::Status PostgresStore::PutLatent(const LatentRecord& record) {
   st.set_sql(absl::StrCat("INSERT INTO latents (", kLatentSummaryColumns, ", ", kLatentBlobColumns,
                           ") VALUES (", absl::StrJoin(p, ", "), ") ON CONFLICT (id) DO NOTHING"));
   st.set_exists_sql(
-      "SELECT 1 FROM latents WHERE id = $1 AND tenant = $2 AND created_unix_ms = $18");
+      "SELECT 1 FROM latents WHERE id = $1 AND tenant = $2 AND created_unix_ms = $19");
   ASSIGN_OR_RETURN(Result r, Run(st));
   if (r.changed() == 0) {
     return absl::AlreadyExistsError(absl::StrCat("latent \"", record.id, "\" already exists"));

@@ -218,6 +218,45 @@ CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
 CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
 CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
 )sql",
+    // 3 -> 4: metrics_lpips (NULL = not measured), rebuilt so that it sits with the
+    // summaries, ahead of the blobs.
+    R"sql(
+CREATE TABLE latents_v4 (
+  id TEXT PRIMARY KEY NOT NULL,
+  tenant TEXT NOT NULL,
+  model TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  num_layers INTEGER NOT NULL,
+  latent_size INTEGER NOT NULL,
+  noise_seed INTEGER NOT NULL,
+  source TEXT NOT NULL,
+  job_id TEXT NOT NULL,
+  parents_json TEXT NOT NULL,
+  params_json TEXT NOT NULL,
+  has_metrics INTEGER NOT NULL,
+  metrics_loss REAL,
+  metrics_mse REAL,
+  metrics_perceptual REAL,
+  metrics_psnr REAL,
+  metrics_steps INTEGER,
+  metrics_lpips REAL,
+  created_unix_ms INTEGER NOT NULL,
+  labels_json TEXT NOT NULL,
+  values_f32 BLOB NOT NULL,
+  noise_npz BLOB NOT NULL
+);
+INSERT INTO latents_v4 SELECT id, tenant, model, fingerprint, num_layers, latent_size,
+  noise_seed, source, job_id, parents_json, params_json, has_metrics, metrics_loss,
+  metrics_mse, metrics_perceptual, metrics_psnr, metrics_steps, NULL, created_unix_ms,
+  labels_json, values_f32, noise_npz FROM latents;
+DROP TABLE latents;
+ALTER TABLE latents_v4 RENAME TO latents;
+CREATE INDEX latents_by_created ON latents (created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_fingerprint ON latents (fingerprint, created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_tenant ON latents (tenant, created_unix_ms DESC, id DESC);
+CREATE INDEX latents_by_tenant_fingerprint
+  ON latents (tenant, fingerprint, created_unix_ms DESC, id DESC);
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
@@ -226,7 +265,7 @@ constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 constexpr const char* kLatentSummaryColumns =
     "id, tenant, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
     "parents_json, params_json, has_metrics, metrics_loss, metrics_mse, metrics_perceptual, "
-    "metrics_psnr, metrics_steps, created_unix_ms, labels_json";
+    "metrics_psnr, metrics_steps, metrics_lpips, created_unix_ms, labels_json";
 // Read after the summary columns (without reading the blob): whether it has noise maps.
 constexpr const char* kLatentHasNoise = "length(noise_npz) > 0";
 constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
@@ -365,9 +404,11 @@ absl::StatusOr<LatentRecord> ReadLatent(const Query& q, bool with_values) {
     m.perceptual = q.ColumnDouble(c++);
     m.psnr = q.ColumnDouble(c++);
     m.steps = static_cast<int>(q.ColumnInt(c++));
+    const double lpips = q.ColumnDouble(c++);  // NULL (NaN here): not measured
+    m.lpips = std::isnan(lpips) ? -1 : lpips;
     r.metrics = m;
   } else {
-    c += 5;
+    c += 6;
   }
   r.created_unix_ms = q.ColumnInt(c++);
   ASSIGN_OR_RETURN(r.labels, LabelsFromJson(q.ColumnBytes(c++), r.id));
@@ -567,7 +608,8 @@ absl::Status SqliteStore::PutLatent(const LatentRecord& record) {
                                         kLatentBlobColumns, R"sql() VALUES (
       :id, :tenant, :model, :fingerprint, :num_layers, :latent_size, :noise_seed, :source, :job_id,
       :parents_json, :params_json, :has_metrics, :metrics_loss, :metrics_mse,
-      :metrics_perceptual, :metrics_psnr, :metrics_steps, :created_unix_ms, :labels_json,
+      :metrics_perceptual, :metrics_psnr, :metrics_steps, :metrics_lpips, :created_unix_ms,
+      :labels_json,
       :values_f32, :noise_npz)
     ON CONFLICT (id) DO NOTHING)sql")));
   Query q(db_, stmt, "PutLatent");
@@ -593,6 +635,7 @@ absl::Status SqliteStore::PutLatent(const LatentRecord& record) {
         .Double(":metrics_perceptual", record.metrics->perceptual)
         .Double(":metrics_psnr", record.metrics->psnr)
         .Int(":metrics_steps", record.metrics->steps);
+    if (record.metrics->lpips >= 0) q.Double(":metrics_lpips", record.metrics->lpips);
   }  // else the metrics_* parameters stay NULL
   ASSIGN_OR_RETURN(int changed, q.Run());
   if (changed == 0) {

@@ -24,6 +24,7 @@ namespace i2s {
 struct LatentMetrics {
   double loss = 0, mse = 0, perceptual = 0, psnr = 0;
   int steps = 0;
+  double lpips = -1;  // LPIPS of the result where the server measured it; -1 = not measured
 };
 
 struct LatentRecord {

@@ -82,7 +82,7 @@ LatentRecord FullLatent(const std::string& id, int64_t created_unix_ms = 1000) {
   r.job_id = "job_1";
   r.parents = {"lat_a", "lat_b", "lat_a"};
   r.params_json = R"({"alpha": 0.5})";
-  r.metrics = LatentMetrics{0.25, 0.125, 0.0625, 31.5, 1000};
+  r.metrics = LatentMetrics{0.25, 0.125, 0.0625, 31.5, 1000, 0.1875};
   r.created_unix_ms = created_unix_ms;
   r.labels = {{"owner", "ana"}, {"tag", "smile \xc3\xa9"}, {"", "empty key"}};
   return r;
@@ -130,6 +130,7 @@ void ExpectSameLatent(const LatentRecord& a, const LatentRecord& b, bool with_va
     EXPECT_EQ(a.metrics->perceptual, b.metrics->perceptual);
     EXPECT_EQ(a.metrics->psnr, b.metrics->psnr);
     EXPECT_EQ(a.metrics->steps, b.metrics->steps);
+    EXPECT_EQ(a.metrics->lpips, b.metrics->lpips);
   }
   EXPECT_EQ(a.created_unix_ms, b.created_unix_ms);
   EXPECT_EQ(a.labels, b.labels);
@@ -763,7 +764,7 @@ TEST(SqliteStoreFileTest, UsesWalAndRecordsSchemaVersion) {
     return value;
   };
   EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");  // persistent in the file
-  EXPECT_EQ(pragma("PRAGMA user_version"), "3");
+  EXPECT_EQ(pragma("PRAGMA user_version"), "4");
   sqlite3_close(db);
 }
 
@@ -891,6 +892,7 @@ PRAGMA user_version = 1;
   EXPECT_EQ(latent->noise_seed, 7u);
   ASSERT_TRUE(latent->metrics.has_value());
   EXPECT_EQ(latent->metrics->psnr, 30.0);
+  EXPECT_EQ(latent->metrics->lpips, -1);  // version 4: not measured
   EXPECT_EQ(latent->labels.at("k"), "v");
   auto job = store->GetJob("job_old");
   ASSERT_TRUE(job.ok()) << job.status();
@@ -1102,7 +1104,7 @@ TEST_F(PostgresTest, ReplicasStartingTogetherMigrateOnce) {
   for (std::thread& t : threads) t.join();
   for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(QuerySql(conninfo_, "SELECT count(*) FROM i2s_schema"), "1");
-  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "1");
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "2");
 }
 
 TEST_F(PostgresTest, RefusesNewerSchema) {

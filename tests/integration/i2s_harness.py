@@ -332,8 +332,9 @@ def temp_dir(prefix):
     return tempfile.mkdtemp(prefix=prefix)
 
 
-def run_tests(flags, keep):
-    """The main() of a test script: parses the required `flags` (e.g. "--server"), makes
+def run_tests(flags, keep, optional=()):
+    """The main() of a test script: parses the required `flags` (e.g. "--server") and the
+    `optional` ones (None when absent), makes
     the --work folder, hands the parsed arguments to `keep`, then runs unittest with
     whatever arguments are left. `keep` is the script's globals() (the arguments become
     its ARGS) or a function that stores them."""
@@ -342,6 +343,8 @@ def run_tests(flags, keep):
     parser = argparse.ArgumentParser()
     for flag in flags:
         parser.add_argument(flag, required=True)
+    for flag in optional:
+        parser.add_argument(flag)
     args, rest = parser.parse_known_args()
     if getattr(args, "work", None):
         os.makedirs(args.work, exist_ok=True)

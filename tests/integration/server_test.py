@@ -534,6 +534,33 @@ class StyleGan2ServiceTest(unittest.TestCase):
         self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, "noise_mode", self.stub.Synthesize,
                         pb.SynthesizeRequest(latent=ref, render=pb.RenderOptions(noise_mode=99)))
 
+    def test_lpips_options_need_a_server_with_lpips(self):
+        info = self.stub.GetServerInfo(pb.GetServerInfoRequest())
+        self.assertFalse(info.has_lpips)
+        for options in (pb.EmbedOptions(steps=2, w_lpips=1.0),
+                        pb.EmbedOptions(steps=2, schedule=pb.STYLEGAN2_PROJECTOR)):
+            req = pb.EmbedRequest(image=h.image_bytes("astronaut.png"), options=options)
+            self.assertCode(grpc.StatusCode.FAILED_PRECONDITION, "options.w_lpips",
+                            lambda r: collect(self.stub.Embed(r, timeout=60)), req)
+        # The projector without LPIPS (pixel loss only) runs on any server.
+        req = pb.EmbedRequest(image=h.image_bytes("astronaut.png"), options=pb.EmbedOptions(
+            steps=4, schedule=pb.STYLEGAN2_PROJECTOR, w_lpips=0, w_mse=1))
+        events = collect(self.stub.Embed(req, timeout=300))
+        self.assertEqual(kind(events[-1]), "succeeded", events[-1])
+        self.assertFalse(events[-1].succeeded.metrics.HasField("lpips"))
+        lat = self.stub.GetLatent(pb.GetLatentRequest(latent_id=events[-1].succeeded.latent_id))
+        self.assertTrue(lat.has_noise)  # the projector's optimised maps are kept
+        for bad, field in ((pb.EmbedOptions(lr_rampup=0.1), "options.lr_rampup"),
+                           (pb.EmbedOptions(schedule=pb.STYLEGAN2_PROJECTOR, w_noise=-1),
+                            "options.w_noise"),
+                           (pb.EmbedOptions(schedule=7), "options.schedule"),
+                           (pb.EmbedOptions(w_lpips=float("nan")), "options.w_lpips"),
+                           (pb.EmbedOptions(schedule=pb.STYLEGAN2_PROJECTOR, w_lpips=0),
+                            "options.w_mse")):
+            req = pb.EmbedRequest(image=h.image_bytes("astronaut.png"), options=bad)
+            self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, field,
+                            lambda r: collect(self.stub.Embed(r, timeout=60)), req)
+
     def test_latent_of_a_stylegan1_model_is_refused(self):
         # One data directory, first served with the StyleGAN1 demo, then with the
         # StyleGAN2 one: the stored latent (same [8, 512] shape) is FAILED_PRECONDITION.
@@ -558,6 +585,62 @@ class StyleGan2ServiceTest(unittest.TestCase):
             fn(req)
         self.assertEqual(cm.exception.code(), code, cm.exception.details())
         self.assertIn(needle, cm.exception.details())
+
+
+class LpipsServiceTest(unittest.TestCase):
+    """A StyleGAN2 demo server with --lpips (the lpips wheel's calibration file, fetched by
+    scripts/fetch-lpips): the StyleGAN2 projector's schedule through the API, LPIPS in
+    progress, in the result and on the stored latent."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not ARGS.lpips:
+            raise unittest.SkipTest("no --lpips FILE given (ctest gives it)")
+        cls.server = new_server("lpips", ["--demo-arch", "stylegan2", "--lpips", ARGS.lpips])
+        cls.server.start()
+        cls.addClassCleanup(cls.server.kill)
+        cls.stub = cls.server.stub()
+
+    @classmethod
+    def tearDownClass(cls):
+        code, _ = cls.server.stop()
+        assert code == 0, cls.server.log()
+
+    def embed(self, options):
+        req = pb.EmbedRequest(image=h.image_bytes("astronaut.png"), seed=2, options=options,
+                              return_reconstruction=True)
+        events = collect(self.stub.Embed(req, timeout=300))
+        self.assertEqual(kind(events[-1]), "succeeded", events[-1])
+        return [e.progress for e in events if kind(e) == "progress"], events[-1].succeeded
+
+    def test_projector_reports_lpips_and_keeps_its_noise_maps(self):
+        self.assertTrue(self.stub.GetServerInfo(pb.GetServerInfoRequest()).has_lpips)
+        progress, done = self.embed(pb.EmbedOptions(steps=12, schedule=pb.STYLEGAN2_PROJECTOR))
+        self.assertEqual([p.step for p in progress], list(range(1, 13)))
+        # LPIPS is in the loss (w_lpips 1, beside the noise maps' regulariser): every step
+        # reports it.
+        for p in progress:
+            self.assertTrue(p.metrics.HasField("lpips"))
+            self.assertGreaterEqual(p.metrics.loss, p.metrics.lpips)
+        self.assertTrue(done.metrics.HasField("lpips"))
+        self.assertGreater(done.metrics.lpips, 0)
+        lat = self.stub.GetLatent(pb.GetLatentRequest(latent_id=done.latent_id))
+        self.assertAlmostEqual(lat.metrics.lpips, done.metrics.lpips, places=6)
+        self.assertTrue(lat.has_noise)
+        # W: every row the same.
+        w = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(latent_id=lat.id)).npy)
+        np.testing.assert_array_equal(w, np.repeat(w[:1], w.shape[0], axis=0))
+        # Rendered with its own optimised maps by default: the reconstruction.
+        syn = self.stub.Synthesize(pb.SynthesizeRequest(latent=pb.LatentRef(latent_id=lat.id)))
+        self.assertEqual(syn.image.data, done.reconstruction.data)
+
+    def test_image2stylegan_reports_the_result_lpips(self):
+        progress, done = self.embed(pb.EmbedOptions(steps=6, lr=0.05))
+        self.assertFalse(any(p.metrics.HasField("lpips") for p in progress))  # not in the loss
+        self.assertTrue(done.metrics.HasField("lpips"))
+        # With an LPIPS term beside the default ones, progress shows it.
+        progress, done = self.embed(pb.EmbedOptions(steps=3, lr=0.05, w_lpips=0.5))
+        self.assertTrue(all(p.metrics.HasField("lpips") for p in progress))
 
 
 class LimitsTest(unittest.TestCase):
@@ -761,4 +844,4 @@ class RestartTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    h.run_tests(["--server", "--proto", "--work"], globals())
+    h.run_tests(["--server", "--proto", "--work"], globals(), optional=["--lpips"])

@@ -12,7 +12,8 @@ Both are provided below as exactly that.
 
 Checked: the engine's value equals the package's within 1e-4 on real photos (skimage's
 astronaut, chelsea, coffee) at 64 and 256 pixels, for different and nearly equal pairs,
-and for a 300-pixel pair that both sides area-downsample to 256.
+and for a 300-pixel pair that both sides area-downsample to 256. Then `i2s_tool embed`
+with the StyleGAN2 projector's schedule reports the LPIPS of what it wrote.
 """
 import argparse
 import os
@@ -136,9 +137,39 @@ def main():
     if not (values[2] < values[0] and values[0] > 1e-3):
         print(f"FAIL: distances do not order as expected: {values}")
         failures += 1
+    failures += embed_reports_lpips(args.tool, trunk, calibration, w)
     if failures:
         sys.exit(1)
     print("all LPIPS values match the lpips package")
+
+
+def embed_reports_lpips(tool, trunk, calibration, w):
+    """`i2s_tool embed --schedule stylegan2-projector --lpips` on a random StyleGAN2: the
+    result's LPIPS it reports is that of its reconstruction (8-bit PNG: within 0.01)."""
+    gen = os.path.join(w, "g2.pt")
+    subprocess.run([tool, "random-model", "--arch", "stylegan2", "--resolution", "32",
+                    "--fmap-base", "256", "--seed", "3", "--out", gen],
+                   check=True, stdout=subprocess.DEVNULL)
+    target = save(skimage.data.astronaut(), 32, f"{w}/a32.png")
+    out = subprocess.run([tool, "embed", "--generator", gen, "--vgg", trunk, "--lpips",
+                          calibration, "--image", target, "--out", f"{w}/w.npy", "--recon",
+                          f"{w}/recon.png", "--schedule", "stylegan2-projector", "--steps", "20",
+                          "--mean-w-samples", "500", "--log-every", "5"],
+                         check=True, capture_output=True, text=True).stdout
+    line = [l for l in out.splitlines() if l.startswith("result:")]
+    steps = [l for l in out.splitlines() if l.startswith("step ")]
+    reported = float(line[-1].split("lpips")[1].split()[0]) if line else -1
+    measured = float(subprocess.run([tool, "lpips", "--vgg", trunk, "--lpips", calibration,
+                                     target, f"{w}/recon.png"], check=True, capture_output=True,
+                                    text=True).stdout.strip())
+    w_rows = np.load(f"{w}/w.npy")
+    ok = (line and abs(reported - measured) <= 0.01 and all("lpips" in l for l in steps)
+          and "stylegan2_projector" in out and np.all(w_rows == w_rows[:1]))
+    print(f"{'ok  ' if ok else 'FAIL'} i2s_tool embed --schedule stylegan2-projector: reported "
+          f"lpips {reported:.4f}, its PNG reconstruction's {measured:.4f}")
+    if not ok:
+        print(out)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
