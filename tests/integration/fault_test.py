@@ -711,13 +711,14 @@ class DiskFaultTest(unittest.TestCase):
         acked = {stub.ImportLatent(pb.ImportLatentRequest(npy=h.npy(w))).id: w}
 
         def fill():
-            with open(os.path.join(mnt, "ballast"), "wb") as f:  # whatever else fills it
-                try:
+            # Unbuffered: the write that finds the disk full fails there, and nothing is
+            # left pending for close() to fail on again.
+            try:
+                with open(os.path.join(mnt, "ballast"), "ab", buffering=0) as f:
                     while True:
                         f.write(b"\0" * (1 << 16))
-                        f.flush()
-                except OSError:
-                    pass
+            except OSError:
+                pass  # full
 
         def embed_until_unsaved():
             call = stub.Embed(pb.EmbedRequest(image=h.image_bytes("chelsea.png"),
