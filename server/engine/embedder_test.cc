@@ -177,6 +177,46 @@ TEST_F(EmbedderTest, ResultDoesNotDependOnBatchCompanions) {
   ExpectSameTrajectory(solo_losses, first, solo[0], r1[1]);
 }
 
+// Images with their own steps, learning rates, loss weights and noise phases share one
+// batch (and its steps while both run), and each follows its solo trajectory.
+TEST_F(EmbedderTest, ImagesWithTheirOwnOptionsShareABatch) {
+  EmbedTarget a = InDomainTarget(5, 9), b = InDomainTarget(6, 10);
+  EmbedOptions oa = Fast(30), ob = Fast(24);
+  ob.lr = 0.02;
+  ob.w_perceptual = 0;  // VGG runs for the batch; b's weight is 0
+  ob.noise_steps = 4;
+  a.options = oa;
+  b.options = ob;
+  std::vector<double> la, lb;
+  EmbedCallbacks cb;
+  int shared_steps = 0;
+  cb.on_step = [&](const std::vector<StepMetrics>& metrics, double) {
+    if (metrics.size() == 2) ++shared_steps;
+    for (const auto& m : metrics) (m.image == 0 ? la : lb).push_back(m.loss);
+  };
+  auto both = RunOk(Fast(1), {a, b}, cb);
+  ASSERT_EQ(both.size(), 2u);
+  EXPECT_EQ(both[0].steps, 30);
+  EXPECT_EQ(both[1].steps, 28);
+  EXPECT_EQ(shared_steps, 28);  // b's 24 W+ steps and 4 noise steps beside a's first 28
+  std::vector<double> sa, sb;
+  auto solo_a = RunOk(oa, {InDomainTarget(5, 9)}, RecordLosses(0, &sa));
+  auto solo_b = RunOk(ob, {InDomainTarget(6, 10)}, RecordLosses(0, &sb));
+  ExpectSameTrajectory(sa, la, solo_a[0], both[0]);
+  ExpectSameTrajectory(sb, lb, solo_b[0], both[1]);
+  // What shapes the batch's computation must be the batch's.
+  EmbedOptions other = Fast(10);
+  other.space = LatentSpace::kW;
+  EmbedTarget c = InDomainTarget(7, 11);
+  c.options = other;
+  Embedder e(gen_.get(), vgg_.get(), Fast(10));
+  auto refused = e.Run({c});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("targets[0].options"), std::string::npos)
+      << refused.status();
+}
+
 TEST_F(EmbedderTest, DeterministicOnCpu) {
   EmbedTarget t = InDomainTarget(8, 12);
   EmbedOptions o = Fast(20);

@@ -66,12 +66,8 @@ LatentMetrics MetricsOf(const StepMetrics& m, int steps) {
 }
 
 std::string MetricsJson(const LatentMetrics& m) {
-  return nlohmann::json{{"loss", m.loss},
-                        {"mse", m.mse},
-                        {"perceptual", m.perceptual},
-                        {"psnr", m.psnr},
-                        {"steps", m.steps},
-                        {"lpips", m.lpips}}
+  return nlohmann::json{{"loss", m.loss}, {"mse", m.mse},     {"perceptual", m.perceptual},
+                        {"psnr", m.psnr}, {"steps", m.steps}, {"lpips", m.lpips}}
       .dump();
 }
 
@@ -106,14 +102,10 @@ struct Progress {
 };
 
 std::string ProgressJson(const Progress& p) {
-  return nlohmann::json{{"step", p.step},
-                        {"loss", p.metrics.loss},
-                        {"mse", p.metrics.mse},
-                        {"perceptual", p.metrics.perceptual},
-                        {"psnr", p.metrics.psnr},
-                        {"lpips", p.metrics.lpips},
-                        {"device", p.device},
-                        {"next_sequence", p.next_sequence}}
+  return nlohmann::json{{"step", p.step},         {"loss", p.metrics.loss},
+                        {"mse", p.metrics.mse},   {"perceptual", p.metrics.perceptual},
+                        {"psnr", p.metrics.psnr}, {"lpips", p.metrics.lpips},
+                        {"device", p.device},     {"next_sequence", p.next_sequence}}
       .dump();
 }
 
@@ -908,11 +900,14 @@ void Scheduler::StartJob(Worker* w, const std::shared_ptr<Job>& job) {
   EmbedOptions opts = job->spec.options;
   opts.preview_every = 1;  // every step offers a preview; each job takes what it asked for
   opts.checkpoint_every = options_.checkpoint_every;
-  const std::string key = absl::StrCat(job->spec.model, "|", OptionsKey(opts));
+  // Jobs of one model share steps when the shared part of their options agrees; steps,
+  // learning rates, loss weights and stop rules are each job's own (EmbedTarget::options).
+  const std::string key = absl::StrCat(job->spec.model, "|", SharedOptionsKey(opts));
   auto& batch = w->batches[key];
   absl::Status status;
   if (batch == nullptr) {
-    auto created = EmbedBatch::Create(g, registry_->vgg(w->index), opts, registry_->lpips(w->index));
+    auto created =
+        EmbedBatch::Create(g, registry_->vgg(w->index), opts, registry_->lpips(w->index));
     if (created.ok()) {
       batch = *std::move(created);
     } else {
@@ -925,6 +920,7 @@ void Scheduler::StartJob(Worker* w, const std::shared_ptr<Job>& job) {
     target.image = job->spec.image;
     target.init_latent = job->spec.init_latent;
     target.seed = job->spec.seed;
+    target.options = opts;
     auto added = batch->Add(target, job->resume, "job");
     job->resume.reset();
     if (added.ok()) {
