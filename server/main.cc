@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/api/auth.h"
+#include "server/api/connection_options.h"
 #include "server/api/metrics_export.h"
 #include "server/api/service.h"
 #include "server/base/log.h"
@@ -62,6 +63,7 @@ struct Flags {
   int threads = 0;
   SchedulerOptions scheduler;
   ServiceLimits limits;
+  ConnectionOptions connections;
   double shutdown_grace = 20;
   std::string face_cascades = FaceDetectorOptions().cascade_dir;
   std::string landmark_model;
@@ -249,6 +251,23 @@ int Main(int argc, char** argv) {
                  "gRPC receive and send limit (bytes)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1} << 16, int64_t{INT32_MAX}));
+  app.add_option("--max-streams-per-connection", f.connections.max_streams_per_connection,
+                 "calls open at once on one connection (HTTP/2 max concurrent streams)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--max-connection-idle-seconds", f.connections.max_idle_seconds,
+                 "close a connection with no call open for this long (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e7));
+  app.add_option("--max-connection-age-seconds", f.connections.max_age_seconds,
+                 "close any connection after this long; open calls get "
+                 "--connection-age-grace-seconds to end (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e7));
+  app.add_option("--connection-age-grace-seconds", f.connections.age_grace_seconds,
+                 "time calls get to end when their connection reaches its age")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e7));
   app.add_option("--max-image-bytes", f.limits.max_image_bytes, "encoded input image size limit")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 31));
@@ -479,6 +498,7 @@ int Main(int argc, char** argv) {
     }
     builder.AddListeningPort(f.local_address, grpc::InsecureServerCredentials(), &local_port);
   }
+  ApplyConnectionOptions(f.connections, &builder);
   builder.SetMaxReceiveMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.RegisterService(&service);

@@ -175,22 +175,27 @@ absl::string_view UnsupportedFormatName(absl::string_view b) {
 // True if the markers and entropy-coded data run up to an EOI marker. libjpeg decodes a
 // JPEG cut short without an error (it pads with gray and only warns), so DecodeRgbImage
 // checks this first.
-bool JpegHasEndOfImage(absl::string_view b) {
+JpegLayout ScanJpegLayout(absl::string_view b) {
+  JpegLayout layout;
   size_t pos = 2;
   uint32_t marker = 0;
   while (NextJpegMarker(b, &pos, &marker)) {
-    if (marker == kJpegEoi) return true;
+    if (marker == kJpegEoi) {
+      layout.end_of_image = true;
+      return layout;
+    }
     if (IsJpegStandalone(marker)) continue;
     const size_t length = JpegSegmentLength(b, pos);
-    if (length == 0) return false;
+    if (length == 0) return layout;
     pos += length;
     if (marker != kJpegSos) continue;
+    ++layout.scans;
     // Entropy-coded data: skip to the next 0xFF that is neither stuffing (0xFF00) nor RSTn.
     for (;;) {
       const void* ff = std::memchr(b.data() + pos, 0xFF, b.size() - pos);
-      if (ff == nullptr) return false;
+      if (ff == nullptr) return layout;
       pos = static_cast<const char*>(ff) - b.data();
-      if (pos + 1 >= b.size()) return false;
+      if (pos + 1 >= b.size()) return layout;
       const uint32_t next = Byte(b, pos + 1);
       if (next == 0 || IsJpegRst(next)) {
         pos += 2;
@@ -201,8 +206,10 @@ bool JpegHasEndOfImage(absl::string_view b) {
       }
     }
   }
-  return false;
+  return layout;
 }
+
+bool JpegHasEndOfImage(absl::string_view b) { return ScanJpegLayout(b).end_of_image; }
 
 absl::StatusOr<ImageHeader> ReadImageHeader(absl::string_view bytes, const std::string& field) {
   if (bytes.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty input"));

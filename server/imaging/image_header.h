@@ -34,6 +34,11 @@ absl::StatusOr<ImageHeader> ReadImageHeader(absl::string_view bytes,
 struct DecodeLimits {
   int64_t max_bytes = 32 << 20;     // the encoded input
   int64_t max_pixels = 50'000'000;  // width * height from the header, before decoding
+  // Scans of a JPEG, counted from its markers before decoding. A progressive JPEG is
+  // decoded by one pass over the whole image per scan, so a small file of many tiny scans
+  // (a "scan bomb") costs thousands of full passes. Encoders write 1 (baseline) to about
+  // 10 (progressive, libjpeg's default script for colour) scans.
+  int max_jpeg_scans = 100;
 };
 
 // The checks DecodeRgbImage makes before decoding anything (empty, max_bytes, header,
@@ -41,8 +46,14 @@ struct DecodeLimits {
 absl::StatusOr<ImageHeader> CheckImageLimits(absl::string_view bytes, const DecodeLimits& limits,
                                              const std::string& field = "image");
 
-// True if a JPEG's entropy-coded data ends with the end-of-image marker (libjpeg pads a
-// truncated file with gray instead of failing).
+// A JPEG's markers walked to the end: whether its entropy-coded data ends with the
+// end-of-image marker (libjpeg pads a truncated file with gray instead of failing) and
+// how many scans (SOS markers) it has on the way.
+struct JpegLayout {
+  bool end_of_image = false;
+  int scans = 0;
+};
+JpegLayout ScanJpegLayout(absl::string_view bytes);
 bool JpegHasEndOfImage(absl::string_view bytes);
 
 }  // namespace i2s

@@ -159,10 +159,18 @@ absl::Status WriteRgb8Image(const std::string& path, const torch::Tensor& rgb8) 
 absl::StatusOr<torch::Tensor> DecodeRgbImage(absl::string_view bytes, const DecodeLimits& limits,
                                              const std::string& field) {
   ASSIGN_OR_RETURN(const ImageHeader header, CheckImageLimits(bytes, limits, field));
-  if (header.format == "jpeg" && !JpegHasEndOfImage(bytes)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": truncated or corrupt JPEG data (no end-of-image marker in ",
-                     bytes.size(), " bytes)"));
+  if (header.format == "jpeg") {
+    const JpegLayout layout = ScanJpegLayout(bytes);
+    if (!layout.end_of_image) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": truncated or corrupt JPEG data (no end-of-image marker in ",
+                       bytes.size(), " bytes)"));
+    }
+    if (layout.scans > limits.max_jpeg_scans) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": JPEG with ", layout.scans, " scans; at most ", limits.max_jpeg_scans,
+          " are accepted (each scan of a progressive JPEG is a pass over the whole image)"));
+    }
   }
 
   cv::Mat decoded;

@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "server/imaging/image_header.h"
 
 namespace i2s {
 namespace {
@@ -144,6 +145,44 @@ TEST(ImageIoTest, JpegRoundTripIsClose) {
       (ToRgb8(*decoded).to(torch::kFloat32) - rgb8.to(torch::kFloat32)).abs();
   EXPECT_LT(diff.mean().item<float>(), 2.0f);
   EXPECT_LT(diff.max().item<float>(), 16.0f);
+}
+
+// A progressive JPEG of a real photo (OpenCV/libjpeg's default progressive script), then
+// the same file with one of its scans repeated until it has 400: the "scan bomb" shape (a
+// small file whose decoding makes one pass over the whole image per scan). The scans are
+// counted from the markers, before anything is decoded.
+TEST(ImageIoTest, JpegScanBombIsRefusedBeforeDecoding) {
+  if (!std::filesystem::exists(kChelsea)) GTEST_SKIP() << kChelsea << " missing (python3-skimage)";
+  cv::Mat photo = cv::imread(kChelsea, cv::IMREAD_COLOR);
+  ASSERT_FALSE(photo.empty());
+  std::vector<uchar> buf;
+  ASSERT_TRUE(cv::imencode(".jpg", photo, buf, {cv::IMWRITE_JPEG_PROGRESSIVE, 1}));
+  const std::string progressive(buf.begin(), buf.end());
+  const JpegLayout layout = ScanJpegLayout(progressive);
+  EXPECT_TRUE(layout.end_of_image);
+  EXPECT_GT(layout.scans, 1);
+  EXPECT_LE(layout.scans, 12);
+  auto ok = DecodeRgbImage(progressive, DecodeLimits{});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  // The last scan: from its SOS marker to the EOI at the end.
+  const size_t eoi = progressive.size() - 2;
+  ASSERT_EQ(static_cast<uint8_t>(progressive[eoi + 1]), 0xD9);
+  const size_t last_sos = progressive.rfind("\xFF\xDA", eoi);
+  ASSERT_NE(last_sos, std::string::npos);
+  const std::string scan = progressive.substr(last_sos, eoi - last_sos);
+  std::string bomb = progressive.substr(0, eoi);
+  while (ScanJpegLayout(bomb + "\xFF\xD9").scans < 400) bomb += scan;
+  bomb += "\xFF\xD9";
+  EXPECT_EQ(ScanJpegLayout(bomb).scans, 400);
+  EXPECT_LT(bomb.size(), progressive.size() + 400 * scan.size());
+  EXPECT_TRUE(IsInvalidArgument(DecodeRgbImage(bomb, DecodeLimits{}).status(), "image",
+                                {"400 scans", "at most 100"}));
+  // The count is what refuses it (the stream itself is whole): the limit is configurable.
+  EXPECT_TRUE(ScanJpegLayout(bomb).end_of_image);
+  DecodeLimits tighter;
+  tighter.max_jpeg_scans = 399;
+  EXPECT_TRUE(IsInvalidArgument(DecodeRgbImage(bomb, tighter).status(), "image",
+                                {"400 scans", "at most 399"}));
 }
 
 TEST(ImageIoTest, JpegQualityControlsSize) {

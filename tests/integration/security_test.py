@@ -464,6 +464,50 @@ class TenantTest(unittest.TestCase):
                         pb.GetLatentRequest(latent_id=lat.id), metadata=auth("alpha"))
 
 
+class ConnectionLimitsTest(unittest.TestCase):
+    """What one connection may hold, with or without a token: concurrent calls (HTTP/2
+    max concurrent streams) and idle time (GOAWAY)."""
+
+    def test_streams_per_connection_and_idle_connections(self):
+        d = h.fresh_dir(os.path.join(ARGS.work, "connections"))
+        server = h.Server(ARGS.server, d, extra=["--max-streams-per-connection", "2",
+                                                 "--max-connection-idle-seconds", "1"])
+        server.start()
+        self.addCleanup(lambda: self.assertEqual(server.stop()[0], 0, server.log()))
+        stub = server.stub()
+        job = stub.Embed(pb.EmbedRequest(image=h.image_bytes("chelsea.png"),
+                                         options=h.fast_options(100000)), timeout=300)
+        job_id = next(iter(job)).job_id
+        job.cancel()
+        # Two streams open on one connection fill it: a third call on it waits for one to
+        # end (the client queues it) and here runs out of time; on another connection the
+        # same call is served at once.
+        watches = [stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=300)
+                   for _ in range(2)]
+        for w in watches:
+            next(iter(w))  # each has an event: both streams are open on the server
+        with self.assertRaises(grpc.RpcError) as cm:
+            stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=2)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        other = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        self.addCleanup(other.close)
+        from i2s.v1 import i2s_pb2_grpc
+        i2s_pb2_grpc.ImageToStyleGanStub(other).GetServerInfo(pb.GetServerInfoRequest(),
+                                                              timeout=30)
+        watches[0].cancel()
+        stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30)  # room again
+        stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)
+        watches[1].cancel()
+        # With no call open for a second, the server closes the connection: the channel
+        # drops from READY to IDLE without anything on the client's side closing it.
+        states = []
+        other.subscribe(states.append, try_to_connect=False)
+        h.wait_until(lambda: grpc.ChannelConnectivity.READY in states, "READY")
+        h.wait_until(lambda: states[-1] in (grpc.ChannelConnectivity.IDLE,
+                                            grpc.ChannelConnectivity.TRANSIENT_FAILURE),
+                     "the idle connection closed by the server", timeout=30)
+
+
 def bomb_png(width, height):
     """A real, valid grayscale PNG of width x height zeros: a few hundred KB that would
     decode to width*height bytes (and 12x that as floats)."""
