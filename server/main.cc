@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +22,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -76,7 +78,27 @@ struct Flags {
   std::string local_address;
   std::string metrics_address;
   std::string metrics_port_file;
+  std::string metrics_token_file;
 };
+
+// The bearer token of /metrics: the file's first line, trimmed; 16..512 printable ASCII
+// characters, as the API's tokens.
+absl::StatusOr<std::string> ReadMetricsToken(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    return absl::InvalidArgumentError(absl::StrCat("--metrics-token-file ", path, ": cannot read"));
+  }
+  const std::string token(absl::StripAsciiWhitespace(line));
+  const bool printable =
+      std::all_of(token.begin(), token.end(), [](char c) { return c > ' ' && c < 127; });
+  if (token.size() < 16 || token.size() > 512 || !printable) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--metrics-token-file ", path,
+        ": the first line must be a token of 16..512 printable characters without spaces"));
+  }
+  return token;
+}
 
 // Resident memory of this process (from /proc/self/statm), for the metrics.
 double ResidentBytes() {
@@ -340,6 +362,10 @@ int Main(int argc, char** argv) {
                  "picks a free one); off when empty");
   app.add_option("--metrics-port-file", f.metrics_port_file,
                  "write the bound metrics port to this file once serving");
+  app.add_option("--metrics-token-file", f.metrics_token_file,
+                 "file whose first line is the bearer token a scrape of /metrics must send "
+                 "(Authorization: Bearer ...); without it /metrics is open to whoever reaches "
+                 "--metrics-address");
   app.add_option("--shutdown-grace", f.shutdown_grace,
                  "seconds to finish in-flight calls on SIGTERM")
       ->capture_default_str()
@@ -523,7 +549,16 @@ int Main(int argc, char** argv) {
                        store_where, ")"));
   std::unique_ptr<MetricsHttpServer> metrics_http;
   if (!f.metrics_address.empty()) {
-    auto started = MetricsHttpServer::Start(f.metrics_address, &metrics);
+    std::string token;
+    if (!f.metrics_token_file.empty()) {
+      auto read = ReadMetricsToken(f.metrics_token_file);
+      if (!read.ok()) {
+        server->Shutdown();
+        return Fail(std::string(read.status().message()));
+      }
+      token = *std::move(read);
+    }
+    auto started = MetricsHttpServer::Start(f.metrics_address, &metrics, token);
     if (!started.ok()) {
       server->Shutdown();
       return Fail(std::string(started.status().message()));

@@ -120,9 +120,30 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
   bool recorded_ = false;
 };
 
-int ServeMetrics(mg_connection* conn, void* data) {
-  const auto* registry = static_cast<const MetricsRegistry*>(data);
+// Equal strings in time that depends on their lengths only.
+bool ConstantTimeEqual(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
+int ServeMetricsRequest(mg_connection* conn, void* data) {
+  const auto* server = static_cast<const MetricsHttpServer*>(data);
+  const MetricsRegistry* registry = server->registry_;
   const mg_request_info* info = mg_get_request_info(conn);
+  if (!server->token_.empty()) {
+    const char* header = mg_get_header(conn, "Authorization");
+    const std::string expected = "Bearer " + server->token_;
+    if (header == nullptr || !ConstantTimeEqual(header, expected)) {
+      mg_printf(conn,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"i2s metrics\"\r\n"
+                "Content-Length: 0\r\nConnection: close\r\n\r\n");
+      return 401;
+    }
+  }
   if (info == nullptr || info->request_method == nullptr ||
       (std::string(info->request_method) != "GET" && std::string(info->request_method) != "HEAD")) {
     mg_printf(conn,
@@ -138,8 +159,6 @@ int ServeMetrics(mg_connection* conn, void* data) {
   if (std::string(info->request_method) == "GET") mg_write(conn, body.data(), body.size());
   return 200;
 }
-
-}  // namespace
 
 RpcMetricsFactory::RpcMetricsFactory(MetricsRegistry* registry,
                                      absl::flat_hash_set<std::string> known_methods)
@@ -176,7 +195,7 @@ absl::flat_hash_set<std::string> RpcMetricsFactory::KnownMethods(bool reflection
 }
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& address, const MetricsRegistry* registry) {
+    const std::string& address, const MetricsRegistry* registry, const std::string& bearer_token) {
   static std::once_flag init;
   std::call_once(init, [] { mg_init_library(0); });
   const size_t colon = address.rfind(':');
@@ -201,14 +220,15 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   error.text = why;
   error.text_buffer_size = sizeof why;
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
+  server->registry_ = registry;
+  server->token_ = bearer_token;
   server->ctx_ = mg_start2(&init_data, &error);
   if (server->ctx_ == nullptr) {
     return absl::UnavailableError(absl::StrCat("--metrics-address ", address, ": cannot listen (",
                                                why[0] != 0 ? why : "in use, or not an address",
                                                ")"));
   }
-  mg_set_request_handler(server->ctx_, "/metrics$", ServeMetrics,
-                         const_cast<MetricsRegistry*>(registry));
+  mg_set_request_handler(server->ctx_, "/metrics$", ServeMetricsRequest, server.get());
   mg_server_port port[4];
   const int n = mg_get_server_ports(server->ctx_, 4, port);
   if (n < 1) return absl::InternalError("--metrics-address: no listening port");

@@ -15,6 +15,7 @@
 #include "server/base/metrics.h"
 
 struct mg_context;
+struct mg_connection;
 
 namespace i2s {
 
@@ -42,11 +43,14 @@ class RpcMetricsFactory : public grpc::experimental::ServerInterceptorFactoryInt
   const absl::flat_hash_set<std::string> known_methods_;
 };
 
-// Serves GET /metrics on `address` ("host:port"; port 0 picks a free one).
+// Serves GET /metrics on `address` ("host:port"; port 0 picks a free one). With a
+// `bearer_token`, a scrape must send "Authorization: Bearer <token>" (compared in constant
+// time); any other request gets 401.
 class MetricsHttpServer {
  public:
-  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& address,
-                                                                  const MetricsRegistry* registry);
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
+      const std::string& address, const MetricsRegistry* registry,
+      const std::string& bearer_token = "");
   ~MetricsHttpServer();  // stops serving
   int port() const { return port_; }
 
@@ -54,6 +58,9 @@ class MetricsHttpServer {
   MetricsHttpServer() = default;
   mg_context* ctx_ = nullptr;
   int port_ = 0;
+  const MetricsRegistry* registry_ = nullptr;
+  std::string token_;
+  friend int ServeMetricsRequest(mg_connection* conn, void* data);
 };
 
 }  // namespace i2s

@@ -21,7 +21,8 @@ import sys
 import yaml
 
 API_VERSIONS = {"Deployment": "apps/v1", "Service": "v1", "PodDisruptionBudget": "policy/v1",
-                "PersistentVolumeClaim": "v1", "Secret": "v1"}
+                "PersistentVolumeClaim": "v1", "Secret": "v1",
+                "NetworkPolicy": "networking.k8s.io/v1"}
 errors = []
 
 
@@ -47,7 +48,8 @@ def check_args(where, args, known, binary):
 
 MODELS = {"Deployment": "V1Deployment", "Service": "V1Service",
           "PodDisruptionBudget": "V1PodDisruptionBudget",
-          "PersistentVolumeClaim": "V1PersistentVolumeClaim", "Secret": "V1Secret"}
+          "PersistentVolumeClaim": "V1PersistentVolumeClaim", "Secret": "V1Secret",
+          "NetworkPolicy": "V1NetworkPolicy"}
 
 
 def unknown_fields(original, parsed, where):
@@ -177,9 +179,28 @@ def check_kubernetes(docs, server_flags, client_flags, args):
                 for p in svc["spec"]["ports"]:
                     if isinstance(p["targetPort"], str) and p["targetPort"] not in ports:
                         fail(svc_where, f"targetPort {p['targetPort']!r} is no container port")
-    for kind in ("Service", "PodDisruptionBudget"):
+    # The metrics port is plain HTTP: a NetworkPolicy must admit it only from chosen peers,
+    # and the server must ask scrapes for a token.
+    policies = by_kind.get("NetworkPolicy", {})
+    if not policies:
+        fail("deploy/k8s", "no NetworkPolicy restricting the metrics port")
+    for where, d in policies.values():
+        for rule in d["spec"].get("ingress", []):
+            ports = {p.get("port") for p in rule.get("ports", [])}
+            if ("metrics" in ports or 9464 in ports) and not rule.get("from"):
+                fail(where, "the metrics port is open to every peer (give the rule a `from`)")
+            if not rule.get("ports"):
+                fail(where, "an ingress rule without ports admits every port")
+    for _, d in by_kind.get("Deployment", {}).values():
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            argv = c.get("args", [])
+            if any(a.startswith("--metrics-address") for a in argv) and not any(
+                    a.startswith("--metrics-token-file") for a in argv):
+                fail(f"Deployment container {c['name']}", "--metrics-address without "
+                     "--metrics-token-file: anyone who reaches the port may scrape")
+    for kind in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
         for where, d in by_kind.get(kind, {}).values():
-            sel = d["spec"]["selector"]
+            sel = d["spec"]["podSelector" if kind == "NetworkPolicy" else "selector"]
             sel = sel.get("matchLabels", sel)
             if not any(all(l.get(k) == v for k, v in sel.items()) for l in pod_labels):
                 fail(where, f"selector {sel} matches no Deployment's pods")

@@ -320,6 +320,48 @@ class ExpositionTest(MetricsServerTest):
         self.assertEqual(errors, [])
 
 
+class BearerTokenTest(unittest.TestCase):
+    """--metrics-token-file: a scrape must send the token; anything else gets 401."""
+
+    def test_scrape_needs_the_token(self):
+        d = h.fresh_dir(os.path.join(ARGS.work, "token-files"))
+        token = "scrape-token-0123456789abcdef"
+        path = os.path.join(d, "metrics-token")
+        with open(path, "w") as f:
+            f.write(token + "\n")
+        server = new_server("token", ["--metrics-token-file", path]).start()
+        self.addCleanup(lambda: self.assertEqual(server.stop()[0], 0, server.log()))
+        port = metrics_port(server)
+        import urllib.request
+
+        def scrape(authorization):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+            if authorization is not None:
+                req.add_header("Authorization", authorization)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        import urllib.error
+        for bad in (None, "Bearer wrong-token-0123456789abcdef", "Bearer " + token[:-1],
+                    token, "Basic " + token):
+            status, body = scrape(bad)
+            self.assertEqual(status, 401, bad)
+            self.assertEqual(body, b"", bad)
+        status, body = scrape("Bearer " + token)
+        self.assertEqual(status, 200)
+        self.assertIn(b"i2s_rpc_requests_total", body)
+        # A token file that cannot serve is refused at the start, naming the flag.
+        with open(path, "w") as f:
+            f.write("short\n")
+        bad = new_server("token-bad", ["--metrics-token-file", path])
+        with self.assertRaises(RuntimeError) as cm:
+            bad.start()
+        self.assertIn("--metrics-token-file", str(cm.exception))
+
+
 class CountersTest(MetricsServerTest):
     """Counters and histograms move by exactly what a job and some RPCs did."""
     NAME = "counters"
