@@ -570,6 +570,7 @@ absl::StatusOr<JobList> Scheduler::ListJobs(const Page& page, const std::vector<
 absl::StatusOr<JobView> Scheduler::Cancel(const std::string& id, const std::string& why) {
   std::shared_ptr<Job> job;
   bool was_queued = false;
+  size_t queue_position = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = live_.find(id);
@@ -577,6 +578,7 @@ absl::StatusOr<JobView> Scheduler::Cancel(const std::string& id, const std::stri
       job = it->second;
       for (auto q = queue_.begin(); q != queue_.end(); ++q) {
         if (q->get() == job.get()) {
+          queue_position = static_cast<size_t>(q - queue_.begin());
           queue_.erase(q);
           was_queued = true;
           break;
@@ -597,9 +599,10 @@ absl::StatusOr<JobView> Scheduler::Cancel(const std::string& id, const std::stri
     return ViewOfRecord(std::move(r));
   }
   if (was_queued) {
-    JobRecord r;
+    JobRecord r, before;
     {
       std::lock_guard<std::mutex> lock(job->mu);
+      before = job->record;
       job->record.state = JobState::kCancelled;
       job->record.error_code = static_cast<int>(absl::StatusCode::kCancelled);
       job->record.error_message = absl::StrCat("cancelled while queued (", why, ")");
@@ -607,7 +610,22 @@ absl::StatusOr<JobView> Scheduler::Cancel(const std::string& id, const std::stri
       job->record.next_sequence = job->next_sequence + 1;
       r = job->record;
     }
-    RETURN_IF_ERROR(store_->UpdateJob(r));
+    if (absl::Status stored = store_->UpdateJob(r); !stored.ok()) {
+      // Not stored, so not done: the job stays queued where it was, and the caller hears
+      // why (a cancel it was told about must survive a restart).
+      {
+        std::lock_guard<std::mutex> lock(job->mu);
+        job->record = before;
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        queue_.insert(
+            queue_.begin() + static_cast<std::ptrdiff_t>(std::min(queue_position, queue_.size())),
+            job);
+      }
+      cv_.notify_all();
+      return Annotate(stored, "recording the cancel (the job is still queued)");
+    }
     CountFinished(JobState::kCancelled);
     JobEvent ev;
     ev.kind = JobEvent::Kind::kCancelled;

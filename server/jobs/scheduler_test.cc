@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -206,6 +207,109 @@ TEST_F(SchedulerTest, QueueLimitAndDeviceTasksBetweenSteps) {
              [&](absl::Status st) { late.set_value(st); });
   EXPECT_EQ(late.get_future().get().code(), absl::StatusCode::kDeadlineExceeded);
   ASSERT_TRUE(s->Cancel(running->job_id).ok());
+}
+
+// Every call goes to a real store, except job updates while `fail_updates` is set.
+class UpdatesCanFailStore : public Store {
+ public:
+  explicit UpdatesCanFailStore(Store* inner) : inner_(inner) {}
+  std::atomic<bool> fail_updates{false};
+
+  absl::Status PutLatent(const LatentRecord& r) override { return inner_->PutLatent(r); }
+  absl::StatusOr<LatentRecord> GetLatent(const std::string& id, bool v) override {
+    return inner_->GetLatent(id, v);
+  }
+  absl::StatusOr<LatentPage> ListLatents(const Page& p, const std::string& f,
+                                         const std::optional<std::string>& t) override {
+    return inner_->ListLatents(p, f, t);
+  }
+  absl::Status DeleteLatent(const std::string& id) override { return inner_->DeleteLatent(id); }
+  absl::Status CreateJob(const JobRecord& r) override { return inner_->CreateJob(r); }
+  absl::Status UpdateJob(const JobRecord& r) override {
+    if (fail_updates) return absl::UnavailableError("the database is away (test)");
+    return inner_->UpdateJob(r);
+  }
+  absl::Status MarkCancelRequested(const std::string& id) override {
+    return inner_->MarkCancelRequested(id);
+  }
+  absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
+                              int64_t next, const std::string& owner) override {
+    return inner_->SaveCheckpoint(id, step, bytes, next, owner);
+  }
+  absl::StatusOr<std::vector<JobRecord>> ClaimJobs(const std::string& o, int64_t now, int64_t ms,
+                                                   bool all) override {
+    return inner_->ClaimJobs(o, now, ms, all);
+  }
+  absl::StatusOr<std::vector<JobLease>> RenewLeases(const std::string& o, int64_t now,
+                                                    int64_t ms) override {
+    return inner_->RenewLeases(o, now, ms);
+  }
+  absl::Status SaveProgress(const std::string& id, const std::string& o,
+                            const std::string& p) override {
+    return inner_->SaveProgress(id, o, p);
+  }
+  absl::StatusOr<JobRecord> GetJob(const std::string& id, bool b) override {
+    return inner_->GetJob(id, b);
+  }
+  absl::StatusOr<JobPage> ListJobs(const Page& p, const std::vector<JobState>& st,
+                                   const std::optional<std::string>& t) override {
+    return inner_->ListJobs(p, st, t);
+  }
+  absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() override {
+    return inner_->UnfinishedJobs();
+  }
+  absl::StatusOr<std::string> ClaimRequest(const std::string& m, const std::string& id,
+                                           const std::string& h, const std::string& r) override {
+    return inner_->ClaimRequest(m, id, h, r);
+  }
+  absl::StatusOr<std::string> FindRequest(const std::string& m, const std::string& id,
+                                          const std::string& h) override {
+    return inner_->FindRequest(m, id, h);
+  }
+  bool shared() const override { return inner_->shared(); }
+  const char* backend() const override { return inner_->backend(); }
+
+ private:
+  Store* inner_;
+};
+
+// A queued job whose cancel cannot be stored stays queued, where it was, and the caller is
+// told; once the store takes writes again the cancel goes through.
+TEST_F(SchedulerTest, QueuedJobWhoseCancelIsNotStoredStaysQueued) {
+  UpdatesCanFailStore flaky(store_.get());
+  SchedulerOptions o;
+  o.max_batch = 1;
+  auto created = Scheduler::Create(o, registry_.get(), &flaky);
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<Scheduler> s = *std::move(created);
+  auto running = s->Submit(Spec(100000), "", "");
+  ASSERT_TRUE(running.ok());
+  auto cursor = *s->Watch(running->job_id, 0);
+  ReadUntil(*cursor, [](const JobEvent& e) { return e.kind == Kind::kProgress; });
+  auto first = s->Submit(Spec(5), "", ""), second = s->Submit(Spec(5, 2), "", "");
+  ASSERT_TRUE(first.ok() && second.ok());
+  ASSERT_EQ(s->GetJob(first->job_id)->queue_position, 1);
+
+  flaky.fail_updates = true;
+  auto refused = s->Cancel(first->job_id);
+  flaky.fail_updates = false;
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("still queued"), std::string::npos) << refused.status();
+  auto view = s->GetJob(first->job_id);
+  ASSERT_TRUE(view.ok());
+  EXPECT_EQ(view->record.state, JobState::kQueued);
+  EXPECT_EQ(view->queue_position, 1);  // where it was, ahead of the second
+  EXPECT_EQ(s->GetJob(second->job_id)->queue_position, 2);
+  EXPECT_EQ(store_->GetJob(first->job_id)->state, JobState::kQueued);
+
+  auto cancelled = s->Cancel(first->job_id);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(store_->GetJob(first->job_id)->state, JobState::kCancelled);
+  EXPECT_EQ(s->GetJob(second->job_id)->queue_position, 1);
+  ASSERT_TRUE(s->Cancel(second->job_id).ok());
+  ASSERT_TRUE(s->Cancel(running->job_id).ok());
+  ReadUntil(*cursor, Terminal);
 }
 
 TEST_F(SchedulerTest, ShutdownCheckpointsAndARestartResumesToTheSameResult) {
