@@ -476,17 +476,21 @@ struct Service::Impl {
                             LatentRecord rec, v1::Latent* out) {
     rec.id = NewRandomId("lat_");
     rec.tenant = caller.tenant;
+    rec.created_unix_ms = NowMs();
     if (!request_id.empty()) {
-      ASSIGN_OR_RETURN(std::string claimed, store->ClaimRequest(RequestScope(method, caller.tenant),
-                                                                request_id, request_hash, rec.id));
+      // The key and the latent in one transaction (never a key naming nothing).
+      ASSIGN_OR_RETURN(
+          std::string claimed,
+          store->PutLatentWithClaim(
+              rec, RequestClaim{RequestScope(method, caller.tenant), request_id, request_hash}));
       if (claimed != rec.id) {
         ASSIGN_OR_RETURN(LatentRecord earlier, store->GetLatent(claimed, false));
         ToProto(earlier, out);
         return absl::OkStatus();
       }
+    } else {
+      RETURN_IF_ERROR(store->PutLatent(rec));
     }
-    rec.created_unix_ms = NowMs();
-    RETURN_IF_ERROR(store->PutLatent(rec));
     LogEvent("latent_stored")
         .Str("latent_id", rec.id)
         .Str("tenant", rec.tenant)

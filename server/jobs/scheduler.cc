@@ -486,11 +486,15 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
   r.owner = options_.replica_id;
   r.lease_expires_unix_ms = r.created_unix_ms + options_.lease_ms;
   if (!request_id.empty()) {
-    RETURN_IF_ERROR(
-        store_->ClaimRequest(RequestScope("Embed", tenant), request_id, request_hash, r.id)
-            .status());
+    // The key and the job in one transaction; another replica may have claimed the key
+    // since the look-up above: its job is the answer then.
+    ASSIGN_OR_RETURN(std::string claimed,
+                     store_->CreateJobWithClaim(
+                         r, RequestClaim{RequestScope("Embed", tenant), request_id, request_hash}));
+    if (claimed != r.id) return Submission{claimed, true};
+  } else {
+    RETURN_IF_ERROR(store_->CreateJob(r));
   }
-  RETURN_IF_ERROR(store_->CreateJob(r));
   auto job = std::make_shared<Job>(WithoutBlobs(std::move(r)), std::move(spec));
   EnqueueLocked(job);
   cv_.notify_all();

@@ -266,6 +266,14 @@ class UpdatesCanFailStore : public Store {
                                           const std::string& h) override {
     return inner_->FindRequest(m, id, h);
   }
+  absl::StatusOr<std::string> CreateJobWithClaim(const JobRecord& r,
+                                                 const RequestClaim& c) override {
+    return inner_->CreateJobWithClaim(r, c);
+  }
+  absl::StatusOr<std::string> PutLatentWithClaim(const LatentRecord& r,
+                                                 const RequestClaim& c) override {
+    return inner_->PutLatentWithClaim(r, c);
+  }
   bool shared() const override { return inner_->shared(); }
   const char* backend() const override { return inner_->backend(); }
 

@@ -585,12 +585,13 @@ absl::StatusOr<std::vector<JobRecord>> ReadJobs(const PostgresStore::Result& q) 
 
 // ---- LatentStore ----
 
-absl::Status PostgresStore::PutLatent(const LatentRecord& record) {
-  RETURN_IF_ERROR(ValidateLatent(record));
-  ASSIGN_OR_RETURN(std::string parents_json, ParentsToJson(record));
-  ASSIGN_OR_RETURN(std::string labels_json, LabelsToJson(record));
-  Statement st("PutLatent");
-  std::vector<std::string> p = {
+namespace {
+
+// The values of a latent row, in kLatentSummaryColumns then kLatentBlobColumns order.
+std::vector<std::string> LatentRowParams(PostgresStore::Statement& st, const LatentRecord& record,
+                                         const std::string& parents_json,
+                                         const std::string& labels_json) {
+  return {
       st.Text(record.id),
       st.Text(record.tenant),
       st.Text(record.model),
@@ -615,6 +616,57 @@ absl::Status PostgresStore::PutLatent(const LatentRecord& record) {
       st.Bytes(store_internal::EncodeFloats(record.values)),
       st.Bytes(record.noise_npz),
   };
+}
+
+// The values of a job row, in kJobSummaryColumns then kJobBlobColumns order.
+std::vector<std::string> JobRowParams(PostgresStore::Statement& st, const JobRecord& record) {
+  return {
+      st.Text(record.id),
+      st.Text(record.tenant),
+      st.Text(record.request_id),
+      st.Text(record.model),
+      st.Int(static_cast<int>(record.state)),
+      st.Bool(record.cancel_requested),
+      st.Int(record.checkpoint_step),
+      st.Text(record.latent_id),
+      st.Int(record.error_code),
+      st.Text(record.error_message),
+      st.Int(record.next_sequence),
+      st.Int(record.created_unix_ms),
+      st.Int(record.started_unix_ms),
+      st.Int(record.finished_unix_ms),
+      st.Text(record.owner),
+      st.Int(record.lease_expires_unix_ms),
+      st.Text(record.progress),
+      st.Bytes(record.result),
+      st.Bytes(record.spec),
+      st.Bytes(record.checkpoint),
+  };
+}
+
+// "WITH claim AS (...)": inserts the request row if its key is new and yields a row only
+// then; $1 method, $2 request_id, $3 hash, $4 result_id, $5 time (added to `st` first).
+std::string ClaimCte(PostgresStore::Statement& st, const RequestClaim& claim,
+                     const std::string& result_id, int64_t now_unix_ms) {
+  return absl::StrCat(
+      "WITH claim AS (INSERT INTO requests (method, request_id, request_hash, result_id, "
+      "created_unix_ms) VALUES (",
+      st.Text(claim.method), ", ", st.Text(claim.request_id), ", ", st.Bytes(claim.request_hash),
+      ", ", st.Text(result_id), ", ", st.Int(now_unix_ms),
+      ") ON CONFLICT (method, request_id) DO NOTHING RETURNING 1) ");
+}
+
+constexpr char kClaimLandedSql[] =
+    "SELECT 1 FROM requests WHERE method = $1 AND request_id = $2 AND result_id = $4";
+
+}  // namespace
+
+absl::Status PostgresStore::PutLatent(const LatentRecord& record) {
+  RETURN_IF_ERROR(ValidateLatent(record));
+  ASSIGN_OR_RETURN(std::string parents_json, ParentsToJson(record));
+  ASSIGN_OR_RETURN(std::string labels_json, LabelsToJson(record));
+  Statement st("PutLatent");
+  const std::vector<std::string> p = LatentRowParams(st, record, parents_json, labels_json);
   st.set_sql(absl::StrCat("INSERT INTO latents (", kLatentSummaryColumns, ", ", kLatentBlobColumns,
                           ") VALUES (", absl::StrJoin(p, ", "), ") ON CONFLICT (id) DO NOTHING"));
   st.set_exists_sql(
@@ -679,28 +731,7 @@ absl::Status PostgresStore::CreateJob(const JobRecord& record) {
   RETURN_IF_ERROR(
       store_internal::CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
   Statement st("CreateJob");
-  std::vector<std::string> p = {
-      st.Text(record.id),
-      st.Text(record.tenant),
-      st.Text(record.request_id),
-      st.Text(record.model),
-      st.Int(static_cast<int>(record.state)),
-      st.Bool(record.cancel_requested),
-      st.Int(record.checkpoint_step),
-      st.Text(record.latent_id),
-      st.Int(record.error_code),
-      st.Text(record.error_message),
-      st.Int(record.next_sequence),
-      st.Int(record.created_unix_ms),
-      st.Int(record.started_unix_ms),
-      st.Int(record.finished_unix_ms),
-      st.Text(record.owner),
-      st.Int(record.lease_expires_unix_ms),
-      st.Text(record.progress),
-      st.Bytes(record.result),
-      st.Bytes(record.spec),
-      st.Bytes(record.checkpoint),
-  };
+  const std::vector<std::string> p = JobRowParams(st, record);
   st.set_sql(absl::StrCat("INSERT INTO jobs (", kJobSummaryColumns, ", ", kJobBlobColumns,
                           ") VALUES (", absl::StrJoin(p, ", "), ") ON CONFLICT (id) DO NOTHING"));
   st.set_exists_sql("SELECT 1 FROM jobs WHERE id = $1 AND tenant = $2 AND created_unix_ms = $12");
@@ -842,6 +873,42 @@ absl::Status PostgresStore::SaveProgress(const std::string& id, const std::strin
   ASSIGN_OR_RETURN(Result r, Run(st));
   if (r.changed() == 0) return NotUpdated(id, owner);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> PostgresStore::CreateJobWithClaim(const JobRecord& record,
+                                                              const RequestClaim& claim) {
+  if (claim.request_id.empty()) return absl::InvalidArgumentError("request_id is empty");
+  if (record.id.empty()) return absl::InvalidArgumentError("job id is empty");
+  RETURN_IF_ERROR(
+      store_internal::CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
+  // One statement, so one transaction: the job row is inserted only where the claim was,
+  // and a failing job insert (a taken ID) takes the claim with it.
+  Statement st("CreateJobWithClaim");
+  const std::string cte = ClaimCte(st, claim, record.id, NowUnixMs());
+  const std::vector<std::string> p = JobRowParams(st, record);
+  st.set_sql(absl::StrCat(cte, "INSERT INTO jobs (", kJobSummaryColumns, ", ", kJobBlobColumns,
+                          ") SELECT ", absl::StrJoin(p, ", "),
+                          " WHERE EXISTS (SELECT 1 FROM claim)"));
+  st.set_exists_sql(kClaimLandedSql);
+  RETURN_IF_ERROR(Run(st).status());
+  return FindRequest(claim.method, claim.request_id, claim.request_hash);
+}
+
+absl::StatusOr<std::string> PostgresStore::PutLatentWithClaim(const LatentRecord& record,
+                                                              const RequestClaim& claim) {
+  if (claim.request_id.empty()) return absl::InvalidArgumentError("request_id is empty");
+  RETURN_IF_ERROR(ValidateLatent(record));
+  ASSIGN_OR_RETURN(std::string parents_json, ParentsToJson(record));
+  ASSIGN_OR_RETURN(std::string labels_json, LabelsToJson(record));
+  Statement st("PutLatentWithClaim");
+  const std::string cte = ClaimCte(st, claim, record.id, NowUnixMs());
+  const std::vector<std::string> p = LatentRowParams(st, record, parents_json, labels_json);
+  st.set_sql(absl::StrCat(cte, "INSERT INTO latents (", kLatentSummaryColumns, ", ",
+                          kLatentBlobColumns, ") SELECT ", absl::StrJoin(p, ", "),
+                          " WHERE EXISTS (SELECT 1 FROM claim)"));
+  st.set_exists_sql(kClaimLandedSql);
+  RETURN_IF_ERROR(Run(st).status());
+  return FindRequest(claim.method, claim.request_id, claim.request_hash);
 }
 
 // ---- RequestStore ----

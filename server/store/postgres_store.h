@@ -80,6 +80,10 @@ class PostgresStore final : public Store {
                             const std::string& progress) override;
 
   // RequestStore.
+  absl::StatusOr<std::string> CreateJobWithClaim(const JobRecord& record,
+                                                 const RequestClaim& claim) override;
+  absl::StatusOr<std::string> PutLatentWithClaim(const LatentRecord& record,
+                                                 const RequestClaim& claim) override;
   absl::StatusOr<std::string> ClaimRequest(const std::string& method, const std::string& request_id,
                                            const std::string& request_hash,
                                            const std::string& result_id) override;

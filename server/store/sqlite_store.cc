@@ -601,8 +601,13 @@ absl::Status SqliteStore::PutLatent(const LatentRecord& record) {
   RETURN_IF_ERROR(ValidateLatent(record));
   ASSIGN_OR_RETURN(std::string parents_json, ParentsToJson(record));
   ASSIGN_OR_RETURN(std::string labels_json, LabelsToJson(record));
-
   std::lock_guard<std::mutex> lock(mu_);
+  return PutLatentLocked(record, parents_json, labels_json);
+}
+
+absl::Status SqliteStore::PutLatentLocked(const LatentRecord& record,
+                                          const std::string& parents_json,
+                                          const std::string& labels_json) {
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                    Prepare(absl::StrCat("INSERT INTO latents (", kLatentSummaryColumns, ", ",
                                         kLatentBlobColumns, R"sql() VALUES (
@@ -705,6 +710,10 @@ absl::Status SqliteStore::CreateJob(const JobRecord& record) {
   if (record.id.empty()) return absl::InvalidArgumentError("job id is empty");
   RETURN_IF_ERROR(CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
   std::lock_guard<std::mutex> lock(mu_);
+  return CreateJobLocked(record);
+}
+
+absl::Status SqliteStore::CreateJobLocked(const JobRecord& record) {
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                    Prepare(absl::StrCat("INSERT INTO jobs (", kJobSummaryColumns, ", ",
                                         kJobBlobColumns, R"sql() VALUES (
@@ -921,19 +930,7 @@ absl::StatusOr<std::string> SqliteStore::ClaimRequest(const std::string& method,
   std::lock_guard<std::mutex> lock(mu_);
   // Insert if new, then read back whichever row won. A row never changes once written,
   // so no transaction is needed, even with another process on the same file.
-  {
-    ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(INSERT INTO requests
-      (method, request_id, request_hash, result_id, created_unix_ms)
-      VALUES (:method, :request_id, :request_hash, :result_id, :created_unix_ms)
-      ON CONFLICT (method, request_id) DO NOTHING)sql"));
-    Query q(db_, stmt, "ClaimRequest");
-    q.Text(":method", method)
-        .Text(":request_id", request_id)
-        .Blob(":request_hash", request_hash)
-        .Text(":result_id", result_id)
-        .Int(":created_unix_ms", NowUnixMs());
-    RETURN_IF_ERROR(q.Run().status());
-  }
+  RETURN_IF_ERROR(InsertClaimLocked({method, request_id, request_hash}, result_id).status());
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kFindRequestSql));
   ASSIGN_OR_RETURN(std::optional<std::string> result,
                    LookupRequest(db_, stmt, method, request_id, request_hash));
@@ -951,6 +948,65 @@ absl::StatusOr<std::string> SqliteStore::FindRequest(const std::string& method,
   ASSIGN_OR_RETURN(std::optional<std::string> result,
                    LookupRequest(db_, stmt, method, request_id, request_hash));
   if (!result.has_value()) return RequestNotFound(method, request_id);
+  return *std::move(result);
+}
+
+absl::StatusOr<bool> SqliteStore::InsertClaimLocked(const RequestClaim& claim,
+                                                    const std::string& result_id) {
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(INSERT INTO requests
+      (method, request_id, request_hash, result_id, created_unix_ms)
+      VALUES (:method, :request_id, :request_hash, :result_id, :created_unix_ms)
+      ON CONFLICT (method, request_id) DO NOTHING)sql"));
+  Query q(db_, stmt, "ClaimRequest");
+  q.Text(":method", claim.method)
+      .Text(":request_id", claim.request_id)
+      .Blob(":request_hash", claim.request_hash)
+      .Text(":result_id", result_id)
+      .Int(":created_unix_ms", NowUnixMs());
+  ASSIGN_OR_RETURN(int changed, q.Run());
+  return changed > 0;
+}
+
+absl::Status SqliteStore::InTransactionLocked(const std::function<absl::Status()>& write) {
+  RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE", "begin"));
+  absl::Status status = write();
+  if (status.ok()) status = Exec(db_, "COMMIT", "commit");
+  if (!status.ok()) Exec(db_, "ROLLBACK", "rollback").IgnoreError();  // the first error matters
+  return status;
+}
+
+absl::StatusOr<std::string> SqliteStore::CreateJobWithClaim(const JobRecord& record,
+                                                            const RequestClaim& claim) {
+  if (claim.request_id.empty()) return absl::InvalidArgumentError("request_id is empty");
+  if (record.id.empty()) return absl::InvalidArgumentError("job id is empty");
+  RETURN_IF_ERROR(CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
+  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(InTransactionLocked([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(bool fresh, InsertClaimLocked(claim, record.id));
+    return fresh ? CreateJobLocked(record) : absl::OkStatus();
+  }));
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kFindRequestSql));
+  ASSIGN_OR_RETURN(std::optional<std::string> result,
+                   LookupRequest(db_, stmt, claim.method, claim.request_id, claim.request_hash));
+  if (!result.has_value()) return absl::InternalError("sqlite: the request row vanished");
+  return *std::move(result);
+}
+
+absl::StatusOr<std::string> SqliteStore::PutLatentWithClaim(const LatentRecord& record,
+                                                            const RequestClaim& claim) {
+  if (claim.request_id.empty()) return absl::InvalidArgumentError("request_id is empty");
+  RETURN_IF_ERROR(ValidateLatent(record));
+  ASSIGN_OR_RETURN(std::string parents_json, ParentsToJson(record));
+  ASSIGN_OR_RETURN(std::string labels_json, LabelsToJson(record));
+  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(InTransactionLocked([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(bool fresh, InsertClaimLocked(claim, record.id));
+    return fresh ? PutLatentLocked(record, parents_json, labels_json) : absl::OkStatus();
+  }));
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kFindRequestSql));
+  ASSIGN_OR_RETURN(std::optional<std::string> result,
+                   LookupRequest(db_, stmt, claim.method, claim.request_id, claim.request_hash));
+  if (!result.has_value()) return absl::InternalError("sqlite: the request row vanished");
   return *std::move(result);
 }
 

@@ -2,6 +2,7 @@
 #ifndef I2S_SERVER_STORE_SQLITE_STORE_H_
 #define I2S_SERVER_STORE_SQLITE_STORE_H_
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -74,6 +75,10 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() override;
 
   // RequestStore.
+  absl::StatusOr<std::string> CreateJobWithClaim(const JobRecord& record,
+                                                 const RequestClaim& claim) override;
+  absl::StatusOr<std::string> PutLatentWithClaim(const LatentRecord& record,
+                                                 const RequestClaim& claim) override;
   absl::StatusOr<std::string> ClaimRequest(const std::string& method, const std::string& request_id,
                                            const std::string& request_hash,
                                            const std::string& result_id) override;
@@ -95,6 +100,15 @@ class SqliteStore final : public Store {
   // Why a fenced write of job `id` by `owner` changed no row: NotFound or NotTheOwner.
   // Call with mu_ held.
   absl::Status NotUpdated(const std::string& id, const std::string& owner);
+  // The bodies of PutLatent, CreateJob and ClaimRequest's insert, with mu_ held (the
+  // *WithClaim calls run two of them in one transaction). InsertClaimLocked returns
+  // whether the key was new.
+  absl::Status PutLatentLocked(const LatentRecord& record, const std::string& parents_json,
+                               const std::string& labels_json);
+  absl::Status CreateJobLocked(const JobRecord& record);
+  absl::StatusOr<bool> InsertClaimLocked(const RequestClaim& claim, const std::string& result_id);
+  // Runs `write` in BEGIN IMMEDIATE .. COMMIT (ROLLBACK on any error), mu_ held.
+  absl::Status InTransactionLocked(const std::function<absl::Status()>& write);
 
   // std::mutex rather than absl::Mutex: ThreadSanitizer understands it without an
   // instrumented Abseil build.

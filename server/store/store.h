@@ -186,6 +186,12 @@ class RequestStore {
                                                   const std::string& request_hash) = 0;
 };
 
+// A request ID claimed together with the record it names (CreateJobWithClaim,
+// PutLatentWithClaim). `method` is RequestScope(method, tenant).
+struct RequestClaim {
+  std::string method, request_id, request_hash;
+};
+
 // The `method` under which a tenant's request_ids are kept: "Embed" for tenant "",
 // "Embed@alpha" for tenant "alpha" (tenant names cannot contain '@').
 std::string RequestScope(const std::string& method, const std::string& tenant);
@@ -193,6 +199,15 @@ std::string RequestScope(const std::string& method, const std::string& tenant);
 // All three behind one object (one database).
 class Store : public LatentStore, public JobStore, public RequestStore {
  public:
+  // The request ID and the record it names, written in one transaction, so no crash,
+  // full disk or lost database ever leaves a key naming nothing. A new key: both are
+  // written and record.id is returned. A key seen before with the same request_hash:
+  // nothing is written and the first result's ID is returned (the caller answers with
+  // that). Another hash: InvalidArgument, nothing written. Any error: nothing written.
+  virtual absl::StatusOr<std::string> CreateJobWithClaim(const JobRecord& record,
+                                                         const RequestClaim& claim) = 0;
+  virtual absl::StatusOr<std::string> PutLatentWithClaim(const LatentRecord& record,
+                                                         const RequestClaim& claim) = 0;
   // True when other replicas may use the same database (PostgreSQL): jobs are then
   // claimed by lease, and progress is published for the other replicas.
   virtual bool shared() const = 0;

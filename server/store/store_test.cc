@@ -676,6 +676,53 @@ TEST_P(StoreTest, UnfinishedJobsOldestFirstWithBlobs) {
   EXPECT_EQ(jobs->size(), 3u);
 }
 
+// The request ID and its record in one transaction: a new key writes both, a repeat
+// writes nothing and names the first, another request is refused, and a record that
+// cannot be written leaves no key behind (a retry then creates it).
+TEST_P(StoreTest, ClaimAndRecordAreWrittenTogether) {
+  const RequestClaim claim{"Embed@team-a", "key-1", "hash_a"};
+  absl::StatusOr<std::string> first = store_->CreateJobWithClaim(FullJob("job_a"), claim);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(*first, "job_a");
+  EXPECT_TRUE(store_->GetJob("job_a").ok());
+  absl::StatusOr<std::string> again = store_->CreateJobWithClaim(FullJob("job_b"), claim);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, "job_a");
+  EXPECT_EQ(store_->GetJob("job_b").status().code(), absl::StatusCode::kNotFound);
+  const RequestClaim other{"Embed@team-a", "key-1", "hash_b"};
+  EXPECT_EQ(store_->CreateJobWithClaim(FullJob("job_c"), other).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->GetJob("job_c").status().code(), absl::StatusCode::kNotFound);
+
+  // The job's insert fails (its ID is taken): no key is left naming nothing.
+  const RequestClaim fresh{"Embed@team-a", "key-2", "hash_a"};
+  EXPECT_FALSE(store_->CreateJobWithClaim(FullJob("job_a"), fresh).ok());
+  EXPECT_EQ(store_->FindRequest(fresh.method, fresh.request_id, fresh.request_hash)
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  absl::StatusOr<std::string> retry = store_->CreateJobWithClaim(FullJob("job_d"), fresh);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(*retry, "job_d");
+
+  // Latents alike.
+  const RequestClaim import{"ImportLatent@team-a", "key-3", "hash_a"};
+  ASSERT_TRUE(store_->PutLatent(FullLatent("lat_taken")).ok());
+  EXPECT_FALSE(store_->PutLatentWithClaim(FullLatent("lat_taken"), import).ok());
+  EXPECT_EQ(store_->FindRequest(import.method, import.request_id, import.request_hash)
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  absl::StatusOr<std::string> put = store_->PutLatentWithClaim(FullLatent("lat_new"), import);
+  ASSERT_TRUE(put.ok()) << put.status();
+  EXPECT_EQ(*put, "lat_new");
+  absl::StatusOr<std::string> put_again =
+      store_->PutLatentWithClaim(FullLatent("lat_other"), import);
+  ASSERT_TRUE(put_again.ok()) << put_again.status();
+  EXPECT_EQ(*put_again, "lat_new");
+  EXPECT_EQ(store_->GetLatent("lat_other").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_P(StoreTest, ClaimRequest) {
   // New: recorded and returned.
   absl::StatusOr<std::string> first = store_->ClaimRequest("CreateJob", "r1", "hash_a", "job_1");

@@ -829,7 +829,11 @@ class RestartTest(unittest.TestCase):
         stub = server.stub()
         opts = fast_options(120)
         lat = stub.ImportLatent(pb.ImportLatentRequest(npy=h.npy(np.ones((8, 512), np.float32))))
-        queued_req = pb.EmbedRequest(image=h.image_bytes("coffee.png"), options=fast_options(15))
+        # In W, so in a batch of its own: the resumed job steps alone, as the uninterrupted
+        # one below does, and the comparison is of the same arithmetic (sharing a batch
+        # would reassociate sums, which Adam at lr 0.05 turns into visible drift).
+        queued_req = pb.EmbedRequest(image=h.image_bytes("coffee.png"),
+                                     options=fast_options(15, space=pb.W))
         call = stub.Embed(pb.EmbedRequest(image=h.image_bytes("astronaut.png"), options=opts,
                                           seed=9), timeout=300)
         seen = collect(call, until=lambda e: kind(e) == "progress" and e.progress.step >= 23)
