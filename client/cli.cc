@@ -1398,13 +1398,12 @@ int Cli::FollowAndReport(Follower& follower, bool embed, const EmbedFlags* flags
     }
     switch (v.state) {
       case v1::SUCCEEDED:
-        std::cout << absl::StrFormat("%s  %s  PSNR %.2f dB%s  %d steps (%s)%s\n", v.label,
-                                     v.latent_id, v.final_metrics.psnr_db(),
-                                     v.final_metrics.has_lpips()
-                                         ? absl::StrFormat("  LPIPS %.4f", v.final_metrics.lpips())
-                                         : "",
-                                     v.final_metrics.steps(), v.stop_reason,
-                                     recon_path.empty() ? "" : "  -> " + recon_path);
+        std::cout << absl::StrFormat(
+            "%s  %s  PSNR %.2f dB%s  %d steps (%s)%s\n", v.label, v.latent_id,
+            v.final_metrics.psnr_db(),
+            v.final_metrics.has_lpips() ? absl::StrFormat("  LPIPS %.4f", v.final_metrics.lpips())
+                                        : "",
+            v.final_metrics.steps(), v.stop_reason, recon_path.empty() ? "" : "  -> " + recon_path);
         if (t->alignment) {
           std::cout << "  " << DescribeAlignment(*t->alignment)
                     << (aligned_path.empty() ? "" : "  -> " + aligned_path) << "\n";

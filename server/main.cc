@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -34,6 +33,7 @@
 #include "server/base/metrics.h"
 #include "server/base/signals.h"
 #include "server/base/status_macros.h"
+#include "server/base/token_file.h"
 #include "server/engine/torch_util.h"
 #include "server/formats/npy.h"
 #include "server/jobs/model_registry.h"
@@ -81,8 +81,8 @@ struct Flags {
   std::string metrics_token_file;
 };
 
-// The bearer token of /metrics: the file's first line, trimmed; 16..512 printable ASCII
-// characters, as the API's tokens.
+// The bearer token of /metrics: the file's first line, trimmed, under the API's rule for
+// tokens (CheckToken).
 absl::StatusOr<std::string> ReadMetricsToken(const std::string& path) {
   std::ifstream in(path);
   std::string line;
@@ -90,12 +90,9 @@ absl::StatusOr<std::string> ReadMetricsToken(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat("--metrics-token-file ", path, ": cannot read"));
   }
   const std::string token(absl::StripAsciiWhitespace(line));
-  const bool printable =
-      std::all_of(token.begin(), token.end(), [](char c) { return c > ' ' && c < 127; });
-  if (token.size() < 16 || token.size() > 512 || !printable) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--metrics-token-file ", path,
-        ": the first line must be a token of 16..512 printable characters without spaces"));
+  if (absl::Status ok = CheckToken(token); !ok.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics-token-file ", path, ": first line: ", ok.message()));
   }
   return token;
 }

@@ -36,6 +36,20 @@ bool IsValidTenant(absl::string_view tenant) {
 
 std::string TokenKey(absl::string_view token) { return Sha256Hex(token); }
 
+absl::Status CheckToken(absl::string_view token) {
+  if (token.size() < kMinTokenLength || token.size() > kMaxTokenLength) {
+    return absl::InvalidArgumentError(absl::StrCat("a token needs ", kMinTokenLength, "..",
+                                                   kMaxTokenLength, " characters (this one has ",
+                                                   token.size(), ")"));
+  }
+  for (char c : token) {
+    if (!IsTokenChar(c)) {
+      return absl::InvalidArgumentError("a token must be printable ASCII without spaces");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TokenTable> ParseTokenFile(absl::string_view text, absl::string_view source) {
   TokenTable table;
   int line_number = 0;
@@ -61,13 +75,7 @@ absl::StatusOr<TokenTable> ParseTokenFile(absl::string_view text, absl::string_v
       }
       key = std::string(hex);
     } else {
-      if (token.size() < kMinTokenLength || token.size() > kMaxTokenLength) {
-        return bad(absl::StrCat("a token needs ", kMinTokenLength, "..", kMaxTokenLength,
-                                " characters (this one has ", token.size(), ")"));
-      }
-      for (char c : token) {
-        if (!IsTokenChar(c)) return bad("a token must be printable ASCII without spaces");
-      }
+      if (absl::Status ok = CheckToken(token); !ok.ok()) return bad(ok.message());
       key = TokenKey(token);
     }
     if (!IsValidTenant(words[1])) {

@@ -40,6 +40,10 @@ absl::StatusOr<TokenTable> ParseTokenFile(absl::string_view text,
 // True if `tenant` is a valid tenant name (see above).
 bool IsValidTenant(absl::string_view tenant);
 
+// OK if `token` is a plain token as above (16..512 printable ASCII characters without
+// spaces); else InvalidArgument saying which rule it breaks, never the token itself.
+absl::Status CheckToken(absl::string_view token);
+
 // The SHA-256 key under which ParseTokenFile files a presented token.
 std::string TokenKey(absl::string_view token);
 

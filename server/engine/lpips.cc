@@ -2,11 +2,10 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <regex>
-
 #include "absl/strings/str_cat.h"
 #include "server/base/status_macros.h"
 #include "server/engine/torch_util.h"
+#include "server/engine/vgg16.h"
 
 namespace i2s {
 namespace {
@@ -24,11 +23,6 @@ constexpr Conv kConvs[] = {{0, 3, 64, false},    {2, 64, 64, true},     {5, 64, 
                            {21, 512, 512, true}, {24, 512, 512, false}, {26, 512, 512, false},
                            {28, 512, 512, true}};
 constexpr int kTapChannels[] = {64, 128, 256, 512, 512};
-
-bool IsClassifierKey(const std::string& key) {
-  static const std::regex kPattern(R"(classifier\.(0|3|6)\.(weight|bias))");
-  return std::regex_match(key, kPattern);
-}
 
 }  // namespace
 
@@ -53,7 +47,7 @@ absl::StatusOr<std::unique_ptr<Lpips>> Lpips::Create(const StateDict& vgg, const
                                                      torch::Device device) {
   StateDict used;
   for (const auto& entry : vgg) {
-    if (!IsClassifierKey(entry.first)) used.push_back(entry);
+    if (!IsVgg16ClassifierKey(entry.first)) used.push_back(entry);
   }
   StateDict both = used;
   for (const auto& [key, value] : lin) both.emplace_back("lpips_lin/" + key, value);
@@ -94,7 +88,7 @@ absl::StatusOr<std::unique_ptr<Lpips>> Lpips::Create(const StateDict& vgg, const
 absl::StatusOr<std::unique_ptr<Lpips>> Lpips::Load(const std::string& vgg_path,
                                                    const std::string& lin_path,
                                                    torch::Device device) {
-  ASSIGN_OR_RETURN(LoadedWeights vgg, LoadWeights(vgg_path, IsClassifierKey));
+  ASSIGN_OR_RETURN(LoadedWeights vgg, LoadWeights(vgg_path, IsVgg16ClassifierKey));
   ASSIGN_OR_RETURN(LoadedWeights lin, LoadWeights(lin_path));
   auto l = Create(vgg.tensors, lin.tensors, device);
   if (!l.ok()) return Annotate(l.status(), absl::StrCat(vgg_path, " + ", lin_path));

@@ -31,6 +31,11 @@ bool IsUnusedVgg16Key(const std::string& key) {
   return std::regex_match(key, kPattern);
 }
 
+bool IsVgg16ClassifierKey(const std::string& key) {
+  static const std::regex kPattern(R"(classifier\.(0|3|6)\.(weight|bias))");
+  return std::regex_match(key, kPattern);
+}
+
 StateDict RandomVgg16Weights(uint64_t seed, bool all_features) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   StateDict sd;

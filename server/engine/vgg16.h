@@ -30,6 +30,8 @@ struct Vgg16Features {
 // The keys of torchvision's file that the features do not use (features.21 .. 28,
 // classifier.*): accepted, never loaded, and not part of the fingerprint.
 bool IsUnusedVgg16Key(const std::string& key);
+// The classifier's keys (classifier.0/3/6 weight and bias), which no loss here uses.
+bool IsVgg16ClassifierKey(const std::string& key);
 
 // Random weights in torchvision's layout: features.0..19 (or all 13 convs with
 // `all_features`), He-normal weights and small biases. Deterministic for a seed.

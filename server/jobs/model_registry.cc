@@ -2,7 +2,6 @@
 
 #include <set>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/base/status_macros.h"
@@ -69,7 +68,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(
   StateDict vgg_weights;
   if (!options.vgg_path.empty()) {
     auto loaded = LoadWeights(options.vgg_path, [lpips](const std::string& key) {
-      return lpips ? absl::StartsWith(key, "classifier.") : IsUnusedVgg16Key(key);
+      return lpips ? IsVgg16ClassifierKey(key) : IsUnusedVgg16Key(key);
     });
     if (!loaded.ok()) return Annotate(loaded.status(), "vgg");
     vgg_weights = std::move(loaded->tensors);

@@ -930,14 +930,9 @@ absl::StatusOr<std::string> SqliteStore::ClaimRequest(const std::string& method,
   std::lock_guard<std::mutex> lock(mu_);
   // Insert if new, then read back whichever row won. A row never changes once written,
   // so no transaction is needed, even with another process on the same file.
-  RETURN_IF_ERROR(InsertClaimLocked({method, request_id, request_hash}, result_id).status());
-  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kFindRequestSql));
-  ASSIGN_OR_RETURN(std::optional<std::string> result,
-                   LookupRequest(db_, stmt, method, request_id, request_hash));
-  if (!result.has_value()) {
-    return absl::InternalError("sqlite: ClaimRequest: the request row vanished");
-  }
-  return *std::move(result);
+  const RequestClaim claim{method, request_id, request_hash};
+  RETURN_IF_ERROR(InsertClaimLocked(claim, result_id).status());
+  return ClaimedResultLocked(claim, "ClaimRequest: the request row vanished");
 }
 
 absl::StatusOr<std::string> SqliteStore::FindRequest(const std::string& method,
@@ -967,12 +962,28 @@ absl::StatusOr<bool> SqliteStore::InsertClaimLocked(const RequestClaim& claim,
   return changed > 0;
 }
 
-absl::Status SqliteStore::InTransactionLocked(const std::function<absl::Status()>& write) {
+absl::StatusOr<std::string> SqliteStore::ClaimLocked(const RequestClaim& claim,
+                                                     const std::string& result_id,
+                                                     const std::function<absl::Status()>& write) {
   RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE", "begin"));
-  absl::Status status = write();
+  absl::StatusOr<bool> fresh = InsertClaimLocked(claim, result_id);
+  absl::Status status = fresh.status();
+  if (status.ok() && *fresh) status = write();
   if (status.ok()) status = Exec(db_, "COMMIT", "commit");
-  if (!status.ok()) Exec(db_, "ROLLBACK", "rollback").IgnoreError();  // the first error matters
-  return status;
+  if (!status.ok()) {
+    Exec(db_, "ROLLBACK", "rollback").IgnoreError();  // the first error matters
+    return status;
+  }
+  return ClaimedResultLocked(claim, "the request row vanished");
+}
+
+absl::StatusOr<std::string> SqliteStore::ClaimedResultLocked(const RequestClaim& claim,
+                                                             absl::string_view what) {
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kFindRequestSql));
+  ASSIGN_OR_RETURN(std::optional<std::string> result,
+                   LookupRequest(db_, stmt, claim.method, claim.request_id, claim.request_hash));
+  if (!result.has_value()) return absl::InternalError(absl::StrCat("sqlite: ", what));
+  return *std::move(result);
 }
 
 absl::StatusOr<std::string> SqliteStore::CreateJobWithClaim(const JobRecord& record,
@@ -981,15 +992,7 @@ absl::StatusOr<std::string> SqliteStore::CreateJobWithClaim(const JobRecord& rec
   if (record.id.empty()) return absl::InvalidArgumentError("job id is empty");
   RETURN_IF_ERROR(CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
   std::lock_guard<std::mutex> lock(mu_);
-  RETURN_IF_ERROR(InTransactionLocked([&]() -> absl::Status {
-    ASSIGN_OR_RETURN(bool fresh, InsertClaimLocked(claim, record.id));
-    return fresh ? CreateJobLocked(record) : absl::OkStatus();
-  }));
-  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kFindRequestSql));
-  ASSIGN_OR_RETURN(std::optional<std::string> result,
-                   LookupRequest(db_, stmt, claim.method, claim.request_id, claim.request_hash));
-  if (!result.has_value()) return absl::InternalError("sqlite: the request row vanished");
-  return *std::move(result);
+  return ClaimLocked(claim, record.id, [&] { return CreateJobLocked(record); });
 }
 
 absl::StatusOr<std::string> SqliteStore::PutLatentWithClaim(const LatentRecord& record,
@@ -999,15 +1002,8 @@ absl::StatusOr<std::string> SqliteStore::PutLatentWithClaim(const LatentRecord& 
   ASSIGN_OR_RETURN(std::string parents_json, ParentsToJson(record));
   ASSIGN_OR_RETURN(std::string labels_json, LabelsToJson(record));
   std::lock_guard<std::mutex> lock(mu_);
-  RETURN_IF_ERROR(InTransactionLocked([&]() -> absl::Status {
-    ASSIGN_OR_RETURN(bool fresh, InsertClaimLocked(claim, record.id));
-    return fresh ? PutLatentLocked(record, parents_json, labels_json) : absl::OkStatus();
-  }));
-  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kFindRequestSql));
-  ASSIGN_OR_RETURN(std::optional<std::string> result,
-                   LookupRequest(db_, stmt, claim.method, claim.request_id, claim.request_hash));
-  if (!result.has_value()) return absl::InternalError("sqlite: the request row vanished");
-  return *std::move(result);
+  return ClaimLocked(claim, record.id,
+                     [&] { return PutLatentLocked(record, parents_json, labels_json); });
 }
 
 }  // namespace i2s

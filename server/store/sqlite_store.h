@@ -100,15 +100,21 @@ class SqliteStore final : public Store {
   // Why a fenced write of job `id` by `owner` changed no row: NotFound or NotTheOwner.
   // Call with mu_ held.
   absl::Status NotUpdated(const std::string& id, const std::string& owner);
-  // The bodies of PutLatent, CreateJob and ClaimRequest's insert, with mu_ held (the
-  // *WithClaim calls run two of them in one transaction). InsertClaimLocked returns
-  // whether the key was new.
+  // The bodies of PutLatent, CreateJob and the claim's insert, with mu_ held.
+  // InsertClaimLocked returns whether the key was new.
   absl::Status PutLatentLocked(const LatentRecord& record, const std::string& parents_json,
                                const std::string& labels_json);
   absl::Status CreateJobLocked(const JobRecord& record);
   absl::StatusOr<bool> InsertClaimLocked(const RequestClaim& claim, const std::string& result_id);
-  // Runs `write` in BEGIN IMMEDIATE .. COMMIT (ROLLBACK on any error), mu_ held.
-  absl::Status InTransactionLocked(const std::function<absl::Status()>& write);
+  // In one transaction (BEGIN IMMEDIATE .. COMMIT, ROLLBACK on any error): the claim of
+  // `result_id`, then `write` if the key was new; returns the key's result, as
+  // ClaimedResultLocked. mu_ held.
+  absl::StatusOr<std::string> ClaimLocked(const RequestClaim& claim, const std::string& result_id,
+                                          const std::function<absl::Status()>& write);
+  // The result recorded for the claim's key (InvalidArgument for another hash); Internal
+  // naming `what` if there is none. mu_ held.
+  absl::StatusOr<std::string> ClaimedResultLocked(const RequestClaim& claim,
+                                                  absl::string_view what);
 
   // std::mutex rather than absl::Mutex: ThreadSanitizer understands it without an
   // instrumented Abseil build.

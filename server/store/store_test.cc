@@ -697,9 +697,7 @@ TEST_P(StoreTest, ClaimAndRecordAreWrittenTogether) {
   // The job's insert fails (its ID is taken): no key is left naming nothing.
   const RequestClaim fresh{"Embed@team-a", "key-2", "hash_a"};
   EXPECT_FALSE(store_->CreateJobWithClaim(FullJob("job_a"), fresh).ok());
-  EXPECT_EQ(store_->FindRequest(fresh.method, fresh.request_id, fresh.request_hash)
-                .status()
-                .code(),
+  EXPECT_EQ(store_->FindRequest(fresh.method, fresh.request_id, fresh.request_hash).status().code(),
             absl::StatusCode::kNotFound);
   absl::StatusOr<std::string> retry = store_->CreateJobWithClaim(FullJob("job_d"), fresh);
   ASSERT_TRUE(retry.ok()) << retry.status();
@@ -709,10 +707,9 @@ TEST_P(StoreTest, ClaimAndRecordAreWrittenTogether) {
   const RequestClaim import{"ImportLatent@team-a", "key-3", "hash_a"};
   ASSERT_TRUE(store_->PutLatent(FullLatent("lat_taken")).ok());
   EXPECT_FALSE(store_->PutLatentWithClaim(FullLatent("lat_taken"), import).ok());
-  EXPECT_EQ(store_->FindRequest(import.method, import.request_id, import.request_hash)
-                .status()
-                .code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      store_->FindRequest(import.method, import.request_id, import.request_hash).status().code(),
+      absl::StatusCode::kNotFound);
   absl::StatusOr<std::string> put = store_->PutLatentWithClaim(FullLatent("lat_new"), import);
   ASSERT_TRUE(put.ok()) << put.status();
   EXPECT_EQ(*put, "lat_new");
