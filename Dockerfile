@@ -1,17 +1,30 @@
-# i2s_server (with i2s_client for health checks and i2s_tool) in a slim runtime image, in
-# two variants chosen by the VARIANT build argument:
+# i2s_server (with i2s_client for health checks and i2s_tool) in a slim Debian 12 runtime
+# image, in two variants chosen by the VARIANT build argument:
 #
-#   VARIANT=cuda (default)  NVIDIA CUDA 12.6 + cuDNN 9 on Ubuntu 24.04, with PyTorch's
-#                           LibTorch 2.6 for CUDA 12.6 (cxx11 ABI) in /opt/libtorch
-#   VARIANT=cpu             Debian 12 with Debian's LibTorch 1.13 (CPU only)
+#   VARIANT=cuda (default)  NVIDIA GPUs: PyPI's CUDA LibTorch (torch 2.11.0, CUDA 13.0) and
+#                           the CUDA 13.0 runtime, cuDNN 9, cuBLAS, NCCL, ... from PyPI's
+#                           nvidia-* wheels, all pinned with their SHA-256 in
+#                           scripts/torch-cuda-wheels.txt, under /opt/torch-cuda
+#   VARIANT=cpu             Debian's LibTorch 1.13 (CPU only)
 #
-# Ubuntu 24.04 has the same gRPC 1.51, protobuf 3.21, Abseil 20220623 and OpenCV 4.6 as
-# Debian 12, so both variants build with scripts/setup; only LibTorch differs.
+# Every input comes from Debian's archive and PyPI: no CUDA base image, no other registry.
 #
 #   docker build -t i2s-server .                                  # NVIDIA image
 #   docker build --build-arg VARIANT=cpu -t i2s-server:cpu .      # CPU image (or podman build)
 #
-# Run the NVIDIA image on a host with the NVIDIA driver and Container Toolkit:
+# BINARIES chooses where the three binaries come from:
+#   source (default)  compiled in the build stage (for cuda, scripts/fetch-torch downloads the
+#                     wheels there, about 2.5 GB, and the build uses the CUDA toolkit it
+#                     assembles from them)
+#   prebuilt          taken from a second build context named `prebuilt`, holding bin/ (the
+#                     three binaries) and torch-cuda/ (what scripts/fetch-torch unpacked, for
+#                     cuda; empty for cpu), built on a Debian 12 host from the same pins:
+#                       docker build --build-arg BINARIES=prebuilt --build-context prebuilt=DIR .
+#                     scripts/container-test does this with the host's build-cuda/, so CI does
+#                     not compile everything a second time.
+#
+# Run the NVIDIA image on a host with the NVIDIA driver (>= 580, for CUDA 13.0) and the
+# NVIDIA Container Toolkit (docs/OPERATIONS.md):
 #
 #   docker run -d --gpus all -p 50051:50051 -p 9464:9464 \
 #     -v $PWD/weights:/weights:ro -v i2s-data:/data -v $PWD/secrets:/secrets:ro \
@@ -20,76 +33,68 @@
 #       --tls-cert=/secrets/server.pem --tls-key=/secrets/server.key \
 #       --auth-tokens=/secrets/tokens --metrics-address=0.0.0.0:9464 --log-format=json
 #
-# The CPU image runs the same way without --gpus and with --devices=cpu. Without
-# arguments either image serves the demo model in plaintext (enough to try it out).
+# Either image also runs without a GPU (--devices=cpu). Without arguments it serves the demo
+# model in plaintext (enough to try it out).
 #
 # Weights are always mounted, never baked in. The store lives on the /data volume. The
 # HEALTHCHECK asks grpc.health.v1 through i2s_client on the loopback plaintext listener,
 # so give the server --local-address=127.0.0.1:50052 (the default command does).
-#
-# Base images and the LibTorch archive are build arguments (CPU_BUILD_IMAGE,
-# CPU_RUNTIME_IMAGE, CUDA_BUILD_IMAGE, CUDA_RUNTIME_IMAGE, LIBTORCH_URL); a build only
-# pulls the two of its variant. CI (scripts/container-test) builds the CPU variant with
-# podman from a debootstrapped Debian 12; the NVIDIA variant is not built there (see
-# docs/OPERATIONS.md for what is and is not exercised).
+# The licences of the bundled PyTorch and NVIDIA libraries are in /opt/torch-cuda/licenses.
 ARG VARIANT=cuda
-ARG CPU_BUILD_IMAGE=debian:12
-ARG CPU_RUNTIME_IMAGE=debian:12
-ARG CUDA_BUILD_IMAGE=nvidia/cuda:12.6.3-cudnn-devel-ubuntu24.04
-ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+ARG BINARIES=source
+ARG BUILD_IMAGE=debian:12
+ARG RUNTIME_IMAGE=debian:12
 
-# One builder and one runtime base per variant; `FROM <name>-${VARIANT}` below picks
-# the pair, and the other variant's bases are never pulled.
-FROM ${CPU_BUILD_IMAGE} AS build-base-cpu
-FROM ${CUDA_BUILD_IMAGE} AS build-base-cuda
-FROM ${CPU_RUNTIME_IMAGE} AS runtime-base-cpu
-FROM ${CUDA_RUNTIME_IMAGE} AS runtime-base-cuda
-
-FROM build-base-${VARIANT} AS build
+# ---- BINARIES=source: compile here -------------------------------------------------------
+FROM ${BUILD_IMAGE} AS build-source
 ARG VARIANT
-# PyTorch's LibTorch for the NVIDIA variant (its CUDA version must match the base image's).
-ARG LIBTORCH_URL=https://download.pytorch.org/libtorch/cu126/libtorch-cxx11-abi-shared-with-deps-2.6.0%2Bcu126.zip
 WORKDIR /src
-COPY scripts/setup scripts/select-blas scripts/
+COPY scripts/setup scripts/select-blas scripts/fetch-torch scripts/torch-cuda-wheels.txt scripts/
 # Only the build's packages (I2S_SETUP_BUILD_ONLY: no test, fuzzing or debootstrap tools).
-# cuda: LibTorch comes from the archive instead of Debian's libtorch-dev (CPU only, and not
-# in Ubuntu). /opt/libtorch/lib exists in both variants so the runtime stage can copy it.
+# cuda: PyPI's LibTorch and CUDA wheels instead of Debian's libtorch-dev (CPU only).
 RUN set -eu; \
     export DEBIAN_FRONTEND=noninteractive; \
     case "$VARIANT" in \
       cpu) \
         I2S_SETUP_BUILD_ONLY=1 scripts/setup; \
-        mkdir -p /opt/libtorch/lib ;; \
+        mkdir -p /out/torch-cuda ;; \
       cuda) \
         I2S_SETUP_BUILD_ONLY=1 I2S_SETUP_NO_TORCH=1 scripts/setup; \
-        apt-get update -q; \
-        apt-get install -y -q --no-install-recommends curl unzip ca-certificates; \
-        curl -fsSL --retry 3 -o /tmp/libtorch.zip "$LIBTORCH_URL"; \
-        unzip -q /tmp/libtorch.zip -d /opt; \
-        rm /tmp/libtorch.zip; \
-        test -f /opt/libtorch/share/cmake/Torch/TorchConfig.cmake ;; \
+        scripts/fetch-torch --runtime /out/torch-cuda; \
+        mv .cache/torch-cuda /opt/torch-cuda; \
+        rm -rf .cache ;; \
       *) echo "VARIANT must be cpu or cuda, not '$VARIANT'" >&2; exit 1 ;; \
     esac; \
     rm -rf /var/lib/apt/lists/*
 COPY . .
-# CMAKE_PREFIX_PATH finds PyTorch's LibTorch (cuda); for cpu the folder is empty and
-# Debian's LibTorch is found as usual.
-RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DI2S_ENABLE_TESTS=OFF \
-      -DCMAKE_PREFIX_PATH=/opt/libtorch \
- && cmake --build /build --target i2s_server i2s_client i2s_tool
+RUN set -eu; \
+    torch=""; \
+    [ "$VARIANT" = cuda ] && torch="-DI2S_TORCH=pypi -DI2S_TORCH_DIR=/opt/torch-cuda"; \
+    cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DI2S_ENABLE_TESTS=OFF $torch; \
+    cmake --build /build --target i2s_server i2s_client i2s_tool; \
+    mkdir -p /out/bin; \
+    cp /build/server/i2s_server /build/client/i2s_client /build/tools/i2s_tool /out/bin/
 
-FROM runtime-base-${VARIANT}
+# ---- BINARIES=prebuilt: from the `prebuilt` build context --------------------------------
+FROM scratch AS build-prebuilt
+COPY --from=prebuilt bin/ /out/bin/
+COPY --from=prebuilt torch-cuda/ /out/torch-cuda/
+
+FROM build-${BINARIES} AS binaries
+
+# ---- the runtime image --------------------------------------------------------------------
+FROM ${RUNTIME_IMAGE}
 ARG VARIANT
 # The same BLAS choice as scripts/setup (the OpenMP OpenBLAS, set explicitly).
 COPY scripts/select-blas /tmp/select-blas
-# The shared libraries of the three binaries (Debian 12 names; Ubuntu 24.04's renamed
-# "t64" packages provide these names, so apt picks them there), libpq5 for the PostgreSQL
-# store, and Debian's LibTorch with OpenBLAS for the CPU variant only (without it, BLAS is
-# the slow reference one; see scripts/setup).
+# The shared libraries of the three binaries (Debian 12 names; libgomp1 is the OpenMP runtime
+# of LibTorch too: scripts/fetch-torch), libpq5 for the PostgreSQL
+# store; Debian's LibTorch with OpenBLAS for the CPU variant only (without it, BLAS is the
+# slow reference one; see scripts/setup).
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libsqlite3-0 libcivetweb1 libabsl20220623 libpq5 \
       libopencv-imgcodecs406 libopencv-objdetect406 libopencv-contrib406 libopencv-videoio406 \
-      opencv-data ca-certificates \
+      libgomp1 opencv-data ca-certificates \
  && if [ "$VARIANT" = cpu ]; then \
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtorch1.13 libopenblas0-openmp \
       && /tmp/select-blas; \
@@ -97,15 +102,19 @@ RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --
  && rm -rf /var/lib/apt/lists/* /tmp/select-blas \
  && useradd --system --uid 10001 --user-group --home-dir /data i2s \
  && mkdir -p /data && chown i2s:i2s /data
-# PyTorch's LibTorch (cuda; empty for cpu), found through ld.so.conf as well as the
-# binaries' RUNPATH.
-COPY --from=build /opt/libtorch/lib /opt/libtorch/lib
-COPY --from=build /build/server/i2s_server /build/client/i2s_client /build/tools/i2s_tool \
-     /usr/local/bin/
+# cuda: LibTorch and the NVIDIA libraries, in the wheels' own layout (torch/lib's RUNPATH is
+# $ORIGIN/../../nvidia/*/lib), without what only a build needs (nvcc, headers, static
+# libraries, link names: scripts/fetch-torch --runtime), and the licences; empty for cpu.
+COPY --from=binaries /out/torch-cuda /opt/torch-cuda
+COPY --from=binaries /out/bin/ /usr/local/bin/
 # Every library the binaries need must resolve here (libcuda.so.1 is the host driver's,
 # mounted at run time by the NVIDIA runtime, so it may be missing at build time).
-RUN echo /opt/libtorch/lib > /etc/ld.so.conf.d/i2s-libtorch.conf && ldconfig \
- && for b in i2s_server i2s_client i2s_tool; do \
+RUN set -eu; \
+    if [ -d /opt/torch-cuda/torch/lib ]; then \
+      { echo /opt/torch-cuda/torch/lib; ls -d /opt/torch-cuda/nvidia/*/lib; } > /etc/ld.so.conf.d/i2s-torch-cuda.conf; \
+      ldconfig; \
+    fi; \
+    for b in i2s_server i2s_client i2s_tool; do \
       if ldd "/usr/local/bin/$b" | grep 'not found' | grep -v 'libcuda\.so'; then \
         echo "$b: shared libraries missing in the runtime image" >&2; exit 1; \
       fi; \

@@ -1,10 +1,15 @@
 # Every find_package of the project, in one place.
 #
 # Debian 12 packages (scripts/setup installs them): libtorch-dev 1.13 (CPU), libabsl-dev
-# 20220623, libopencv-dev 4.6, libcli11-dev, libgtest-dev. The engine also builds against
-# LibTorch 2.x (CUDA) from a PyTorch wheel: pass -DCMAKE_PREFIX_PATH=$(python3 -c 'import
-# torch; print(torch.utils.cmake_prefix_path)') and, where Abseil is not installed, an
-# unpacked libabsl-dev with -Dabsl_DIR=... (scripts/gpu-check.sh does both).
+# 20220623, libopencv-dev 4.6, libcli11-dev, libgtest-dev.
+#
+# Which LibTorch, one option (I2S_TORCH):
+#   system  Debian's libtorch-dev (CPU), or whatever CMAKE_PREFIX_PATH points at
+#   pypi    PyPI's CUDA `torch` wheel and the CUDA 13.0 wheels, unpacked by
+#           scripts/fetch-torch into .cache/torch-cuda (I2S_TORCH_DIR); the CUDA toolkit
+#           (nvcc, headers) is the one assembled there from PyPI too (I2S_CUDA_TOOLKIT)
+#   python  the LibTorch inside `python3 -c 'import torch'` (a CUDA host's own PyTorch;
+#           scripts/gpu-check.sh), with an unpacked libabsl-dev given as -Dabsl_DIR=...
 
 if(I2S_ENGINE_ONLY AND I2S_ENABLE_TOOLS)
   message(STATUS "I2S_ENGINE_ONLY=ON: the server, imaging and tools are not built")
@@ -40,6 +45,52 @@ if(I2S_FUZZ)
   return()
 endif()
 
+set(I2S_TORCH "system" CACHE STRING "Which LibTorch: system, pypi or python")
+set_property(CACHE I2S_TORCH PROPERTY STRINGS system pypi python)
+if(I2S_TORCH STREQUAL "pypi")
+  set(I2S_TORCH_DIR "${PROJECT_SOURCE_DIR}/.cache/torch-cuda" CACHE PATH
+      "The folder scripts/fetch-torch unpacks PyPI's torch and nvidia-* wheels into")
+  if(NOT EXISTS "${I2S_TORCH_DIR}/torch/share/cmake/Torch/TorchConfig.cmake")
+    message(FATAL_ERROR "I2S_TORCH=pypi: no LibTorch in ${I2S_TORCH_DIR}; run scripts/fetch-torch")
+  endif()
+  list(PREPEND CMAKE_PREFIX_PATH "${I2S_TORCH_DIR}/torch/share/cmake")
+  # The CUDA toolkit that LibTorch's CMake config asks for (nvcc, headers, link names):
+  # by default the one scripts/fetch-torch assembles from the same release's wheels, so
+  # the build does not depend on what the machine has installed.
+  set(I2S_CUDA_TOOLKIT "${I2S_TORCH_DIR}/nvidia/cu13" CACHE PATH
+      "CUDA toolkit root for I2S_TORCH=pypi (default: PyPI's, from scripts/fetch-torch)")
+  if(NOT EXISTS "${I2S_CUDA_TOOLKIT}/bin/nvcc")
+    message(FATAL_ERROR "I2S_TORCH=pypi: no nvcc in ${I2S_CUDA_TOOLKIT}/bin; run scripts/fetch-torch")
+  endif()
+  set(CUDA_TOOLKIT_ROOT_DIR "${I2S_CUDA_TOOLKIT}" CACHE PATH "" FORCE)
+  set(CUDAToolkit_ROOT "${I2S_CUDA_TOOLKIT}")
+  set(CMAKE_CUDA_COMPILER "${I2S_CUDA_TOOLKIT}/bin/nvcc" CACHE FILEPATH "" FORCE)
+  set(CUDNN_ROOT "${I2S_TORCH_DIR}/nvidia/cudnn" CACHE PATH "" FORCE)
+  # TorchConfig's find_library(torch ...) searches the system before its own folder, and
+  # Debian's libtorch-dev may be installed beside the wheel: its folder goes first (for
+  # find_library only; as a prefix, other packages' headers would be looked for there too).
+  list(PREPEND CMAKE_LIBRARY_PATH "${I2S_TORCH_DIR}/torch/lib")
+elseif(I2S_TORCH STREQUAL "python")
+  set(I2S_TORCH_PYTHON "python3" CACHE STRING "The Python whose torch I2S_TORCH=python uses")
+  execute_process(
+    COMMAND ${I2S_TORCH_PYTHON} -c "import torch; print(torch.utils.cmake_prefix_path)"
+    OUTPUT_VARIABLE _i2s_torch_prefix OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _i2s_rc)
+  if(NOT _i2s_rc EQUAL 0)
+    message(FATAL_ERROR "I2S_TORCH=python: `${I2S_TORCH_PYTHON} -c 'import torch'` failed")
+  endif()
+  list(PREPEND CMAKE_PREFIX_PATH "${_i2s_torch_prefix}")
+  get_filename_component(_i2s_torch_lib "${_i2s_torch_prefix}/../../lib" ABSOLUTE)
+  list(PREPEND CMAKE_LIBRARY_PATH "${_i2s_torch_lib}")
+elseif(NOT I2S_TORCH STREQUAL "system")
+  message(FATAL_ERROR "I2S_TORCH must be system, pypi or python, not '${I2S_TORCH}'")
+endif()
+if(NOT I2S_ENGINE_ONLY)
+  # Before LibTorch: the CMake config of PyPI's LibTorch defines protobuf::libprotobuf as an
+  # empty stand-in when no such target exists yet (its protobuf is private to
+  # libtorch_cpu), and FindProtobuf then keeps that stand-in, so the API's generated code
+  # would link no protobuf at all. Found first, the target is Debian's libprotobuf.
+  find_package(Protobuf REQUIRED)
+endif()
 find_package(Torch REQUIRED)
 message(STATUS "LibTorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}")
 if(TORCH_CXX_FLAGS)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on a CUDA host: builds the engine targets (I2S_ENGINE_ONLY: LibTorch + Abseil,
-# no gRPC/OpenCV) against the LibTorch inside the host's PyTorch, runs the unit, CUDA and
+# no gRPC/OpenCV) against the LibTorch inside the host's PyTorch (-DI2S_TORCH=python, the
+# option that selects PyPI's LibTorch in CI with -DI2S_TORCH=pypi), runs the unit, CUDA and
 # oracle tests, then the GPU benchmarks of docs/PERFORMANCE.md (engine and PyTorch eager
 # side by side on the same GPU), and writes everything under ${OUT:-out/gpu-check}:
 #   log.txt, nvidia-smi.txt, ctest.txt/.xml, compare.md/.json (engine vs eager, batch
@@ -26,7 +27,6 @@ JOBS=$(nproc)
 T=${PHASE_TIMEOUT:-240}
 phase() { echo "== $(date -u +%H:%M:%S) $*"; }
 nvidia-smi | tee "$OUT/nvidia-smi.txt" || true
-TORCH_PREFIX=$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)') || exit 1
 ABI=$($PY -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
 $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "abi", torch._C._GLIBCXX_USE_CXX11_ABI, "gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'
 
@@ -49,7 +49,7 @@ echo "absl_DIR=$ABSL_DIR"
 
 phase "configure and build the engine"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DI2S_ENGINE_ONLY=ON \
-  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -Dabsl_DIR="$ABSL_DIR" \
+  -DI2S_TORCH=python -DI2S_TORCH_PYTHON="$(command -v $PY)" -Dabsl_DIR="$ABSL_DIR" \
   -DI2S_GTEST_SOURCE_DIR="$DEPS/root/usr/src/googletest" -DI2S_PYTHON3="$(command -v $PY)" || exit 1
 cmake --build build-gpu -j "$JOBS" || exit 1
 
