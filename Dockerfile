@@ -17,8 +17,9 @@
 #                     wheels there, about 2.5 GB, and the build uses the CUDA toolkit it
 #                     assembles from them)
 #   prebuilt          taken from a second build context named `prebuilt`, holding bin/ (the
-#                     three binaries) and torch-cuda/ (what scripts/fetch-torch unpacked, for
-#                     cuda; empty for cpu), built on a Debian 12 host from the same pins:
+#                     three binaries) and torch-cuda/ (`scripts/fetch-torch --runtime
+#                     DIR/torch-cuda` for cuda; empty for cpu), built on a Debian 12 host
+#                     from the same pins:
 #                       docker build --build-arg BINARIES=prebuilt --build-context prebuilt=DIR .
 #                     scripts/container-test does this with the host's build-cuda/, so CI does
 #                     not compile everything a second time.

@@ -56,15 +56,21 @@ class PreStyleGan2DataDirTest(unittest.TestCase):
         self.assertTrue(lat.has_noise)
         self.assertEqual(dict(lat.labels), {"name": "cat"})
         self.assertEqual(lat.metrics.steps, 15)
-        # The default render (its own optimised maps) is the old server's, bit for bit.
+        # The default render (its own optimised maps) is the old server's: bit for bit with
+        # the LibTorch that wrote the fixture (Debian's), and within float rounding
+        # (--render-tolerance) with another build of LibTorch, whose kernels sum in another
+        # order (PyPI's CUDA LibTorch: 8e-7 at most seen).
+        tol = float(ARGS.render_tolerance or 0)
+        check = (np.testing.assert_array_equal if tol == 0 else
+                 lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=tol))
         raw = self.stub.Synthesize(pb.SynthesizeRequest(
             latent=pb.LatentRef(latent_id=lat.id),
             render=pb.RenderOptions(format=pb.RAW_FLOAT32))).image.data
-        np.testing.assert_array_equal(read_npy(raw), self.render)
+        check(read_npy(raw), self.render)
         own = self.stub.Synthesize(pb.SynthesizeRequest(
             latent=pb.LatentRef(latent_id=lat.id),
             render=pb.RenderOptions(format=pb.RAW_FLOAT32, noise_mode=pb.NOISE_LATENT))).image.data
-        np.testing.assert_array_equal(read_npy(own), self.render)
+        check(read_npy(own), self.render)
         # Its W+ exports and re-imports under today's formats.
         w = read_npy(self.stub.ExportLatent(pb.ExportLatentRequest(latent_id=lat.id)).npy)
         self.assertEqual(w.shape, (8, 512))
@@ -92,7 +98,7 @@ def main():
         global ARGS, pb
         ARGS = args
         _, pb = h.import_api(args.proto, args.work)
-    h.run_tests(["--server", "--proto", "--work"], keep)
+    h.run_tests(["--server", "--proto", "--work"], keep, optional=["--render-tolerance"])
 
 
 if __name__ == "__main__":
