@@ -5,7 +5,6 @@
 // as soon as the running jobs' checkpoints are stored, without waiting for in-flight calls.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -27,6 +26,7 @@
 #include "absl/strings/str_split.h"
 #include "server/api/auth.h"
 #include "server/api/connection_options.h"
+#include "server/api/health_service.h"
 #include "server/api/metrics_export.h"
 #include "server/api/service.h"
 #include "server/base/log.h"
@@ -287,6 +287,10 @@ int Main(int argc, char** argv) {
                  "time calls get to end when their connection reaches its age")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e7));
+  app.add_option("--max-health-watchers", f.connections.max_health_watchers,
+                 "grpc.health.v1 Watch streams open at once (they need no token)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   app.add_option("--max-image-bytes", f.limits.max_image_bytes, "encoded input image size limit")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 31));
@@ -505,10 +509,13 @@ int Main(int argc, char** argv) {
           absl::StrCat("no face detector (automatic alignment off): ", created.status().message()));
     }
   }
+  f.limits.connections = f.connections;
   Service service(registry->get(), scheduler->get(), store, f.limits, I2S_VERSION,
                   face_detector.get(), auth.get());
   service.RegisterMetrics(&metrics);
-  grpc::EnableDefaultHealthCheckService(true);
+  // grpc.health.v1, served by HealthService (bounded Watch streams), not gRPC's default.
+  grpc::EnableDefaultHealthCheckService(false);
+  HealthService health({"i2s.v1.ImageToStyleGan"}, f.connections.max_health_watchers);
   if (!f.no_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
@@ -525,6 +532,7 @@ int Main(int argc, char** argv) {
   builder.SetMaxReceiveMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.RegisterService(&service);
+  builder.RegisterService(&health);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<RpcMetricsFactory>(
       &metrics, RpcMetricsFactory::KnownMethods(/*reflection=*/!f.no_reflection)));
@@ -537,7 +545,7 @@ int Main(int argc, char** argv) {
     return Fail(absl::StrCat("--local-address ", f.local_address, ": cannot listen"));
   }
   if (local_port != 0) LogNote(absl::StrCat("local plaintext listener on port ", local_port));
-  server->GetHealthCheckService()->SetServingStatus(true);
+  health.SetServing(true);
   LogNote(absl::StrCat("serving on port ", port, " (",
                        (f.tls_cert.empty()        ? "plaintext"
                         : f.tls_client_ca.empty() ? "TLS"
@@ -612,7 +620,7 @@ int Main(int argc, char** argv) {
     }
   });
   auto t0 = std::chrono::steady_clock::now();
-  server->GetHealthCheckService()->SetServingStatus(false);
+  health.SetServing(false);
   service.StopAccepting();
   (*scheduler)->Shutdown();
   {
@@ -620,6 +628,7 @@ int Main(int argc, char** argv) {
     checkpointed = true;
     if (cut_short) exit_cut_short();
   }
+  health.Shutdown();  // open Watch streams end now, not at the grace deadline
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_grace * 1000)));
   server->Wait();

@@ -26,6 +26,8 @@ struct ConnectionOptions {
   double min_client_ping_seconds = 60;
   // Threads gRPC may create for this server (its resource quota).
   int max_threads = 256;
+  // grpc.health.v1 Watch streams open at once (they need no token): HealthService.
+  int max_health_watchers = 64;
 };
 
 void ApplyConnectionOptions(const ConnectionOptions& options, grpc::ServerBuilder* builder);

@@ -253,6 +253,8 @@ struct Service::Impl {
   RateLimiter rate;
   ConcurrencyLimiter streams;  // open event and morph streams
   ConcurrencyLimiter images;   // decodes + alignments in progress
+  // auth_refused lines: 20 per 10 s, the rest counted in the next line's `suppressed`.
+  LogRateLimit auth_log{20, std::chrono::seconds(10)};
 
   // Every call starts here: who is calling (UNAUTHENTICATED without a valid token), and
   // is the tenant within its request rate. The token is never logged or echoed.
@@ -264,9 +266,12 @@ struct Service::Impl {
     }
     auto authenticated = auth->Authenticate(authorization);
     if (!authenticated.ok()) {  // the reason names no token; the peer says who tried
-      LogEvent("auth_refused")
-          .Str("peer", ctx->peer())
-          .Str("reason", authenticated.status().message());
+      // Anyone can cause these, as fast as they like: a bounded number of lines.
+      if (int64_t dropped = 0; auth_log.Admit(&dropped)) {
+        LogEvent e("auth_refused");
+        e.Str("peer", ctx->peer()).Str("reason", authenticated.status().message());
+        if (dropped > 0) e.Int("suppressed", dropped);
+      }
       return authenticated.status();
     }
     Caller caller = *std::move(authenticated);
@@ -1229,6 +1234,10 @@ grpc::ServerUnaryReactor* Service::GetServerInfo(CallbackServerContext* ctx,
   limits->set_max_streams(l.max_streams);
   limits->set_tenant_max_streams(l.tenant_max_streams);
   limits->set_max_concurrent_images(l.max_concurrent_images);
+  limits->set_max_streams_per_connection(l.connections.max_streams_per_connection);
+  limits->set_max_connection_idle_seconds(l.connections.max_idle_seconds);
+  limits->set_max_connection_age_seconds(l.connections.max_age_seconds);
+  limits->set_max_health_watchers(l.connections.max_health_watchers);
   resp->set_queued_jobs(impl_->scheduler->queued());
   resp->set_running_jobs(impl_->scheduler->running());
   if (impl_->face_detector != nullptr) {

@@ -17,6 +17,7 @@
 
 #include "i2s/v1/i2s.grpc.pb.h"
 #include "server/api/auth.h"
+#include "server/api/connection_options.h"
 #include "server/imaging/align.h"
 #include "server/jobs/model_registry.h"
 #include "server/jobs/scheduler.h"
@@ -40,6 +41,8 @@ struct ServiceLimits {
   // 12 bytes a pixel, 0.6 GB at the default max_image_pixels) and alignment buffers.
   int max_concurrent_images = 4;
   double image_wait_seconds = 10;  // how long a call waits for a decode slot
+  // Applied by main to the server builder; here so that ServerInfo reports them.
+  ConnectionOptions connections;
 };
 
 class EventStreamReactor;

@@ -84,6 +84,22 @@ LogEvent& LogEvent::Num(absl::string_view key, double value) {
   return *this;
 }
 
+bool LogRateLimit::Admit(Clock::time_point now, int64_t* suppressed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (written_in_window_ == 0 || now - window_start_ >= period_) {
+    window_start_ = now;
+    written_in_window_ = 0;
+  }
+  if (written_in_window_ >= burst_) {
+    ++dropped_;
+    return false;
+  }
+  ++written_in_window_;
+  *suppressed = dropped_;
+  dropped_ = 0;
+  return true;
+}
+
 void LogNote(absl::string_view message) {
   if (g_format == LogFormat::kJson) {
     LogEvent("note").Str("message", message);

@@ -7,7 +7,9 @@
 #ifndef I2S_SERVER_BASE_LOG_H_
 #define I2S_SERVER_BASE_LOG_H_
 
+#include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +45,32 @@ class LogEvent {
   };
   std::string event_;
   std::vector<Field> fields_;
+};
+
+// A bound on the lines of one kind of event that callers can cause at will (refused calls):
+// at most `burst` lines per `period`; the rest are dropped and counted, and the next line
+// that is written says how many were (`suppressed=N`), so a flood of bad calls costs a few
+// lines, not one each. Thread-safe.
+//   if (int64_t dropped; auth_log.Admit(&dropped)) {
+//     LogEvent e("auth_refused"); ...; if (dropped) e.Int("suppressed", dropped);
+//   }
+class LogRateLimit {
+ public:
+  using Clock = std::chrono::steady_clock;
+  LogRateLimit(int burst, Clock::duration period) : burst_(burst), period_(period) {}
+
+  // Whether a line may be written now; when it may, *suppressed is how many lines were
+  // dropped since the last one written.
+  bool Admit(int64_t* suppressed) { return Admit(Clock::now(), suppressed); }
+  bool Admit(Clock::time_point now, int64_t* suppressed);
+
+ private:
+  const int burst_;
+  const Clock::duration period_;
+  std::mutex mu_;
+  Clock::time_point window_start_{};
+  int written_in_window_ = 0;
+  int64_t dropped_ = 0;
 };
 
 // A free-form note (start-up, shutdown, warnings): "i2s_server: <message>" as text, or

@@ -831,17 +831,24 @@ absl::StatusOr<std::vector<JobRecord>> PostgresStore::UnfinishedJobs() {
   return ReadJobs(r);
 }
 
+// The "now" of a lease statement, in milliseconds since the epoch: the database's clock
+// (one for every replica), or the caller's.
+std::string PostgresStore::LeaseClock(Statement* st, int64_t now_unix_ms) const {
+  if (!options_.database_clock) return st->Int(now_unix_ms);
+  return "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
+}
+
 absl::StatusOr<std::vector<JobRecord>> PostgresStore::ClaimJobs(const std::string& owner,
                                                                 int64_t now_unix_ms,
                                                                 int64_t lease_ms, bool take_all) {
   Statement st("ClaimJobs");
-  const std::string me = st.Text(owner), now = st.Int(now_unix_ms);
+  const std::string me = st.Text(owner), now = LeaseClock(&st, now_unix_ms);
   // Row locks make concurrent claims safe: a replica that finds a row another one just
   // claimed re-checks the condition on the new row (READ COMMITTED) and skips it.
-  st.set_sql(absl::StrCat(
-      "UPDATE jobs SET owner = ", me, ", lease_expires_unix_ms = ", st.Int(now_unix_ms + lease_ms),
-      " WHERE state IN (1, 2) AND (", st.Bool(take_all), " OR owner = ", me, " OR owner = '' OR ",
-      "lease_expires_unix_ms < ", now, ") RETURNING ", kJobSummaryColumns, ", ", kJobBlobColumns));
+  st.set_sql(absl::StrCat("UPDATE jobs SET owner = ", me, ", lease_expires_unix_ms = ", now, " + ",
+                          st.Int(lease_ms), " WHERE state IN (1, 2) AND (", st.Bool(take_all),
+                          " OR owner = ", me, " OR owner = '' OR ", "lease_expires_unix_ms < ", now,
+                          ") RETURNING ", kJobSummaryColumns, ", ", kJobBlobColumns));
   ASSIGN_OR_RETURN(Result r, Run(st));
   return ReadJobs(r);
 }
@@ -850,8 +857,9 @@ absl::StatusOr<std::vector<JobLease>> PostgresStore::RenewLeases(const std::stri
                                                                  int64_t now_unix_ms,
                                                                  int64_t lease_ms) {
   Statement st("RenewLeases");
-  st.set_sql(absl::StrCat("UPDATE jobs SET lease_expires_unix_ms = ",
-                          st.Int(now_unix_ms + lease_ms), " WHERE owner = ", st.Text(owner),
+  const std::string now = LeaseClock(&st, now_unix_ms);
+  st.set_sql(absl::StrCat("UPDATE jobs SET lease_expires_unix_ms = ", now, " + ", st.Int(lease_ms),
+                          " WHERE owner = ", st.Text(owner),
                           " AND state IN (1, 2) RETURNING id, state, cancel_requested"));
   ASSIGN_OR_RETURN(Result r, Run(st));
   std::vector<JobLease> leases;

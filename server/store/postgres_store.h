@@ -21,9 +21,17 @@ struct PostgresOptions {
   int pool_size = 4;          // connections, opened on demand
   int connect_timeout_s = 5;  // per connection attempt (libpq connect_timeout)
   int statement_timeout_ms = 30000;
+  // Whose clock judges and sets job leases: the database's (statement_timestamp()), the
+  // one clock every replica shares, so a replica whose clock runs fast cannot take a live
+  // job nor one whose clock runs slow keep a dead one; the callers' `now_unix_ms` is then
+  // not used. false: the callers' clock, as SqliteStore does (the store contract tests
+  // drive time themselves with it).
+  bool database_clock = true;
 };
 
 // Latents, jobs and request IDs in one PostgreSQL database, through libpq.
+//
+// Leases (ClaimJobs, RenewLeases) follow the database's clock (PostgresOptions).
 //
 // Schema: created and migrated at Open, inside a transaction that holds an advisory lock,
 // so replicas starting together apply each migration once; the version is the single
@@ -113,6 +121,8 @@ class PostgresStore final : public Store {
   absl::Status Migrate();
   // Runs `statement` on a pooled connection; see the class comment for the retry.
   absl::StatusOr<Result> Run(const Statement& statement);
+  // The time a lease statement compares and sets leases by (PostgresOptions::database_clock).
+  std::string LeaseClock(Statement* st, int64_t now_unix_ms) const;
   // Why a fenced write of job `id` by `owner` changed no row: NotFound or NotTheOwner.
   absl::Status NotUpdated(const std::string& id, const std::string& owner);
 

@@ -20,6 +20,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "server/store/postgres_store.h"
 #include "server/store/sqlite_store.h"
@@ -222,8 +224,9 @@ void ResetPostgres(const std::string& conninfo) {
             "");
 }
 
-std::unique_ptr<PostgresStore> OpenPostgresOrDie(const std::string& conninfo) {
-  absl::StatusOr<std::unique_ptr<PostgresStore>> store = PostgresStore::Open(conninfo);
+std::unique_ptr<PostgresStore> OpenPostgresOrDie(const std::string& conninfo,
+                                                 const PostgresOptions& options = {}) {
+  absl::StatusOr<std::unique_ptr<PostgresStore>> store = PostgresStore::Open(conninfo, options);
   EXPECT_TRUE(store.ok()) << store.status();
   return store.ok() ? *std::move(store) : nullptr;
 }
@@ -239,7 +242,11 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
         GTEST_SKIP() << "I2S_TEST_POSTGRES is not set (ctest's store_test_postgres sets it)";
       }
       ResetPostgres(PostgresUnderTest());
-      store_ = OpenPostgresOrDie(PostgresUnderTest());
+      // The contract's lease cases drive time themselves: the callers' clock here
+      // (PostgresTest.LeasesFollowTheDatabaseClock checks the production one).
+      PostgresOptions options;
+      options.database_clock = false;
+      store_ = OpenPostgresOrDie(PostgresUnderTest(), options);
     }
     ASSERT_NE(store_, nullptr);
   }
@@ -1201,6 +1208,35 @@ TEST_F(PostgresTest, NonUtf8TextIsInvalidArgument) {
   LatentRecord r = FullLatent("lat_1");
   r.model = "bad \xff byte";
   EXPECT_EQ(store->PutLatent(r).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PostgresTest, LeasesFollowTheDatabaseClock) {
+  // Two replicas whose clocks are an hour off, one slow and one fast: leases are set and
+  // judged by the database's clock, so neither skew takes a live job or keeps a dead one.
+  std::unique_ptr<PostgresStore> slow = OpenPostgresOrDie(conninfo_);
+  std::unique_ptr<PostgresStore> fast = OpenPostgresOrDie(conninfo_);
+  ASSERT_NE(slow, nullptr);
+  ASSERT_NE(fast, nullptr);
+  constexpr int64_t kHour = 3600 * 1000, kLease = 60 * 1000;
+  ASSERT_TRUE(slow->CreateJob(QueuedJob("job_1", 1, "", 0)).ok());
+  const int64_t real = absl::ToUnixMillis(absl::Now());  // the server runs on this machine
+  auto claimed = slow->ClaimJobs("slow", real - kHour, kLease, false);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_NEAR(claimed->front().lease_expires_unix_ms, real + kLease, 30 * 1000);
+  // The fast replica's clock is past the lease, the database's is not: not taken.
+  auto stolen = fast->ClaimJobs("fast", real + kHour, kLease, false);
+  ASSERT_TRUE(stolen.ok()) << stolen.status();
+  EXPECT_TRUE(stolen->empty());
+  EXPECT_EQ(fast->GetJob("job_1")->owner, "slow");
+  // A renewal by the slow clock still runs a lease from the database's now.
+  ASSERT_EQ(slow->RenewLeases("slow", real - kHour, kLease)->size(), 1u);
+  EXPECT_NEAR(slow->GetJob("job_1")->lease_expires_unix_ms, real + kLease, 30 * 1000);
+  // A lease the database sees as run out is taken, whatever the taker's clock says.
+  ASSERT_EQ(slow->RenewLeases("slow", real, -kLease)->size(), 1u);
+  auto taken = fast->ClaimJobs("fast", real - kHour, kLease, false);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(taken->size(), 1u);
 }
 
 TEST_F(PostgresTest, TwoReplicasNeverClaimTheSameJob) {

@@ -508,6 +508,63 @@ class ConnectionLimitsTest(unittest.TestCase):
                      "the idle connection closed by the server", timeout=30)
 
 
+    def test_health_watch_streams_are_bounded(self):
+        # grpc.health.v1 Watch needs no token, so its streams are bounded; Check is not.
+        d = h.fresh_dir(os.path.join(ARGS.work, "health_watch"))
+        server = h.Server(ARGS.server, d, extra=["--max-health-watchers", "3",
+                                                 "--shutdown-grace", "30"])
+        server.start()
+        limits = server.stub().GetServerInfo(pb.GetServerInfoRequest(), timeout=30).limits
+        self.assertEqual((limits.max_health_watchers, limits.max_streams_per_connection,
+                          limits.max_connection_idle_seconds, limits.max_connection_age_seconds),
+                         (3, 100, 900, 86400))  # what is in force, the defaults included
+        watch = server.channel.unary_stream("/grpc.health.v1.Health/Watch")
+        streams = [watch(b"", timeout=120) for _ in range(3)]
+        for st in streams:
+            self.assertEqual(next(st), b"\x08\x01")  # SERVING, at once
+        with self.assertRaises(grpc.RpcError) as cm:
+            next(watch(b"", timeout=30))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("--max-health-watchers 3", cm.exception.details())
+        self.assertEqual(h.health(server.channel), h.SERVING)
+        # A service the server does not have: NOT_FOUND for Check, SERVICE_UNKNOWN (3) for
+        # Watch, as gRPC's own health service answers.
+        with self.assertRaises(grpc.RpcError) as cm:
+            server.channel.unary_unary("/grpc.health.v1.Health/Check")(b"\x0a\x03abc",
+                                                                        timeout=10)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+        streams[0].cancel()
+        # The slot comes back once the server has seen the cancel.
+        deadline = time.monotonic() + 30
+        while True:
+            st = watch(b"\x0a\x03abc", timeout=120)
+            try:
+                self.assertEqual(next(st), b"\x08\x03")
+                break
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                self.assertLess(time.monotonic(), deadline, "the cancelled Watch kept its slot")
+                time.sleep(0.1)
+        streams[0] = st
+        # SIGTERM: the watchers hear NOT_SERVING and their streams end, so the shutdown does
+        # not wait out its 30 s grace for them.
+        seen = []
+
+        def drain():
+            try:
+                seen.extend(streams[1])
+                seen.append("end")
+            except grpc.RpcError as e:
+                seen.append(e.code())
+        reader = threading.Thread(target=drain)
+        reader.start()
+        code, seconds = server.stop()
+        reader.join(30)
+        self.assertEqual(code, 0, server.log())
+        self.assertLess(seconds, 20, server.log())
+        self.assertEqual(seen, [b"\x08\x02", "end"])
+
+
 def bomb_png(width, height):
     """A real, valid grayscale PNG of width x height zeros: a few hundred KB that would
     decode to width*height bytes (and 12x that as floats)."""
@@ -547,6 +604,21 @@ class LimitsTest(unittest.TestCase):
         server.start()
         self.addCleanup(lambda: self.assertEqual(server.stop()[0], 0, server.log()))
         return server, server.stub()
+
+    def test_refused_calls_cost_a_bounded_number_of_log_lines(self):
+        # 400 calls with bad or no tokens (anyone can make them): at most 20 auth_refused
+        # lines per 10 s, not one each; the server still serves a good token afterwards.
+        server, stub = self.start("auth_log", [])
+        for i in range(400):
+            md = [] if i % 2 else [("authorization", f"Bearer made-up-{i:04d}")]
+            with self.assertRaises(grpc.RpcError) as cm:
+                stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=md)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        lines = [l for l in server.log().splitlines() if "auth_refused" in l]
+        self.assertGreaterEqual(len(lines), 1, server.log()[-2000:])
+        self.assertLessEqual(len(lines), 40, lines[:3])  # 2 windows at most, on a slow machine
+        info = stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=auth("alpha"))
+        self.assertEqual(info.caller_tenant, "alpha")
 
     def test_rate_limit_per_tenant(self):
         rate, burst = 4, 6
