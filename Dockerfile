@@ -23,6 +23,8 @@
 #                       docker build --build-arg BINARIES=prebuilt --build-context prebuilt=DIR .
 #                     scripts/container-test does this with the host's build-cuda/, so CI does
 #                     not compile everything a second time.
+# With podman 4.3 (Debian 12's), give --build-arg BINARIES=... even for the default: its
+# builder picks the stages to build from the --build-arg values only.
 #
 # Run the NVIDIA image on a host with the NVIDIA driver (>= 580, for CUDA 13.0) and the
 # NVIDIA Container Toolkit (docs/OPERATIONS.md):
@@ -49,6 +51,10 @@ ARG RUNTIME_IMAGE=debian:12
 # ---- BINARIES=source: compile here -------------------------------------------------------
 FROM ${BUILD_IMAGE} AS build-source
 ARG VARIANT
+# A CA bundle for pip where the network to PyPI goes through a TLS-inspecting proxy (a path
+# inside the build, mounted by the caller: podman build -v HOST_BUNDLE:PATH:ro); unset, pip
+# uses Debian's certificates.
+ARG PIP_CERT=""
 WORKDIR /src
 COPY scripts/setup scripts/select-blas scripts/fetch-torch scripts/torch-cuda-wheels.txt scripts/
 # Only the build's packages (I2S_SETUP_BUILD_ONLY: no test, fuzzing or debootstrap tools).
@@ -61,6 +67,7 @@ RUN set -eu; \
         mkdir -p /out/torch-cuda ;; \
       cuda) \
         I2S_SETUP_BUILD_ONLY=1 I2S_SETUP_NO_TORCH=1 scripts/setup; \
+        if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi; \
         scripts/fetch-torch --runtime /out/torch-cuda; \
         mv .cache/torch-cuda /opt/torch-cuda; \
         rm -rf .cache ;; \
