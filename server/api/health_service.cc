@@ -3,11 +3,22 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "server/api/error_writer.h"
 
 namespace i2s {
 
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
+
+namespace {
+
+// What Check and Watch answer for a service the server has (or, Watch only, has not).
+HealthCheckResponse::ServingStatus StatusOf(bool known, bool serving) {
+  if (!known) return HealthCheckResponse::SERVICE_UNKNOWN;
+  return serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
+}
+
+}  // namespace
 
 // One open Watch: writes the status when it is opened and whenever it changes, one write
 // at a time (a change during a write is sent when that write is done, latest value only).
@@ -18,7 +29,7 @@ class HealthService::Watcher : public grpc::ServerWriteReactor<HealthCheckRespon
   // Called with owner_->mu_ held: the status to send, or the end of the stream.
   void Notify(bool serving) {
     std::lock_guard<std::mutex> lock(mu_);
-    pending_ = Status(serving);
+    pending_ = StatusOf(known_, serving);
     has_pending_ = true;
     WriteLocked();
   }
@@ -51,10 +62,6 @@ class HealthService::Watcher : public grpc::ServerWriteReactor<HealthCheckRespon
   }
 
  private:
-  HealthCheckResponse::ServingStatus Status(bool serving) const {
-    if (!known_) return HealthCheckResponse::SERVICE_UNKNOWN;
-    return serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
-  }
   void WriteLocked() {
     if (writing_ || finished_ || !has_pending_) return;
     // Only a change is news; the first status is always sent.
@@ -85,21 +92,8 @@ class HealthService::Watcher : public grpc::ServerWriteReactor<HealthCheckRespon
        finished_ = false;
 };
 
-namespace {
-
-template <typename T>
-class RefusedWatch : public grpc::ServerWriteReactor<T> {
- public:
-  explicit RefusedWatch(const grpc::Status& status) { this->Finish(status); }
-  void OnDone() override { delete this; }
-};
-
-}  // namespace
-
 HealthService::HealthService(std::vector<std::string> services, int max_watchers)
     : services_(std::move(services)), max_watchers_(max_watchers) {}
-
-HealthService::~HealthService() = default;
 
 bool HealthService::Known(const std::string& service) const {
   return service.empty() ||
@@ -118,11 +112,6 @@ void HealthService::Shutdown() {
   for (Watcher* w : watchers_) w->End();
 }
 
-int HealthService::watchers() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(watchers_.size());
-}
-
 void HealthService::Remove(Watcher* w) {
   std::lock_guard<std::mutex> lock(mu_);
   watchers_.erase(w);
@@ -138,7 +127,7 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* ctx,
     return reactor;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  resp->set_status(serving_ ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING);
+  resp->set_status(StatusOf(/*known=*/true, serving_));
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -147,14 +136,13 @@ grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
     grpc::CallbackServerContext* /*ctx*/, const HealthCheckRequest* req) {
   std::lock_guard<std::mutex> lock(mu_);
   if (shut_down_) {
-    return new RefusedWatch<HealthCheckResponse>(
-        grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
+    return new ErrorWriter<HealthCheckResponse>(
+        absl::UnavailableError("the server is shutting down"));
   }
   if (static_cast<int>(watchers_.size()) >= max_watchers_) {
-    return new RefusedWatch<HealthCheckResponse>(
-        grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                     absl::StrCat("health watchers: ", watchers_.size(),
-                                  " open, the limit (--max-health-watchers ", max_watchers_, ")")));
+    return new ErrorWriter<HealthCheckResponse>(absl::ResourceExhaustedError(
+        absl::StrCat("health watchers: ", watchers_.size(),
+                     " open, the limit (--max-health-watchers ", max_watchers_, ")")));
   }
   auto* w = new Watcher(this, Known(req->service()));
   watchers_.insert(w);

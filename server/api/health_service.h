@@ -23,14 +23,11 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
  public:
   // `services`: the full names answered besides "" (for example "i2s.v1.ImageToStyleGan").
   HealthService(std::vector<std::string> services, int max_watchers);
-  ~HealthService() override;
 
   void SetServing(bool serving);
   // Ends every open Watch (OK) and refuses new ones (UNAVAILABLE); call before the
   // server's Shutdown.
   void Shutdown();
-  int watchers() const;
-  int max_watchers() const { return max_watchers_; }
 
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx,
                                   const grpc::health::v1::HealthCheckRequest* req,
@@ -45,7 +42,7 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
 
   const std::vector<std::string> services_;
   const int max_watchers_;
-  mutable std::mutex mu_;
+  std::mutex mu_;
   bool serving_ = false;
   bool shut_down_ = false;
   std::set<Watcher*> watchers_;

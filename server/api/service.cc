@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/api/error_writer.h"
 #include "server/api/request_check.h"
 #include "server/api/status.h"
 #include "server/base/log.h"
@@ -199,13 +200,6 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
-
-template <typename T>
-class ErrorWriter : public grpc::ServerWriteReactor<T> {
- public:
-  explicit ErrorWriter(const absl::Status& status) { this->Finish(ToGrpcStatus(status)); }
-  void OnDone() override { delete this; }
-};
 
 // An input latent resolved to values (and noise) for one model.
 struct Resolved {
