@@ -4,8 +4,10 @@
 
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -19,6 +21,9 @@
 
 namespace i2s {
 
+using store_internal::CheckJobQuota;
+using store_internal::CheckLatentQuota;
+using store_internal::HasLimits;
 using store_internal::JobNotFound;
 using store_internal::JobStateFromColumn;
 using store_internal::LabelsFromJson;
@@ -123,6 +128,13 @@ CREATE TABLE requests (
     // 1 -> 2: metrics_lpips (NULL = not measured).
     R"sql(
 ALTER TABLE latents ADD COLUMN metrics_lpips DOUBLE PRECISION;
+)sql",
+    // 2 -> 3: what ExpireOld looks up (finished jobs by end time, request IDs by age and
+    // by the record they name).
+    R"sql(
+CREATE INDEX jobs_finished ON jobs (finished_unix_ms) WHERE state IN (3, 4, 5);
+CREATE INDEX requests_by_created ON requests (created_unix_ms);
+CREATE INDEX requests_by_result ON requests (result_id);
 )sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -671,7 +683,7 @@ absl::Status PostgresStore::PutLatent(const LatentRecord& record) {
                           ") VALUES (", absl::StrJoin(p, ", "), ") ON CONFLICT (id) DO NOTHING"));
   st.set_exists_sql(
       "SELECT 1 FROM latents WHERE id = $1 AND tenant = $2 AND created_unix_ms = $19");
-  ASSIGN_OR_RETURN(Result r, Run(st));
+  ASSIGN_OR_RETURN(Result r, RunWithinQuota(record.tenant, LatentQuotaCheck(record), st));
   if (r.changed() == 0) {
     return absl::AlreadyExistsError(absl::StrCat("latent \"", record.id, "\" already exists"));
   }
@@ -735,7 +747,7 @@ absl::Status PostgresStore::CreateJob(const JobRecord& record) {
   st.set_sql(absl::StrCat("INSERT INTO jobs (", kJobSummaryColumns, ", ", kJobBlobColumns,
                           ") VALUES (", absl::StrJoin(p, ", "), ") ON CONFLICT (id) DO NOTHING"));
   st.set_exists_sql("SELECT 1 FROM jobs WHERE id = $1 AND tenant = $2 AND created_unix_ms = $12");
-  ASSIGN_OR_RETURN(Result r, Run(st));
+  ASSIGN_OR_RETURN(Result r, RunWithinQuota(record.tenant, JobQuotaCheck(record), st));
   if (r.changed() == 0) {
     return absl::AlreadyExistsError(absl::StrCat("job \"", record.id, "\" already exists"));
   }
@@ -753,7 +765,8 @@ absl::Status PostgresStore::UpdateJob(const JobRecord& r) {
       ", next_sequence = ", st.Int(r.next_sequence), ", created_unix_ms = ",
       st.Int(r.created_unix_ms), ", started_unix_ms = ", st.Int(r.started_unix_ms),
       ", finished_unix_ms = ", st.Int(r.finished_unix_ms), ", result = ", st.Bytes(r.result),
-      " WHERE id = ", st.Text(r.id), " AND owner = ", st.Text(r.owner)));
+      IsTerminal(r.state) ? ", checkpoint = ''::bytea" : "", " WHERE id = ", st.Text(r.id),
+      " AND owner = ", st.Text(r.owner)));
   ASSIGN_OR_RETURN(Result result, Run(st));
   if (result.changed() == 0) return NotUpdated(r.id, r.owner);
   return absl::OkStatus();
@@ -898,7 +911,7 @@ absl::StatusOr<std::string> PostgresStore::CreateJobWithClaim(const JobRecord& r
                           ") SELECT ", absl::StrJoin(p, ", "),
                           " WHERE EXISTS (SELECT 1 FROM claim)"));
   st.set_exists_sql(kClaimLandedSql);
-  RETURN_IF_ERROR(Run(st).status());
+  RETURN_IF_ERROR(RunWithinQuota(record.tenant, JobQuotaCheck(record), st).status());
   return FindRequest(claim.method, claim.request_id, claim.request_hash);
 }
 
@@ -915,7 +928,7 @@ absl::StatusOr<std::string> PostgresStore::PutLatentWithClaim(const LatentRecord
                           kLatentBlobColumns, ") SELECT ", absl::StrJoin(p, ", "),
                           " WHERE EXISTS (SELECT 1 FROM claim)"));
   st.set_exists_sql(kClaimLandedSql);
-  RETURN_IF_ERROR(Run(st).status());
+  RETURN_IF_ERROR(RunWithinQuota(record.tenant, LatentQuotaCheck(record), st).status());
   return FindRequest(claim.method, claim.request_id, claim.request_hash);
 }
 
@@ -954,6 +967,187 @@ absl::StatusOr<std::string> PostgresStore::FindRequest(const std::string& method
   if (r.rows() == 0) return RequestNotFound(method, request_id);
   if (r.Bytes(0, 0) != request_hash) return RequestUsedForAnother(request_id);
   return r.Bytes(0, 1);
+}
+
+// ---- Quotas, usage and expiry ----
+
+namespace {
+
+// The tenant of a request row's method (RequestScope: "Embed@alpha" is alpha's).
+constexpr const char* kRequestTenant =
+    "CASE WHEN strpos(method, '@') > 0 THEN substr(method, strpos(method, '@') + 1) ELSE '' END";
+
+// A tenant's latents and jobs: $1 is the tenant.
+constexpr const char* kUsageSql = R"sql(SELECT
+    (SELECT count(*) FROM latents WHERE tenant = $1),
+    (SELECT coalesce(sum(octet_length(values_f32) + octet_length(noise_npz)), 0)::bigint
+       FROM latents WHERE tenant = $1),
+    (SELECT count(*) FROM jobs WHERE tenant = $1),
+    (SELECT count(*) FROM jobs WHERE tenant = $1 AND state IN (1, 2)),
+    (SELECT coalesce(sum(octet_length(spec) + octet_length(checkpoint) + octet_length(result)),
+                     0)::bigint FROM jobs WHERE tenant = $1))sql";
+
+// pg_advisory_xact_lock's first key: the quota locks' own space (any constant other code
+// on the database does not use; "i2sq").
+constexpr int kQuotaLockSpace = 0x69327371;
+
+TenantUsage ReadUsage(const PostgresStore::Result& r, const std::string& tenant) {
+  TenantUsage u;
+  u.tenant = tenant;
+  u.latents = r.Int(0, 0);
+  u.latent_bytes = r.Int(0, 1);
+  u.jobs = r.Int(0, 2);
+  u.unfinished_jobs = r.Int(0, 3);
+  u.job_bytes = r.Int(0, 4);
+  return u;
+}
+
+}  // namespace
+
+PostgresStore::QuotaCheck PostgresStore::LatentQuotaCheck(const LatentRecord& record) const {
+  if (!HasLimits(quota_) || record.source == "embed") return nullptr;
+  return
+      [this, &record](const TenantUsage& usage) { return CheckLatentQuota(quota_, usage, record); };
+}
+
+PostgresStore::QuotaCheck PostgresStore::JobQuotaCheck(const JobRecord& record) const {
+  if (!HasLimits(quota_)) return nullptr;
+  return [this, &record](const TenantUsage& usage) { return CheckJobQuota(quota_, usage, record); };
+}
+
+absl::StatusOr<PostgresStore::Result> PostgresStore::RunWithinQuota(const std::string& tenant,
+                                                                    const QuotaCheck& check,
+                                                                    const Statement& write) {
+  if (check == nullptr) return Run(write);
+  // One transaction that holds the tenant's quota lock from before it reads the usage to
+  // its commit: two writes of one tenant, on any replicas, are judged one after the other.
+  // No retry on a broken connection (the write may or may not have landed): Unavailable.
+  ASSIGN_OR_RETURN(Checkout checkout, Acquire());
+  Connection& c = *checkout;
+  const auto fail = [&](const PGresult* res, absl::string_view what) {
+    absl::Status error = StatementError(res, c.conn, what, description_);
+    if (PQstatus(c.conn) != CONNECTION_OK) {
+      PQfinish(c.conn);  // reopened at the next Acquire
+      c.conn = nullptr;
+    } else {
+      Result rollback(PQexec(c.conn, "ROLLBACK"));
+    }
+    return error;
+  };
+  {
+    Result begin(PQexec(c.conn, "BEGIN"));
+    if (!ResultOk(begin.get())) return fail(begin.get(), "begin");
+  }
+  {
+    Statement lock("quota lock");
+    lock.set_sql(absl::StrCat("SELECT pg_advisory_xact_lock(", lock.Int(kQuotaLockSpace),
+                              "::integer, hashtext(", lock.Text(tenant), "))"));
+    Result r(lock.Exec(c.conn, lock.sql()));
+    if (!ResultOk(r.get())) return fail(r.get(), lock.what());
+  }
+  {
+    Statement usage("reading a tenant's usage");
+    usage.Text(tenant);
+    Result r(usage.Exec(c.conn, kUsageSql));
+    if (!ResultOk(r.get())) return fail(r.get(), usage.what());
+    absl::Status refused = check(ReadUsage(r, tenant));
+    if (!refused.ok()) {
+      Result rollback(PQexec(c.conn, "ROLLBACK"));
+      return refused;
+    }
+  }
+  Result result(write.Exec(c.conn, write.sql()));
+  if (!ResultOk(result.get())) return fail(result.get(), write.what());
+  Result commit(PQexec(c.conn, "COMMIT"));
+  if (!ResultOk(commit.get())) return fail(commit.get(), "commit");
+  return result;
+}
+
+absl::StatusOr<TenantUsage> PostgresStore::Usage(const std::string& tenant) {
+  Statement st("Usage");
+  st.Text(tenant);
+  st.set_sql(kUsageSql);
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  TenantUsage u = ReadUsage(r, tenant);
+  Statement requests("Usage of request IDs");
+  requests.set_sql(absl::StrCat("SELECT count(*) FROM requests WHERE ", kRequestTenant, " = ",
+                                requests.Text(tenant)));
+  ASSIGN_OR_RETURN(Result counted, Run(requests));
+  u.request_ids = counted.Int(0, 0);
+  return u;
+}
+
+absl::StatusOr<std::vector<TenantUsage>> PostgresStore::AllUsage() {
+  std::map<std::string, TenantUsage> by_tenant;
+  const auto add =
+      [&](const std::string& sql, const char* what,
+          const std::function<void(const Result&, int, TenantUsage&)>& read) -> absl::Status {
+    Statement st(what);
+    st.set_sql(sql);
+    ASSIGN_OR_RETURN(Result r, Run(st));
+    for (int row = 0; row < r.rows(); ++row) {
+      const std::string tenant = r.Bytes(row, 0);
+      TenantUsage& u = by_tenant[tenant];
+      u.tenant = tenant;
+      read(r, row, u);
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(
+      add("SELECT tenant, count(*),"
+          " coalesce(sum(octet_length(values_f32) + octet_length(noise_npz)), 0)::bigint"
+          " FROM latents GROUP BY tenant",
+          "usage of latents", [](const Result& r, int row, TenantUsage& u) {
+            u.latents = r.Int(row, 1);
+            u.latent_bytes = r.Int(row, 2);
+          }));
+  RETURN_IF_ERROR(
+      add("SELECT tenant, count(*), count(*) FILTER (WHERE state IN (1, 2)),"
+          " coalesce(sum(octet_length(spec) + octet_length(checkpoint) + octet_length(result)),"
+          " 0)::bigint FROM jobs GROUP BY tenant",
+          "usage of jobs", [](const Result& r, int row, TenantUsage& u) {
+            u.jobs = r.Int(row, 1);
+            u.unfinished_jobs = r.Int(row, 2);
+            u.job_bytes = r.Int(row, 3);
+          }));
+  RETURN_IF_ERROR(
+      add(absl::StrCat("SELECT ", kRequestTenant, ", count(*) FROM requests GROUP BY 1"),
+          "usage of request IDs",
+          [](const Result& r, int row, TenantUsage& u) { u.request_ids = r.Int(row, 1); }));
+  std::vector<TenantUsage> out;
+  for (auto& [tenant, usage] : by_tenant) out.push_back(std::move(usage));
+  return out;
+}
+
+absl::StatusOr<Expired> PostgresStore::ExpireOld(int64_t jobs_before_unix_ms,
+                                                 int64_t requests_before_unix_ms, int limit) {
+  if (limit < 1) return absl::InvalidArgumentError("ExpireOld: limit must be at least 1");
+  Expired expired;
+  if (jobs_before_unix_ms > 0) {
+    // One statement: the jobs and the keys naming them go together.
+    Statement st("ExpireOld (jobs)");
+    st.set_sql(absl::StrCat(
+        "WITH gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+        " WHERE state IN (3, 4, 5) AND finished_unix_ms < ",
+        st.Int(jobs_before_unix_ms), " ORDER BY finished_unix_ms, id LIMIT ", st.Int(limit),
+        " FOR UPDATE SKIP LOCKED) RETURNING id),"
+        " keys AS (DELETE FROM requests WHERE result_id IN (SELECT id FROM gone) RETURNING 1)"
+        " SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM keys)"));
+    ASSIGN_OR_RETURN(Result r, Run(st));
+    expired.jobs = r.Int(0, 0);
+    expired.request_ids += r.Int(0, 1);
+  }
+  if (requests_before_unix_ms > 0) {
+    Statement st("ExpireOld (request IDs)");
+    st.set_sql(
+        absl::StrCat("DELETE FROM requests WHERE (method, request_id) IN (SELECT method, request_id"
+                     " FROM requests WHERE created_unix_ms < ",
+                     st.Int(requests_before_unix_ms), " ORDER BY created_unix_ms LIMIT ",
+                     st.Int(limit), " FOR UPDATE SKIP LOCKED)"));
+    ASSIGN_OR_RETURN(Result r, Run(st));
+    expired.request_ids += r.changed();
+  }
+  return expired;
 }
 
 }  // namespace i2s

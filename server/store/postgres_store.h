@@ -3,6 +3,7 @@
 #define I2S_SERVER_STORE_POSTGRES_STORE_H_
 
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -98,6 +99,11 @@ class PostgresStore final : public Store {
   absl::StatusOr<std::string> FindRequest(const std::string& method, const std::string& request_id,
                                           const std::string& request_hash) override;
 
+  absl::StatusOr<TenantUsage> Usage(const std::string& tenant) override;
+  absl::StatusOr<std::vector<TenantUsage>> AllUsage() override;
+  absl::StatusOr<Expired> ExpireOld(int64_t jobs_before_unix_ms, int64_t requests_before_unix_ms,
+                                    int limit) override;
+
   bool shared() const override { return true; }
   const char* backend() const override { return "postgres"; }
 
@@ -121,6 +127,14 @@ class PostgresStore final : public Store {
   absl::Status Migrate();
   // Runs `statement` on a pooled connection; see the class comment for the retry.
   absl::StatusOr<Result> Run(const Statement& statement);
+  // A quota's judgement of a write by the tenant's usage before it; null: no quota applies.
+  using QuotaCheck = std::function<absl::Status(const TenantUsage&)>;
+  QuotaCheck LatentQuotaCheck(const LatentRecord& record) const;
+  QuotaCheck JobQuotaCheck(const JobRecord& record) const;
+  // Run, or with a check: in one transaction holding the tenant's quota lock
+  // (pg_advisory_xact_lock), the usage read, `check`, then `write`; without Run's retry.
+  absl::StatusOr<Result> RunWithinQuota(const std::string& tenant, const QuotaCheck& check,
+                                        const Statement& write);
   // The time a lease statement compares and sets leases by (PostgresOptions::database_clock).
   std::string LeaseClock(Statement* st, int64_t now_unix_ms) const;
   // Why a fenced write of job `id` by `owner` changed no row: NotFound or NotTheOwner.

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -25,9 +26,12 @@
 namespace i2s {
 namespace {
 
+using store_internal::CheckJobQuota;
 using store_internal::CheckJobState;
+using store_internal::CheckLatentQuota;
 using store_internal::Corrupt;
 using store_internal::EncodeFloats;
+using store_internal::HasLimits;
 using store_internal::JobNotFound;
 using store_internal::JobStateFromColumn;
 using store_internal::LabelsFromJson;
@@ -256,6 +260,13 @@ CREATE INDEX latents_by_fingerprint ON latents (fingerprint, created_unix_ms DES
 CREATE INDEX latents_by_tenant ON latents (tenant, created_unix_ms DESC, id DESC);
 CREATE INDEX latents_by_tenant_fingerprint
   ON latents (tenant, fingerprint, created_unix_ms DESC, id DESC);
+)sql",
+    // 4 -> 5: what ExpireOld looks up (finished jobs by end time, request IDs by age and
+    // by the record they name).
+    R"sql(
+CREATE INDEX jobs_finished ON jobs (finished_unix_ms) WHERE state IN (3, 4, 5);
+CREATE INDEX requests_by_created ON requests (created_unix_ms);
+CREATE INDEX requests_by_result ON requests (result_id);
 )sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -608,6 +619,10 @@ absl::Status SqliteStore::PutLatent(const LatentRecord& record) {
 absl::Status SqliteStore::PutLatentLocked(const LatentRecord& record,
                                           const std::string& parents_json,
                                           const std::string& labels_json) {
+  if (HasLimits(quota_) && record.source != "embed") {
+    ASSIGN_OR_RETURN(TenantUsage usage, UsageLocked(record.tenant, /*with_requests=*/false));
+    RETURN_IF_ERROR(CheckLatentQuota(quota_, usage, record));
+  }
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                    Prepare(absl::StrCat("INSERT INTO latents (", kLatentSummaryColumns, ", ",
                                         kLatentBlobColumns, R"sql() VALUES (
@@ -714,6 +729,10 @@ absl::Status SqliteStore::CreateJob(const JobRecord& record) {
 }
 
 absl::Status SqliteStore::CreateJobLocked(const JobRecord& record) {
+  if (HasLimits(quota_)) {
+    ASSIGN_OR_RETURN(TenantUsage usage, UsageLocked(record.tenant, /*with_requests=*/false));
+    RETURN_IF_ERROR(CheckJobQuota(quota_, usage, record));
+  }
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                    Prepare(absl::StrCat("INSERT INTO jobs (", kJobSummaryColumns, ", ",
                                         kJobBlobColumns, R"sql() VALUES (
@@ -745,7 +764,8 @@ absl::Status SqliteStore::UpdateJob(const JobRecord& record) {
       cancel_requested = MAX(cancel_requested, :cancel_requested), latent_id = :latent_id,
       error_code = :error_code, error_message = :error_message, next_sequence = :next_sequence,
       created_unix_ms = :created_unix_ms, started_unix_ms = :started_unix_ms,
-      finished_unix_ms = :finished_unix_ms, result = :result
+      finished_unix_ms = :finished_unix_ms, result = :result,
+      checkpoint = CASE WHEN :state IN (3, 4, 5) THEN x'' ELSE checkpoint END
     WHERE id = :id AND owner = :owner)sql"));
   Query q(db_, stmt, "UpdateJob");
   BindJobMetadata(q, record);
@@ -1004,6 +1024,147 @@ absl::StatusOr<std::string> SqliteStore::PutLatentWithClaim(const LatentRecord& 
   std::lock_guard<std::mutex> lock(mu_);
   return ClaimLocked(claim, record.id,
                      [&] { return PutLatentLocked(record, parents_json, labels_json); });
+}
+
+// ---- Usage and expiry ----
+
+namespace {
+
+// The tenant of a request row's method (RequestScope: "Embed@alpha" is alpha's, "Embed"
+// tenant ""'s).
+constexpr const char* kRequestTenant =
+    "CASE WHEN instr(method, '@') > 0 THEN substr(method, instr(method, '@') + 1) ELSE '' END";
+
+}  // namespace
+
+absl::StatusOr<TenantUsage> SqliteStore::UsageLocked(const std::string& tenant,
+                                                     bool with_requests) {
+  // Index lookups by tenant (latents_by_tenant, jobs_by_tenant); length() of a blob reads
+  // its size from the record header, not its pages.
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(SELECT
+      (SELECT count(*) FROM latents WHERE tenant = :tenant),
+      (SELECT coalesce(sum(length(values_f32) + length(noise_npz)), 0) FROM latents
+         WHERE tenant = :tenant),
+      (SELECT count(*) FROM jobs WHERE tenant = :tenant),
+      (SELECT count(*) FROM jobs WHERE tenant = :tenant AND state IN (1, 2)),
+      (SELECT coalesce(sum(length(spec) + length(checkpoint) + length(result)), 0) FROM jobs
+         WHERE tenant = :tenant))sql"));
+  Query q(db_, stmt, "reading a tenant's usage");
+  q.Text(":tenant", tenant);
+  ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return absl::InternalError("sqlite: usage: no row");
+  TenantUsage u;
+  u.tenant = tenant;
+  u.latents = q.ColumnInt(0);
+  u.latent_bytes = q.ColumnInt(1);
+  u.jobs = q.ColumnInt(2);
+  u.unfinished_jobs = q.ColumnInt(3);
+  u.job_bytes = q.ColumnInt(4);
+  if (with_requests) {
+    ASSIGN_OR_RETURN(sqlite3_stmt * count,
+                     Prepare(absl::StrCat("SELECT count(*) FROM requests WHERE ", kRequestTenant,
+                                          " = :tenant")));
+    Query c(db_, count, "counting a tenant's request IDs");
+    c.Text(":tenant", tenant);
+    ASSIGN_OR_RETURN(bool counted, c.Step());
+    if (counted) u.request_ids = c.ColumnInt(0);
+  }
+  return u;
+}
+
+absl::StatusOr<TenantUsage> SqliteStore::Usage(const std::string& tenant) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return UsageLocked(tenant, /*with_requests=*/true);
+}
+
+absl::StatusOr<std::vector<TenantUsage>> SqliteStore::AllUsage() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<std::string, TenantUsage> by_tenant;
+  const auto add =
+      [&](const std::string& sql, absl::string_view what,
+          const std::function<void(const Query&, TenantUsage&)>& read) -> absl::Status {
+    ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql));
+    Query q(db_, stmt, what);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) return absl::OkStatus();
+      const std::string tenant = q.ColumnBytes(0);
+      TenantUsage& u = by_tenant[tenant];
+      u.tenant = tenant;
+      read(q, u);
+    }
+  };
+  RETURN_IF_ERROR(
+      add("SELECT tenant, count(*), coalesce(sum(length(values_f32) + length(noise_npz)), 0)"
+          " FROM latents GROUP BY tenant",
+          "usage of latents", [](const Query& q, TenantUsage& u) {
+            u.latents = q.ColumnInt(1);
+            u.latent_bytes = q.ColumnInt(2);
+          }));
+  RETURN_IF_ERROR(
+      add("SELECT tenant, count(*), coalesce(sum(state IN (1, 2)), 0),"
+          " coalesce(sum(length(spec) + length(checkpoint) + length(result)), 0)"
+          " FROM jobs GROUP BY tenant",
+          "usage of jobs", [](const Query& q, TenantUsage& u) {
+            u.jobs = q.ColumnInt(1);
+            u.unfinished_jobs = q.ColumnInt(2);
+            u.job_bytes = q.ColumnInt(3);
+          }));
+  RETURN_IF_ERROR(
+      add(absl::StrCat("SELECT ", kRequestTenant, ", count(*) FROM requests GROUP BY 1"),
+          "usage of request IDs",
+          [](const Query& q, TenantUsage& u) { u.request_ids = q.ColumnInt(1); }));
+  std::vector<TenantUsage> out;
+  for (auto& [tenant, usage] : by_tenant) out.push_back(std::move(usage));
+  return out;
+}
+
+absl::StatusOr<Expired> SqliteStore::ExpireOld(int64_t jobs_before_unix_ms,
+                                               int64_t requests_before_unix_ms, int limit) {
+  if (limit < 1) return absl::InvalidArgumentError("ExpireOld: limit must be at least 1");
+  std::lock_guard<std::mutex> lock(mu_);
+  Expired expired;
+  RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE", "begin"));
+  auto run = [&]() -> absl::Status {
+    if (jobs_before_unix_ms > 0) {
+      // A job and the keys naming it go together: no key is left naming nothing. Both
+      // statements pick the same jobs (one transaction, a total order).
+      for (const char* sql : {
+               "DELETE FROM requests WHERE result_id IN (SELECT id FROM jobs"
+               " WHERE state IN (3, 4, 5) AND finished_unix_ms < :before"
+               " ORDER BY finished_unix_ms, id LIMIT :limit)",
+               "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+               " WHERE state IN (3, 4, 5) AND finished_unix_ms < :before"
+               " ORDER BY finished_unix_ms, id LIMIT :limit)",
+           }) {
+        ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql));
+        Query q(db_, stmt, "ExpireOld");
+        q.Int(":before", jobs_before_unix_ms).Int(":limit", limit);
+        ASSIGN_OR_RETURN(int changed, q.Run());
+        if (absl::StartsWith(sql, "DELETE FROM requests")) {
+          expired.request_ids += changed;
+        } else {
+          expired.jobs = changed;
+        }
+      }
+    }
+    if (requests_before_unix_ms > 0) {
+      ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(DELETE FROM requests
+          WHERE (method, request_id) IN (SELECT method, request_id FROM requests
+              WHERE created_unix_ms < :before ORDER BY created_unix_ms LIMIT :limit))sql"));
+      Query q(db_, stmt, "ExpireOld");
+      q.Int(":before", requests_before_unix_ms).Int(":limit", limit);
+      ASSIGN_OR_RETURN(int changed, q.Run());
+      expired.request_ids += changed;
+    }
+    return Exec(db_, "COMMIT", "commit");
+  };
+  absl::Status status = run();
+  if (!status.ok()) {
+    Exec(db_, "ROLLBACK", "rollback").IgnoreError();
+    return status;
+  }
+  return expired;
 }
 
 }  // namespace i2s

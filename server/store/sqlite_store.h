@@ -87,6 +87,11 @@ class SqliteStore final : public Store {
 
   // One server per file: leases are kept (so the schema is the same as PostgreSQL's) but
   // a start claims every unfinished job.
+  absl::StatusOr<TenantUsage> Usage(const std::string& tenant) override;
+  absl::StatusOr<std::vector<TenantUsage>> AllUsage() override;
+  absl::StatusOr<Expired> ExpireOld(int64_t jobs_before_unix_ms, int64_t requests_before_unix_ms,
+                                    int limit) override;
+
   bool shared() const override { return false; }
   const char* backend() const override { return "sqlite"; }
 
@@ -105,6 +110,8 @@ class SqliteStore final : public Store {
   absl::Status PutLatentLocked(const LatentRecord& record, const std::string& parents_json,
                                const std::string& labels_json);
   absl::Status CreateJobLocked(const JobRecord& record);
+  // The tenant's usage (request IDs counted only `with_requests`: a scan), mu_ held.
+  absl::StatusOr<TenantUsage> UsageLocked(const std::string& tenant, bool with_requests);
   absl::StatusOr<bool> InsertClaimLocked(const RequestClaim& claim, const std::string& result_id);
   // In one transaction (BEGIN IMMEDIATE .. COMMIT, ROLLBACK on any error): the claim of
   // `result_id`, then `write` if the key was new; returns the key's result, as

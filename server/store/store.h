@@ -196,9 +196,56 @@ struct RequestClaim {
 // "Embed@alpha" for tenant "alpha" (tenant names cannot contain '@').
 std::string RequestScope(const std::string& method, const std::string& tenant);
 
+// What one tenant may keep in the store (0 = no limit). Enforced by the store in the
+// transaction of the write, so concurrent calls (on any replica) cannot pass it together:
+// - latents: PutLatent and PutLatentWithClaim, and CreateJob*, which reserves a latent for
+//   the job's result: latents + unfinished jobs must stay within max_latents. An
+//   embedding's own result (source "embed") was reserved so and is never refused.
+// - latent bytes: values and noise maps of the tenant's latents. A new latent must fit;
+//   a new job needs the tenant below the limit (its result's size is not known yet).
+// - jobs: job records of any state (finished ones leave with ExpireFinished), and their
+//   bytes (spec, checkpoint, result).
+// Refusals are ResourceExhausted naming the quota, the usage and the limit.
+struct StorageQuota {
+  int64_t max_latents = 0;
+  int64_t max_latent_bytes = 0;
+  int64_t max_jobs = 0;
+  int64_t max_job_bytes = 0;
+};
+
+// What one tenant keeps in the store.
+struct TenantUsage {
+  std::string tenant;
+  int64_t latents = 0, latent_bytes = 0;
+  int64_t jobs = 0, unfinished_jobs = 0, job_bytes = 0;
+  int64_t request_ids = 0;  // idempotency keys held (until ExpireOld drops them)
+};
+
+// What one ExpireOld removed.
+struct Expired {
+  int64_t jobs = 0;         // finished jobs (with the request IDs naming them)
+  int64_t request_ids = 0;  // request IDs older than the cutoff, and those of expired jobs
+};
+
 // All three behind one object (one database).
 class Store : public LatentStore, public JobStore, public RequestStore {
  public:
+  // Applies from the next write on; set before serving. Not thread-safe with writes.
+  void set_quota(const StorageQuota& quota) { quota_ = quota; }
+  const StorageQuota& quota() const { return quota_; }
+
+  // What `tenant` keeps now.
+  virtual absl::StatusOr<TenantUsage> Usage(const std::string& tenant) = 0;
+  // Every tenant that keeps anything, by tenant name.
+  virtual absl::StatusOr<std::vector<TenantUsage>> AllUsage() = 0;
+  // Deletes finished jobs (succeeded, failed, cancelled) that ended before
+  // jobs_before_unix_ms, together with the request IDs naming them, and every request ID
+  // claimed before requests_before_unix_ms; at most `limit` jobs and `limit` request IDs
+  // per call (the caller repeats while it gets full batches). A cutoff of 0 expires
+  // nothing of its kind. Latents are never expired: they are the tenant's data.
+  virtual absl::StatusOr<Expired> ExpireOld(int64_t jobs_before_unix_ms,
+                                            int64_t requests_before_unix_ms, int limit) = 0;
+
   // The request ID and the record it names, written in one transaction, so no crash,
   // full disk or lost database ever leaves a key naming nothing. A new key: both are
   // written and record.id is returned. A key seen before with the same request_hash:
@@ -213,6 +260,9 @@ class Store : public LatentStore, public JobStore, public RequestStore {
   virtual bool shared() const = 0;
   // "sqlite" or "postgres", for logs and ServerInfo.
   virtual const char* backend() const = 0;
+
+ protected:
+  StorageQuota quota_;
 };
 
 }  // namespace i2s

@@ -16,6 +16,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -547,7 +548,7 @@ TEST_P(StoreTest, UpdateJobKeepsSpecAndCheckpoint) {
   update.id = "job_1";
   update.request_id = "req_other";
   update.model = "cars";
-  update.state = JobState::kSucceeded;
+  update.state = JobState::kRunning;  // a finished job drops its checkpoint (below)
   update.spec = "IGNORED SPEC";
   update.checkpoint = "IGNORED CHECKPOINT";
   update.checkpoint_step = 999;  // goes with the checkpoint: ignored too
@@ -815,7 +816,7 @@ TEST(SqliteStoreFileTest, UsesWalAndRecordsSchemaVersion) {
     return value;
   };
   EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");  // persistent in the file
-  EXPECT_EQ(pragma("PRAGMA user_version"), "4");
+  EXPECT_EQ(pragma("PRAGMA user_version"), "5");
   sqlite3_close(db);
 }
 
@@ -1130,6 +1131,216 @@ TEST_P(StoreTest, WritesAreFencedByOwner) {
   EXPECT_EQ(store_->SaveProgress("job_x", "b", "{}").code(), absl::StatusCode::kNotFound);
 }
 
+// ---- Quotas, usage and expiry ----
+
+TEST_P(StoreTest, AFinishedJobDropsItsCheckpointAndKeepsItsSpec) {
+  const JobRecord created = FullJob("job_1");
+  ASSERT_TRUE(store_->CreateJob(created).ok());
+  JobRecord done = created;
+  done.state = JobState::kSucceeded;
+  ASSERT_TRUE(store_->UpdateJob(done).ok());
+  absl::StatusOr<JobRecord> out = store_->GetJob("job_1");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->checkpoint, "");
+  EXPECT_EQ(out->spec, created.spec);
+  EXPECT_EQ(out->result, created.result);
+}
+
+LatentRecord TenantLatent(const std::string& id, const std::string& tenant, int floats,
+                          const std::string& source = "import") {
+  LatentRecord r = BareLatent(id, 1000);
+  r.tenant = tenant;
+  r.num_layers = 1;
+  r.latent_size = floats;
+  r.values.assign(floats, 0.5f);
+  r.source = source;
+  return r;
+}
+
+JobRecord TenantJob(const std::string& id, const std::string& tenant, JobState state,
+                    int spec_bytes = 10) {
+  JobRecord r = FullJob(id);
+  r.tenant = tenant;
+  r.state = state;
+  r.spec.assign(spec_bytes, 's');
+  r.checkpoint.clear();
+  r.result.clear();
+  return r;
+}
+
+TEST_P(StoreTest, QuotaOnLatentsCountsTheTenantsOwnAndReservedOnes) {
+  StorageQuota quota;
+  quota.max_latents = 3;
+  store_->set_quota(quota);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(store_->PutLatent(TenantLatent(absl::StrCat("lat_a", i), "a", 2)).ok());
+  }
+  absl::Status refused = store_->PutLatent(TenantLatent("lat_a3", "a", 2));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "latent quota")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "keeps 3 latents")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "limit is 3")) << refused;
+  EXPECT_EQ(store_->GetLatent("lat_a3").status().code(), absl::StatusCode::kNotFound);
+  // Another tenant has its own quota.
+  EXPECT_TRUE(store_->PutLatent(TenantLatent("lat_b0", "b", 2)).ok());
+  // A job reserves a latent for its result: b has 1 latent + 1 job, room for one more.
+  ASSERT_TRUE(store_->CreateJob(TenantJob("job_b1", "b", JobState::kQueued)).ok());
+  EXPECT_TRUE(store_->PutLatent(TenantLatent("lat_b1", "b", 2)).ok());
+  EXPECT_EQ(store_->PutLatent(TenantLatent("lat_b2", "b", 2)).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store_->CreateJob(TenantJob("job_b2", "b", JobState::kQueued)).code(),
+            absl::StatusCode::kResourceExhausted);
+  // ...and the job's own result is never refused: it was reserved.
+  EXPECT_TRUE(store_->PutLatent(TenantLatent("lat_b_result", "b", 2, "embed")).ok());
+  // A refused write with a request ID leaves no key.
+  const RequestClaim claim{"ImportLatent@a", "key-1", "hash"};
+  EXPECT_EQ(store_->PutLatentWithClaim(TenantLatent("lat_a4", "a", 2), claim).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store_->FindRequest(claim.method, claim.request_id, claim.request_hash).status().code(),
+            absl::StatusCode::kNotFound);
+  // Room again once one is deleted.
+  ASSERT_TRUE(store_->DeleteLatent("lat_a0").ok());
+  absl::StatusOr<std::string> put =
+      store_->PutLatentWithClaim(TenantLatent("lat_a4", "a", 2), claim);
+  EXPECT_TRUE(put.ok()) << put.status();
+}
+
+TEST_P(StoreTest, QuotaOnBytesAndJobs) {
+  StorageQuota quota;
+  quota.max_latent_bytes = 100;  // 25 floats
+  quota.max_jobs = 2;
+  quota.max_job_bytes = 50;
+  store_->set_quota(quota);
+  ASSERT_TRUE(store_->PutLatent(TenantLatent("lat_1", "a", 20)).ok());      // 80 bytes
+  absl::Status refused = store_->PutLatent(TenantLatent("lat_2", "a", 6));  // 80 + 24 > 100
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "latent bytes quota")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "keeps 80 bytes")) << refused;
+  EXPECT_TRUE(store_->PutLatent(TenantLatent("lat_2", "a", 5)).ok());  // exactly 100
+  // Full: a job has no room for its result.
+  EXPECT_EQ(store_->CreateJob(TenantJob("job_1", "a", JobState::kQueued)).code(),
+            absl::StatusCode::kResourceExhausted);
+
+  ASSERT_TRUE(store_->CreateJob(TenantJob("job_1", "b", JobState::kSucceeded, 20)).ok());
+  absl::Status big = store_->CreateJob(TenantJob("job_2", "b", JobState::kQueued, 31));
+  EXPECT_EQ(big.code(), absl::StatusCode::kResourceExhausted) << big;
+  EXPECT_TRUE(absl::StrContains(big.message(), "job bytes quota")) << big;
+  ASSERT_TRUE(store_->CreateJob(TenantJob("job_2", "b", JobState::kQueued, 30)).ok());
+  absl::Status third = store_->CreateJob(TenantJob("job_3", "b", JobState::kQueued, 0));
+  EXPECT_EQ(third.code(), absl::StatusCode::kResourceExhausted) << third;
+  EXPECT_TRUE(absl::StrContains(third.message(), "job quota")) << third;
+  const RequestClaim claim{"Embed@b", "key-1", "hash"};
+  EXPECT_EQ(store_->CreateJobWithClaim(TenantJob("job_3", "b", JobState::kQueued, 0), claim)
+                .status()
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store_->FindRequest(claim.method, claim.request_id, claim.request_hash).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_P(StoreTest, ConcurrentWritersCannotPassAQuotaTogether) {
+  StorageQuota quota;
+  quota.max_latents = 15;
+  store_->set_quota(quota);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([this, t] {
+      for (int i = 0; i < 10; ++i) {
+        absl::Status s = store_->PutLatent(TenantLatent(absl::StrCat("lat_", t, "_", i), "a", 2));
+        EXPECT_TRUE(s.ok() || absl::IsResourceExhausted(s)) << s;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  absl::StatusOr<TenantUsage> usage = store_->Usage("a");
+  ASSERT_TRUE(usage.ok()) << usage.status();
+  EXPECT_EQ(usage->latents, 15);
+}
+
+TEST_P(StoreTest, UsagePerTenant) {
+  ASSERT_TRUE(store_->PutLatent(TenantLatent("lat_1", "a", 4)).ok());
+  LatentRecord noisy = TenantLatent("lat_2", "a", 2);
+  noisy.noise_npz = std::string(7, 'n');
+  ASSERT_TRUE(store_->PutLatent(noisy).ok());
+  ASSERT_TRUE(store_->PutLatent(TenantLatent("lat_3", "", 1)).ok());
+  ASSERT_TRUE(store_->CreateJob(TenantJob("job_1", "a", JobState::kRunning, 12)).ok());
+  ASSERT_TRUE(store_->CreateJob(TenantJob("job_2", "a", JobState::kFailed, 3)).ok());
+  ASSERT_TRUE(store_->CreateJob(TenantJob("job_3", "c", JobState::kQueued, 1)).ok());
+  ASSERT_TRUE(store_->ClaimRequest(RequestScope("Embed", "a"), "k1", "h", "job_1").ok());
+  ASSERT_TRUE(store_->ClaimRequest(RequestScope("ImportLatent", "a"), "k1", "h", "lat_1").ok());
+  ASSERT_TRUE(store_->ClaimRequest(RequestScope("ImportLatent", ""), "k1", "h", "lat_3").ok());
+
+  absl::StatusOr<TenantUsage> a = store_->Usage("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->tenant, "a");
+  EXPECT_EQ(a->latents, 2);
+  EXPECT_EQ(a->latent_bytes, 4 * 4 + 2 * 4 + 7);
+  EXPECT_EQ(a->jobs, 2);
+  EXPECT_EQ(a->unfinished_jobs, 1);
+  EXPECT_EQ(a->job_bytes, 15);
+  EXPECT_EQ(a->request_ids, 2);
+  absl::StatusOr<TenantUsage> nobody = store_->Usage("nobody");
+  ASSERT_TRUE(nobody.ok());
+  EXPECT_EQ(nobody->latents + nobody->jobs + nobody->request_ids, 0);
+
+  absl::StatusOr<std::vector<TenantUsage>> all = store_->AllUsage();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].tenant, "");
+  EXPECT_EQ((*all)[0].latents, 1);
+  EXPECT_EQ((*all)[0].request_ids, 1);
+  EXPECT_EQ((*all)[1].tenant, "a");
+  EXPECT_EQ((*all)[1].latent_bytes, a->latent_bytes);
+  EXPECT_EQ((*all)[1].job_bytes, 15);
+  EXPECT_EQ((*all)[1].unfinished_jobs, 1);
+  EXPECT_EQ((*all)[1].request_ids, 2);
+  EXPECT_EQ((*all)[2].tenant, "c");
+  EXPECT_EQ((*all)[2].jobs, 1);
+  EXPECT_EQ((*all)[2].latents, 0);
+}
+
+TEST_P(StoreTest, ExpireOldDropsFinishedJobsWithTheirKeysAndOldKeys) {
+  for (const auto& [id, state, finished] : std::vector<std::tuple<std::string, JobState, int64_t>>{
+           {"job_old_done", JobState::kSucceeded, 100},
+           {"job_old_failed", JobState::kFailed, 200},
+           {"job_new_done", JobState::kCancelled, 5000},
+           {"job_running", JobState::kRunning, 0}}) {
+    JobRecord r = TenantJob(id, "a", state);
+    r.finished_unix_ms = finished;
+    ASSERT_TRUE(store_->CreateJob(r).ok());
+    ASSERT_TRUE(store_->ClaimRequest("Embed@a", "key_" + id, "h", id).ok());
+  }
+  ASSERT_TRUE(store_->PutLatent(TenantLatent("lat_1", "a", 2)).ok());
+  ASSERT_TRUE(store_->ClaimRequest("ImportLatent@a", "key_lat", "h", "lat_1").ok());
+
+  // One job per call: the caller repeats while batches come back full.
+  absl::StatusOr<Expired> first = store_->ExpireOld(1000, 0, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->jobs, 1);
+  EXPECT_EQ(first->request_ids, 1);
+  EXPECT_EQ(store_->GetJob("job_old_done").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->FindRequest("Embed@a", "key_job_old_done", "h").status().code(),
+            absl::StatusCode::kNotFound);
+  absl::StatusOr<Expired> second = store_->ExpireOld(1000, 0, 100);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->jobs, 1);
+  EXPECT_EQ(store_->GetJob("job_old_failed").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetJob("job_new_done").ok());
+  EXPECT_TRUE(store_->GetJob("job_running").ok());  // unfinished: never expired
+  EXPECT_TRUE(store_->GetLatent("lat_1").ok());     // latents: never expired
+  EXPECT_TRUE(store_->FindRequest("ImportLatent@a", "key_lat", "h").ok());
+
+  // Keys by age (all were claimed just now).
+  absl::StatusOr<Expired> keys = store_->ExpireOld(0, absl::ToUnixMillis(absl::Now()) + 60000, 100);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(keys->jobs, 0);
+  EXPECT_EQ(keys->request_ids, 3);
+  EXPECT_EQ(store_->FindRequest("ImportLatent@a", "key_lat", "h").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetJob("job_new_done").ok());
+  EXPECT_EQ(store_->ExpireOld(0, 0, 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // ---- PostgreSQL only ----
 
 class PostgresTest : public ::testing::Test {
@@ -1155,7 +1366,7 @@ TEST_F(PostgresTest, ReplicasStartingTogetherMigrateOnce) {
   for (std::thread& t : threads) t.join();
   for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(QuerySql(conninfo_, "SELECT count(*) FROM i2s_schema"), "1");
-  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "2");
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "3");
 }
 
 TEST_F(PostgresTest, RefusesNewerSchema) {

@@ -175,6 +175,78 @@ absl::Status RequestNotFound(absl::string_view method, absl::string_view request
       absl::StrCat("request_id \"", request_id, "\" of ", method, " not found"));
 }
 
+int64_t LatentBytes(const LatentRecord& record) {
+  return static_cast<int64_t>(record.values.size() * sizeof(float) + record.noise_npz.size());
+}
+
+int64_t JobBytes(const JobRecord& record) {
+  return static_cast<int64_t>(record.spec.size() + record.checkpoint.size() + record.result.size());
+}
+
+bool HasLimits(const StorageQuota& quota) {
+  return quota.max_latents > 0 || quota.max_latent_bytes > 0 || quota.max_jobs > 0 ||
+         quota.max_job_bytes > 0;
+}
+
+namespace {
+
+std::string TenantName(const std::string& tenant) {
+  return tenant.empty() ? "the default tenant" : absl::StrCat("tenant \"", tenant, "\"");
+}
+
+}  // namespace
+
+absl::Status CheckLatentQuota(const StorageQuota& quota, const TenantUsage& usage,
+                              const LatentRecord& record) {
+  if (record.source == "embed") return absl::OkStatus();  // reserved by its job
+  if (quota.max_latents > 0 && usage.latents + usage.unfinished_jobs + 1 > quota.max_latents) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "latent quota: ", TenantName(usage.tenant), " keeps ", usage.latents, " latents and ",
+        usage.unfinished_jobs, " unfinished embedding jobs (each reserves one); the limit is ",
+        quota.max_latents, " (--tenant-max-latents); delete latents to make room"));
+  }
+  const int64_t bytes = LatentBytes(record);
+  if (quota.max_latent_bytes > 0 && usage.latent_bytes + bytes > quota.max_latent_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "latent bytes quota: ", TenantName(usage.tenant), " keeps ", usage.latent_bytes,
+        " bytes of latents and this one has ", bytes, "; the limit is ", quota.max_latent_bytes,
+        " (--tenant-max-latent-bytes); delete latents to make room"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckJobQuota(const StorageQuota& quota, const TenantUsage& usage,
+                           const JobRecord& record) {
+  if (quota.max_jobs > 0 && usage.jobs + 1 > quota.max_jobs) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "job quota: ", TenantName(usage.tenant), " keeps ", usage.jobs, " jobs; the limit is ",
+        quota.max_jobs, " (--tenant-max-jobs); finished jobs expire after --job-retention-hours"));
+  }
+  const int64_t bytes = JobBytes(record);
+  if (quota.max_job_bytes > 0 && usage.job_bytes + bytes > quota.max_job_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "job bytes quota: ", TenantName(usage.tenant), " keeps ", usage.job_bytes,
+        " bytes of jobs and this one has ", bytes, "; the limit is ", quota.max_job_bytes,
+        " (--tenant-max-job-bytes); finished jobs expire after --job-retention-hours"));
+  }
+  // The job's result will be a latent: it needs a free latent slot and room for bytes.
+  if (quota.max_latents > 0 && usage.latents + usage.unfinished_jobs + 1 > quota.max_latents) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("latent quota: ", TenantName(usage.tenant), " keeps ", usage.latents,
+                     " latents and ", usage.unfinished_jobs,
+                     " unfinished embedding jobs (each reserves one for its result); the limit is ",
+                     quota.max_latents, " (--tenant-max-latents); delete latents to make room"));
+  }
+  if (quota.max_latent_bytes > 0 && usage.latent_bytes >= quota.max_latent_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "latent bytes quota: ", TenantName(usage.tenant), " keeps ", usage.latent_bytes,
+        " bytes of latents; the limit is ", quota.max_latent_bytes,
+        " (--tenant-max-latent-bytes), so no room for this job's result; delete latents "
+        "to make room"));
+  }
+  return absl::OkStatus();
+}
+
 std::string MakePageToken(char table, int64_t created_unix_ms, absl::string_view id) {
   return absl::WebSafeBase64Escape(
       absl::StrCat(std::string(1, table), ":", created_unix_ms, ":", id));

@@ -59,6 +59,17 @@ void SortOldestFirst(std::vector<JobRecord>& jobs);
 absl::Status RequestUsedForAnother(absl::string_view request_id);
 absl::Status RequestNotFound(absl::string_view method, absl::string_view request_id);
 
+// Quotas (StorageQuota), judged against the tenant's usage before the write.
+int64_t LatentBytes(const LatentRecord& record);  // values and noise maps
+int64_t JobBytes(const JobRecord& record);        // spec, checkpoint and result
+bool HasLimits(const StorageQuota& quota);
+// A new latent of `new_bytes` (never refused for an embedding's own result, see
+// StorageQuota); ResourceExhausted naming the quota, the usage and the limit.
+absl::Status CheckLatentQuota(const StorageQuota& quota, const TenantUsage& usage,
+                              const LatentRecord& record);
+absl::Status CheckJobQuota(const StorageQuota& quota, const TenantUsage& usage,
+                           const JobRecord& record);
+
 // Keyset pagination. A token is the web-safe base64 of "<table>:<created_unix_ms>:<id>"
 // for the last row of the previous page (table 'L' latents, 'J' jobs, so a token of one
 // listing is refused by the other); the next page starts strictly after that key in the
