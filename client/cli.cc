@@ -702,6 +702,7 @@ class Cli {
   int StyleMix();
   int Expression();
   int Info();
+  int Usage();
   int Health();
 
   Globals g_;
@@ -734,6 +735,7 @@ class Cli {
   bool store_ = false;
   std::optional<int> embed_steps_;
   std::string health_service_;
+  std::string usage_tenant_;
   EmbedFlags align_;  // the align command: image, model, alignment flags
   int align_size_ = 0;
   std::string align_out_;
@@ -1096,6 +1098,13 @@ void Cli::Setup(CLI::App& app) {
   }
 
   On(app.add_subcommand("info", "server version, models, devices, limits and queue"), &Cli::Info);
+  {
+    CLI::App* cmd = app.add_subcommand(
+        "usage", "what a tenant keeps on the server (latents, jobs, request IDs) and its quotas");
+    cmd->add_option("--tenant", usage_tenant_, "another tenant's (admin tokens only)");
+    cmd->add_flag("--all-tenants", all_tenants_, "every tenant's (admin tokens only)");
+    On(cmd, &Cli::Usage);
+  }
   CLI::App* health =
       app.add_subcommand("health", "is the server serving? (exit 0 yes, 3 no or unreachable)");
   health->add_option("--service", health_service_, "a service name (default: the whole server)");
@@ -2065,6 +2074,40 @@ int Cli::Info() {
                     m.fingerprint().substr(0, 19), config, notes});
   }
   PrintTable({"MODEL", "ARCH", "RESOLUTION", "W+", "FINGERPRINT", "CONFIGURATION", ""}, rows);
+  return kExitOk;
+}
+
+int Cli::Usage() {
+  pb::GetUsageRequest request;
+  request.set_tenant(usage_tenant_);
+  request.set_all_tenants(all_tenants_);
+  auto usage = client().GetUsage(request);
+  if (!usage.ok()) return Fail("", usage.status());
+  if (g_.json) {
+    Emit(ProtoJson(*usage));
+    return kExitOk;
+  }
+  const pb::Quotas& q = usage->quotas();
+  // "used / limit", or just "used" where there is no limit (0).
+  const auto of = [](int64_t used, int64_t limit) {
+    return limit > 0 ? absl::StrCat(used, " / ", limit) : absl::StrCat(used);
+  };
+  std::vector<std::vector<std::string>> rows;
+  for (const pb::TenantUsage& u : usage->usage()) {
+    rows.push_back({u.tenant().empty() ? "\"\"" : u.tenant(),
+                    of(u.latents() + u.unfinished_jobs(), q.max_latents()),
+                    of(u.latent_bytes(), q.max_latent_bytes()), of(u.jobs(), q.max_jobs()),
+                    absl::StrCat(u.unfinished_jobs()), of(u.job_bytes(), q.max_job_bytes()),
+                    absl::StrCat(u.request_ids())});
+  }
+  PrintTable({"TENANT", "LATENTS+RESERVED", "LATENT BYTES", "JOBS", "UNFINISHED", "JOB BYTES",
+              "REQUEST IDS"},
+             rows);
+  const auto hours = [](double seconds) {
+    return seconds > 0 ? absl::StrCat(seconds / 3600, " h") : std::string("kept");
+  };
+  std::cout << "\nfinished jobs expire after " << hours(q.job_retention_seconds())
+            << "; request IDs after " << hours(q.request_id_retention_seconds()) << "\n";
   return kExitOk;
 }
 

@@ -59,6 +59,11 @@ absl::StatusOr<pb::ServerInfo> Client::GetServerInfo() {
   });
 }
 
+absl::StatusOr<pb::GetUsageResponse> Client::GetUsage(const pb::GetUsageRequest& request) {
+  return Unary<pb::GetUsageResponse>(
+      NewContext(true), [&](auto* c, auto* r) { return stub_->GetUsage(c, request, r); });
+}
+
 absl::StatusOr<pb::AlignFaceResponse> Client::AlignFace(const pb::AlignFaceRequest& request) {
   return Unary<pb::AlignFaceResponse>(
       NewContext(true), [&](auto* c, auto* r) { return stub_->AlignFace(c, request, r); });

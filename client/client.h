@@ -95,6 +95,7 @@ class Client {
   const ClientOptions& options() const { return options_; }
 
   absl::StatusOr<pb::ServerInfo> GetServerInfo();
+  absl::StatusOr<pb::GetUsageResponse> GetUsage(const pb::GetUsageRequest& request);
   absl::StatusOr<pb::AlignFaceResponse> AlignFace(const pb::AlignFaceRequest& request);
   // The standard health check of `service` ("" = the whole server).
   absl::StatusOr<Health> CheckHealth(const std::string& service = "");

@@ -48,6 +48,16 @@
 namespace i2s {
 namespace {
 
+// What one tenant may keep (docs/OPERATIONS.md, Disk, gives the arithmetic).
+StorageQuota DefaultQuota() {
+  StorageQuota q;
+  q.max_latents = 10000;
+  q.max_latent_bytes = int64_t{2} << 30;
+  q.max_jobs = 1000;
+  q.max_job_bytes = int64_t{2} << 30;
+  return q;
+}
+
 struct Flags {
   std::string address = "0.0.0.0:50051";
   std::string port_file;
@@ -64,6 +74,8 @@ struct Flags {
   std::string devices = "auto";
   int threads = 0;
   SchedulerOptions scheduler;
+  StorageQuota quota = DefaultQuota();
+  double job_retention_hours = 168, request_id_retention_hours = 168;
   ServiceLimits limits;
   ConnectionOptions connections;
   double shutdown_grace = 20;
@@ -320,6 +332,33 @@ int Main(int argc, char** argv) {
                  "queued jobs of one tenant beyond this are refused")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
+  app.add_option("--tenant-max-latents", f.quota.max_latents,
+                 "latents one tenant may keep; each unfinished Embed reserves one (0 = no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  app.add_option("--tenant-max-latent-bytes", f.quota.max_latent_bytes,
+                 "bytes of latents (values and noise maps) one tenant may keep (0 = no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 50));
+  app.add_option("--tenant-max-jobs", f.quota.max_jobs,
+                 "jobs one tenant may keep, any state, until they expire (0 = no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  app.add_option("--tenant-max-job-bytes", f.quota.max_job_bytes,
+                 "bytes of jobs (input image and options, checkpoint) one tenant may keep (0 = "
+                 "no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 50));
+  app.add_option("--job-retention-hours", f.job_retention_hours,
+                 "delete a finished job (its input and the request_id naming it; not its "
+                 "latent) this long after it ended (0 = keep for ever)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--request-id-retention-hours", f.request_id_retention_hours,
+                 "forget a request_id this long after its first use (0 = keep until its job "
+                 "or latent is deleted)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
   app.add_option("--rate-limit", f.limits.rate_limit, "calls per second per tenant (0 = unlimited)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e9));
@@ -435,6 +474,9 @@ int Main(int argc, char** argv) {
   ro.devices = *devices;
 
   f.scheduler.lease_ms = static_cast<int>(f.lease_seconds * 1000);
+  f.scheduler.job_retention_ms = static_cast<int64_t>(f.job_retention_hours * 3600 * 1000);
+  f.scheduler.request_id_retention_ms =
+      static_cast<int64_t>(f.request_id_retention_hours * 3600 * 1000);
   std::unique_ptr<Store> store_owner;
   std::string store_where;  // for messages: the data dir or the database (no password)
   if (f.store.empty()) {
@@ -462,6 +504,7 @@ int Main(int argc, char** argv) {
   LogNote(absl::StrCat("store: ", store_owner->backend(), " (", store_where, "), replica ",
                        f.scheduler.replica_id));
   Store* store = store_owner.get();
+  store->set_quota(f.quota);
 
   LogNote(absl::StrCat("loading ", ro.models.size(), " model(s) on ", f.devices, " (",
                        torch::get_num_threads(), " CPU threads)"));

@@ -288,6 +288,18 @@ struct Service::Impl {
     return view;
   }
 
+  // The quotas and retention in force (the store's and the scheduler's).
+  void FillQuotas(v1::Quotas* out) const {
+    const StorageQuota& q = store->quota();
+    out->set_max_latents(q.max_latents);
+    out->set_max_latent_bytes(q.max_latent_bytes);
+    out->set_max_jobs(q.max_jobs);
+    out->set_max_job_bytes(q.max_job_bytes);
+    const SchedulerOptions& s = scheduler->options();
+    out->set_job_retention_seconds(static_cast<double>(s.job_retention_ms) / 1000);
+    out->set_request_id_retention_seconds(static_cast<double>(s.request_id_retention_ms) / 1000);
+  }
+
   // The tenant filter of a listing: the caller's own, or every tenant's for an admin
   // that asks for all_tenants.
   static absl::StatusOr<std::optional<std::string>> ListingTenant(const Caller& caller,
@@ -1232,12 +1244,49 @@ grpc::ServerUnaryReactor* Service::GetServerInfo(CallbackServerContext* ctx,
   limits->set_max_connection_idle_seconds(l.connections.max_idle_seconds);
   limits->set_max_connection_age_seconds(l.connections.max_age_seconds);
   limits->set_max_health_watchers(l.connections.max_health_watchers);
+  impl_->FillQuotas(limits->mutable_quotas());
   resp->set_queued_jobs(impl_->scheduler->queued());
   resp->set_running_jobs(impl_->scheduler->running());
   if (impl_->face_detector != nullptr) {
     resp->set_face_detector(impl_->face_detector->description());
   }
   return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* Service::GetUsage(CallbackServerContext* ctx,
+                                            const v1::GetUsageRequest* req,
+                                            v1::GetUsageResponse* resp) {
+  auto run = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Caller caller, impl_->Admit(ctx));
+    if (req->all_tenants() && !req->tenant().empty()) {
+      return Field("tenant", "must be empty with all_tenants");
+    }
+    std::vector<TenantUsage> usage;
+    if (req->all_tenants()) {
+      if (!caller.admin) return absl::PermissionDeniedError("all_tenants: needs an admin token");
+      ASSIGN_OR_RETURN(usage, impl_->store->AllUsage());
+    } else {
+      const std::string& tenant = req->tenant().empty() ? caller.tenant : req->tenant();
+      if (!caller.CanAccess(tenant)) {
+        return absl::PermissionDeniedError("tenant: another tenant's usage needs an admin token");
+      }
+      ASSIGN_OR_RETURN(TenantUsage one, impl_->store->Usage(tenant));
+      usage.push_back(std::move(one));
+    }
+    for (const TenantUsage& u : usage) {
+      v1::TenantUsage* out = resp->add_usage();
+      out->set_tenant(u.tenant);
+      out->set_latents(u.latents);
+      out->set_latent_bytes(u.latent_bytes);
+      out->set_jobs(u.jobs);
+      out->set_unfinished_jobs(u.unfinished_jobs);
+      out->set_job_bytes(u.job_bytes);
+      out->set_request_ids(u.request_ids);
+    }
+    impl_->FillQuotas(resp->mutable_quotas());
+    return absl::OkStatus();
+  };
+  return Done(ctx, run());
 }
 
 }  // namespace i2s

@@ -102,6 +102,8 @@ class Service final : public i2s::v1::ImageToStyleGan::CallbackService {
   grpc::ServerUnaryReactor* GetServerInfo(CallbackServerContext* ctx,
                                           const v1::GetServerInfoRequest* req,
                                           v1::ServerInfo* resp) override;
+  grpc::ServerUnaryReactor* GetUsage(CallbackServerContext* ctx, const v1::GetUsageRequest* req,
+                                     v1::GetUsageResponse* resp) override;
 
  private:
   friend class EventStreamReactor;

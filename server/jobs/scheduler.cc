@@ -1248,10 +1248,12 @@ void Scheduler::Retire(const std::shared_ptr<Job>& job) {
 void Scheduler::HousekeeperLoop() {
   const auto renew_every = std::chrono::milliseconds(std::max(100, options_.lease_ms / 5));
   const auto poll_every = std::chrono::milliseconds(options_.follow_poll_ms);
+  const auto expire_every = std::chrono::milliseconds(options_.expire_every_ms);
   auto next_renew = Clock::now() + renew_every;
+  auto next_expiry = Clock::now();  // once at start: what expired while the server was down
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    housekeeper_cv_.wait_until(lock, std::min(next_renew, Clock::now() + poll_every),
+    housekeeper_cv_.wait_until(lock, std::min({next_renew, next_expiry, Clock::now() + poll_every}),
                                [this] { return stopping_; });
     if (stopping_) break;
     lock.unlock();
@@ -1259,9 +1261,54 @@ void Scheduler::HousekeeperLoop() {
       RenewAndAdopt();
       next_renew = Clock::now() + renew_every;
     }
+    if (Clock::now() >= next_expiry) {
+      ExpireOld();
+      next_expiry = Clock::now() + expire_every;
+    }
     PollFollowers();
     if (store_->shared()) PublishRunning();
     lock.lock();
+  }
+}
+
+void Scheduler::ExpireOld() {
+  if (options_.job_retention_ms <= 0 && options_.request_id_retention_ms <= 0) return;
+  const int64_t now = NowMs();
+  const int64_t jobs_before = options_.job_retention_ms > 0 ? now - options_.job_retention_ms : 0;
+  const int64_t requests_before =
+      options_.request_id_retention_ms > 0 ? now - options_.request_id_retention_ms : 0;
+  constexpr int kBatch = 500;  // rows per transaction: other writers wait at most one batch
+  const auto stopping = [this] {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stopping_;
+  };
+  Expired total;
+  for (bool more = true; more && !stopping();) {
+    absl::StatusOr<Expired> expired = store_->ExpireOld(jobs_before, requests_before, kBatch);
+    if (!expired.ok()) {
+      LogEvent("expiry_failed").Str("error", expired.status().message());
+      break;  // tried again at the next round
+    }
+    total.jobs += expired->jobs;
+    total.request_ids += expired->request_ids;
+    more = expired->jobs == kBatch || expired->request_ids >= kBatch;
+  }
+  if (jobs_before > 0) {
+    // What the store no longer has, memory drops too (finished jobs retire in the order
+    // they ended).
+    std::lock_guard<std::mutex> lock(mu_);
+    while (!finished_order_.empty()) {
+      auto it = live_.find(finished_order_.front());
+      if (it != live_.end()) {
+        std::lock_guard<std::mutex> job_lock(it->second->mu);
+        if (it->second->record.finished_unix_ms >= jobs_before) break;
+        live_.erase(it);
+      }
+      finished_order_.pop_front();
+    }
+  }
+  if (total.jobs > 0 || total.request_ids > 0) {
+    LogEvent("expired").Int("jobs", total.jobs).Int("request_ids", total.request_ids);
   }
 }
 

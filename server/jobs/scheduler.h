@@ -60,6 +60,12 @@ struct SchedulerOptions {
   std::string replica_id = "local";
   int lease_ms = 15000;      // a dead replica's jobs are taken over after this long
   int follow_poll_ms = 500;  // how often WatchJob of another replica's job polls the store
+  // Retention (0 = kept for ever): finished jobs, with the request IDs naming them, are
+  // deleted this long after they ended; request IDs this long after they were claimed.
+  // The lease thread expires them every expire_every_ms.
+  int64_t job_retention_ms = int64_t{7} * 24 * 3600 * 1000;
+  int64_t request_id_retention_ms = int64_t{7} * 24 * 3600 * 1000;
+  int expire_every_ms = 60000;
 };
 
 // A consistent snapshot of a job: its stored record plus live progress.
@@ -176,6 +182,8 @@ class Scheduler {
   // gives up lost jobs, publishes progress, adopts expired jobs, feeds followers.
   void HousekeeperLoop();
   void RenewAndAdopt();
+  // Deletes what outlived its retention, in the store and in memory (finished jobs).
+  void ExpireOld();
   // Publishes the progress of every running job that moved (shared stores; every
   // follow_poll_ms, so other replicas' watchers see it about as often as they poll).
   void PublishRunning();

@@ -159,6 +159,43 @@ TEST_F(SchedulerTest, JobRunsToAStoredLatentWithOrderedEvents) {
   EXPECT_EQ(view->last_sequence, 9);
 }
 
+// Retention: a finished job leaves the store and memory, with its request ID, once its
+// time is up; its latent stays; a repeat of its request ID is then a new job.
+TEST_F(SchedulerTest, FinishedJobsExpireWithTheirRequestIdsButNotTheirLatents) {
+  SchedulerOptions o;
+  o.job_retention_ms = 300;
+  o.request_id_retention_ms = 0;  // keys go with their jobs only
+  o.expire_every_ms = 50;
+  auto s = Start(o);
+  auto sub = s->Submit(Spec(2), "key-1", "hash");
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  auto cursor = s->Watch(sub->job_id, 0);
+  ASSERT_TRUE(cursor.ok());
+  auto events = ReadUntil(**cursor, Terminal);
+  ASSERT_EQ(events.back().kind, Kind::kSucceeded);
+  const std::string latent_id = events.back().latent_id;
+  auto again = s->Submit(Spec(2), "key-1", "hash");  // within the retention: the same job
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->existing);
+  EXPECT_EQ(again->job_id, sub->job_id);
+  EXPECT_TRUE(s->GetJob(sub->job_id).ok());
+
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (s->GetJob(sub->job_id).ok() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(s->GetJob(sub->job_id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetJob(sub->job_id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->FindRequest("Embed", "key-1", "hash").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetLatent(latent_id).ok());
+  auto fresh = s->Submit(Spec(2), "key-1", "hash");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_FALSE(fresh->existing);
+  EXPECT_NE(fresh->job_id, sub->job_id);
+  s->Shutdown();
+}
+
 TEST_F(SchedulerTest, CancelTakesEffectBeforeTheNextStep) {
   auto s = Start();
   auto sub = s->Submit(Spec(100000), "", "");
@@ -273,6 +310,11 @@ class UpdatesCanFailStore : public Store {
   absl::StatusOr<std::string> PutLatentWithClaim(const LatentRecord& r,
                                                  const RequestClaim& c) override {
     return inner_->PutLatentWithClaim(r, c);
+  }
+  absl::StatusOr<TenantUsage> Usage(const std::string& t) override { return inner_->Usage(t); }
+  absl::StatusOr<std::vector<TenantUsage>> AllUsage() override { return inner_->AllUsage(); }
+  absl::StatusOr<Expired> ExpireOld(int64_t jobs, int64_t requests, int limit) override {
+    return inner_->ExpireOld(jobs, requests, limit);
   }
   bool shared() const override { return inner_->shared(); }
   const char* backend() const override { return inner_->backend(); }

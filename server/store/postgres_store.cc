@@ -728,11 +728,15 @@ absl::StatusOr<LatentPage> PostgresStore::ListLatents(const Page& page,
 
 absl::Status PostgresStore::DeleteLatent(const std::string& id) {
   Statement st("DeleteLatent");
-  st.set_sql(absl::StrCat("DELETE FROM latents WHERE id = ", st.Text(id)));
+  // One statement: the latent and the request IDs naming it go together.
+  const std::string key = st.Text(id);
+  st.set_sql(absl::StrCat("WITH gone AS (DELETE FROM latents WHERE id = ", key,
+                          " RETURNING id), keys AS (DELETE FROM requests WHERE result_id IN"
+                          " (SELECT id FROM gone)) SELECT count(*) FROM gone"));
   ASSIGN_OR_RETURN(Result r, Run(st));
   // A retried DELETE whose first attempt landed reports NotFound: the latent is gone
   // either way, which is what the caller asked for.
-  if (r.changed() == 0) return LatentNotFound(id);
+  if (r.Int(0, 0) == 0) return LatentNotFound(id);
   return absl::OkStatus();
 }
 

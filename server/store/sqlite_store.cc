@@ -711,12 +711,23 @@ absl::StatusOr<LatentPage> SqliteStore::ListLatents(const Page& page,
 
 absl::Status SqliteStore::DeleteLatent(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare("DELETE FROM latents WHERE id = :id"));
-  Query q(db_, stmt, "DeleteLatent");
-  q.Text(":id", id);
-  ASSIGN_OR_RETURN(int changed, q.Run());
-  if (changed == 0) return LatentNotFound(id);
-  return absl::OkStatus();
+  // The latent and the request IDs naming it go together (no key names nothing).
+  RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE", "begin"));
+  auto run = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare("DELETE FROM latents WHERE id = :id"));
+    Query q(db_, stmt, "DeleteLatent");
+    q.Text(":id", id);
+    ASSIGN_OR_RETURN(int changed, q.Run());
+    if (changed == 0) return LatentNotFound(id);
+    ASSIGN_OR_RETURN(sqlite3_stmt * keys, Prepare("DELETE FROM requests WHERE result_id = :id"));
+    Query k(db_, keys, "DeleteLatent (request IDs)");
+    k.Text(":id", id);
+    RETURN_IF_ERROR(k.Run().status());
+    return Exec(db_, "COMMIT", "commit");
+  };
+  absl::Status status = run();
+  if (!status.ok()) Exec(db_, "ROLLBACK", "rollback").IgnoreError();
+  return status;
 }
 
 // ---- JobStore ----

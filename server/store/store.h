@@ -75,7 +75,9 @@ class LatentStore {
   virtual absl::StatusOr<LatentPage> ListLatents(
       const Page& page, const std::string& fingerprint = "",
       const std::optional<std::string>& tenant = std::nullopt) = 0;
-  virtual absl::Status DeleteLatent(const std::string& id) = 0;  // NotFound if absent
+  // NotFound if absent. The request IDs naming it go with it (Store's RequestStore), so a
+  // repeat of the call that made it makes a new one.
+  virtual absl::Status DeleteLatent(const std::string& id) = 0;
 };
 
 enum class JobState { kQueued = 1, kRunning = 2, kSucceeded = 3, kFailed = 4, kCancelled = 5 };

@@ -1205,6 +1205,24 @@ TEST_P(StoreTest, QuotaOnLatentsCountsTheTenantsOwnAndReservedOnes) {
   EXPECT_TRUE(put.ok()) << put.status();
 }
 
+TEST_P(StoreTest, DeleteLatentDropsTheRequestIdsNamingIt) {
+  const RequestClaim claim{"ImportLatent@a", "key-1", "hash"};
+  ASSERT_TRUE(store_->PutLatentWithClaim(TenantLatent("lat_1", "a", 2), claim).ok());
+  ASSERT_TRUE(
+      store_->PutLatentWithClaim(TenantLatent("lat_2", "a", 2), {"StyleMix@a", "key-2", "hash"})
+          .ok());
+  ASSERT_TRUE(store_->DeleteLatent("lat_1").ok());
+  EXPECT_EQ(store_->FindRequest(claim.method, claim.request_id, claim.request_hash).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->FindRequest("StyleMix@a", "key-2", "hash").ok());
+  EXPECT_EQ(store_->DeleteLatent("lat_1").code(), absl::StatusCode::kNotFound);
+  // The key is free again: a repeat makes a new latent.
+  absl::StatusOr<std::string> again =
+      store_->PutLatentWithClaim(TenantLatent("lat_3", "a", 2), claim);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, "lat_3");
+}
+
 TEST_P(StoreTest, QuotaOnBytesAndJobs) {
   StorageQuota quota;
   quota.max_latent_bytes = 100;  // 25 floats

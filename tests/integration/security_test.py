@@ -742,5 +742,106 @@ class LimitsTest(unittest.TestCase):
         self.assertEqual(errors, [])
 
 
+class QuotaTest(unittest.TestCase):
+    """Per-tenant storage quotas, refused with the quota and usage named; GetUsage."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = h.fresh_dir(os.path.join(ARGS.work, "quota"))
+        cls.tokens = os.path.join(cls.dir, "tokens")
+        write_tokens(cls.tokens, [f"{TOKENS['alpha']} alpha", f"{TOKENS['beta']} beta",
+                                  f"{TOKENS['ops']} ops admin"])
+        # 8x512 float32 latents: 16384 bytes each, so 3 fit in 50000 bytes.
+        cls.server = h.Server(ARGS.server, os.path.join(cls.dir, "data"),
+                              extra=["--auth-tokens", cls.tokens, "--tenant-max-latents", "3",
+                                     "--tenant-max-latent-bytes", "50000",
+                                     "--tenant-max-jobs", "7",
+                                     "--job-retention-hours", "2",
+                                     "--request-id-retention-hours", "0.5"], log_dir=cls.dir)
+        os.makedirs(cls.server.data_dir)
+        cls.server.start()
+        cls.addClassCleanup(cls.server.kill)
+        cls.stub = cls.server.stub()
+
+    @classmethod
+    def tearDownClass(cls):
+        code, _ = cls.server.stop()
+        assert code == 0, cls.server.log()
+
+    def usage(self, caller, **kw):
+        r = self.stub.GetUsage(pb.GetUsageRequest(**kw), metadata=auth(caller), timeout=30)
+        return {u.tenant: u for u in r.usage}, r.quotas
+
+    def test_latent_quota_refuses_names_and_frees(self):
+        s, a = self.stub, auth("alpha")
+        made = [s.ImportLatent(pb.ImportLatentRequest(npy=latent_npy(0.1 * i)), metadata=a).id
+                for i in range(3)]
+        with self.assertRaises(grpc.RpcError) as cm:
+            s.ImportLatent(pb.ImportLatentRequest(npy=latent_npy(0.5), request_id="q-1"),
+                           metadata=a)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        for part in ('tenant "alpha"', "keeps 3 latents", "limit is 3", "--tenant-max-latents"):
+            self.assertIn(part, cm.exception.details())
+        # An edit that stores its result is refused alike; one that only renders is not.
+        with self.assertRaises(grpc.RpcError) as cm:
+            s.StyleMix(pb.StyleMixRequest(content=pb.LatentRef(latent_id=made[0]),
+                                          style=pb.LatentRef(latent_id=made[1]), crossover=2,
+                                          store_result=True), metadata=a)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        s.StyleMix(pb.StyleMixRequest(content=pb.LatentRef(latent_id=made[0]),
+                                      style=pb.LatentRef(latent_id=made[1]), crossover=2),
+                   metadata=a)
+        # So is an Embed, which would need a latent for its result.
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(s.Embed(pb.EmbedRequest(image=h.image_bytes("coffee.png"),
+                                         options=h.fast_options(2)), metadata=a, timeout=120))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("reserves one", cm.exception.details())
+        # Beta's quota is its own.
+        s.ImportLatent(pb.ImportLatentRequest(npy=latent_npy(0.7)), metadata=auth("beta"))
+
+        mine, quotas = self.usage("alpha")
+        self.assertEqual(list(mine), ["alpha"])
+        self.assertEqual((mine["alpha"].latents, mine["alpha"].latent_bytes), (3, 3 * 16384))
+        self.assertEqual((quotas.max_latents, quotas.max_latent_bytes, quotas.max_jobs),
+                         (3, 50000, 7))
+        self.assertEqual(quotas.job_retention_seconds, 7200)
+        self.assertEqual(quotas.request_id_retention_seconds, 1800)
+        info = s.GetServerInfo(pb.GetServerInfoRequest(), metadata=a)
+        self.assertEqual(info.limits.quotas, quotas)
+        for kw in ({"all_tenants": True}, {"tenant": "beta"}):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.usage("alpha", **kw)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        everyone, _ = self.usage("ops", all_tenants=True)
+        self.assertEqual(everyone["alpha"].latents, 3)
+        self.assertEqual(everyone["beta"].latents, 1)
+        self.assertEqual(self.usage("ops", tenant="beta")[0]["beta"].latents, 1)
+
+        # A deleted latent makes room; the refused request_id was never recorded.
+        s.DeleteLatent(pb.DeleteLatentRequest(latent_id=made[0]), metadata=a)
+        s.ImportLatent(pb.ImportLatentRequest(npy=latent_npy(0.5), request_id="q-1"), metadata=a)
+        # Bytes: 3 x 16384 = 49152 of 50000; a fourth would be over both limits.
+        with self.assertRaises(grpc.RpcError) as cm:
+            s.ImportLatent(pb.ImportLatentRequest(npy=latent_npy(0.6)), metadata=a)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+        # i2s_client usage, as JSON and as a table.
+        target = f"127.0.0.1:{self.server.port}"
+        env = dict(os.environ, I2S_TOKEN=TOKENS["ops"])
+        r = subprocess.run([ARGS.client, "--server", target, "--json", "usage", "--all-tenants"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout.splitlines()[0])
+        by_tenant = {u["tenant"]: u for u in doc["usage"]}
+        self.assertEqual(int(by_tenant["alpha"]["latents"]), 3)
+        self.assertEqual(int(doc["quotas"]["max_latents"]), 3)
+        r = subprocess.run([ARGS.client, "--server", target, "usage"], capture_output=True,
+                           text=True, timeout=60, env=dict(env, I2S_TOKEN=TOKENS["alpha"]))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("3 / 3", r.stdout)
+        self.assertIn("finished jobs expire after 2 h", r.stdout)
+
+
 if __name__ == "__main__":
     h.run_tests(["--server", "--client", "--proto", "--work"], globals())
