@@ -85,11 +85,12 @@ void Bench(const char* backend, i2s::Store& store, int ops, int threads) {
           j.id = absl::StrCat("job_", run, "_", i);
           j.tenant = "bench";
           j.owner = "r";
+          j.lease_epoch = 1;
           j.spec = std::string(2048, 's');
           j.created_unix_ms = i;
           Check(store.CreateJob(j), "CreateJob");
-          Check(store.SaveCheckpoint(j.id, 10, checkpoint, 20, "r"), "SaveCheckpoint");
-          Check(store.SaveProgress(j.id, "r", R"({"step":10})"), "SaveProgress");
+          Check(store.SaveCheckpoint(j.id, 10, checkpoint, 20, "r", 1), "SaveCheckpoint");
+          Check(store.SaveProgress(j.id, "r", 1, R"({"step":10})"), "SaveProgress");
           j.state = i2s::JobState::kSucceeded;
           Check(store.UpdateJob(j), "UpdateJob");
         }));

@@ -387,9 +387,12 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
 Scheduler::~Scheduler() { Shutdown(); }
 
 absl::Status Scheduler::Restore() {
+  // A shared store: the jobs of this replica's previous process too, whatever their
+  // lease says; the claim moves their epoch on, so that process can no longer write them.
   ASSIGN_OR_RETURN(std::vector<JobRecord> claimed,
                    store_->ClaimJobs(options_.replica_id, NowMs(), options_.lease_ms,
-                                     /*take_all=*/!store_->shared()));
+                                     store_->shared() ? ClaimScope::kExpiredAndOwn
+                                                      : ClaimScope::kAll));
   for (JobRecord& r : claimed) RETURN_IF_ERROR(Resume(std::move(r)));
   return absl::OkStatus();
 }
@@ -484,7 +487,10 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
   r.spec = SerializeSpec(spec);
   r.created_unix_ms = NowMs();
   r.owner = options_.replica_id;
+  // The first lease: lease_ms from now (by the database's clock on PostgreSQL, see
+  // store.h), at epoch 1 (ClaimJobs moves it on).
   r.lease_expires_unix_ms = r.created_unix_ms + options_.lease_ms;
+  r.lease_epoch = 1;
   if (!request_id.empty()) {
     // The key and the job in one transaction; another replica may have claimed the key
     // since the look-up above: its job is the answer then.
@@ -719,15 +725,31 @@ void Scheduler::RunTask(std::function<absl::Status(int)> fn, absl::Time deadline
 }
 
 bool Scheduler::Conclude(Unsaved& u) {
+  absl::Status saved;
   if (u.latent.has_value()) {
-    absl::Status put = store_->PutLatent(*u.latent);
-    if (!put.ok() && !absl::IsAlreadyExists(put)) {
-      u.error = Annotate(put, "storing the latent");
-      return false;
+    // The latent and the final record together, fenced by owner and lease epoch (an
+    // AlreadyExists of this job's latent from an earlier try counts as stored).
+    saved = store_->FinishJobWithLatent(u.record, *u.latent);
+    if (absl::IsInvalidArgument(saved) || absl::IsAlreadyExists(saved)) {
+      // The latent can never be stored (refused as such, or its ID taken by another
+      // job's): the job fails instead, by the same fenced write of its record.
+      const absl::Status shown = PublicStatus(Annotate(saved, "storing the latent"));
+      u.record.state = JobState::kFailed;
+      u.record.latent_id.clear();
+      u.record.error_code = static_cast<int>(shown.code());
+      u.record.error_message = std::string(shown.message());
+      JobEvent failed;
+      failed.kind = JobEvent::Kind::kFailed;
+      failed.step = u.event.step;
+      failed.metrics = u.event.metrics;
+      failed.status = shown;
+      u.event = std::move(failed);
+      u.latent.reset();
+      saved = store_->UpdateJob(u.record);
     }
-    u.latent.reset();
+  } else {
+    saved = store_->UpdateJob(u.record);
   }
-  absl::Status saved = store_->UpdateJob(u.record);
   if (absl::IsFailedPrecondition(saved)) {  // fenced: another replica owns the job now
     Abandon(u.job, "another replica");
     return true;
@@ -996,12 +1018,15 @@ void Scheduler::StartJob(Worker* w, const std::shared_ptr<Job>& job) {
 }
 
 void Scheduler::CheckpointJob(const std::shared_ptr<Job>& job, const EmbedCheckpoint& c) {
-  int64_t next;
+  int64_t next, epoch;
+  std::string owner;
   {
     std::lock_guard<std::mutex> lock(job->mu);
     next = job->next_sequence;
+    owner = job->record.owner;
+    epoch = job->record.lease_epoch;
   }
-  (void)store_->SaveCheckpoint(job->id, c.step, SerializeCheckpoint(c), next, job->record.owner);
+  (void)store_->SaveCheckpoint(job->id, c.step, SerializeCheckpoint(c), next, owner, epoch);
 }
 
 void Scheduler::StepBatches(Worker* w) {
@@ -1108,7 +1133,7 @@ void Scheduler::StepBatches(Worker* w) {
 }
 
 void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResult result) {
-  std::optional<LatentRecord> unsaved_latent;
+  std::optional<LatentRecord> latent;  // the result of a succeeded job
   bool lost;
   {
     std::lock_guard<std::mutex> lock(job->mu);
@@ -1162,34 +1187,27 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     if (!job->spec.alignment_json.empty()) {
       rec.params_json = LatentParamsWithAlignment(job->spec.alignment_json);
     }
-    absl::Status put = store_->PutLatent(rec);
-    if (absl::IsUnavailable(put) || absl::IsResourceExhausted(put)) {
-      // The store is away or full for now: the latent goes with the final record into
-      // the retries (ConcludeOrKeep), so the work is not lost.
-      unsaved_latent = rec;
-    } else if (!put.ok() && !absl::IsAlreadyExists(put)) {
-      status = Annotate(put, "storing the latent");
+    ev.kind = JobEvent::Kind::kSucceeded;
+    ev.latent_id = rec.id;
+    ev.stop_reason = StopReasonName(result.reason);
+    ev.alignment_json = job->spec.alignment_json;
+    if (job->spec.return_aligned_image && !job->spec.alignment_json.empty()) {
+      auto png = EncodeRgb8(UnitImageToRgb8(job->spec.image), EncodeFormat::kPng);
+      if (png.ok()) ev.aligned_png = *std::move(png);
     }
-    if (status.ok()) {
-      ev.kind = JobEvent::Kind::kSucceeded;
-      ev.latent_id = rec.id;
-      ev.stop_reason = StopReasonName(result.reason);
-      ev.alignment_json = job->spec.alignment_json;
-      if (job->spec.return_aligned_image && !job->spec.alignment_json.empty()) {
-        auto png = EncodeRgb8(UnitImageToRgb8(job->spec.image), EncodeFormat::kPng);
-        if (png.ok()) ev.aligned_png = *std::move(png);
-      }
-      if (job->spec.return_reconstruction && w != nullptr) {
-        Generator* g = registry_->generator(w->index, job->spec.model);
-        std::vector<torch::Tensor> noise;
-        for (const auto& n : result.noise) noise.push_back(n.to(g->device()));
-        auto img = g->Synthesize(result.latent.unsqueeze(0), noise);
-        if (img.ok()) {
-          auto png = EncodeRgb8(GeneratorOutputToRgb8((*img)[0]), EncodeFormat::kPng);
-          if (png.ok()) ev.reconstruction_png = *std::move(png);
-        }
+    if (job->spec.return_reconstruction && w != nullptr) {
+      Generator* g = registry_->generator(w->index, job->spec.model);
+      std::vector<torch::Tensor> noise;
+      for (const auto& n : result.noise) noise.push_back(n.to(g->device()));
+      auto img = g->Synthesize(result.latent.unsqueeze(0), noise);
+      if (img.ok()) {
+        auto png = EncodeRgb8(GeneratorOutputToRgb8((*img)[0]), EncodeFormat::kPng);
+        if (png.ok()) ev.reconstruction_png = *std::move(png);
       }
     }
+    // Stored with the final record, in one transaction fenced by the lease (Conclude): a
+    // replica that lost the job stores neither.
+    latent = std::move(rec);
   } else if (status.ok()) {
     status = absl::InternalError("embedding stopped without a status");
   }
@@ -1231,7 +1249,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     std::lock_guard<std::mutex> lock(job->mu);
     r.next_sequence = job->next_sequence + 1;
   }
-  ConcludeOrKeep({job, std::move(r), std::move(ev), absl::OkStatus(), std::move(unsaved_latent)});
+  ConcludeOrKeep({job, std::move(r), std::move(ev), absl::OkStatus(), std::move(latent)});
 }
 
 void Scheduler::Retire(const std::shared_ptr<Job>& job) {
@@ -1330,8 +1348,14 @@ void Scheduler::RenewAndAdopt() {
     LogEvent("lease_renewed").Str("replica", options_.replica_id);
     lease_warned_ = false;
   }
-  std::map<std::string, bool> owned;  // job ID -> cancel requested
-  for (const JobLease& l : *leases) owned[l.id] = l.cancel_requested;
+  std::map<std::string, JobLease> owned;  // by job ID
+  for (const JobLease& l : *leases) owned[l.id] = l;
+  // Another process under this replica's name (a restart with the same --replica-id while
+  // this one still ran) claimed the job at a later epoch: its writes are the job's now.
+  const auto newer_process = [this](int64_t epoch) {
+    return absl::StrCat(options_.replica_id,
+                        " (another process with this replica ID, lease epoch ", epoch, ")");
+  };
   std::vector<std::shared_ptr<Job>> jobs;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1340,11 +1364,13 @@ void Scheduler::RenewAndAdopt() {
   for (auto& job : jobs) {
     JobState state;
     bool cancel, lost;
+    int64_t epoch;
     {
       std::lock_guard<std::mutex> lock(job->mu);
       state = job->record.state;
       cancel = job->cancel_requested;
       lost = job->lost;
+      epoch = job->record.lease_epoch;
     }
     if (IsTerminal(state) || lost) continue;
     auto it = owned.find(job->id);
@@ -1352,30 +1378,62 @@ void Scheduler::RenewAndAdopt() {
       if (job->claimed_at >= since) continue;  // taken after the renewal began
       // Not ours any more, or just finished: the record tells which.
       auto r = store_->GetJob(job->id, /*with_blobs=*/false);
-      if (r.ok() && !IsTerminal(r->state) && r->owner != options_.replica_id) {
-        Abandon(job, r->owner);
+      if (r.ok() && !IsTerminal(r->state)) {
+        if (r->owner != options_.replica_id) {
+          Abandon(job, r->owner);
+        } else if (r->lease_epoch != epoch) {
+          Abandon(job, newer_process(r->lease_epoch));
+        }
       }
       continue;
     }
-    if (it->second && !cancel) {  // a CancelJob that another replica recorded
+    if (it->second.lease_epoch != epoch) {
+      Abandon(job, newer_process(it->second.lease_epoch));
+      continue;
+    }
+    if (it->second.cancel_requested && !cancel) {  // a CancelJob that another replica recorded
       (void)Cancel(job->id, "CancelJob through another replica");
     }
   }
   if (!store_->shared()) return;
-  // Jobs of replicas that died (expired leases) or jobs nobody owns.
-  auto claimed = store_->ClaimJobs(options_.replica_id, NowMs(), options_.lease_ms,
-                                   /*take_all=*/false);
+  const auto stopping = [this] {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stopping_;
+  };
+  // Jobs claimed in an earlier round that Resume could not queue (the store refused its
+  // write): still this process's while they keep the epoch it claimed them at.
+  for (auto u = unresumed_.begin(); u != unresumed_.end() && !stopping();) {
+    auto held = owned.find(u->first);
+    absl::StatusOr<JobRecord> r = absl::NotFoundError("not held at that epoch");
+    if (held != owned.end() && held->second.lease_epoch == u->second) r = store_->GetJob(u->first);
+    const bool gone = absl::IsNotFound(r.status()) ||
+                      (r.ok() && (r->owner != options_.replica_id ||
+                                  r->lease_epoch != u->second || IsTerminal(r->state)));
+    if (gone || (r.ok() && Resume(*std::move(r)).ok())) {
+      u = unresumed_.erase(u);  // another process's or finished now, or queued here at last
+    } else {
+      ++u;  // tried again next round
+    }
+  }
+  // Jobs of replicas that died (expired leases) or jobs nobody owns; never this replica's
+  // live ones, which keep their epoch.
+  auto claimed =
+      store_->ClaimJobs(options_.replica_id, NowMs(), options_.lease_ms, ClaimScope::kExpired);
   if (!claimed.ok()) return;
   for (JobRecord& r : *claimed) {
-    if (FindLive(r.id) != nullptr) continue;  // ours already
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) return;
+    if (stopping()) return;
+    if (std::shared_ptr<Job> stale = FindLive(r.id); stale != nullptr) {
+      // Its lease ran out before this replica renewed it, and this claim took it back at
+      // a later epoch, which the run here does not hold: that run stops, and the job
+      // resumes from its checkpoint.
+      Abandon(stale, options_.replica_id);
     }
     const std::string id = r.id;
+    const int64_t epoch = r.lease_epoch;
     absl::Status resumed = Resume(std::move(r));
     if (!resumed.ok()) {
       LogEvent("job_claim_failed").Str("job_id", id).Str("error", resumed.message());
+      unresumed_[id] = epoch;
     }
   }
 }
@@ -1393,6 +1451,7 @@ void Scheduler::PublishRunning() {
 void Scheduler::PublishProgress(const std::shared_ptr<Job>& job) {
   Progress p;
   std::string owner;
+  int64_t epoch;
   {
     std::lock_guard<std::mutex> lock(job->mu);
     if (job->step == job->published_step) return;
@@ -1401,8 +1460,11 @@ void Scheduler::PublishProgress(const std::shared_ptr<Job>& job) {
     p.device = job->device;
     p.next_sequence = job->next_sequence;
     owner = job->record.owner;
+    epoch = job->record.lease_epoch;
   }
-  if (store_->SaveProgress(job->id, owner, ProgressJson(p)).ok()) job->published_step = p.step;
+  if (store_->SaveProgress(job->id, owner, epoch, ProgressJson(p)).ok()) {
+    job->published_step = p.step;
+  }
 }
 
 void Scheduler::Abandon(const std::shared_ptr<Job>& job, const std::string& owner) {

@@ -13,7 +13,8 @@
 // - Replicas (a shared store, PostgreSQL): every unfinished job has an owner, the replica
 //   that runs it, holding a lease it renews every lease_ms / 5. A replica claims what it
 //   creates and what a dead replica left (an expired lease), and gives up a job whose
-//   lease another replica took (fenced writes). Owners publish their jobs' progress every
+//   lease another replica, or a later process under its own replica ID, took (writes are
+//   fenced by owner and lease epoch). Owners publish their jobs' progress every
 //   follow_poll_ms; the other replicas serve GetJob and ListJobs from the store and follow
 //   WatchJob by polling it; a CancelJob reaches the owner through the store.
 //
@@ -211,12 +212,16 @@ class Scheduler {
     JobRecord record;
     JobEvent event;
     absl::Status error;  // why the store refused the record
-    // The latent of a succeeded job when the store was unreachable for it too: stored
-    // first (an AlreadyExists from an earlier try counts as stored).
+    // The latent of a succeeded job: stored with the record in one transaction, fenced by
+    // the job's owner and lease epoch (Store::FinishJobWithLatent; an AlreadyExists of
+    // this job's latent from an earlier try counts as stored).
     std::optional<LatentRecord> latent;
   };
-  // Stores u.latent (if any) and u.record and, if that worked, applies the record to the
-  // job, emits u.event and returns true; else sets u.error and returns false.
+  // Stores u.record, with u.latent if any, and, if that worked, applies the record to the
+  // job, emits u.event and returns true; else sets u.error and returns false. A latent
+  // the store can never take (InvalidArgument, or its ID taken by another job's) makes
+  // the job fail instead. Fenced out (another replica or process holds the job now): the
+  // job is abandoned, nothing of it stored, and it returns true.
   bool Conclude(Unsaved& u);
   // Conclude, or else log job_unsaved once and keep `u` in unsaved_ for the retries.
   void ConcludeOrKeep(Unsaved u);
@@ -250,6 +255,9 @@ class Scheduler {
   std::condition_variable housekeeper_cv_;
   std::thread housekeeper_;
   bool lease_warned_ = false;  // the lease thread logged that it cannot reach the store
+  // The lease thread only: jobs it claimed that Resume could not queue (the store refused
+  // its write), by ID, with the epoch they were claimed at; retried while it holds.
+  std::map<std::string, int64_t> unresumed_;
 
   // Metrics (null without a registry); the objects belong to the registry.
   MetricsRegistry::Histogram* step_seconds_ = nullptr;

@@ -270,20 +270,20 @@ class UpdatesCanFailStore : public Store {
     return inner_->MarkCancelRequested(id);
   }
   absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
-                              int64_t next, const std::string& owner) override {
-    return inner_->SaveCheckpoint(id, step, bytes, next, owner);
+                              int64_t next, const std::string& owner, int64_t epoch) override {
+    return inner_->SaveCheckpoint(id, step, bytes, next, owner, epoch);
   }
   absl::StatusOr<std::vector<JobRecord>> ClaimJobs(const std::string& o, int64_t now, int64_t ms,
-                                                   bool all) override {
-    return inner_->ClaimJobs(o, now, ms, all);
+                                                   ClaimScope scope) override {
+    return inner_->ClaimJobs(o, now, ms, scope);
   }
   absl::StatusOr<std::vector<JobLease>> RenewLeases(const std::string& o, int64_t now,
                                                     int64_t ms) override {
     return inner_->RenewLeases(o, now, ms);
   }
-  absl::Status SaveProgress(const std::string& id, const std::string& o,
+  absl::Status SaveProgress(const std::string& id, const std::string& o, int64_t epoch,
                             const std::string& p) override {
-    return inner_->SaveProgress(id, o, p);
+    return inner_->SaveProgress(id, o, epoch, p);
   }
   absl::StatusOr<JobRecord> GetJob(const std::string& id, bool b) override {
     return inner_->GetJob(id, b);
@@ -310,6 +310,10 @@ class UpdatesCanFailStore : public Store {
   absl::StatusOr<std::string> PutLatentWithClaim(const LatentRecord& r,
                                                  const RequestClaim& c) override {
     return inner_->PutLatentWithClaim(r, c);
+  }
+  absl::Status FinishJobWithLatent(const JobRecord& r, const LatentRecord& l) override {
+    if (fail_updates) return absl::UnavailableError("the database is away (test)");
+    return inner_->FinishJobWithLatent(r, l);
   }
   absl::StatusOr<TenantUsage> Usage(const std::string& t) override { return inner_->Usage(t); }
   absl::StatusOr<std::vector<TenantUsage>> AllUsage() override { return inner_->AllUsage(); }
@@ -403,6 +407,48 @@ TEST_F(SchedulerTest, ShutdownCheckpointsAndARestartResumesToTheSameResult) {
     max_diff = std::max(max_diff, std::abs(a->values[i] - b->values[i]));
   }
   EXPECT_LT(max_diff, 1e-5);
+}
+
+// A second process under the same replica ID (a restart while the first one still runs)
+// takes the job at a new lease epoch: the first one can no longer store anything of it and
+// gives it up at its next lease renewal (its watcher hears so, never an end), and the job
+// goes on in the second.
+TEST_F(SchedulerTest, ASecondProcessUnderTheSameReplicaIdFencesTheFirst) {
+  SchedulerOptions o;
+  o.lease_ms = 500;  // renewals every 100 ms
+  o.checkpoint_every = 3;
+  auto first = Start(o);
+  auto sub = first->Submit(Spec(100000), "", "");  // runs until cancelled
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  auto first_cursor = *first->Watch(sub->job_id, 0);
+  ReadUntil(*first_cursor,
+            [](const JobEvent& e) { return e.kind == Kind::kProgress && e.step >= 5; });
+  EXPECT_EQ(store_->GetJob(sub->job_id)->lease_epoch, 1);
+
+  auto second = Start(o);  // the same (default) replica ID on the same store
+  EXPECT_EQ(store_->GetJob(sub->job_id)->lease_epoch, 2);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::vector<JobEvent> seen;
+  while (first_cursor->closed().ok() && std::chrono::steady_clock::now() < deadline) {
+    if (auto ev = first_cursor->Next()) {
+      seen.push_back(*ev);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  EXPECT_EQ(first_cursor->closed().code(), absl::StatusCode::kUnavailable)
+      << first_cursor->closed();
+  for (const JobEvent& e : seen) EXPECT_FALSE(e.terminal()) << "the first process ended the job";
+
+  auto second_cursor = *second->Watch(sub->job_id, 0);
+  ReadUntil(*second_cursor, [](const JobEvent& e) { return e.kind == Kind::kProgress; });
+  ASSERT_TRUE(second->Cancel(sub->job_id).ok());
+  auto events = ReadUntil(*second_cursor, Terminal);
+  EXPECT_EQ(events.back().kind, Kind::kCancelled);
+  auto record = store_->GetJob(sub->job_id);
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->state, JobState::kCancelled);
+  EXPECT_EQ(record->lease_epoch, 2);
 }
 
 }  // namespace

@@ -136,6 +136,13 @@ CREATE INDEX jobs_finished ON jobs (finished_unix_ms) WHERE state IN (3, 4, 5);
 CREATE INDEX requests_by_created ON requests (created_unix_ms);
 CREATE INDEX requests_by_result ON requests (result_id);
 )sql",
+    // 3 -> 4: the lease epoch that fences a job's writes along with its owner (ClaimJobs
+    // adds one per claim). Existing jobs have epoch 0 and their next claim gives them 1;
+    // the default also lets a replica of the previous release, still running while this
+    // one migrates, create jobs until it is replaced.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
@@ -149,7 +156,7 @@ constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
 constexpr const char* kJobSummaryColumns =
     "id, tenant, request_id, model, state, cancel_requested, checkpoint_step, latent_id, "
     "error_code, error_message, next_sequence, created_unix_ms, started_unix_ms, "
-    "finished_unix_ms, owner, lease_expires_unix_ms, progress";
+    "finished_unix_ms, owner, lease_expires_unix_ms, lease_epoch, progress";
 constexpr const char* kJobBlobColumns = "result, spec, checkpoint";
 
 uint64_t ReadBigEndian(const char* p, int n) {
@@ -161,6 +168,10 @@ uint64_t ReadBigEndian(const char* p, int n) {
 void AppendBigEndian(std::string& out, uint64_t v, int n) {
   for (int i = n - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
+
+// The database's "now" in milliseconds since the epoch, as SQL (PostgresOptions::
+// database_clock).
+constexpr char kDatabaseNowSql[] = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
 
 // "host:port/dbname as user" from a conninfo, without the password.
 std::string Describe(const std::string& conninfo) {
@@ -559,6 +570,7 @@ absl::StatusOr<JobRecord> ReadJob(const PostgresStore::Result& q, int row, bool 
   r.finished_unix_ms = q.Int(row, c++);
   r.owner = q.Bytes(row, c++);
   r.lease_expires_unix_ms = q.Int(row, c++);
+  r.lease_epoch = q.Int(row, c++);
   r.progress = q.Bytes(row, c++);
   if (with_blobs) {
     r.result = q.Bytes(row, c++);
@@ -630,8 +642,16 @@ std::vector<std::string> LatentRowParams(PostgresStore::Statement& st, const Lat
   };
 }
 
-// The values of a job row, in kJobSummaryColumns then kJobBlobColumns order.
-std::vector<std::string> JobRowParams(PostgresStore::Statement& st, const JobRecord& record) {
+// The values of a job row, in kJobSummaryColumns then kJobBlobColumns order. With
+// `database_clock`, the lease of a record with an owner runs from the database's now for
+// the length the record gives (store.h, CreateJob).
+std::vector<std::string> JobRowParams(PostgresStore::Statement& st, const JobRecord& record,
+                                      bool database_clock) {
+  const auto lease_expires = [&] {
+    if (!database_clock || record.owner.empty()) return st.Int(record.lease_expires_unix_ms);
+    return absl::StrCat("(", kDatabaseNowSql, " + ",
+                        st.Int(record.lease_expires_unix_ms - record.created_unix_ms), ")");
+  };
   return {
       st.Text(record.id),
       st.Text(record.tenant),
@@ -648,7 +668,8 @@ std::vector<std::string> JobRowParams(PostgresStore::Statement& st, const JobRec
       st.Int(record.started_unix_ms),
       st.Int(record.finished_unix_ms),
       st.Text(record.owner),
-      st.Int(record.lease_expires_unix_ms),
+      lease_expires(),
+      st.Int(record.lease_epoch),
       st.Text(record.progress),
       st.Bytes(record.result),
       st.Bytes(record.spec),
@@ -670,6 +691,21 @@ std::string ClaimCte(PostgresStore::Statement& st, const RequestClaim& claim,
 
 constexpr char kClaimLandedSql[] =
     "SELECT 1 FROM requests WHERE method = $1 AND request_id = $2 AND result_id = $4";
+
+// UpdateJob's statement: the columns it writes, fenced by owner and epoch.
+std::string UpdateJobSql(PostgresStore::Statement& st, const JobRecord& r) {
+  return absl::StrCat(
+      "UPDATE jobs SET request_id = ", st.Text(r.request_id), ", model = ", st.Text(r.model),
+      ", state = ", st.Int(static_cast<int>(r.state)), ", cancel_requested = cancel_requested OR ",
+      st.Bool(r.cancel_requested), ", latent_id = ", st.Text(r.latent_id),
+      ", error_code = ", st.Int(r.error_code), ", error_message = ", st.Text(r.error_message),
+      ", next_sequence = ", st.Int(r.next_sequence),
+      ", created_unix_ms = ", st.Int(r.created_unix_ms),
+      ", started_unix_ms = ", st.Int(r.started_unix_ms),
+      ", finished_unix_ms = ", st.Int(r.finished_unix_ms), ", result = ", st.Bytes(r.result),
+      IsTerminal(r.state) ? ", checkpoint = ''::bytea" : "", " WHERE id = ", st.Text(r.id),
+      " AND owner = ", st.Text(r.owner), " AND lease_epoch = ", st.Int(r.lease_epoch));
+}
 
 }  // namespace
 
@@ -747,7 +783,7 @@ absl::Status PostgresStore::CreateJob(const JobRecord& record) {
   RETURN_IF_ERROR(
       store_internal::CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
   Statement st("CreateJob");
-  const std::vector<std::string> p = JobRowParams(st, record);
+  const std::vector<std::string> p = JobRowParams(st, record, options_.database_clock);
   st.set_sql(absl::StrCat("INSERT INTO jobs (", kJobSummaryColumns, ", ", kJobBlobColumns,
                           ") VALUES (", absl::StrJoin(p, ", "), ") ON CONFLICT (id) DO NOTHING"));
   st.set_exists_sql("SELECT 1 FROM jobs WHERE id = $1 AND tenant = $2 AND created_unix_ms = $12");
@@ -761,26 +797,18 @@ absl::Status PostgresStore::CreateJob(const JobRecord& record) {
 absl::Status PostgresStore::UpdateJob(const JobRecord& r) {
   RETURN_IF_ERROR(store_internal::CheckJobState(r.state, absl::StrCat("job \"", r.id, "\"")));
   Statement st("UpdateJob");
-  st.set_sql(absl::StrCat(
-      "UPDATE jobs SET request_id = ", st.Text(r.request_id), ", model = ", st.Text(r.model),
-      ", state = ", st.Int(static_cast<int>(r.state)), ", cancel_requested = cancel_requested OR ",
-      st.Bool(r.cancel_requested), ", latent_id = ", st.Text(r.latent_id),
-      ", error_code = ", st.Int(r.error_code), ", error_message = ", st.Text(r.error_message),
-      ", next_sequence = ", st.Int(r.next_sequence), ", created_unix_ms = ",
-      st.Int(r.created_unix_ms), ", started_unix_ms = ", st.Int(r.started_unix_ms),
-      ", finished_unix_ms = ", st.Int(r.finished_unix_ms), ", result = ", st.Bytes(r.result),
-      IsTerminal(r.state) ? ", checkpoint = ''::bytea" : "", " WHERE id = ", st.Text(r.id),
-      " AND owner = ", st.Text(r.owner)));
+  st.set_sql(UpdateJobSql(st, r));
   ASSIGN_OR_RETURN(Result result, Run(st));
-  if (result.changed() == 0) return NotUpdated(r.id, r.owner);
+  if (result.changed() == 0) return NotUpdated(r.id, r.owner, r.lease_epoch);
   return absl::OkStatus();
 }
 
-absl::Status PostgresStore::NotUpdated(const std::string& id, const std::string& owner) {
+absl::Status PostgresStore::NotUpdated(const std::string& id, const std::string& owner,
+                                       int64_t lease_epoch) {
   Statement st("finding a job");
   st.set_sql(absl::StrCat("SELECT 1 FROM jobs WHERE id = ", st.Text(id)));
   ASSIGN_OR_RETURN(Result r, Run(st));
-  return r.rows() > 0 ? NotTheOwner(id, owner) : JobNotFound(id);
+  return r.rows() > 0 ? NotTheOwner(id, owner, lease_epoch) : JobNotFound(id);
 }
 
 absl::Status PostgresStore::MarkCancelRequested(const std::string& id) {
@@ -793,13 +821,14 @@ absl::Status PostgresStore::MarkCancelRequested(const std::string& id) {
 
 absl::Status PostgresStore::SaveCheckpoint(const std::string& id, int step,
                                            const std::string& bytes, int64_t next_sequence,
-                                           const std::string& owner) {
+                                           const std::string& owner, int64_t lease_epoch) {
   Statement st("SaveCheckpoint");
-  st.set_sql(absl::StrCat("UPDATE jobs SET checkpoint = ", st.Bytes(bytes), ", checkpoint_step = ",
-                          st.Int(step), ", next_sequence = ", st.Int(next_sequence),
-                          " WHERE id = ", st.Text(id), " AND owner = ", st.Text(owner)));
+  st.set_sql(absl::StrCat(
+      "UPDATE jobs SET checkpoint = ", st.Bytes(bytes), ", checkpoint_step = ", st.Int(step),
+      ", next_sequence = ", st.Int(next_sequence), " WHERE id = ", st.Text(id),
+      " AND owner = ", st.Text(owner), " AND lease_epoch = ", st.Int(lease_epoch)));
   ASSIGN_OR_RETURN(Result r, Run(st));
-  if (r.changed() == 0) return NotUpdated(id, owner);
+  if (r.changed() == 0) return NotUpdated(id, owner, lease_epoch);
   return absl::OkStatus();
 }
 
@@ -852,20 +881,23 @@ absl::StatusOr<std::vector<JobRecord>> PostgresStore::UnfinishedJobs() {
 // (one for every replica), or the caller's.
 std::string PostgresStore::LeaseClock(Statement* st, int64_t now_unix_ms) const {
   if (!options_.database_clock) return st->Int(now_unix_ms);
-  return "(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
+  return kDatabaseNowSql;
 }
 
 absl::StatusOr<std::vector<JobRecord>> PostgresStore::ClaimJobs(const std::string& owner,
                                                                 int64_t now_unix_ms,
-                                                                int64_t lease_ms, bool take_all) {
+                                                                int64_t lease_ms,
+                                                                ClaimScope scope) {
   Statement st("ClaimJobs");
   const std::string me = st.Text(owner), now = LeaseClock(&st, now_unix_ms);
   // Row locks make concurrent claims safe: a replica that finds a row another one just
   // claimed re-checks the condition on the new row (READ COMMITTED) and skips it.
-  st.set_sql(absl::StrCat("UPDATE jobs SET owner = ", me, ", lease_expires_unix_ms = ", now, " + ",
-                          st.Int(lease_ms), " WHERE state IN (1, 2) AND (", st.Bool(take_all),
-                          " OR owner = ", me, " OR owner = '' OR ", "lease_expires_unix_ms < ", now,
-                          ") RETURNING ", kJobSummaryColumns, ", ", kJobBlobColumns));
+  st.set_sql(absl::StrCat(
+      "UPDATE jobs SET owner = ", me, ", lease_expires_unix_ms = ", now, " + ", st.Int(lease_ms),
+      ", lease_epoch = lease_epoch + 1 WHERE state IN (1, 2) AND (",
+      st.Bool(scope == ClaimScope::kAll), " OR (", st.Bool(scope == ClaimScope::kExpiredAndOwn),
+      " AND owner = ", me, ") OR owner = '' OR lease_expires_unix_ms < ", now, ") RETURNING ",
+      kJobSummaryColumns, ", ", kJobBlobColumns));
   ASSIGN_OR_RETURN(Result r, Run(st));
   return ReadJobs(r);
 }
@@ -877,7 +909,8 @@ absl::StatusOr<std::vector<JobLease>> PostgresStore::RenewLeases(const std::stri
   const std::string now = LeaseClock(&st, now_unix_ms);
   st.set_sql(absl::StrCat("UPDATE jobs SET lease_expires_unix_ms = ", now, " + ", st.Int(lease_ms),
                           " WHERE owner = ", st.Text(owner),
-                          " AND state IN (1, 2) RETURNING id, state, cancel_requested"));
+                          " AND state IN (1, 2) RETURNING id, state, cancel_requested,"
+                          " lease_epoch"));
   ASSIGN_OR_RETURN(Result r, Run(st));
   std::vector<JobLease> leases;
   for (int row = 0; row < r.rows(); ++row) {
@@ -885,18 +918,20 @@ absl::StatusOr<std::vector<JobLease>> PostgresStore::RenewLeases(const std::stri
     lease.id = r.Bytes(row, 0);
     ASSIGN_OR_RETURN(lease.state, JobStateFromColumn(r.Int(row, 1), lease.id));
     lease.cancel_requested = r.Int(row, 2) != 0;
+    lease.lease_epoch = r.Int(row, 3);
     leases.push_back(std::move(lease));
   }
   return leases;
 }
 
 absl::Status PostgresStore::SaveProgress(const std::string& id, const std::string& owner,
-                                         const std::string& progress) {
+                                         int64_t lease_epoch, const std::string& progress) {
   Statement st("SaveProgress");
   st.set_sql(absl::StrCat("UPDATE jobs SET progress = ", st.Text(progress),
-                          " WHERE id = ", st.Text(id), " AND owner = ", st.Text(owner)));
+                          " WHERE id = ", st.Text(id), " AND owner = ", st.Text(owner),
+                          " AND lease_epoch = ", st.Int(lease_epoch)));
   ASSIGN_OR_RETURN(Result r, Run(st));
-  if (r.changed() == 0) return NotUpdated(id, owner);
+  if (r.changed() == 0) return NotUpdated(id, owner, lease_epoch);
   return absl::OkStatus();
 }
 
@@ -910,7 +945,7 @@ absl::StatusOr<std::string> PostgresStore::CreateJobWithClaim(const JobRecord& r
   // and a failing job insert (a taken ID) takes the claim with it.
   Statement st("CreateJobWithClaim");
   const std::string cte = ClaimCte(st, claim, record.id, NowUnixMs());
-  const std::vector<std::string> p = JobRowParams(st, record);
+  const std::vector<std::string> p = JobRowParams(st, record, options_.database_clock);
   st.set_sql(absl::StrCat(cte, "INSERT INTO jobs (", kJobSummaryColumns, ", ", kJobBlobColumns,
                           ") SELECT ", absl::StrJoin(p, ", "),
                           " WHERE EXISTS (SELECT 1 FROM claim)"));
@@ -934,6 +969,92 @@ absl::StatusOr<std::string> PostgresStore::PutLatentWithClaim(const LatentRecord
   st.set_exists_sql(kClaimLandedSql);
   RETURN_IF_ERROR(RunWithinQuota(record.tenant, LatentQuotaCheck(record), st).status());
   return FindRequest(claim.method, claim.request_id, claim.request_hash);
+}
+
+// One transaction on one pooled connection (InTransaction).
+class PostgresStore::Transaction {
+ public:
+  Transaction(PGconn* conn, const std::string& where) : conn_(conn), where_(where) {}
+  // Runs one statement in the transaction; an error names the statement.
+  absl::StatusOr<Result> Exec(const Statement& st) {
+    Result r(st.Exec(conn_, st.sql()));
+    if (!ResultOk(r.get())) return StatementError(r.get(), conn_, st.what(), where_);
+    return r;
+  }
+
+ private:
+  PGconn* conn_;
+  const std::string& where_;
+};
+
+absl::Status PostgresStore::InTransaction(const std::function<absl::Status(Transaction&)>& body) {
+  ASSIGN_OR_RETURN(Checkout checkout, Acquire());
+  Connection& c = *checkout;
+  absl::Status status;
+  {
+    Result begin(PQexec(c.conn, "BEGIN"));
+    if (!ResultOk(begin.get())) status = StatementError(begin.get(), c.conn, "begin", description_);
+  }
+  if (status.ok()) {
+    Transaction tx(c.conn, description_);
+    status = body(tx);
+  }
+  if (status.ok()) {
+    Result commit(PQexec(c.conn, "COMMIT"));
+    if (!ResultOk(commit.get())) {
+      status = StatementError(commit.get(), c.conn, "commit", description_);
+    }
+  }
+  if (!status.ok()) {
+    if (PQstatus(c.conn) != CONNECTION_OK) {
+      PQfinish(c.conn);  // reopened at the next Acquire
+      c.conn = nullptr;
+    } else {
+      Result rollback(PQexec(c.conn, "ROLLBACK"));
+    }
+  }
+  return status;
+}
+
+absl::Status PostgresStore::FinishJobWithLatent(const JobRecord& record,
+                                                const LatentRecord& latent) {
+  RETURN_IF_ERROR(
+      store_internal::CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
+  RETURN_IF_ERROR(store_internal::CheckJobResult(record, latent));
+  RETURN_IF_ERROR(ValidateLatent(latent));
+  ASSIGN_OR_RETURN(std::string parents_json, ParentsToJson(latent));
+  ASSIGN_OR_RETURN(std::string labels_json, LabelsToJson(latent));
+  Statement update("FinishJobWithLatent (the job)");
+  update.set_sql(UpdateJobSql(update, record));
+  Statement put("FinishJobWithLatent (the latent)");
+  const std::vector<std::string> p = LatentRowParams(put, latent, parents_json, labels_json);
+  put.set_sql(absl::StrCat("INSERT INTO latents (", kLatentSummaryColumns, ", ", kLatentBlobColumns,
+                           ") VALUES (", absl::StrJoin(p, ", "), ") ON CONFLICT (id) DO NOTHING"));
+  // No retry of a broken connection here (the commit may have landed): Unavailable, and
+  // the caller's next try finds the latent stored for this job, which counts as stored.
+  return InTransaction([&](Transaction& tx) -> absl::Status {
+    // The fence first, holding the job's row lock to the commit: a replica that lost the
+    // job writes nothing, not even the latent.
+    ASSIGN_OR_RETURN(Result updated, tx.Exec(update));
+    if (updated.changed() == 0) {
+      Statement find("finding a job");
+      find.set_sql(absl::StrCat("SELECT 1 FROM jobs WHERE id = ", find.Text(record.id)));
+      ASSIGN_OR_RETURN(Result found, tx.Exec(find));
+      return found.rows() > 0 ? NotTheOwner(record.id, record.owner, record.lease_epoch)
+                              : JobNotFound(record.id);
+    }
+    ASSIGN_OR_RETURN(Result inserted, tx.Exec(put));
+    if (inserted.changed() == 0) {
+      Statement owner("finding the job of a latent");
+      owner.set_sql(absl::StrCat("SELECT job_id FROM latents WHERE id = ", owner.Text(latent.id)));
+      ASSIGN_OR_RETURN(Result found, tx.Exec(owner));
+      // Stored by an earlier try of this job's finish: counts as stored.
+      if (found.rows() == 0 || found.Bytes(0, 0) != record.id) {
+        return absl::AlreadyExistsError(absl::StrCat("latent \"", latent.id, "\" already exists"));
+      }
+    }
+    return absl::OkStatus();
+  });
 }
 
 // ---- RequestStore ----

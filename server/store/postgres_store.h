@@ -25,14 +25,17 @@ struct PostgresOptions {
   // Whose clock judges and sets job leases: the database's (statement_timestamp()), the
   // one clock every replica shares, so a replica whose clock runs fast cannot take a live
   // job nor one whose clock runs slow keep a dead one; the callers' `now_unix_ms` is then
-  // not used. false: the callers' clock, as SqliteStore does (the store contract tests
-  // drive time themselves with it).
+  // not used, and a new job's first lease (CreateJob, CreateJobWithClaim) runs from the
+  // database's now for the length its record gives (lease_expires_unix_ms -
+  // created_unix_ms). false: the callers' clock, as SqliteStore does (the store contract
+  // tests drive time themselves with it).
   bool database_clock = true;
 };
 
 // Latents, jobs and request IDs in one PostgreSQL database, through libpq.
 //
-// Leases (ClaimJobs, RenewLeases) follow the database's clock (PostgresOptions).
+// Leases (ClaimJobs, RenewLeases, and a new job's first lease: CreateJob,
+// CreateJobWithClaim) follow the database's clock (PostgresOptions).
 //
 // Schema: created and migrated at Open, inside a transaction that holds an advisory lock,
 // so replicas starting together apply each migration once; the version is the single
@@ -75,17 +78,18 @@ class PostgresStore final : public Store {
   absl::Status UpdateJob(const JobRecord& record) override;
   absl::Status MarkCancelRequested(const std::string& id) override;
   absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
-                              int64_t next_sequence, const std::string& owner) override;
+                              int64_t next_sequence, const std::string& owner,
+                              int64_t lease_epoch) override;
   absl::StatusOr<JobRecord> GetJob(const std::string& id, bool with_blobs = true) override;
   absl::StatusOr<JobPage> ListJobs(
       const Page& page, const std::vector<JobState>& states,
       const std::optional<std::string>& tenant = std::nullopt) override;
   absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() override;
   absl::StatusOr<std::vector<JobRecord>> ClaimJobs(const std::string& owner, int64_t now_unix_ms,
-                                                   int64_t lease_ms, bool take_all) override;
+                                                   int64_t lease_ms, ClaimScope scope) override;
   absl::StatusOr<std::vector<JobLease>> RenewLeases(const std::string& owner, int64_t now_unix_ms,
                                                     int64_t lease_ms) override;
-  absl::Status SaveProgress(const std::string& id, const std::string& owner,
+  absl::Status SaveProgress(const std::string& id, const std::string& owner, int64_t lease_epoch,
                             const std::string& progress) override;
 
   // RequestStore.
@@ -93,6 +97,7 @@ class PostgresStore final : public Store {
                                                  const RequestClaim& claim) override;
   absl::StatusOr<std::string> PutLatentWithClaim(const LatentRecord& record,
                                                  const RequestClaim& claim) override;
+  absl::Status FinishJobWithLatent(const JobRecord& record, const LatentRecord& latent) override;
   absl::StatusOr<std::string> ClaimRequest(const std::string& method, const std::string& request_id,
                                            const std::string& request_hash,
                                            const std::string& result_id) override;
@@ -113,6 +118,7 @@ class PostgresStore final : public Store {
   // Internal: one execution against the pool (defined in postgres_store.cc).
   class Statement;
   class Result;
+  class Transaction;
 
  private:
   PostgresStore(std::string conninfo, std::string description, const PostgresOptions& options);
@@ -135,10 +141,15 @@ class PostgresStore final : public Store {
   // (pg_advisory_xact_lock), the usage read, `check`, then `write`; without Run's retry.
   absl::StatusOr<Result> RunWithinQuota(const std::string& tenant, const QuotaCheck& check,
                                         const Statement& write);
+  // Runs `body` in one transaction on one pooled connection: BEGIN, body, COMMIT, or
+  // ROLLBACK when body or the commit fails. Without Run's retry: a broken connection is
+  // Unavailable (the commit may or may not have landed).
+  absl::Status InTransaction(const std::function<absl::Status(Transaction&)>& body);
   // The time a lease statement compares and sets leases by (PostgresOptions::database_clock).
   std::string LeaseClock(Statement* st, int64_t now_unix_ms) const;
-  // Why a fenced write of job `id` by `owner` changed no row: NotFound or NotTheOwner.
-  absl::Status NotUpdated(const std::string& id, const std::string& owner);
+  // Why a fenced write of job `id` by `owner` at `lease_epoch` changed no row: NotFound or
+  // NotTheOwner.
+  absl::Status NotUpdated(const std::string& id, const std::string& owner, int64_t lease_epoch);
 
   const std::string conninfo_;  // never logged: it may hold a password
   const std::string description_;

@@ -268,6 +268,44 @@ CREATE INDEX jobs_finished ON jobs (finished_unix_ms) WHERE state IN (3, 4, 5);
 CREATE INDEX requests_by_created ON requests (created_unix_ms);
 CREATE INDEX requests_by_result ON requests (result_id);
 )sql",
+    // 5 -> 6: the lease epoch that fences a job's writes along with its owner (ClaimJobs
+    // adds one per claim). Rebuilt so the column sits with the summaries, ahead of the
+    // blobs; jobs from version 5 have epoch 0, and their next claim gives them 1.
+    R"sql(
+CREATE TABLE jobs_v6 (
+  id TEXT PRIMARY KEY NOT NULL,
+  tenant TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  cancel_requested INTEGER NOT NULL,
+  checkpoint_step INTEGER NOT NULL,
+  latent_id TEXT NOT NULL,
+  error_code INTEGER NOT NULL,
+  error_message TEXT NOT NULL,
+  next_sequence INTEGER NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  started_unix_ms INTEGER NOT NULL,
+  finished_unix_ms INTEGER NOT NULL,
+  owner TEXT NOT NULL,
+  lease_expires_unix_ms INTEGER NOT NULL,
+  lease_epoch INTEGER NOT NULL,
+  progress TEXT NOT NULL,
+  result BLOB NOT NULL,
+  spec BLOB NOT NULL,
+  checkpoint BLOB NOT NULL
+);
+INSERT INTO jobs_v6 SELECT id, tenant, request_id, model, state, cancel_requested,
+  checkpoint_step, latent_id, error_code, error_message, next_sequence, created_unix_ms,
+  started_unix_ms, finished_unix_ms, owner, lease_expires_unix_ms, 0, progress, result, spec,
+  checkpoint FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v6 RENAME TO jobs;
+CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_finished ON jobs (finished_unix_ms) WHERE state IN (3, 4, 5);
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
@@ -284,7 +322,7 @@ constexpr const char* kJobSummaryColumns =
     "id, tenant, request_id, model, state, cancel_requested, checkpoint_step, latent_id, "
     "error_code, error_message, "
     "next_sequence, created_unix_ms, started_unix_ms, finished_unix_ms, owner, "
-    "lease_expires_unix_ms, progress";
+    "lease_expires_unix_ms, lease_epoch, progress";
 constexpr const char* kJobBlobColumns = "result, spec, checkpoint";
 
 // SQLITE_FULL is ResourceExhausted and SQLITE_READONLY Unavailable, so callers (and
@@ -451,6 +489,7 @@ absl::StatusOr<JobRecord> ReadJob(const Query& q, bool with_blobs) {
   r.finished_unix_ms = q.ColumnInt(c++);
   r.owner = q.ColumnBytes(c++);
   r.lease_expires_unix_ms = q.ColumnInt(c++);
+  r.lease_epoch = q.ColumnInt(c++);
   r.progress = q.ColumnBytes(c++);
   if (with_blobs) {
     r.result = q.ColumnBytes(c++);
@@ -477,7 +516,8 @@ void BindPage(Query& q, const PageQuery& page) {
   q.Int(":limit", page.limit + 1);  // one more row says whether there is a next page
 }
 
-// The job columns UpdateJob writes (all but spec, checkpoint and checkpoint_step).
+// The job columns UpdateJob writes (all but spec, checkpoint and checkpoint_step), and
+// the owner and epoch that fence it.
 void BindJobMetadata(Query& q, const JobRecord& r) {
   q.Text(":id", r.id)
       .Text(":request_id", r.request_id)
@@ -492,6 +532,7 @@ void BindJobMetadata(Query& q, const JobRecord& r) {
       .Int(":started_unix_ms", r.started_unix_ms)
       .Int(":finished_unix_ms", r.finished_unix_ms)
       .Text(":owner", r.owner)
+      .Int(":lease_epoch", r.lease_epoch)
       .Blob(":result", r.result);
 }
 
@@ -749,8 +790,8 @@ absl::Status SqliteStore::CreateJobLocked(const JobRecord& record) {
                                         kJobBlobColumns, R"sql() VALUES (
       :id, :tenant, :request_id, :model, :state, :cancel_requested, :checkpoint_step,
       :latent_id, :error_code, :error_message, :next_sequence, :created_unix_ms,
-      :started_unix_ms, :finished_unix_ms, :owner, :lease_expires_unix_ms, :progress,
-      :result, :spec, :checkpoint)
+      :started_unix_ms, :finished_unix_ms, :owner, :lease_expires_unix_ms, :lease_epoch,
+      :progress, :result, :spec, :checkpoint)
     ON CONFLICT (id) DO NOTHING)sql")));
   Query q(db_, stmt, "CreateJob");
   BindJobMetadata(q, record);
@@ -770,6 +811,10 @@ absl::Status SqliteStore::CreateJobLocked(const JobRecord& record) {
 absl::Status SqliteStore::UpdateJob(const JobRecord& record) {
   RETURN_IF_ERROR(CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
   std::lock_guard<std::mutex> lock(mu_);
+  return UpdateJobLocked(record);
+}
+
+absl::Status SqliteStore::UpdateJobLocked(const JobRecord& record) {
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(UPDATE jobs SET
       request_id = :request_id, model = :model, state = :state,
       cancel_requested = MAX(cancel_requested, :cancel_requested), latent_id = :latent_id,
@@ -777,11 +822,11 @@ absl::Status SqliteStore::UpdateJob(const JobRecord& record) {
       created_unix_ms = :created_unix_ms, started_unix_ms = :started_unix_ms,
       finished_unix_ms = :finished_unix_ms, result = :result,
       checkpoint = CASE WHEN :state IN (3, 4, 5) THEN x'' ELSE checkpoint END
-    WHERE id = :id AND owner = :owner)sql"));
+    WHERE id = :id AND owner = :owner AND lease_epoch = :lease_epoch)sql"));
   Query q(db_, stmt, "UpdateJob");
   BindJobMetadata(q, record);
   ASSIGN_OR_RETURN(int changed, q.Run());
-  if (changed == 0) return NotUpdated(record.id, record.owner);
+  if (changed == 0) return NotUpdated(record.id, record.owner, record.lease_epoch);
   return absl::OkStatus();
 }
 
@@ -797,30 +842,32 @@ absl::Status SqliteStore::MarkCancelRequested(const std::string& id) {
 }
 
 absl::Status SqliteStore::SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
-                                         int64_t next_sequence, const std::string& owner) {
+                                         int64_t next_sequence, const std::string& owner,
+                                         int64_t lease_epoch) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(UPDATE jobs SET
       checkpoint = :checkpoint, checkpoint_step = :step, next_sequence = :next_sequence
-    WHERE id = :id AND owner = :owner)sql"));
+    WHERE id = :id AND owner = :owner AND lease_epoch = :lease_epoch)sql"));
   Query q(db_, stmt, "SaveCheckpoint");
   q.Text(":id", id)
       .Int(":step", step)
       .Blob(":checkpoint", bytes)
       .Int(":next_sequence", next_sequence)
-      .Text(":owner", owner);
+      .Text(":owner", owner)
+      .Int(":lease_epoch", lease_epoch);
   ASSIGN_OR_RETURN(int changed, q.Run());
-  if (changed == 0) return NotUpdated(id, owner);
+  if (changed == 0) return NotUpdated(id, owner, lease_epoch);
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<JobRecord>> SqliteStore::ClaimJobs(const std::string& owner,
                                                               int64_t now_unix_ms, int64_t lease_ms,
-                                                              bool take_all) {
+                                                              ClaimScope scope) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                    Prepare(absl::StrCat(R"sql(UPDATE jobs SET
-      owner = :owner, lease_expires_unix_ms = :now + :lease_ms
-    WHERE state IN (1, 2) AND (:take_all OR owner = :owner OR owner = ''
+      owner = :owner, lease_expires_unix_ms = :now + :lease_ms, lease_epoch = lease_epoch + 1
+    WHERE state IN (1, 2) AND (:take_all OR (:take_own AND owner = :owner) OR owner = ''
                                OR lease_expires_unix_ms < :now)
     RETURNING )sql",
                                         kJobSummaryColumns, ", ", kJobBlobColumns)));
@@ -828,7 +875,8 @@ absl::StatusOr<std::vector<JobRecord>> SqliteStore::ClaimJobs(const std::string&
   q.Text(":owner", owner)
       .Int(":now", now_unix_ms)
       .Int(":lease_ms", lease_ms)
-      .Int(":take_all", take_all ? 1 : 0);
+      .Int(":take_all", scope == ClaimScope::kAll ? 1 : 0)
+      .Int(":take_own", scope == ClaimScope::kExpiredAndOwn ? 1 : 0);
   std::vector<JobRecord> jobs;
   while (true) {
     ASSIGN_OR_RETURN(bool row, q.Step());
@@ -847,7 +895,7 @@ absl::StatusOr<std::vector<JobLease>> SqliteStore::RenewLeases(const std::string
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(UPDATE jobs SET
       lease_expires_unix_ms = :now + :lease_ms
     WHERE owner = :owner AND state IN (1, 2)
-    RETURNING id, state, cancel_requested)sql"));
+    RETURNING id, state, cancel_requested, lease_epoch)sql"));
   Query q(db_, stmt, "RenewLeases");
   q.Text(":owner", owner).Int(":now", now_unix_ms).Int(":lease_ms", lease_ms);
   std::vector<JobLease> leases;
@@ -858,30 +906,35 @@ absl::StatusOr<std::vector<JobLease>> SqliteStore::RenewLeases(const std::string
     lease.id = q.ColumnBytes(0);
     ASSIGN_OR_RETURN(lease.state, JobStateFromColumn(q.ColumnInt(1), lease.id));
     lease.cancel_requested = q.ColumnInt(2) != 0;
+    lease.lease_epoch = q.ColumnInt(3);
     leases.push_back(std::move(lease));
   }
   return leases;
 }
 
 absl::Status SqliteStore::SaveProgress(const std::string& id, const std::string& owner,
-                                       const std::string& progress) {
+                                       int64_t lease_epoch, const std::string& progress) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(
-      sqlite3_stmt * stmt,
-      Prepare("UPDATE jobs SET progress = :progress WHERE id = :id AND owner = :owner"));
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                   Prepare("UPDATE jobs SET progress = :progress"
+                           " WHERE id = :id AND owner = :owner AND lease_epoch = :lease_epoch"));
   Query q(db_, stmt, "SaveProgress");
-  q.Text(":id", id).Text(":owner", owner).Text(":progress", progress);
+  q.Text(":id", id)
+      .Text(":owner", owner)
+      .Int(":lease_epoch", lease_epoch)
+      .Text(":progress", progress);
   ASSIGN_OR_RETURN(int changed, q.Run());
-  if (changed == 0) return NotUpdated(id, owner);
+  if (changed == 0) return NotUpdated(id, owner, lease_epoch);
   return absl::OkStatus();
 }
 
-absl::Status SqliteStore::NotUpdated(const std::string& id, const std::string& owner) {
+absl::Status SqliteStore::NotUpdated(const std::string& id, const std::string& owner,
+                                     int64_t lease_epoch) {
   ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare("SELECT 1 FROM jobs WHERE id = :id"));
   Query q(db_, stmt, "finding a job");
   q.Text(":id", id);
   ASSIGN_OR_RETURN(bool row, q.Step());
-  return row ? NotTheOwner(id, owner) : JobNotFound(id);
+  return row ? NotTheOwner(id, owner, lease_epoch) : JobNotFound(id);
 }
 
 absl::StatusOr<JobRecord> SqliteStore::GetJob(const std::string& id, bool with_blobs) {
@@ -1035,6 +1088,34 @@ absl::StatusOr<std::string> SqliteStore::PutLatentWithClaim(const LatentRecord& 
   std::lock_guard<std::mutex> lock(mu_);
   return ClaimLocked(claim, record.id,
                      [&] { return PutLatentLocked(record, parents_json, labels_json); });
+}
+
+absl::Status SqliteStore::FinishJobWithLatent(const JobRecord& record, const LatentRecord& latent) {
+  RETURN_IF_ERROR(CheckJobState(record.state, absl::StrCat("job \"", record.id, "\"")));
+  RETURN_IF_ERROR(store_internal::CheckJobResult(record, latent));
+  RETURN_IF_ERROR(ValidateLatent(latent));
+  ASSIGN_OR_RETURN(std::string parents_json, ParentsToJson(latent));
+  ASSIGN_OR_RETURN(std::string labels_json, LabelsToJson(latent));
+  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE", "begin"));
+  auto run = [&]() -> absl::Status {
+    // The fence first: a replica that lost the job writes nothing, not even the latent.
+    RETURN_IF_ERROR(UpdateJobLocked(record));
+    absl::Status put = PutLatentLocked(latent, parents_json, labels_json);
+    if (absl::IsAlreadyExists(put)) {
+      ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare("SELECT job_id FROM latents WHERE id = :id"));
+      Query q(db_, stmt, "finding the job of a latent");
+      q.Text(":id", latent.id);
+      ASSIGN_OR_RETURN(bool row, q.Step());
+      // Stored by an earlier try of this job's finish: counts as stored.
+      if (row && q.ColumnBytes(0) == record.id) put = absl::OkStatus();
+    }
+    RETURN_IF_ERROR(put);
+    return Exec(db_, "COMMIT", "commit");
+  };
+  absl::Status status = run();
+  if (!status.ok()) Exec(db_, "ROLLBACK", "rollback").IgnoreError();  // the first error matters
+  return status;
 }
 
 // ---- Usage and expiry ----

@@ -61,12 +61,13 @@ class SqliteStore final : public Store {
   absl::Status UpdateJob(const JobRecord& record) override;
   absl::Status MarkCancelRequested(const std::string& id) override;
   absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
-                              int64_t next_sequence, const std::string& owner) override;
+                              int64_t next_sequence, const std::string& owner,
+                              int64_t lease_epoch) override;
   absl::StatusOr<std::vector<JobRecord>> ClaimJobs(const std::string& owner, int64_t now_unix_ms,
-                                                   int64_t lease_ms, bool take_all) override;
+                                                   int64_t lease_ms, ClaimScope scope) override;
   absl::StatusOr<std::vector<JobLease>> RenewLeases(const std::string& owner, int64_t now_unix_ms,
                                                     int64_t lease_ms) override;
-  absl::Status SaveProgress(const std::string& id, const std::string& owner,
+  absl::Status SaveProgress(const std::string& id, const std::string& owner, int64_t lease_epoch,
                             const std::string& progress) override;
   absl::StatusOr<JobRecord> GetJob(const std::string& id, bool with_blobs = true) override;
   absl::StatusOr<JobPage> ListJobs(
@@ -79,6 +80,7 @@ class SqliteStore final : public Store {
                                                  const RequestClaim& claim) override;
   absl::StatusOr<std::string> PutLatentWithClaim(const LatentRecord& record,
                                                  const RequestClaim& claim) override;
+  absl::Status FinishJobWithLatent(const JobRecord& record, const LatentRecord& latent) override;
   absl::StatusOr<std::string> ClaimRequest(const std::string& method, const std::string& request_id,
                                            const std::string& request_hash,
                                            const std::string& result_id) override;
@@ -102,14 +104,16 @@ class SqliteStore final : public Store {
   // `sql` is built from constant fragments only; values are always bound parameters.
   // Call with mu_ held.
   absl::StatusOr<sqlite3_stmt*> Prepare(const std::string& sql);
-  // Why a fenced write of job `id` by `owner` changed no row: NotFound or NotTheOwner.
-  // Call with mu_ held.
-  absl::Status NotUpdated(const std::string& id, const std::string& owner);
+  // Why a fenced write of job `id` by `owner` at `lease_epoch` changed no row: NotFound or
+  // NotTheOwner. Call with mu_ held.
+  absl::Status NotUpdated(const std::string& id, const std::string& owner, int64_t lease_epoch);
   // The bodies of PutLatent, CreateJob and the claim's insert, with mu_ held.
   // InsertClaimLocked returns whether the key was new.
   absl::Status PutLatentLocked(const LatentRecord& record, const std::string& parents_json,
                                const std::string& labels_json);
   absl::Status CreateJobLocked(const JobRecord& record);
+  // UpdateJob's statement (fenced; NotUpdated when it changed nothing), mu_ held.
+  absl::Status UpdateJobLocked(const JobRecord& record);
   // The tenant's usage (request IDs counted only `with_requests`: a scan), mu_ held.
   absl::StatusOr<TenantUsage> UsageLocked(const std::string& tenant, bool with_requests);
   absl::StatusOr<bool> InsertClaimLocked(const RequestClaim& claim, const std::string& result_id);

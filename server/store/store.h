@@ -105,6 +105,10 @@ struct JobRecord {
   // The replica that runs the job, and until when its lease holds (see JobStore).
   std::string owner;
   int64_t lease_expires_unix_ms = 0;
+  // Which claim of the job this is (see JobStore): ClaimJobs adds one each time it hands
+  // the job to a claimer, so two processes under one owner name (a replica restarted with
+  // the same --replica-id) hold different epochs. Fenced writes name it.
+  int64_t lease_epoch = 0;
   // Opaque: the owner's latest progress (step, metrics), for other replicas' GetJob and
   // WatchJob; empty = none published.
   std::string progress;
@@ -117,47 +121,79 @@ struct JobPage {
 
 // Leases: an unfinished job is run by one replica, its owner, whose lease on it must be
 // renewed before lease_expires_unix_ms. A replica claims the jobs it created, and those
-// whose owner's lease ran out (the owner died, or lost the database); writes of a job's
-// state are fenced by owner, so a replica that lost a job cannot overwrite its new
-// owner's work.
+// whose owner's lease ran out (the owner died, or lost the database).
+//
+// Fencing: every write of a job's state (UpdateJob, SaveCheckpoint, SaveProgress,
+// FinishJobWithLatent) names the owner and the lease epoch it holds, and changes nothing
+// unless both are still the job's (FailedPrecondition, NotTheOwner, otherwise). The epoch
+// goes up with every claim, the owner's own re-claims included, so neither a replica that
+// lost a job nor an earlier process under the same owner name (restarted with the same
+// --replica-id, or one that lost the job and claimed it again) can overwrite the work of
+// the one that holds it now. A new job's epoch is the one its creator gives CreateJob
+// (the scheduler gives 1); jobs stored before epochs existed have 0.
 struct JobLease {
   std::string id;
   JobState state = JobState::kQueued;
   bool cancel_requested = false;
+  // The job's epoch now: one other than the renewer holds means that another process
+  // under the same owner name claimed the job since.
+  int64_t lease_epoch = 0;
+};
+
+// Which unfinished jobs ClaimJobs takes.
+enum class ClaimScope {
+  // Those without an owner and those whose lease expired: what a running replica adopts
+  // (never the jobs under its own name that hold a live lease: it runs them, or another
+  // process under that name does).
+  kExpired,
+  // Those, and every job the claimer's name owns already, whatever its lease says: what a
+  // replica takes at its start (its previous process's jobs).
+  kExpiredAndOwn,
+  // Every unfinished job: a store no other replica uses.
+  kAll,
 };
 
 class JobStore {
  public:
   virtual ~JobStore() = default;
-  // AlreadyExists if the ID is taken. Stores owner and lease_expires_unix_ms as given.
+  // AlreadyExists if the ID is taken. Stores owner and lease_epoch as given (the job's
+  // first lease: the scheduler gives its own name and epoch 1). The lease runs until
+  // lease_expires_unix_ms, by the creator's clock; a PostgresStore with database_clock
+  // sets it by the database's clock instead, for the lease length the record gives:
+  // lease_expires_unix_ms - created_unix_ms (for a record with an owner; one without is
+  // stored as given).
   virtual absl::Status CreateJob(const JobRecord& record) = 0;
   // Replaces every field of the job with `record` except tenant, spec, checkpoint,
-  // checkpoint_step (which only CreateJob and SaveCheckpoint write), owner, lease and
-  // progress (ClaimJobs, RenewLeases, SaveProgress). NotFound if absent; FailedPrecondition
-  // (NotTheOwner) if record.owner is not the job's owner.
+  // checkpoint_step (which only CreateJob and SaveCheckpoint write), owner, lease, epoch
+  // and progress (ClaimJobs, RenewLeases, SaveProgress). NotFound if absent;
+  // FailedPrecondition (NotTheOwner) unless record.owner and record.lease_epoch are the
+  // job's owner and epoch.
   virtual absl::Status UpdateJob(const JobRecord& record) = 0;
   // Records an acknowledged cancel request (sets cancel_requested, nothing else), from any
   // replica: the owner sees it at its next RenewLeases. NotFound if absent.
   virtual absl::Status MarkCancelRequested(const std::string& id) = 0;
-  // NotFound if absent; FailedPrecondition if `owner` is not the job's owner.
+  // NotFound if absent; FailedPrecondition unless `owner` and `lease_epoch` are the job's.
   virtual absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
-                                      int64_t next_sequence, const std::string& owner) = 0;
-  // Makes `owner` the owner of every unfinished job it owned already, that has no owner,
-  // or whose lease expired before now_unix_ms (every unfinished job with `take_all`: a
-  // store no other replica uses), with a lease until now_unix_ms + lease_ms. Returns those
-  // jobs, oldest first, with all blobs. Two replicas never claim the same job.
+                                      int64_t next_sequence, const std::string& owner,
+                                      int64_t lease_epoch) = 0;
+  // Makes `owner` the owner of the unfinished jobs `scope` names (ClaimScope), with a
+  // lease until now_unix_ms + lease_ms and the next lease epoch (one more than the job's).
+  // Returns those jobs, oldest first, with all blobs and their new epochs. Two replicas
+  // never claim the same job.
   virtual absl::StatusOr<std::vector<JobRecord>> ClaimJobs(const std::string& owner,
                                                            int64_t now_unix_ms, int64_t lease_ms,
-                                                           bool take_all) = 0;
-  // Extends the lease of every unfinished job `owner` owns to now_unix_ms + lease_ms;
-  // returns those jobs (a job missing from the answer is not the caller's any more).
+                                                           ClaimScope scope) = 0;
+  // Extends the lease of every unfinished job `owner` owns to now_unix_ms + lease_ms,
+  // whatever its epoch; returns those jobs with their epochs (a job missing from the
+  // answer is not the caller's any more; one with another epoch than the caller holds is
+  // another process's under the same name).
   virtual absl::StatusOr<std::vector<JobLease>> RenewLeases(const std::string& owner,
                                                             int64_t now_unix_ms,
                                                             int64_t lease_ms) = 0;
-  // Publishes the owner's progress of a job. FailedPrecondition if `owner` does not own it
-  // (NotFound if absent).
+  // Publishes the owner's progress of a job. FailedPrecondition unless `owner` and
+  // `lease_epoch` are the job's (NotFound if absent).
   virtual absl::Status SaveProgress(const std::string& id, const std::string& owner,
-                                    const std::string& progress) = 0;
+                                    int64_t lease_epoch, const std::string& progress) = 0;
   // With all blobs, or (with_blobs false) with spec, checkpoint and result left empty.
   virtual absl::StatusOr<JobRecord> GetJob(const std::string& id, bool with_blobs = true) = 0;
   // Newest first; `states` empty = all states; `tenant` as in ListLatents.
@@ -257,6 +293,16 @@ class Store : public LatentStore, public JobStore, public RequestStore {
                                                          const RequestClaim& claim) = 0;
   virtual absl::StatusOr<std::string> PutLatentWithClaim(const LatentRecord& record,
                                                          const RequestClaim& claim) = 0;
+  // The final record of a job (as UpdateJob writes it) and the job's result latent, in one
+  // transaction and fenced as UpdateJob (record.owner and record.lease_epoch): both are
+  // written, or neither. The latent must be the job's embedding (latent.job_id ==
+  // record.id, source "embed": InvalidArgument otherwise, as for a latent PutLatent
+  // refuses); quotas never refuse it (the job reserved it, see StorageQuota). A latent of
+  // that ID already stored for the same job (an earlier try whose answer was lost) counts
+  // as stored: the record is still written. One of another job: AlreadyExists, nothing
+  // written. NotFound / FailedPrecondition (NotTheOwner) as UpdateJob; any error: nothing
+  // written.
+  virtual absl::Status FinishJobWithLatent(const JobRecord& record, const LatentRecord& latent) = 0;
   // True when other replicas may use the same database (PostgreSQL): jobs are then
   // claimed by lease, and progress is published for the other replicas.
   virtual bool shared() const = 0;

@@ -181,6 +181,7 @@ void ExpectSameJob(const JobRecord& a, const JobRecord& b, bool with_blobs) {
   EXPECT_EQ(a.finished_unix_ms, b.finished_unix_ms);
   EXPECT_EQ(a.owner, b.owner);
   EXPECT_EQ(a.lease_expires_unix_ms, b.lease_expires_unix_ms);
+  EXPECT_EQ(a.lease_epoch, b.lease_epoch);
   EXPECT_EQ(a.progress, b.progress);
 }
 
@@ -505,7 +506,11 @@ TEST_P(StoreTest, BadPageSizeAndToken) {
 }
 
 TEST_P(StoreTest, JobRoundTripAllFields) {
-  const JobRecord in = FullJob("job_full");
+  JobRecord in = FullJob("job_full");
+  in.owner = "replica-a";
+  in.lease_expires_unix_ms = 12345;
+  in.lease_epoch = 7;  // stored as given
+  in.progress = R"({"step":3})";
   ASSERT_TRUE(store_->CreateJob(in).ok());
   absl::StatusOr<JobRecord> out = store_->GetJob("job_full");
   ASSERT_TRUE(out.ok()) << out.status();
@@ -529,7 +534,7 @@ TEST_P(StoreTest, JobErrors) {
   EXPECT_EQ(get.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(get.message(), "job \"job_x\" not found");
   EXPECT_EQ(store_->UpdateJob(FullJob("job_x")).code(), absl::StatusCode::kNotFound);
-  absl::Status ckpt = store_->SaveCheckpoint("job_x", 1, "c", 2, "");
+  absl::Status ckpt = store_->SaveCheckpoint("job_x", 1, "c", 2, "", 0);
   EXPECT_EQ(ckpt.code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(absl::StrContains(ckpt.message(), "\"job_x\"")) << ckpt;
 
@@ -576,7 +581,7 @@ TEST_P(StoreTest, SaveCheckpoint) {
   const JobRecord created = FullJob("job_1");
   ASSERT_TRUE(store_->CreateJob(created).ok());
   const std::string bytes(100000, '\x7f');  // larger than a page: overflow pages
-  ASSERT_TRUE(store_->SaveCheckpoint("job_1", 250, bytes, 1234, "").ok());
+  ASSERT_TRUE(store_->SaveCheckpoint("job_1", 250, bytes, 1234, "", 0).ok());
 
   absl::StatusOr<JobRecord> out = store_->GetJob("job_1");
   ASSERT_TRUE(out.ok()) << out.status();
@@ -587,7 +592,7 @@ TEST_P(StoreTest, SaveCheckpoint) {
   ExpectSameJob(want, *out, /*with_blobs=*/true);
 
   // An empty checkpoint clears it.
-  ASSERT_TRUE(store_->SaveCheckpoint("job_1", 0, "", 1235, "").ok());
+  ASSERT_TRUE(store_->SaveCheckpoint("job_1", 0, "", 1235, "", 0).ok());
   out = store_->GetJob("job_1");
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->checkpoint, "");
@@ -816,7 +821,7 @@ TEST(SqliteStoreFileTest, UsesWalAndRecordsSchemaVersion) {
     return value;
   };
   EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");  // persistent in the file
-  EXPECT_EQ(pragma("PRAGMA user_version"), "5");
+  EXPECT_EQ(pragma("PRAGMA user_version"), "6");
   sqlite3_close(db);
 }
 
@@ -955,10 +960,12 @@ PRAGMA user_version = 1;
   EXPECT_EQ(job->checkpoint, "CK");
   EXPECT_EQ(job->owner, "");  // version 3: no owner yet, so the next start claims it
   EXPECT_EQ(job->progress, "");
-  auto claimed = store->ClaimJobs("replica-a", 5000, 1000, /*take_all=*/false);
+  EXPECT_EQ(job->lease_epoch, 0);  // version 6: never claimed yet
+  auto claimed = store->ClaimJobs("replica-a", 5000, 1000, ClaimScope::kExpiredAndOwn);
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   ASSERT_EQ(claimed->size(), 1u);
   EXPECT_EQ((*claimed)[0].spec, "SP");
+  EXPECT_EQ((*claimed)[0].lease_epoch, 1);
   auto unfinished = store->UnfinishedJobs();
   ASSERT_TRUE(unfinished.ok());
   EXPECT_EQ(unfinished->size(), 1u);
@@ -966,6 +973,82 @@ PRAGMA user_version = 1;
   ASSERT_TRUE(mine.ok());
   EXPECT_EQ(mine->latents.size(), 1u);
   EXPECT_EQ(*store->FindRequest("Embed", "req", "h"), "job_old");
+}
+
+TEST(SqliteStoreFileTest, MigratesAVersion5DatabaseToLeaseEpochs) {
+  ScratchDir dir;
+  const std::string path = dir.File("db.sqlite");
+  ASSERT_NE(OpenOrDie(path), nullptr);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  // The released version-5 jobs table and its indexes, with an unfinished job that replica
+  // "a" holds and a finished one.
+  const char* v5 = R"sql(
+DROP TABLE jobs;
+CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, tenant TEXT NOT NULL,
+  request_id TEXT NOT NULL, model TEXT NOT NULL, state INTEGER NOT NULL,
+  cancel_requested INTEGER NOT NULL, checkpoint_step INTEGER NOT NULL,
+  latent_id TEXT NOT NULL, error_code INTEGER NOT NULL, error_message TEXT NOT NULL,
+  next_sequence INTEGER NOT NULL, created_unix_ms INTEGER NOT NULL,
+  started_unix_ms INTEGER NOT NULL, finished_unix_ms INTEGER NOT NULL, owner TEXT NOT NULL,
+  lease_expires_unix_ms INTEGER NOT NULL, progress TEXT NOT NULL, result BLOB NOT NULL,
+  spec BLOB NOT NULL, checkpoint BLOB NOT NULL);
+CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_finished ON jobs (finished_unix_ms) WHERE state IN (3, 4, 5);
+INSERT INTO jobs VALUES ('job_run', 't', '', 'ffhq', 2, 0, 40, '', 0, '', 9, 1000, 1001, 0,
+  'a', 7000, '{"step":40}', X'', X'5350', X'434B');
+INSERT INTO jobs VALUES ('job_done', 't', '', 'ffhq', 3, 0, 0, 'lat_1', 0, '', 12, 900, 901,
+  950, 'a', 5000, '', X'52', X'5350', X'');
+PRAGMA user_version = 5;
+)sql";
+  ASSERT_EQ(sqlite3_exec(db, v5, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  std::unique_ptr<SqliteStore> store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  auto job = store->GetJob("job_run");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->owner, "a");
+  EXPECT_EQ(job->lease_expires_unix_ms, 7000);
+  EXPECT_EQ(job->lease_epoch, 0);  // never claimed with an epoch
+  EXPECT_EQ(job->progress, R"({"step":40})");
+  EXPECT_EQ(job->spec, "SP");
+  EXPECT_EQ(job->checkpoint, "CK");
+  EXPECT_EQ(store->GetJob("job_done")->state, JobState::kSucceeded);
+
+  // A process of "a" from before the upgrade (epoch 0) writes until the job is claimed
+  // again; then only the claimer's epoch does.
+  EXPECT_TRUE(store->SaveProgress("job_run", "a", 0, R"({"step":41})").ok());
+  auto claimed = store->ClaimJobs("a", 100, 1000, ClaimScope::kExpiredAndOwn);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].lease_epoch, 1);
+  EXPECT_EQ(store->SaveProgress("job_run", "a", 0, "{}").code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  const auto query = [db](const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+    std::string value;
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+      value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+    return value;
+  };
+  EXPECT_EQ(query("PRAGMA user_version"), "6");
+  // The rebuilt table keeps every index, and the new column sits ahead of the blobs.
+  EXPECT_EQ(query("SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_master"
+                  " WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL"
+                  " ORDER BY name)"),
+            "jobs_by_created jobs_by_tenant jobs_finished jobs_unfinished");
+  EXPECT_LT(
+      std::stoi(query("SELECT cid FROM pragma_table_info('jobs') WHERE name = 'lease_epoch'")),
+      std::stoi(query("SELECT cid FROM pragma_table_info('jobs') WHERE name = 'result'")));
+  sqlite3_close(db);
 }
 
 TEST(SqliteStoreFileTest, RefusesNewerSchema) {
@@ -1009,7 +1092,7 @@ TEST_P(StoreTest, ConcurrentUseFromFourThreads) {
         EXPECT_TRUE(store->ListLatents(Page{5, ""}).ok());
         const std::string job = absl::StrCat("job_", t, "_", i);
         EXPECT_TRUE(store->CreateJob(FullJob(job, i)).ok()) << job;
-        EXPECT_TRUE(store->SaveCheckpoint(job, i, "ckpt", i, "").ok()) << job;
+        EXPECT_TRUE(store->SaveCheckpoint(job, i, "ckpt", i, "", 0).ok()) << job;
         // All threads race for the same keys; exactly one result wins per key.
         absl::StatusOr<std::string> claimed =
             store->ClaimRequest("CreateJob", absl::StrCat("r", i), "h", job);
@@ -1063,7 +1146,7 @@ TEST_P(StoreTest, ClaimJobsTakesOwnFreeAndExpiredJobsOnly) {
   done.state = JobState::kSucceeded;
   ASSERT_TRUE(store_->CreateJob(done).ok());
 
-  auto claimed = store_->ClaimJobs("a", /*now=*/500, /*lease_ms=*/1000, /*take_all=*/false);
+  auto claimed = store_->ClaimJobs("a", /*now=*/500, /*lease_ms=*/1000, ClaimScope::kExpiredAndOwn);
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   EXPECT_EQ(IdsOf(*claimed), (std::vector<std::string>{"job_mine", "job_free", "job_expired"}));
   for (const JobRecord& j : *claimed) {
@@ -1075,7 +1158,7 @@ TEST_P(StoreTest, ClaimJobsTakesOwnFreeAndExpiredJobsOnly) {
   EXPECT_EQ(store_->GetJob("job_done")->owner, "b");
 
   // take_all: a store nobody else uses.
-  claimed = store_->ClaimJobs("c", 600, 1000, /*take_all=*/true);
+  claimed = store_->ClaimJobs("c", 600, 1000, ClaimScope::kAll);
   ASSERT_TRUE(claimed.ok());
   EXPECT_EQ(claimed->size(), 4u);
 }
@@ -1098,29 +1181,41 @@ TEST_P(StoreTest, RenewLeasesReportsCancelsAndLostJobs) {
   EXPECT_EQ(store_->GetJob("job_3")->lease_expires_unix_ms, 100);
 
   // b's lease on job_3 ran out and a took it over: b's renewal no longer lists it.
-  ASSERT_EQ(store_->ClaimJobs("a", 2000, 500, false)->size(), 3u);
+  ASSERT_EQ(store_->ClaimJobs("a", 2000, 500, ClaimScope::kExpiredAndOwn)->size(), 3u);
   leases = store_->RenewLeases("b", 2001, 500);
   ASSERT_TRUE(leases.ok());
   EXPECT_TRUE(leases->empty());
 }
 
 TEST_P(StoreTest, WritesAreFencedByOwner) {
-  ASSERT_TRUE(store_->CreateJob(QueuedJob("job_1", 10, "a", 100)).ok());
-  ASSERT_TRUE(store_->ClaimJobs("b", 1000, 500, false).ok());  // a's lease expired
+  JobRecord created = QueuedJob("job_1", 10, "a", 100);
+  created.lease_epoch = 1;
+  ASSERT_TRUE(store_->CreateJob(created).ok());
+  auto claimed = store_->ClaimJobs("b", 1000, 500, ClaimScope::kExpired);  // a's lease expired
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  const int64_t epoch = (*claimed)[0].lease_epoch;
+  EXPECT_EQ(epoch, 2);
   JobRecord stale = QueuedJob("job_1", 10, "a", 0);
   stale.state = JobState::kSucceeded;
+  stale.lease_epoch = 1;
   absl::Status update = store_->UpdateJob(stale);
   EXPECT_EQ(update.code(), absl::StatusCode::kFailedPrecondition) << update;
   EXPECT_TRUE(absl::StrContains(update.message(), "replica \"a\"")) << update;
-  EXPECT_EQ(store_->SaveCheckpoint("job_1", 5, "old", 9, "a").code(),
+  EXPECT_EQ(store_->SaveCheckpoint("job_1", 5, "old", 9, "a", 1).code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(store_->SaveProgress("job_1", "a", "{}").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->SaveProgress("job_1", "a", 1, "{}").code(),
+            absl::StatusCode::kFailedPrecondition);
+  // a's name with b's epoch is no better.
+  EXPECT_EQ(store_->SaveProgress("job_1", "a", epoch, "{}").code(),
+            absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store_->GetJob("job_1")->state, JobState::kQueued);  // nothing of a's landed
 
   stale.owner = "b";
+  stale.lease_epoch = epoch;
   EXPECT_TRUE(store_->UpdateJob(stale).ok());
-  EXPECT_TRUE(store_->SaveCheckpoint("job_1", 5, "new", 9, "b").ok());
-  ASSERT_TRUE(store_->SaveProgress("job_1", "b", R"({"step":5})").ok());
+  EXPECT_TRUE(store_->SaveCheckpoint("job_1", 5, "new", 9, "b", epoch).ok());
+  ASSERT_TRUE(store_->SaveProgress("job_1", "b", epoch, R"({"step":5})").ok());
   auto job = store_->GetJob("job_1");
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->state, JobState::kSucceeded);
@@ -1128,7 +1223,189 @@ TEST_P(StoreTest, WritesAreFencedByOwner) {
   EXPECT_EQ(job->progress, R"({"step":5})");
   EXPECT_EQ(job->owner, "b");
   // A job that does not exist is NotFound, not a fencing refusal.
-  EXPECT_EQ(store_->SaveProgress("job_x", "b", "{}").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->SaveProgress("job_x", "b", epoch, "{}").code(), absl::StatusCode::kNotFound);
+}
+
+// ---- Lease epochs (fencing of a replica's earlier process) ----
+
+// The embedding that job `job_id` made (FinishJobWithLatent's latent).
+LatentRecord ResultLatent(const std::string& id, const std::string& job_id) {
+  LatentRecord r = FullLatent(id);
+  r.source = "embed";
+  r.job_id = job_id;
+  return r;
+}
+
+TEST_P(StoreTest, ClaimsMoveTheLeaseEpochOnAndRenewalsReportIt) {
+  JobRecord created = QueuedJob("job_1", 10, "a", 100);
+  created.lease_epoch = 1;
+  ASSERT_TRUE(store_->CreateJob(created).ok());
+  EXPECT_EQ(store_->GetJob("job_1")->lease_epoch, 1);
+
+  // A running replica's adoption never takes its own live jobs (it runs them, or another
+  // process under its name does), so their epoch stays.
+  auto claimed = store_->ClaimJobs("a", 50, 1000, ClaimScope::kExpired);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_TRUE(claimed->empty());
+  // A renewal extends the lease, keeps the epoch and reports it.
+  auto leases = store_->RenewLeases("a", 60, 1000);
+  ASSERT_TRUE(leases.ok()) << leases.status();
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_EQ((*leases)[0].lease_epoch, 1);
+  EXPECT_EQ(store_->GetJob("job_1")->lease_epoch, 1);
+  EXPECT_EQ(store_->GetJob("job_1")->lease_expires_unix_ms, 1060);
+
+  // A start under the same name takes its live job back, at the next epoch.
+  claimed = store_->ClaimJobs("a", 70, 1000, ClaimScope::kExpiredAndOwn);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].lease_epoch, 2);
+  leases = store_->RenewLeases("a", 80, 1000);
+  ASSERT_TRUE(leases.ok());
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_EQ((*leases)[0].lease_epoch, 2);  // the earlier process sees it is not its own now
+
+  // Every claim moves it on: another replica's once the lease ran out, and kAll's.
+  claimed = store_->ClaimJobs("b", 5000, 1000, ClaimScope::kExpired);
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].owner, "b");
+  EXPECT_EQ((*claimed)[0].lease_epoch, 3);
+  claimed = store_->ClaimJobs("c", 5001, 1000, ClaimScope::kAll);
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].lease_epoch, 4);
+  // Every read of the job tells it.
+  auto listed = store_->ListJobs(Page{}, {});
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->jobs.size(), 1u);
+  EXPECT_EQ(listed->jobs[0].lease_epoch, 4);
+  auto unfinished = store_->UnfinishedJobs();
+  ASSERT_TRUE(unfinished.ok());
+  ASSERT_EQ(unfinished->size(), 1u);
+  EXPECT_EQ((*unfinished)[0].lease_epoch, 4);
+}
+
+TEST_P(StoreTest, AStaleEpochWritesNothingAfterAReclaimBySameOwner) {
+  JobRecord job = QueuedJob("job_1", 10, "a", 100);
+  job.state = JobState::kRunning;
+  job.lease_epoch = 1;
+  ASSERT_TRUE(store_->CreateJob(job).ok());
+  // Replica "a" restarts while its earlier process still runs the job: the new process
+  // takes it back under the same name.
+  auto claimed = store_->ClaimJobs("a", 50, 1000, ClaimScope::kExpiredAndOwn);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  ASSERT_EQ((*claimed)[0].lease_epoch, 2);
+
+  // The earlier process, epoch 1, writes nothing any more.
+  JobRecord stale = job;
+  stale.state = JobState::kSucceeded;
+  stale.latent_id = "lat_r";
+  stale.finished_unix_ms = 99;
+  absl::Status update = store_->UpdateJob(stale);
+  EXPECT_EQ(update.code(), absl::StatusCode::kFailedPrecondition) << update;
+  EXPECT_TRUE(absl::StrContains(update.message(), "replica \"a\" at lease epoch 1")) << update;
+  absl::Status checkpoint = store_->SaveCheckpoint("job_1", 5, "old", 9, "a", 1);
+  EXPECT_EQ(checkpoint.code(), absl::StatusCode::kFailedPrecondition) << checkpoint;
+  EXPECT_TRUE(absl::StrContains(checkpoint.message(), "lease epoch 1")) << checkpoint;
+  EXPECT_EQ(store_->SaveProgress("job_1", "a", 1, R"({"step":5})").code(),
+            absl::StatusCode::kFailedPrecondition);
+  absl::Status finish = store_->FinishJobWithLatent(stale, ResultLatent("lat_r", "job_1"));
+  EXPECT_EQ(finish.code(), absl::StatusCode::kFailedPrecondition) << finish;
+  EXPECT_TRUE(absl::StrContains(finish.message(), "lease epoch 1")) << finish;
+  EXPECT_EQ(store_->GetLatent("lat_r").status().code(), absl::StatusCode::kNotFound);
+  auto got = store_->GetJob("job_1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->state, JobState::kRunning);
+  EXPECT_EQ(got->checkpoint, job.checkpoint);
+  EXPECT_EQ(got->next_sequence, job.next_sequence);
+  EXPECT_EQ(got->progress, "");
+  EXPECT_EQ(got->latent_id, job.latent_id);
+
+  // The new process, epoch 2, writes.
+  EXPECT_TRUE(store_->SaveCheckpoint("job_1", 5, "new", 9, "a", 2).ok());
+  EXPECT_TRUE(store_->SaveProgress("job_1", "a", 2, R"({"step":5})").ok());
+  JobRecord current = stale;
+  current.lease_epoch = 2;
+  absl::Status finished = store_->FinishJobWithLatent(current, ResultLatent("lat_r", "job_1"));
+  ASSERT_TRUE(finished.ok()) << finished;
+  got = store_->GetJob("job_1");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->state, JobState::kSucceeded);
+  EXPECT_EQ(got->latent_id, "lat_r");
+  EXPECT_EQ(got->progress, R"({"step":5})");
+  EXPECT_TRUE(store_->GetLatent("lat_r").ok());
+  // Finished, the job is claimed by nobody, and the old epoch stays refused.
+  EXPECT_TRUE(store_->ClaimJobs("a", 60, 1000, ClaimScope::kAll)->empty());
+  EXPECT_EQ(store_->UpdateJob(stale).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_P(StoreTest, FencedFinishWritesTheLatentAndTheRecordTogetherOrNothing) {
+  JobRecord job = QueuedJob("job_1", 10, "a", 100);
+  job.state = JobState::kRunning;
+  job.lease_epoch = 1;
+  ASSERT_TRUE(store_->CreateJob(job).ok());
+  JobRecord done = job;
+  done.state = JobState::kSucceeded;
+  done.latent_id = "lat_r";
+  done.result = "final metrics";
+  done.error_code = 0;
+  done.error_message = "";
+  done.finished_unix_ms = 99;
+  const LatentRecord latent = ResultLatent("lat_r", "job_1");
+  const auto untouched = [&] {
+    auto got = store_->GetJob("job_1");
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->state, JobState::kRunning);
+    EXPECT_EQ(got->result, job.result);
+    EXPECT_EQ(got->checkpoint, job.checkpoint);
+  };
+
+  // A latent the store refuses: neither is written.
+  LatentRecord bad = latent;
+  bad.values.pop_back();
+  EXPECT_EQ(store_->FinishJobWithLatent(done, bad).code(), absl::StatusCode::kInvalidArgument);
+  LatentRecord not_its_own = latent;
+  not_its_own.job_id = "job_2";
+  EXPECT_EQ(store_->FinishJobWithLatent(done, not_its_own).code(),
+            absl::StatusCode::kInvalidArgument);
+  untouched();
+  EXPECT_EQ(store_->GetLatent("lat_r").status().code(), absl::StatusCode::kNotFound);
+
+  // The latent's ID taken by another job's latent: AlreadyExists, and the record is not
+  // written either.
+  ASSERT_TRUE(store_->PutLatent(ResultLatent("lat_r", "job_2")).ok());
+  absl::Status taken = store_->FinishJobWithLatent(done, latent);
+  EXPECT_EQ(taken.code(), absl::StatusCode::kAlreadyExists) << taken;
+  untouched();
+  EXPECT_EQ(store_->GetLatent("lat_r")->job_id, "job_2");
+  ASSERT_TRUE(store_->DeleteLatent("lat_r").ok());
+
+  // A job that does not exist: NotFound, and no latent.
+  JobRecord missing = done;
+  missing.id = "job_x";
+  EXPECT_EQ(store_->FinishJobWithLatent(missing, ResultLatent("lat_x", "job_x")).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetLatent("lat_x").status().code(), absl::StatusCode::kNotFound);
+
+  // Both, in one go: the finished record (without its checkpoint) and the latent.
+  ASSERT_TRUE(store_->FinishJobWithLatent(done, latent).ok());
+  auto got = store_->GetJob("job_1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->state, JobState::kSucceeded);
+  EXPECT_EQ(got->latent_id, "lat_r");
+  EXPECT_EQ(got->result, "final metrics");
+  EXPECT_EQ(got->finished_unix_ms, 99);
+  EXPECT_EQ(got->checkpoint, "");
+  auto stored = store_->GetLatent("lat_r");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ExpectSameLatent(latent, *stored, /*with_values=*/true);
+
+  // A retry whose first answer was lost: this job's latent counts as stored.
+  absl::Status again = store_->FinishJobWithLatent(done, latent);
+  EXPECT_TRUE(again.ok()) << again;
+  EXPECT_EQ(store_->GetJob("job_1")->state, JobState::kSucceeded);
 }
 
 // ---- Quotas, usage and expiry ----
@@ -1384,7 +1661,7 @@ TEST_F(PostgresTest, ReplicasStartingTogetherMigrateOnce) {
   for (std::thread& t : threads) t.join();
   for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(QuerySql(conninfo_, "SELECT count(*) FROM i2s_schema"), "1");
-  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "3");
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "4");
 }
 
 TEST_F(PostgresTest, RefusesNewerSchema) {
@@ -1449,12 +1726,12 @@ TEST_F(PostgresTest, LeasesFollowTheDatabaseClock) {
   constexpr int64_t kHour = 3600 * 1000, kLease = 60 * 1000;
   ASSERT_TRUE(slow->CreateJob(QueuedJob("job_1", 1, "", 0)).ok());
   const int64_t real = absl::ToUnixMillis(absl::Now());  // the server runs on this machine
-  auto claimed = slow->ClaimJobs("slow", real - kHour, kLease, false);
+  auto claimed = slow->ClaimJobs("slow", real - kHour, kLease, ClaimScope::kExpiredAndOwn);
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   ASSERT_EQ(claimed->size(), 1u);
   EXPECT_NEAR(claimed->front().lease_expires_unix_ms, real + kLease, 30 * 1000);
   // The fast replica's clock is past the lease, the database's is not: not taken.
-  auto stolen = fast->ClaimJobs("fast", real + kHour, kLease, false);
+  auto stolen = fast->ClaimJobs("fast", real + kHour, kLease, ClaimScope::kExpired);
   ASSERT_TRUE(stolen.ok()) << stolen.status();
   EXPECT_TRUE(stolen->empty());
   EXPECT_EQ(fast->GetJob("job_1")->owner, "slow");
@@ -1463,9 +1740,86 @@ TEST_F(PostgresTest, LeasesFollowTheDatabaseClock) {
   EXPECT_NEAR(slow->GetJob("job_1")->lease_expires_unix_ms, real + kLease, 30 * 1000);
   // A lease the database sees as run out is taken, whatever the taker's clock says.
   ASSERT_EQ(slow->RenewLeases("slow", real, -kLease)->size(), 1u);
-  auto taken = fast->ClaimJobs("fast", real - kHour, kLease, false);
+  auto taken = fast->ClaimJobs("fast", real - kHour, kLease, ClaimScope::kExpired);
   ASSERT_TRUE(taken.ok()) << taken.status();
   EXPECT_EQ(taken->size(), 1u);
+}
+
+TEST_F(PostgresTest, ANewJobsFirstLeaseFollowsTheDatabaseClock) {
+  // A replica whose clock is an hour slow creates jobs with a lease of a minute: by its
+  // clock that lease ran out long ago. The database's clock sets it instead, so a replica
+  // whose clock is right does not take the job from its creator.
+  std::unique_ptr<PostgresStore> slow = OpenPostgresOrDie(conninfo_);
+  std::unique_ptr<PostgresStore> right = OpenPostgresOrDie(conninfo_);
+  ASSERT_NE(slow, nullptr);
+  ASSERT_NE(right, nullptr);
+  constexpr int64_t kHour = 3600 * 1000, kLease = 60 * 1000;
+  const int64_t real = absl::ToUnixMillis(absl::Now());  // the server runs on this machine
+  JobRecord job = QueuedJob("job_1", real - kHour, "slow", real - kHour + kLease);
+  job.lease_epoch = 1;
+  ASSERT_TRUE(slow->CreateJob(job).ok());
+  JobRecord keyed = QueuedJob("job_2", real - kHour, "slow", real - kHour + kLease);
+  keyed.lease_epoch = 1;
+  auto created = slow->CreateJobWithClaim(keyed, RequestClaim{"Embed", "key_2", "h"});
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(*created, "job_2");
+  // Nobody holds a job without an owner: stored as given, and claimable at once.
+  ASSERT_TRUE(slow->CreateJob(QueuedJob("job_free", real, "", 0)).ok());
+  for (const char* id : {"job_1", "job_2"}) {
+    auto got = right->GetJob(id);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_NEAR(got->lease_expires_unix_ms, real + kLease, 30 * 1000) << id;
+    EXPECT_EQ(got->created_unix_ms, real - kHour) << id;  // the creator's, as given
+    EXPECT_EQ(got->lease_epoch, 1) << id;
+  }
+  EXPECT_EQ(right->GetJob("job_free")->lease_expires_unix_ms, 0);
+  auto claimed = right->ClaimJobs("right", real, kLease, ClaimScope::kExpired);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_EQ(IdsOf(*claimed), std::vector<std::string>{"job_free"});
+  EXPECT_EQ(right->GetJob("job_1")->owner, "slow");
+}
+
+TEST_F(PostgresTest, MigratesAVersion3DatabaseToLeaseEpochs) {
+  PostgresOptions options;
+  options.database_clock = false;  // this test drives time itself
+  {
+    std::unique_ptr<PostgresStore> store = OpenPostgresOrDie(conninfo_, options);
+    ASSERT_NE(store, nullptr);
+    JobRecord job = QueuedJob("job_old", 10, "a", 7000);
+    job.progress = R"({"step":40})";
+    ASSERT_TRUE(store->CreateJob(job).ok());
+  }
+  // Back to the released version-3 schema: no lease_epoch column.
+  ASSERT_EQ(RunSql(conninfo_,
+                   "ALTER TABLE jobs DROP COLUMN lease_epoch;"
+                   " UPDATE i2s_schema SET version = 3;"),
+            "");
+  std::unique_ptr<PostgresStore> store = OpenPostgresOrDie(conninfo_, options);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "4");
+  auto job = store->GetJob("job_old");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->owner, "a");
+  EXPECT_EQ(job->lease_expires_unix_ms, 7000);
+  EXPECT_EQ(job->lease_epoch, 0);
+  EXPECT_EQ(job->progress, R"({"step":40})");
+  EXPECT_EQ(job->spec, FullJob("job_old").spec);
+  // A replica of the previous release, still running, creates jobs without the column.
+  EXPECT_EQ(RunSql(conninfo_,
+                   "INSERT INTO jobs (id, tenant, request_id, model, state, cancel_requested,"
+                   " checkpoint_step, latent_id, error_code, error_message, next_sequence,"
+                   " created_unix_ms, started_unix_ms, finished_unix_ms, owner,"
+                   " lease_expires_unix_ms, progress, result, spec, checkpoint) VALUES"
+                   " ('job_older', '', '', 'ffhq', 1, FALSE, 0, '', 0, '', 1, 20, 0, 0, 'b',"
+                   " 9000, '', ''::bytea, ''::bytea, ''::bytea)"),
+            "");
+  EXPECT_EQ(store->GetJob("job_older")->lease_epoch, 0);
+  auto claimed = store->ClaimJobs("a", 100, 1000, ClaimScope::kExpiredAndOwn);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].lease_epoch, 1);
+  EXPECT_EQ(store->SaveProgress("job_old", "a", 0, "{}").code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(PostgresTest, TwoReplicasNeverClaimTheSameJob) {
@@ -1478,8 +1832,8 @@ TEST_F(PostgresTest, TwoReplicasNeverClaimTheSameJob) {
     ASSERT_TRUE(a->CreateJob(QueuedJob(absl::StrCat("job_", i), i, "dead", 0)).ok());
   }
   std::vector<JobRecord> got_a, got_b;
-  std::thread ta([&] { got_a = *a->ClaimJobs("a", 1000, 60000, false); });
-  std::thread tb([&] { got_b = *b->ClaimJobs("b", 1000, 60000, false); });
+  std::thread ta([&] { got_a = *a->ClaimJobs("a", 1000, 60000, ClaimScope::kExpired); });
+  std::thread tb([&] { got_b = *b->ClaimJobs("b", 1000, 60000, ClaimScope::kExpired); });
   ta.join();
   tb.join();
   std::set<std::string> ids;

@@ -135,10 +135,11 @@ absl::Status JobNotFound(absl::string_view id) {
   return absl::NotFoundError(absl::StrCat("job \"", id, "\" not found"));
 }
 
-absl::Status NotTheOwner(absl::string_view id, absl::string_view owner) {
-  return absl::FailedPreconditionError(
-      absl::StrCat("job \"", id, "\" is not owned by replica \"", owner,
-                   "\" any more (its lease expired and another replica took it over)"));
+absl::Status NotTheOwner(absl::string_view id, absl::string_view owner, int64_t lease_epoch) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job \"", id, "\" is not owned by replica \"", owner, "\" at lease epoch ", lease_epoch,
+      " any more (its lease expired and another replica took it over, or a later process",
+      " under the same replica ID claimed it)"));
 }
 
 absl::Status CheckJobState(JobState state, absl::string_view field) {
@@ -146,6 +147,15 @@ absl::Status CheckJobState(JobState state, absl::string_view field) {
   if (value < static_cast<int>(JobState::kQueued) ||
       value > static_cast<int>(JobState::kCancelled)) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": unknown job state ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckJobResult(const JobRecord& record, const LatentRecord& latent) {
+  if (latent.job_id != record.id || latent.source != "embed") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("latent \"", latent.id, "\" is not the embedding of job \"", record.id,
+                     "\" (job_id \"", latent.job_id, "\", source \"", latent.source, "\")"));
   }
   return absl::OkStatus();
 }

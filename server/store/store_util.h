@@ -49,9 +49,12 @@ absl::StatusOr<JobState> JobStateFromColumn(int64_t value, absl::string_view id)
 absl::Status Corrupt(absl::string_view kind, absl::string_view id, absl::string_view what);
 absl::Status LatentNotFound(absl::string_view id);
 absl::Status JobNotFound(absl::string_view id);
-// A write by a replica that no longer holds the job's lease (fencing).
-absl::Status NotTheOwner(absl::string_view id, absl::string_view owner);
+// A write by a replica that no longer holds the job's lease at `lease_epoch` (fencing).
+absl::Status NotTheOwner(absl::string_view id, absl::string_view owner, int64_t lease_epoch);
 absl::Status CheckJobState(JobState state, absl::string_view field);
+// FinishJobWithLatent's check that `latent` is the embedding `record` made: InvalidArgument
+// unless latent.job_id is record.id and latent.source is "embed".
+absl::Status CheckJobResult(const JobRecord& record, const LatentRecord& latent);
 // The bit mask of `states` (bit s set = keep state s); 0 keeps every state.
 absl::StatusOr<int64_t> StateMask(const std::vector<JobState>& states);
 // Oldest first: created_unix_ms, then ID (UnfinishedJobs' and ClaimJobs' order).
