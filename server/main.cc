@@ -6,6 +6,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -187,6 +188,21 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
 // whole one, 1 when the server could not start).
 constexpr int kExitCutShort = 3;
 
+// gRPC 1.51's TCP server handles accept() failing with EMFILE badly (CVE-2023-4785: a
+// flood of connections denies service; Debian 12's package has no fix): the soft limit on
+// open files goes up to the hard one, so connections run into the host's limit, not a
+// small default. Returns the limit now in force.
+rlim_t RaiseOpenFilesLimit() {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur < limit.rlim_max) {
+    struct rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) return raised.rlim_cur;
+  }
+  return limit.rlim_cur;
+}
+
 int Fail(const std::string& what) {
   LogNote(absl::StrCat(what));
   return 1;
@@ -279,7 +295,8 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000000));
   // gRPC takes an int: 2^31 would wrap to a negative value, which gRPC reads as "no limit".
   app.add_option("--max-message-bytes", f.limits.max_message_bytes,
-                 "gRPC receive and send limit (bytes)")
+                 "gRPC send limit, and the receive limit's upper bound (bytes; requests are "
+                 "further limited to --max-image-bytes plus 1 MiB)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1} << 16, int64_t{INT32_MAX}));
   app.add_option("--max-streams-per-connection", f.connections.max_streams_per_connection,
@@ -332,6 +349,28 @@ int Main(int argc, char** argv) {
                  "queued jobs of one tenant beyond this are refused")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
+  app.add_option("--tenant-max-running", f.scheduler.tenant_max_running,
+                 "running jobs of one tenant (all devices) beyond which its queued jobs wait "
+                 "while other tenants' do; admission takes tenants in turn (0 = no cap)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--device-queue-limit", f.scheduler.task_queue_limit,
+                 "renders and edits waiting for one device; more are refused")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--tenant-device-queue-limit", f.scheduler.tenant_task_limit,
+                 "renders and edits of one tenant waiting, all devices together")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--device-task-share", f.scheduler.task_share,
+                 "share of device time renders and edits get while jobs run (the rest is kept "
+                 "for optimiser steps)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.05, 0.95));
+  app.add_option("--device-wait-seconds", f.limits.device_wait_seconds,
+                 "how long a render or edit may wait for a device (or its call's deadline)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 86400.0));
   app.add_option("--tenant-max-latents", f.quota.max_latents,
                  "latents one tenant may keep; each unfinished Embed reserves one (0 = no limit)")
       ->capture_default_str()
@@ -374,10 +413,18 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
   app.add_option("--max-concurrent-images", f.limits.max_concurrent_images,
-                 "image decodes and alignments at once (each may hold up to 12 bytes per "
-                 "pixel of --max-image-pixels)")
+                 "threads that decode and align images (Embed, AlignFace), each holding one "
+                 "photo's buffers (docs/SECURITY.md, Limits)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
+  app.add_option("--image-queue-limit", f.limits.image_queue_limit,
+                 "image calls waiting for one of those threads; more are refused")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--tenant-max-images", f.limits.tenant_max_images,
+                 "image calls of one tenant waiting or running; more are refused")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--auth-tokens", f.auth_tokens,
                  "file of bearer tokens, one \"TOKEN TENANT [admin]\" per line (or "
                  "sha256:HEX TENANT); re-read when it changes or on SIGHUP. Without it there "
@@ -420,6 +467,7 @@ int Main(int argc, char** argv) {
   // Handlers before anything else runs (signals.h: whichever thread the kernel picks, a
   // library's included, the signal reaches the queue read below), and blocked in this
   // thread, which the threads started from here on inherit.
+  const rlim_t open_files = RaiseOpenFilesLimit();
   auto signals = SignalQueue::Install({SIGINT, SIGTERM, SIGHUP});
   if (!signals.ok()) return Fail(std::string(signals.status().message()));
 
@@ -501,6 +549,7 @@ int Main(int argc, char** argv) {
     store_where = absl::StrCat("--store ", (*pg)->description());
     store_owner = *std::move(pg);
   }
+  LogNote(absl::StrCat("open files: up to ", open_files));
   LogNote(absl::StrCat("store: ", store_owner->backend(), " (", store_where, "), replica ",
                        f.scheduler.replica_id));
   Store* store = store_owner.get();
@@ -572,7 +621,10 @@ int Main(int argc, char** argv) {
     builder.AddListeningPort(f.local_address, grpc::InsecureServerCredentials(), &local_port);
   }
   ApplyConnectionOptions(f.connections, &builder);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(f.limits.max_message_bytes));
+  // Every message is read whole before its call's token is checked, so what a caller
+  // without a token can make the server hold is the receive limit: only what the largest
+  // request needs (an image of --max-image-bytes and its options), not --max-message-bytes.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(f.limits.max_receive_message_bytes()));
   builder.SetMaxSendMessageSize(static_cast<int>(f.limits.max_message_bytes));
   builder.RegisterService(&service);
   builder.RegisterService(&health);

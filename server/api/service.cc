@@ -12,6 +12,7 @@
 #include "server/api/error_writer.h"
 #include "server/api/request_check.h"
 #include "server/api/status.h"
+#include "server/api/work_pool.h"
 #include "server/base/log.h"
 #include "server/base/private_detail.h"
 #include "server/base/sha256.h"
@@ -233,8 +234,23 @@ struct Service::Impl {
         rate(limits.rate_limit, limits.rate_burst),
         streams(limits.max_streams, limits.tenant_max_streams, "open streams", "--max-streams",
                 "--tenant-max-streams"),
-        images(limits.max_concurrent_images, 0, "image decodes and alignments",
-               "--max-concurrent-images") {}
+        image_pool(std::make_unique<WorkPool>(ImagePoolOptions(limits))) {}
+
+  static WorkPool::Options ImagePoolOptions(const ServiceLimits& limits) {
+    WorkPool::Options o;
+    o.threads = limits.max_concurrent_images;
+    o.queue_limit = limits.image_queue_limit;
+    o.tenant_limit = limits.tenant_max_images;
+    o.what = "image decodes and alignments";
+    return o;
+  }
+
+  DecodeLimits decode_limits() const {
+    DecodeLimits dl;
+    dl.max_bytes = limits.max_image_bytes;
+    dl.max_pixels = limits.max_image_pixels;
+    return dl;
+  }
 
   const ModelRegistry* registry;
   Scheduler* scheduler;
@@ -246,7 +262,9 @@ struct Service::Impl {
   Authenticator* auth;
   RateLimiter rate;
   ConcurrencyLimiter streams;  // open event and morph streams
-  ConcurrencyLimiter images;   // decodes + alignments in progress
+  // Decodes and alignments (Embed, AlignFace), off the gRPC threads; reset first by
+  // ~Service, so no task outlives what it uses.
+  std::unique_ptr<WorkPool> image_pool;
   // auth_refused lines: 20 per 10 s, the rest counted in the next line's `suppressed`.
   LogRateLimit auth_log{20, std::chrono::seconds(10)};
 
@@ -470,13 +488,24 @@ struct Service::Impl {
 
   // Renders w on a device worker (between optimiser steps) into `image`, then finishes
   // the call. `render` and `image` belong to the call and live until Finish.
-  void RenderAndFinish(grpc::ServerUnaryReactor* reactor, absl::Time deadline,
-                       const ModelInfo* model, torch::Tensor w, Resolved noise_source,
-                       const v1::RenderOptions* render, v1::Image* image) {
+  // The call's tenant shares the device queues (SchedulerOptions); a task waits at most
+  // --device-wait-seconds, or until the call's deadline, and is dropped unrun if the call
+  // is cancelled meanwhile.
+  void RenderAndFinish(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
+                       const std::string& tenant, const ModelInfo* model, torch::Tensor w,
+                       Resolved noise_source, const v1::RenderOptions* render, v1::Image* image) {
     scheduler->RunTask(
         [this, model, w = std::move(w), noise_source = std::move(noise_source), render,
          image](int device) { return Render(device, *model, w, noise_source, *render, image); },
-        deadline, [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+        TaskDeadline(DeadlineOf(ctx)),
+        [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); }, tenant,
+        [ctx] { return ctx->IsCancelled(); });
+  }
+
+  // When a device task must have started: the call's deadline, and at most
+  // --device-wait-seconds from now (calls without a deadline get that one).
+  absl::Time TaskDeadline(absl::Time call_deadline) const {
+    return std::min(call_deadline, absl::Now() + absl::Seconds(limits.device_wait_seconds));
   }
 
   // Stores `rec` under a new ID (created now) and returns it in `out` without values.
@@ -541,19 +570,49 @@ struct Service::Impl {
 
 // Writes one job's events to a client: one write in flight, the next from OnWriteDone
 // or from the cursor's wake-up; heartbeats on quiet streams; Finish exactly once.
+// An Embed's stream starts pending (no job yet: its image is being decoded on the
+// WorkPool); the pool's task then attaches the job's cursor or fails the call. A client
+// that goes away meanwhile is answered by that task, so the reactor outlives it.
 class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
-  EventStreamReactor(Service* service, std::shared_ptr<EventCursor> cursor, std::string job_id,
-                     bool cancel_on_disconnect, int resolution, ConcurrencyLimiter::Lease lease)
+  // Pending: Attach or Fail follows.
+  EventStreamReactor(Service* service, bool cancel_on_disconnect, ConcurrencyLimiter::Lease lease)
       : lease_(std::move(lease)),
         service_(service),
-        cursor_(std::move(cursor)),
-        job_id_(std::move(job_id)),
         cancel_on_disconnect_(cancel_on_disconnect),
-        resolution_(resolution),
         last_write_(std::chrono::steady_clock::now()) {
     service_->Register(this);
+  }
+  EventStreamReactor(Service* service, std::shared_ptr<EventCursor> cursor, std::string job_id,
+                     bool cancel_on_disconnect, int resolution, ConcurrencyLimiter::Lease lease)
+      : EventStreamReactor(service, cancel_on_disconnect, std::move(lease)) {
+    Attach(std::move(cursor), std::move(job_id), resolution);
+  }
+
+  // The job's events from here on (once).
+  void Attach(std::shared_ptr<EventCursor> cursor, std::string job_id, int resolution) {
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cursor_ = std::move(cursor);
+      job_id_ = std::move(job_id);
+      resolution_ = resolution;
+      cancelled = cancelled_;
+    }
+    if (cancelled) {  // the client left while the job was being made
+      OnCancel();
+      return;
+    }
     cursor_->SetWake([this] { Pump(); });
+  }
+
+  // Ends a pending stream with `status` (the job could not be made). Its stream slot is
+  // given back first: the caller may open the next stream as soon as it hears the status,
+  // before gRPC gets to OnDone.
+  void Fail(const absl::Status& status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    lease_.Release();
+    FinishLocked(ToGrpcStatus(status));
   }
 
   void OnWriteDone(bool ok) override {
@@ -569,7 +628,14 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   }
 
   void OnCancel() override {
-    if (cancel_on_disconnect_ && !cursor_->done()) {
+    std::shared_ptr<EventCursor> cursor;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_ = true;
+      cursor = cursor_;
+    }
+    if (cursor == nullptr) return;  // pending: the pool's task answers (Attach or Fail)
+    if (cancel_on_disconnect_ && !cursor->done()) {
       (void)service_->impl_->scheduler->Cancel(job_id_, "client disconnected");
     }
     std::lock_guard<std::mutex> lock(mu_);
@@ -578,13 +644,13 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
 
   void OnDone() override {
     service_->Unregister(this);
-    cursor_->Close();
+    if (cursor_ != nullptr) cursor_->Close();
     delete this;
   }
 
   void Pump() {
     std::lock_guard<std::mutex> lock(mu_);
-    if (finished_ || writing_) return;
+    if (finished_ || writing_ || cursor_ == nullptr) return;
     if (auto ev = cursor_->Next()) {
       ToProto(*ev, resolution_, &msg_);
       StartWriteLocked();
@@ -599,7 +665,7 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
 
   void Heartbeat(double interval_seconds) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (finished_ || writing_) return;
+    if (finished_ || writing_ || cursor_ == nullptr) return;
     if (std::chrono::steady_clock::now() - last_write_ <
         std::chrono::duration<double>(interval_seconds)) {
       return;
@@ -626,12 +692,14 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
 
   ConcurrencyLimiter::Lease lease_;  // a slot of --max-streams, given back on OnDone
   Service* service_;
-  std::shared_ptr<EventCursor> cursor_;
-  const std::string job_id_;
   const bool cancel_on_disconnect_;
-  const int resolution_;
   std::mutex mu_;
-  bool writing_ = false, finished_ = false;
+  // Set once by Attach (under mu_), then read without it only by the threads that Attach
+  // started (the cursor's wake-ups, gRPC's callbacks after it).
+  std::shared_ptr<EventCursor> cursor_;
+  std::string job_id_;
+  int resolution_ = 0;
+  bool writing_ = false, finished_ = false, cancelled_ = false;
   std::chrono::steady_clock::time_point last_write_;
   v1::JobEvent msg_;
 };
@@ -639,10 +707,12 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
 // Morph frames, rendered one at a time on the device between optimiser steps.
 class MorphReactor : public grpc::ServerWriteReactor<v1::MorphFrame> {
  public:
-  MorphReactor(Service::Impl* impl, const ModelInfo* model, Resolved a, Resolved b, int frames,
-               v1::RenderOptions render, absl::Time deadline, ConcurrencyLimiter::Lease lease)
+  MorphReactor(Service::Impl* impl, std::string tenant, const ModelInfo* model, Resolved a,
+               Resolved b, int frames, v1::RenderOptions render, absl::Time deadline,
+               ConcurrencyLimiter::Lease lease)
       : lease_(std::move(lease)),
         impl_(impl),
+        tenant_(std::move(tenant)),
         model_(model),
         a_(std::move(a)),
         b_(std::move(b)),
@@ -682,18 +752,20 @@ class MorphReactor : public grpc::ServerWriteReactor<v1::MorphFrame> {
           frame_.set_alpha(alpha);
           return impl_->Render(device, *model_, w[0], a_, render_, frame_.mutable_image());
         },
-        deadline_,
+        impl_->TaskDeadline(deadline_),
         [this](absl::Status status) {
           if (!status.ok()) {
             Finish(ToGrpcStatus(Annotate(status, absl::StrCat("frame ", index_))));
           } else {
             StartWrite(&frame_);
           }
-        });
+        },
+        tenant_, [this] { return cancelled_.load(); });
   }
 
   ConcurrencyLimiter::Lease lease_;
   Service::Impl* impl_;
+  const std::string tenant_;
   const ModelInfo* model_;
   Resolved a_, b_;
   const int frames_;
@@ -715,6 +787,7 @@ Service::Service(const ModelRegistry* registry, Scheduler* scheduler, Store* sto
 }
 
 Service::~Service() {
+  impl_->image_pool.reset();  // runs what is queued (calls are answered), joins
   {
     std::lock_guard<std::mutex> lock(streams_mu_);
     stop_heartbeats_ = true;
@@ -729,8 +802,12 @@ void Service::RegisterMetrics(MetricsRegistry* m) {
     return Series{{{}, static_cast<double>(impl_->streams.in_use())}};
   });
   m->AddGauge("i2s_images_in_progress", "Image decodes and alignments running now.", {}, [this] {
-    return Series{{{}, static_cast<double>(impl_->images.in_use())}};
+    return Series{{{}, static_cast<double>(impl_->image_pool->running())}};
   });
+  m->AddGauge("i2s_images_waiting", "Image decodes and alignments waiting for a thread.", {},
+              [this] {
+                return Series{{{}, static_cast<double>(impl_->image_pool->waiting())}};
+              });
 }
 
 void Service::Register(EventStreamReactor* r) {
@@ -752,112 +829,132 @@ void Service::HeartbeatLoop() {
   }
 }
 
+// The work of an Embed after admission, on a WorkPool thread: checks, the init latent,
+// decoding and alignment, the job's creation. The job's ID and model.
+absl::StatusOr<std::pair<std::string, const ModelInfo*>> Service::SubmitEmbed(
+    const Caller& caller, const v1::EmbedRequest& req) {
+  if (!accepting_) return absl::UnavailableError("the server is shutting down");
+  auto found = impl_->registry->Find(req.model());
+  if (!found.ok()) return Annotate(found.status(), "model");
+  const ModelInfo* model = *found;
+  EmbedJobSpec spec;
+  spec.model = model->name;
+  spec.seed = req.seed();
+  for (const auto& [k, v] : req.labels()) spec.labels[k] = v;
+  spec.preview_every = req.preview_every();
+  spec.return_reconstruction = req.return_reconstruction();
+  ASSIGN_OR_RETURN(PrepareOptions prepare,
+                   impl_->PrepareOptionsOf(req.align(), req.resize(), model->resolution));
+  spec.return_aligned_image = req.return_aligned_image();
+
+  // Options (checked by CheckEmbedOptions): unset fields keep the schedule's defaults.
+  const v1::EmbedOptions& o = req.options();
+  EmbedOptions& e = spec.options;
+  if (o.schedule() == v1::STYLEGAN2_PROJECTOR) {
+    e = EmbedOptions::StyleGan2Projector();
+    if (o.has_lr_rampup()) e.lr_rampup = o.lr_rampup();
+    if (o.has_lr_rampdown()) e.lr_rampdown = o.lr_rampdown();
+    if (o.has_w_noise()) e.w_noise_factor = o.w_noise();
+    if (o.has_w_noise_ramp()) e.w_noise_ramp = o.w_noise_ramp();
+    if (o.has_noise_regularize()) e.noise_regularize = o.noise_regularize();
+  }
+  if (o.has_w_lpips()) e.w_lpips = o.w_lpips();
+  if (e.w_lpips > 0 && !impl_->registry->has_lpips()) {
+    return absl::FailedPreconditionError(
+        "options.w_lpips: this server has no LPIPS (start it with --lpips; "
+        "ServerInfo.has_lpips)");
+  }
+  if (o.has_steps()) e.steps = o.steps();
+  if (o.has_noise_steps()) e.noise_steps = o.noise_steps();
+  if (o.has_lr()) e.lr = o.lr();
+  if (o.has_noise_lr()) e.noise_lr = o.noise_lr();
+  if (o.has_w_mse()) e.w_mse = o.w_mse();
+  if (o.has_w_perceptual()) e.w_perceptual = o.w_perceptual();
+  if (o.has_target_psnr_db()) e.target_psnr = o.target_psnr_db();
+  if (o.has_plateau_window()) e.plateau_window = o.plateau_window();
+  if (o.has_perceptual_resolution()) e.perceptual_resolution = o.perceptual_resolution();
+  if (o.space() != v1::LATENT_SPACE_UNSPECIFIED) {
+    e.space = o.space() == v1::W ? LatentSpace::kW : LatentSpace::kWPlus;
+  }
+  switch (o.init()) {
+    case v1::LATENT_INIT_UNSPECIFIED:
+    case v1::MEAN_W:
+      e.init = LatentInit::kMeanW;
+      break;
+    case v1::ZEROS:
+      e.init = LatentInit::kZeros;
+      break;
+    case v1::UNIFORM:
+      e.init = LatentInit::kUniform;
+      break;
+    case v1::FROM_LATENT: {
+      e.init = LatentInit::kGiven;
+      v1::LatentRef ref;
+      ref.set_latent_id(o.init_latent_id());
+      ASSIGN_OR_RETURN(Resolved r,
+                       impl_->Resolve(caller, ref, *model, "options.init_latent_id", 0));
+      spec.init_latent = r.w;
+      break;
+    }
+    default:
+      return Field("options.init", "unknown init");
+  }
+
+  // The size limits were checked from the header by Embed; decoding and alignment run
+  // here, on a WorkPool thread (--max-concurrent-images of them bound the memory).
+  ASSIGN_OR_RETURN(torch::Tensor image,
+                   DecodeRgbImage(req.image(), impl_->decode_limits(), "image"));
+  // Alignment: a face detection, then a resampling: 50 ms for a 512x512 photo, 0.4 s at
+  // 2048x2048 (docs/PERFORMANCE.md).
+  ASSIGN_OR_RETURN(PreparedImage prepared,
+                   PrepareImage(image, prepare, impl_->face_detector, "align"));
+  image = torch::Tensor();
+  spec.image = prepared.image.contiguous();
+  if (prepared.alignment) spec.alignment_json = AlignmentInfoToJson(*prepared.alignment);
+  const std::string hash = req.request_id().empty() ? "" : RequestHash(req);
+  ASSIGN_OR_RETURN(
+      Scheduler::Submission sub,
+      impl_->scheduler->Submit(std::move(spec), req.request_id(), hash, caller.tenant));
+  return std::make_pair(sub.job_id, model);
+}
+
 grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ctx,
                                                        const v1::EmbedRequest* req) {
   auto caller = impl_->Admit(ctx);
   if (!caller.ok()) return new ErrorWriter<v1::JobEvent>(caller.status());
   auto lease = impl_->streams.Acquire(caller->tenant);
   if (!lease.ok()) return new ErrorWriter<v1::JobEvent>(lease.status());
-  auto submit = [&]() -> absl::StatusOr<std::pair<std::string, const ModelInfo*>> {
-    if (!accepting_) return absl::UnavailableError("the server is shutting down");
-    const ServiceLimits& lim = impl_->limits;
-    RETURN_IF_ERROR(CheckEmbedRequest(*req, {lim.max_steps, lim.max_morph_frames}));
-    auto found = impl_->registry->Find(req->model());
-    if (!found.ok()) return Annotate(found.status(), "model");
-    const ModelInfo* model = *found;
-    EmbedJobSpec spec;
-    spec.model = model->name;
-    spec.seed = req->seed();
-    for (const auto& [k, v] : req->labels()) spec.labels[k] = v;
-    spec.preview_every = req->preview_every();
-    spec.return_reconstruction = req->return_reconstruction();
-    ASSIGN_OR_RETURN(PrepareOptions prepare,
-                     impl_->PrepareOptionsOf(req->align(), req->resize(), model->resolution));
-    spec.return_aligned_image = req->return_aligned_image();
-
-    // Options (checked by CheckEmbedOptions): unset fields keep the schedule's defaults.
-    const v1::EmbedOptions& o = req->options();
-    EmbedOptions& e = spec.options;
-    if (o.schedule() == v1::STYLEGAN2_PROJECTOR) {
-      e = EmbedOptions::StyleGan2Projector();
-      if (o.has_lr_rampup()) e.lr_rampup = o.lr_rampup();
-      if (o.has_lr_rampdown()) e.lr_rampdown = o.lr_rampdown();
-      if (o.has_w_noise()) e.w_noise_factor = o.w_noise();
-      if (o.has_w_noise_ramp()) e.w_noise_ramp = o.w_noise_ramp();
-      if (o.has_noise_regularize()) e.noise_regularize = o.noise_regularize();
-    }
-    if (o.has_w_lpips()) e.w_lpips = o.w_lpips();
-    if (e.w_lpips > 0 && !impl_->registry->has_lpips()) {
-      return absl::FailedPreconditionError(
-          "options.w_lpips: this server has no LPIPS (start it with --lpips; "
-          "ServerInfo.has_lpips)");
-    }
-    if (o.has_steps()) e.steps = o.steps();
-    if (o.has_noise_steps()) e.noise_steps = o.noise_steps();
-    if (o.has_lr()) e.lr = o.lr();
-    if (o.has_noise_lr()) e.noise_lr = o.noise_lr();
-    if (o.has_w_mse()) e.w_mse = o.w_mse();
-    if (o.has_w_perceptual()) e.w_perceptual = o.w_perceptual();
-    if (o.has_target_psnr_db()) e.target_psnr = o.target_psnr_db();
-    if (o.has_plateau_window()) e.plateau_window = o.plateau_window();
-    if (o.has_perceptual_resolution()) e.perceptual_resolution = o.perceptual_resolution();
-    if (o.space() != v1::LATENT_SPACE_UNSPECIFIED) {
-      e.space = o.space() == v1::W ? LatentSpace::kW : LatentSpace::kWPlus;
-    }
-    switch (o.init()) {
-      case v1::LATENT_INIT_UNSPECIFIED:
-      case v1::MEAN_W:
-        e.init = LatentInit::kMeanW;
-        break;
-      case v1::ZEROS:
-        e.init = LatentInit::kZeros;
-        break;
-      case v1::UNIFORM:
-        e.init = LatentInit::kUniform;
-        break;
-      case v1::FROM_LATENT: {
-        e.init = LatentInit::kGiven;
-        v1::LatentRef ref;
-        ref.set_latent_id(o.init_latent_id());
-        ASSIGN_OR_RETURN(Resolved r,
-                         impl_->Resolve(*caller, ref, *model, "options.init_latent_id", 0));
-        spec.init_latent = r.w;
-        break;
-      }
-      default:
-        return Field("options.init", "unknown init");
-    }
-
-    DecodeLimits dl;
-    dl.max_bytes = lim.max_image_bytes;
-    dl.max_pixels = lim.max_image_pixels;
-    // The size limits are checked from the header first (DecodeRgbImage); then a slot of
-    // --max-concurrent-images bounds the memory of decodes and alignments together.
-    RETURN_IF_ERROR(CheckImageLimits(req->image(), dl, "image").status());
-    ASSIGN_OR_RETURN(ConcurrencyLimiter::Lease image_slot,
-                     impl_->images.Acquire("", absl::Seconds(lim.image_wait_seconds)));
-    ASSIGN_OR_RETURN(torch::Tensor image, DecodeRgbImage(req->image(), dl, "image"));
-    // Alignment (a face detection, then a resampling) runs here, on the gRPC thread, as
-    // decoding does: 50 ms for a 512x512 photo, 0.4 s at 2048x2048 (docs/PERFORMANCE.md).
-    ASSIGN_OR_RETURN(PreparedImage prepared,
-                     PrepareImage(image, prepare, impl_->face_detector, "align"));
-    image = torch::Tensor();
-    image_slot.Release();
-    spec.image = prepared.image.contiguous();
-    if (prepared.alignment) spec.alignment_json = AlignmentInfoToJson(*prepared.alignment);
-    const std::string hash = req->request_id().empty() ? "" : RequestHash(*req);
-    ASSIGN_OR_RETURN(
-        Scheduler::Submission sub,
-        impl_->scheduler->Submit(std::move(spec), req->request_id(), hash, caller->tenant));
-    return std::make_pair(sub.job_id, model);
-  };
-  auto submitted = submit();
-  if (!submitted.ok()) return new ErrorWriter<v1::JobEvent>(submitted.status());
-  auto cursor = impl_->scheduler->Watch(submitted->first, 0);
-  if (!cursor.ok()) return new ErrorWriter<v1::JobEvent>(cursor.status());
-  return new EventStreamReactor(this, *std::move(cursor), submitted->first,
-                                req->cancel_on_disconnect(), submitted->second->resolution,
-                                *std::move(lease));
+  if (!accepting_) {
+    return new ErrorWriter<v1::JobEvent>(absl::UnavailableError("the server is shutting down"));
+  }
+  // What needs only the request is checked here, at once; the rest on the pool.
+  const ServiceLimits& lim = impl_->limits;
+  absl::Status bad = CheckEmbedRequest(*req, {lim.max_steps, lim.max_morph_frames});
+  if (bad.ok()) bad = CheckImageLimits(req->image(), impl_->decode_limits(), "image").status();
+  if (!bad.ok()) return new ErrorWriter<v1::JobEvent>(bad);
+  // The stream is pending until the pool's task has made the job; this gRPC thread goes
+  // back to gRPC now. The request lives until the reactor's OnDone, after the task.
+  auto* reactor = new EventStreamReactor(this, req->cancel_on_disconnect(), *std::move(lease));
+  absl::Status queued =
+      impl_->image_pool->Submit(caller->tenant, [this, ctx, req, reactor, caller = *caller] {
+        if (ctx->IsCancelled()) {  // the caller left while waiting: no work for nobody
+          reactor->Fail(absl::CancelledError("the call was cancelled before its image was read"));
+          return;
+        }
+        auto submitted = SubmitEmbed(caller, *req);
+        if (!submitted.ok()) {
+          reactor->Fail(submitted.status());
+          return;
+        }
+        auto cursor = impl_->scheduler->Watch(submitted->first, 0);
+        if (!cursor.ok()) {
+          reactor->Fail(cursor.status());
+          return;
+        }
+        reactor->Attach(*std::move(cursor), submitted->first, submitted->second->resolution);
+      });
+  if (!queued.ok()) reactor->Fail(queued);
+  return reactor;
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* Service::WatchJob(CallbackServerContext* ctx,
@@ -1052,8 +1149,8 @@ grpc::ServerUnaryReactor* Service::Synthesize(CallbackServerContext* ctx,
   if (!latent.ok()) return Done(ctx, latent.status());
   auto* reactor = ctx->DefaultReactor();
   const torch::Tensor w = latent->w;
-  impl_->RenderAndFinish(reactor, DeadlineOf(ctx), *model, w, *std::move(latent), &req->render(),
-                         resp->mutable_image());
+  impl_->RenderAndFinish(ctx, reactor, caller->tenant, *model, w, *std::move(latent),
+                         &req->render(), resp->mutable_image());
   return reactor;
 }
 
@@ -1070,8 +1167,8 @@ grpc::ServerWriteReactor<v1::MorphFrame>* Service::Morph(CallbackServerContext* 
     ASSIGN_OR_RETURN(Resolved a, impl_->Resolve(caller, req->a(), *model, "a", seed));
     ASSIGN_OR_RETURN(Resolved b, impl_->Resolve(caller, req->b(), *model, "b", seed));
     ASSIGN_OR_RETURN(ConcurrencyLimiter::Lease lease, impl_->streams.Acquire(caller.tenant));
-    return new MorphReactor(impl_.get(), model, std::move(a), std::move(b), frames, req->render(),
-                            DeadlineOf(ctx), std::move(lease));
+    return new MorphReactor(impl_.get(), caller.tenant, model, std::move(a), std::move(b), frames,
+                            req->render(), DeadlineOf(ctx), std::move(lease));
   };
   auto reactor = start();
   if (!reactor.ok()) return new ErrorWriter<v1::MorphFrame>(reactor.status());
@@ -1105,7 +1202,7 @@ grpc::ServerUnaryReactor* Service::StyleMix(CallbackServerContext* ctx,
                                          {{"crossover", req->crossover()}}, req->labels(),
                                          resp->mutable_latent()));
     }
-    impl_->RenderAndFinish(reactor, DeadlineOf(ctx), model, mixed, content, &req->render(),
+    impl_->RenderAndFinish(ctx, reactor, caller.tenant, model, mixed, content, &req->render(),
                            resp->mutable_image());
     return absl::OkStatus();
   };
@@ -1153,7 +1250,7 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
           {{"lambda", req->strength()}, {"first_layer", req->first_layer()}, {"last_layer", last}},
           req->labels(), resp->mutable_latent()));
     }
-    impl_->RenderAndFinish(reactor, DeadlineOf(ctx), model, w, target, &req->render(),
+    impl_->RenderAndFinish(ctx, reactor, caller.tenant, model, w, target, &req->render(),
                            resp->mutable_image());
     return absl::OkStatus();
   };
@@ -1165,9 +1262,14 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
 grpc::ServerUnaryReactor* Service::AlignFace(CallbackServerContext* ctx,
                                              const v1::AlignFaceRequest* req,
                                              v1::AlignFaceResponse* resp) {
-  auto run = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(Caller caller, impl_->Admit(ctx));
-    RETURN_IF_ERROR(CheckAlignFaceRequest(*req));
+  auto caller = impl_->Admit(ctx);
+  if (!caller.ok()) return Done(ctx, caller.status());
+  absl::Status bad = CheckAlignFaceRequest(*req);
+  if (bad.ok()) bad = CheckImageLimits(req->image(), impl_->decode_limits(), "image").status();
+  if (!bad.ok()) return Done(ctx, bad);
+  // Decoding and alignment on the WorkPool; this gRPC thread goes back to gRPC now.
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto run = [this, req, resp]() -> absl::Status {
     int size = req->size();
     if (size == 0) {
       auto found = impl_->registry->Find(req->model());
@@ -1176,13 +1278,8 @@ grpc::ServerUnaryReactor* Service::AlignFace(CallbackServerContext* ctx,
     }
     ASSIGN_OR_RETURN(PrepareOptions prepare,
                      impl_->PrepareOptionsOf(req->align(), req->resize(), size));
-    DecodeLimits dl;
-    dl.max_bytes = impl_->limits.max_image_bytes;
-    dl.max_pixels = impl_->limits.max_image_pixels;
-    RETURN_IF_ERROR(CheckImageLimits(req->image(), dl, "image").status());
-    ASSIGN_OR_RETURN(ConcurrencyLimiter::Lease image_slot,
-                     impl_->images.Acquire("", absl::Seconds(impl_->limits.image_wait_seconds)));
-    ASSIGN_OR_RETURN(torch::Tensor image, DecodeRgbImage(req->image(), dl, "image"));
+    ASSIGN_OR_RETURN(torch::Tensor image,
+                     DecodeRgbImage(req->image(), impl_->decode_limits(), "image"));
     ASSIGN_OR_RETURN(PreparedImage prepared,
                      PrepareImage(image, prepare, impl_->face_detector, "align"));
     v1::Alignment* out = resp->mutable_alignment();
@@ -1192,7 +1289,14 @@ grpc::ServerUnaryReactor* Service::AlignFace(CallbackServerContext* ctx,
     SetPng(png, size, out->mutable_aligned());
     return absl::OkStatus();
   };
-  return Done(ctx, run());
+  absl::Status queued = impl_->image_pool->Submit(caller->tenant, [ctx, reactor, run] {
+    reactor->Finish(
+        ToGrpcStatus(ctx->IsCancelled()
+                         ? absl::CancelledError("the call was cancelled before its image was read")
+                         : run()));
+  });
+  if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* Service::GetServerInfo(CallbackServerContext* ctx,
@@ -1229,6 +1333,12 @@ grpc::ServerUnaryReactor* Service::GetServerInfo(CallbackServerContext* ctx,
   limits->set_queue_limit(s.queue_limit);
   limits->set_max_batch(s.max_batch);
   limits->set_max_message_bytes(l.max_message_bytes);
+  limits->set_max_receive_message_bytes(l.max_receive_message_bytes());
+  limits->set_tenant_max_running(s.tenant_max_running);
+  limits->set_device_queue_limit(s.task_queue_limit);
+  limits->set_tenant_device_queue_limit(s.tenant_task_limit);
+  limits->set_device_task_share(s.task_share);
+  limits->set_device_wait_seconds(l.device_wait_seconds);
   limits->set_max_image_bytes(l.max_image_bytes);
   limits->set_max_image_pixels(l.max_image_pixels);
   limits->set_max_steps(l.max_steps);
@@ -1240,6 +1350,8 @@ grpc::ServerUnaryReactor* Service::GetServerInfo(CallbackServerContext* ctx,
   limits->set_max_streams(l.max_streams);
   limits->set_tenant_max_streams(l.tenant_max_streams);
   limits->set_max_concurrent_images(l.max_concurrent_images);
+  limits->set_image_queue_limit(l.image_queue_limit);
+  limits->set_tenant_max_images(l.tenant_max_images);
   limits->set_max_streams_per_connection(l.connections.max_streams_per_connection);
   limits->set_max_connection_idle_seconds(l.connections.max_idle_seconds);
   limits->set_max_connection_age_seconds(l.connections.max_age_seconds);

@@ -7,6 +7,7 @@
 #ifndef I2S_SERVER_API_SERVICE_H_
 #define I2S_SERVER_API_SERVICE_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -14,6 +15,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "i2s/v1/i2s.grpc.pb.h"
 #include "server/api/auth.h"
@@ -26,8 +28,15 @@
 namespace i2s {
 
 struct ServiceLimits {
-  int64_t max_message_bytes = 64 << 20;
+  int64_t max_message_bytes = 64 << 20;  // sent (renders, aligned images), and the cap below
   int64_t max_image_bytes = 32 << 20;
+  // What a request may be: the largest (an Embed or AlignFace) is an image and its
+  // options, under max_image_bytes + 1 MiB. Messages are read whole before a call's token
+  // is checked, so this is also what a caller without a token can make the server hold
+  // per call (docs/SECURITY.md, Connections).
+  int64_t max_receive_message_bytes() const {
+    return std::min(max_message_bytes, max_image_bytes + (int64_t{1} << 20));
+  }
   int64_t max_image_pixels = 50'000'000;
   int max_steps = 100000;
   int max_morph_frames = 240;
@@ -37,10 +46,15 @@ struct ServiceLimits {
   int rate_burst = 400;          // calls at once before the rate applies
   int max_streams = 1024;        // open Embed/WatchJob/Morph streams, all tenants
   int tenant_max_streams = 256;  // open streams of one tenant
-  // Image decodes and alignments at once: each holds the decoded photo as floats (up to
-  // 12 bytes a pixel, 0.6 GB at the default max_image_pixels) and alignment buffers.
+  // Image decodes and alignments (Embed, AlignFace) run on a pool of this many threads,
+  // off the gRPC threads: each holds the decoded photo and alignment buffers (the bound of
+  // their memory: docs/SECURITY.md, Limits).
   int max_concurrent_images = 4;
-  double image_wait_seconds = 10;  // how long a call waits for a decode slot
+  int image_queue_limit = 128;  // calls waiting for a pool thread (they hold no gRPC thread)
+  int tenant_max_images = 32;   // of one tenant, waiting or running
+  // A render or edit waits at most this long for a device (or until its call's deadline,
+  // if sooner); then DEADLINE_EXCEEDED. Calls without a deadline get this one.
+  double device_wait_seconds = 60;
   // Applied by main to the server builder; here so that ServerInfo reports them.
   ConnectionOptions connections;
 };
@@ -109,6 +123,8 @@ class Service final : public i2s::v1::ImageToStyleGan::CallbackService {
   friend class EventStreamReactor;
   friend class MorphReactor;
   struct Impl;
+  absl::StatusOr<std::pair<std::string, const ModelInfo*>> SubmitEmbed(const Caller& caller,
+                                                                       const v1::EmbedRequest& req);
   void Register(EventStreamReactor* r);
   void Unregister(EventStreamReactor* r);
   void HeartbeatLoop();

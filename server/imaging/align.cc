@@ -46,11 +46,14 @@ absl::StatusOr<cv::Mat> ToMat255(const torch::Tensor& image, const std::string& 
     return absl::InvalidArgumentError(
         absl::StrCat(who, ": expected a float RGB image [3, H, W] (H, W in [1, 32768])"));
   }
-  torch::Tensor hwc =
-      (image.detach().to(torch::kCPU, torch::kFloat32) * 255).permute({1, 2, 0}).contiguous();
-  cv::Mat m(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)), CV_32FC3,
-            hwc.data_ptr<float>());
-  return m.clone();
+  // Straight into the Mat's own buffer, scaled there: the photo costs one float copy here,
+  // not three (docs/SECURITY.md, Limits); the values are those of x * 255.
+  const torch::Tensor chw = image.detach().to(torch::kCPU, torch::kFloat32);
+  cv::Mat m(static_cast<int>(chw.size(1)), static_cast<int>(chw.size(2)), CV_32FC3);
+  torch::Tensor hwc = torch::from_blob(m.data, {m.rows, m.cols, 3}, torch::kFloat32);
+  hwc.copy_(chw.permute({1, 2, 0}));
+  hwc.mul_(255);
+  return m;
 }
 
 torch::Tensor FromMat255(const cv::Mat& m) {

@@ -28,22 +28,27 @@ torch::Tensor GeneratorOutputToRgb8(const torch::Tensor& image) {
 }
 
 torch::Tensor UnitImageToRgb8(const torch::Tensor& image) {
-  return (image.detach().to(torch::kCPU, torch::kFloat32) * 255)
-      .round()
-      .clamp(0, 255)
-      .to(torch::kUInt8)
-      .permute({1, 2, 0})
-      .contiguous();
+  // One channel at a time into the HWC bytes, so a photo-sized image costs one float
+  // plane on the way, not a chain of whole float copies (docs/SECURITY.md, Limits). The
+  // values are those of round(clamp(x * 255, 0, 255)).
+  const torch::Tensor chw = image.detach().to(torch::kCPU, torch::kFloat32);
+  torch::Tensor hwc = torch::empty({chw.size(1), chw.size(2), chw.size(0)}, torch::kUInt8);
+  for (int64_t c = 0; c < chw.size(0); ++c) {
+    hwc.select(2, c).copy_((chw[c] * 255).round_().clamp_(0, 255));
+  }
+  return hwc;
 }
 
 namespace {
 
 // [C, H, W] float tensor <-> cv::Mat of C float channels (HWC).
 cv::Mat ToMat(const torch::Tensor& chw) {
-  torch::Tensor hwc = chw.permute({1, 2, 0}).contiguous();
-  cv::Mat m(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)),
-            CV_32FC(static_cast<int>(hwc.size(2))), hwc.data_ptr<float>());
-  return m.clone();
+  // Straight into the Mat's own buffer (one copy of the image, not three).
+  cv::Mat m(static_cast<int>(chw.size(1)), static_cast<int>(chw.size(2)),
+            CV_32FC(static_cast<int>(chw.size(0))));
+  torch::Tensor hwc = torch::from_blob(m.data, {m.rows, m.cols, m.channels()}, torch::kFloat32);
+  hwc.copy_(chw.permute({1, 2, 0}));
+  return m;
 }
 
 torch::Tensor FromMat(const cv::Mat& m) {
@@ -64,6 +69,18 @@ cv::Mat ToUnitFloat(const cv::Mat& m) {
 
 // A decoded 3-channel BGR cv::Mat (any depth) -> float RGB [3, H, W] in [0, 1].
 torch::Tensor BgrToRgbTensor(const cv::Mat& bgr) {
+  if (bgr.depth() == CV_8U) {
+    // Photos: straight from the 8-bit samples into the one float image, channel by
+    // channel, so the peak is the decoded image (3 bytes a pixel) and this one (12), not
+    // four float copies on the way (docs/SECURITY.md, Limits). The same arithmetic as
+    // convertTo's: each sample times the float 1/255, then clamped.
+    const torch::Tensor hwc =
+        torch::from_blob(bgr.data, {bgr.rows, bgr.cols, 3},
+                         {static_cast<int64_t>(bgr.step[0]), 3, 1}, torch::kUInt8);
+    torch::Tensor out = torch::empty({3, bgr.rows, bgr.cols}, torch::kFloat32);
+    for (int c = 0; c < 3; ++c) out[c].copy_(hwc.select(2, 2 - c));
+    return out.mul_(static_cast<float>(1.0 / 255)).clamp_(0, 1);
+  }
   cv::Mat rgb;
   cv::cvtColor(ToUnitFloat(bgr), rgb, cv::COLOR_BGR2RGB);
   return FromMat(rgb).clamp(0, 1);

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <condition_variable>
 #include <iostream>
+#include <iterator>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -331,6 +333,8 @@ struct Scheduler::Task {
   std::function<absl::Status(int)> fn;
   absl::Time deadline;
   std::function<void(absl::Status)> done;
+  std::string tenant;
+  std::function<bool()> cancelled;  // may be null
 };
 
 struct Scheduler::Worker {
@@ -342,6 +346,7 @@ struct Scheduler::Worker {
   std::deque<std::shared_ptr<Task>> tasks;                     // guarded by mu_
   std::vector<std::shared_ptr<Job>> active;                    // guarded by mu_
   std::map<std::string, std::unique_ptr<EmbedBatch>> batches;  // worker thread only
+  double last_step_seconds = 0;  // the last StepBatches' time (worker thread only)
 };
 
 Scheduler::Scheduler(const SchedulerOptions& options, const ModelRegistry* registry, Store* store)
@@ -700,28 +705,87 @@ absl::StatusOr<std::shared_ptr<EventCursor>> Scheduler::Watch(const std::string&
 }
 
 void Scheduler::RunTask(std::function<absl::Status(int)> fn, absl::Time deadline,
-                        std::function<void(absl::Status)> done) {
+                        std::function<void(absl::Status)> done, const std::string& tenant,
+                        std::function<bool()> cancelled) {
   auto task = std::make_shared<Task>();
   task->fn = std::move(fn);
   task->deadline = deadline;
   task->done = std::move(done);
+  task->tenant = tenant;
+  task->cancelled = std::move(cancelled);
+  absl::Status refused;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
+    if (stopping_) {
+      refused = absl::UnavailableError("the server is shutting down");
+    } else {
       Worker* best = workers_[0].get();
+      int tenant_tasks = 0;
       for (auto& w : workers_) {
         if (w->tasks.size() + w->active.size() < best->tasks.size() + best->active.size()) {
           best = w.get();
         }
+        for (const auto& t : w->tasks) tenant_tasks += t->tenant == tenant ? 1 : 0;
       }
-      best->tasks.push_back(std::move(task));
+      if (static_cast<int>(best->tasks.size()) >= options_.task_queue_limit) {
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "device queue full: ", best->tasks.size(), " renders and edits waiting for ",
+            best->device, " (limit ", options_.task_queue_limit,
+            ", --device-queue-limit); retry later"));
+      } else if (tenant_tasks >= options_.tenant_task_limit) {
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "device queue full for tenant \"", tenant, "\": ", tenant_tasks,
+            " renders and edits waiting (limit ", options_.tenant_task_limit,
+            ", --tenant-device-queue-limit); retry later"));
+      } else {
+        best->tasks.push_back(std::move(task));
+      }
     }
   }
   if (task != nullptr) {  // not queued
-    task->done(absl::UnavailableError("the server is shutting down"));
+    task->done(refused);
     return;
   }
   cv_.notify_all();
+}
+
+void Scheduler::CountRunningLocked(const Job& job, int delta) {
+  running_ += delta;
+  int& n = running_by_tenant_[job.tenant];
+  n += delta;
+  if (n <= 0) running_by_tenant_.erase(job.tenant);
+}
+
+std::shared_ptr<Job> Scheduler::NextAdmissionLocked() {
+  // Tenants in turn: the first tenant after the last admitted one (by name, cyclically)
+  // with a queued job, its oldest. Tenants under options_.tenant_max_running go first; one
+  // at its cap is admitted only when no other tenant waits (the cap shares the devices,
+  // it does not leave them idle).
+  const int cap = options_.tenant_max_running;
+  std::shared_ptr<Job> after[2], first[2];  // [0] under the cap, [1] any
+  for (const auto& job : queue_) {
+    bool under = true;
+    if (cap > 0) {
+      auto it = running_by_tenant_.find(job->tenant);
+      under = it == running_by_tenant_.end() || it->second < cap;
+    }
+    for (int k = under ? 0 : 1; k < 2; ++k) {
+      if (job->tenant > last_admitted_tenant_ &&
+          (after[k] == nullptr || job->tenant < after[k]->tenant)) {
+        after[k] = job;
+      }
+      if (first[k] == nullptr || job->tenant < first[k]->tenant) first[k] = job;
+    }
+  }
+  std::shared_ptr<Job> pick = after[0] != nullptr   ? after[0]
+                              : first[0] != nullptr ? first[0]
+                              : after[1] != nullptr ? after[1]
+                                                    : first[1];
+  if (pick == nullptr) return nullptr;
+  queue_.erase(std::find(queue_.begin(), queue_.end(), pick));
+  last_admitted_tenant_ = pick->tenant;
+  CountRunningLocked(*pick, +1);
+  return pick;
 }
 
 bool Scheduler::Conclude(Unsaved& u) {
@@ -899,20 +963,41 @@ void Scheduler::WorkerLoop(Worker* w) {
       }
       stop = stopping_;
       tasks.swap(w->tasks);
-      while (!stop && static_cast<int>(w->active.size() + admit.size()) < options_.max_batch &&
-             !queue_.empty()) {
-        admit.push_back(queue_.front());
-        queue_.pop_front();
-        ++running_;
+      while (!stop && static_cast<int>(w->active.size() + admit.size()) < options_.max_batch) {
+        std::shared_ptr<Job> next = NextAdmissionLocked();
+        if (next == nullptr) break;
+        admit.push_back(std::move(next));
       }
     }
-    for (auto& t : tasks) {
+    // Tasks between steps, within their share of the device while jobs wait for steps
+    // (the first always runs); the rest go back to the front of the queue for the next
+    // turn. A task whose deadline passed or whose caller left is answered unrun.
+    const bool steps_wait = !w->active.empty() || !admit.empty();
+    const double share = std::clamp(options_.task_share, 0.01, 0.99);
+    const double budget = steps_wait ? w->last_step_seconds * share / (1 - share)
+                                     : std::numeric_limits<double>::infinity();
+    double spent = 0;
+    int ran = 0;
+    while (!tasks.empty()) {
+      std::shared_ptr<Task> t = std::move(tasks.front());
+      tasks.pop_front();
       if (stop) {
         t->done(absl::UnavailableError("the server is shutting down"));
       } else if (absl::Now() > t->deadline) {
         t->done(absl::DeadlineExceededError("the deadline passed while waiting for the device"));
+      } else if (t->cancelled != nullptr && t->cancelled()) {
+        t->done(absl::CancelledError("the caller went away before the device was free"));
+      } else if (ran > 0 && spent >= budget) {
+        tasks.push_front(std::move(t));
+        std::lock_guard<std::mutex> lock(mu_);
+        w->tasks.insert(w->tasks.begin(), std::make_move_iterator(tasks.begin()),
+                        std::make_move_iterator(tasks.end()));
+        tasks.clear();
       } else {
+        const auto started = Clock::now();
         t->done(TorchCall("device task", [&] { return t->fn(w->index); }));
+        spent += std::chrono::duration<double>(Clock::now() - started).count();
+        ++ran;
       }
     }
     if (stop) {
@@ -935,7 +1020,11 @@ void Scheduler::WorkerLoop(Worker* w) {
       return;
     }
     for (auto& job : admit) StartJob(w, job);
+    const auto stepped = Clock::now();
     StepBatches(w);
+    if (!w->batches.empty()) {
+      w->last_step_seconds = std::chrono::duration<double>(Clock::now() - stepped).count();
+    }
   }
 }
 
@@ -976,7 +1065,7 @@ void Scheduler::StartJob(Worker* w, const std::shared_ptr<Job>& job) {
   if (batch != nullptr && batch->empty()) w->batches.erase(key);
   if (!status.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
-    --running_;
+    CountRunningLocked(*job, -1);
   }
   if (!status.ok()) {
     EmbedResult failed;
@@ -1146,7 +1235,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
       auto it = std::find(w->active.begin(), w->active.end(), job);
       if (it != w->active.end()) {
         w->active.erase(it);
-        --running_;
+        CountRunningLocked(*job, -1);
       }
     }
     return;
@@ -1239,7 +1328,7 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     for (auto it = w->active.begin(); it != w->active.end(); ++it) {
       if (it->get() == job.get()) {
         w->active.erase(it);
-        --running_;
+        CountRunningLocked(*job, -1);
         break;
       }
     }

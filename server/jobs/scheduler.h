@@ -53,6 +53,19 @@ struct SchedulerOptions {
   int max_batch = 8;            // images stepped together per device
   int checkpoint_every = 50;    // steps between checkpoints of a running job
   int keep_finished = 256;      // finished jobs whose event logs stay in memory
+  // Fair use of the devices.
+  // When a batch has room, admission takes the queued jobs' tenants in turn; a tenant with
+  // this many jobs running on all devices is passed over while another tenant's job waits
+  // (admitted anyway when none does). 0: no cap.
+  int tenant_max_running = 4;
+  // Device tasks (RunTask: renders and edits): at most task_queue_limit wait per device,
+  // and tenant_task_limit of one tenant's on all devices; beyond them RunTask refuses.
+  int task_queue_limit = 64;
+  int tenant_task_limit = 16;
+  // The share of device time tasks get while embedding steps wait too: between two
+  // optimiser steps, tasks run for at most task_share / (1 - task_share) of the last step's
+  // time (and always at least one), so neither renders nor jobs starve the other.
+  double task_share = 0.5;
   // A reader this many events behind gets only the latest progress event (lifecycle
   // events are never skipped).
   int coalesce_backlog = 256;
@@ -156,12 +169,16 @@ class Scheduler {
   // A cursor over the job's events with sequence > after_sequence. NotFound if unknown.
   absl::StatusOr<std::shared_ptr<EventCursor>> Watch(const std::string& id, int64_t after_sequence);
 
-  // Runs `task(device_index)` on a worker between optimiser steps, ahead of embedding
-  // work, then calls `done` (on the worker thread) with the task's status:
-  // DeadlineExceeded without running it if it could not start before `deadline`,
-  // Unavailable when shutting down. `done` must not block.
+  // Runs `task(device_index)` on a worker between optimiser steps (within
+  // options.task_share of the device's time while jobs run), then calls `done` with the
+  // task's status: DeadlineExceeded without running it if it could not start before
+  // `deadline`, Cancelled without running it if `cancelled` (may be null) says its caller
+  // has gone, ResourceExhausted at once (on the calling thread) when the device's task
+  // queue or `tenant`'s share of the queues is full, Unavailable when shutting down.
+  // `done` must not block.
   void RunTask(std::function<absl::Status(int device_index)> task, absl::Time deadline,
-               std::function<void(absl::Status)> done);
+               std::function<void(absl::Status)> done, const std::string& tenant = "",
+               std::function<bool()> cancelled = nullptr);
 
   int queued() const;
   int running() const;
@@ -237,6 +254,11 @@ class Scheduler {
   std::shared_ptr<Job> FindLive(const std::string& id);
   JobView ViewOf(Job& job);
   int QueuePositionLocked(const Job& job) const;
+  // The next queued job to run (mu_ held): tenants in turn, each under
+  // options_.tenant_max_running; null if none may start now.
+  std::shared_ptr<Job> NextAdmissionLocked();
+  // running_ and running_by_tenant_, as a job starts (+1) or leaves a worker (-1).
+  void CountRunningLocked(const Job& job, int delta);
 
   const SchedulerOptions options_;
   const ModelRegistry* registry_;
@@ -250,6 +272,8 @@ class Scheduler {
   std::deque<std::string> finished_order_;            // retirement order of finished live_ jobs
   std::vector<std::unique_ptr<Worker>> workers_;
   int running_ = 0;
+  std::map<std::string, int> running_by_tenant_;
+  std::string last_admitted_tenant_;  // admission's turn among tenants
   std::vector<Unsaved> unsaved_;  // finished jobs whose final record is not stored yet
   std::vector<Follower> followers_;
   std::condition_variable housekeeper_cv_;

@@ -9,11 +9,14 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <future>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "server/formats/npy.h"
 #include "server/store/sqlite_store.h"
 
@@ -244,6 +247,168 @@ TEST_F(SchedulerTest, QueueLimitAndDeviceTasksBetweenSteps) {
              [&](absl::Status st) { late.set_value(st); });
   EXPECT_EQ(late.get_future().get().code(), absl::StatusCode::kDeadlineExceeded);
   ASSERT_TRUE(s->Cancel(running->job_id).ok());
+}
+
+// Fair use of the device: bounded task queues per device and per tenant, and tasks of a
+// caller that left dropped unrun.
+TEST_F(SchedulerTest, DeviceTasksAreBoundedAndDroppedWhenTheirCallerLeft) {
+  SchedulerOptions o;
+  o.task_queue_limit = 3;
+  o.tenant_task_limit = 2;
+  auto s = Start(o);
+  std::promise<void> gate;  // the test decides when the worker is free again
+  std::shared_future<void> opened = gate.get_future().share();
+  std::promise<void> blocking;
+  s->RunTask(
+      [&](int) {
+        blocking.set_value();
+        opened.wait();
+        return absl::OkStatus();
+      },
+      absl::InfiniteFuture(), [](absl::Status) {}, "z");
+  blocking.get_future().wait();  // the worker is busy; what follows waits in its queue
+
+  std::mutex mu;
+  std::map<std::string, absl::Status> results;
+  std::atomic<int> ran{0};
+  auto task = [&](const std::string& name, const std::string& tenant,
+                  std::function<bool()> cancelled = nullptr) {
+    s->RunTask(
+        [&](int) {
+          ++ran;
+          return absl::OkStatus();
+        },
+        absl::InfiniteFuture(),
+        [&, name](absl::Status st) {
+          std::lock_guard<std::mutex> lock(mu);
+          results[name] = st;
+        },
+        tenant, std::move(cancelled));
+  };
+  task("a1", "a");
+  task("a2", "a", [] { return true; });  // its caller has gone
+  task("a3", "a");                       // a's share (2) is taken
+  task("b1", "b");
+  task("b2", "b");  // the device's queue (3) is full
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(results.count("a3"), 1u);
+    EXPECT_EQ(results["a3"].code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_TRUE(absl::StrContains(results["a3"].message(), "--tenant-device-queue-limit"))
+        << results["a3"];
+    ASSERT_EQ(results.count("b2"), 1u);
+    EXPECT_EQ(results["b2"].code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_TRUE(absl::StrContains(results["b2"].message(), "--device-queue-limit"))
+        << results["b2"];
+  }
+  gate.set_value();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (results.size() == 5) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(results.size(), 5u);
+  EXPECT_TRUE(results["a1"].ok());
+  EXPECT_TRUE(results["b1"].ok());
+  EXPECT_EQ(results["a2"].code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(ran, 2);  // a1 and b1; a2 never ran
+}
+
+// Renders cannot starve a running job: between two optimiser steps, tasks take at most
+// their share of the device (here a half: as long as one step), then the job steps.
+TEST_F(SchedulerTest, TasksAndStepsShareTheDevice) {
+  SchedulerOptions o;
+  o.task_share = 0.5;
+  o.task_queue_limit = 100;
+  o.tenant_task_limit = 100;
+  auto s = Start(o);
+  auto job = s->Submit(Spec(100000), "", "");
+  ASSERT_TRUE(job.ok());
+  auto cursor = *s->Watch(job->job_id, 0);
+  ReadUntil(*cursor, [](const JobEvent& e) { return e.kind == Kind::kProgress && e.step >= 3; });
+  // Each task takes 20 ms, longer than a step of this tiny model: one task per step.
+  constexpr int kTasks = 40;
+  std::vector<int> step_seen(kTasks, -1);
+  std::atomic<int> done{0};
+  for (int i = 0; i < kTasks; ++i) {
+    s->RunTask(
+        [&, i](int) {
+          step_seen[i] = s->GetJob(job->job_id)->step;
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          return absl::OkStatus();
+        },
+        absl::InfiniteFuture(),
+        [&](absl::Status st) {
+          EXPECT_TRUE(st.ok()) << st;
+          ++done;
+        },
+        "renders");
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (done < kTasks && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(done, kTasks);
+  // Before: all 40 tasks ran back to back between two steps (the job stood still for
+  // 0.8 s). Now the job steps between them.
+  const int advanced = step_seen.back() - step_seen.front();
+  EXPECT_GE(advanced, kTasks / 4) << "steps during the renders: " << advanced;
+  ASSERT_TRUE(s->Cancel(job->job_id).ok());
+}
+
+// Admission takes tenants in turn and caps one tenant's running jobs.
+TEST_F(SchedulerTest, AdmissionTakesTenantsInTurnAndCapsRunningJobsPerTenant) {
+  {
+    SchedulerOptions o;
+    o.max_batch = 1;
+    auto s = Start(o);
+    auto first = s->Submit(Spec(100000), "", "", "a");
+    ASSERT_TRUE(first.ok());
+    auto cursor = *s->Watch(first->job_id, 0);
+    ReadUntil(*cursor, [](const JobEvent& e) { return e.kind == Kind::kProgress; });
+    std::vector<std::string> ids;
+    for (const char* tenant : {"a", "a", "b"})
+      ids.push_back(s->Submit(Spec(2), "", "", tenant)->job_id);
+    ASSERT_TRUE(s->Cancel(first->job_id).ok());
+    std::vector<std::pair<int64_t, std::string>> started;
+    for (const std::string& id : ids) {
+      auto c = *s->Watch(id, 0);
+      ReadUntil(*c, Terminal);
+      started.emplace_back(s->GetJob(id)->record.started_unix_ms, id);
+    }
+    std::sort(started.begin(), started.end());
+    // FIFO would run a, a, b; b's job is admitted right after the first of a's.
+    EXPECT_EQ(started[0].second, ids[2]) << "b's job did not get its turn";
+    s->Shutdown();
+  }
+  {
+    // A tenant at its cap waits while another tenant's job has the turn; with nobody else
+    // waiting it is admitted anyway (the cap does not leave the device idle).
+    SchedulerOptions o;
+    o.max_batch = 3;
+    o.tenant_max_running = 1;
+    auto s = Start(o);
+    auto progress = [](const JobEvent& e) { return e.kind == Kind::kProgress; };
+    std::vector<std::string> running;
+    for (const char* tenant : {"a", "c", "c"}) {  // a runs 1 (its cap), c runs 2 (over it)
+      running.push_back(s->Submit(Spec(100000), "", "", tenant)->job_id);
+      ReadUntil(**s->Watch(running.back(), 0), progress);
+    }
+    EXPECT_EQ(s->running(), 3);
+    const std::string a2 = s->Submit(Spec(100000), "", "", "a")->job_id;
+    const std::string b1 = s->Submit(Spec(100000), "", "", "b")->job_id;
+    ASSERT_TRUE(s->Cancel(running[1]).ok());  // a slot: a's turn by name, but a is at its cap
+    ReadUntil(**s->Watch(b1, 0), progress);
+    EXPECT_EQ(s->GetJob(a2)->record.state, JobState::kQueued);
+    ASSERT_TRUE(s->Cancel(running[2]).ok());  // nobody else waits: a2 runs over the cap
+    ReadUntil(**s->Watch(a2, 0), progress);
+    for (const std::string& id : {running[0], a2, b1}) ASSERT_TRUE(s->Cancel(id).ok());
+    s->Shutdown();
+  }
 }
 
 // Every call goes to a real store, except job updates while `fail_updates` is set.

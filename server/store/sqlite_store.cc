@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
+#include "server/base/failpoint.h"
 #include "server/base/status_macros.h"
 #include "server/store/store_util.h"
 
@@ -1053,11 +1054,15 @@ absl::StatusOr<std::string> SqliteStore::ClaimLocked(const RequestClaim& claim,
   absl::StatusOr<bool> fresh = InsertClaimLocked(claim, result_id);
   absl::Status status = fresh.status();
   if (status.ok() && *fresh) status = write();
-  if (status.ok()) status = Exec(db_, "COMMIT", "commit");
+  if (status.ok()) {
+    Failpoint("store.claim.before_commit");
+    status = Exec(db_, "COMMIT", "commit");
+  }
   if (!status.ok()) {
     Exec(db_, "ROLLBACK", "rollback").IgnoreError();  // the first error matters
     return status;
   }
+  Failpoint("store.claim.after_commit");
   return ClaimedResultLocked(claim, "the request row vanished");
 }
 

@@ -945,5 +945,63 @@ class CancelAfterKillTest(unittest.TestCase):
                 server.stop(signal.SIGKILL)
 
 
+class RequestIdKillTest(unittest.TestCase):
+    """kill -9 at exactly the request-ID write (server/base/failpoint.h): with the key and
+    the record it names written but not committed, and with both committed but the caller
+    not answered. After the restart the key names its record or nothing was written: a
+    repeat of the call gets the one job or latent (never NOT_FOUND), and no second one
+    exists."""
+
+    def kill_at(self, point):
+        data = h.fresh_dir(os.path.join(ARGS.work, "claimkill-" + point))
+        server = h.Server(ARGS.server, data, extra=SERVER_FLAGS,
+                          env=dict(os.environ, I2S_FAILPOINT=point))
+        self.addCleanup(server.kill)
+        embed = pb.EmbedRequest(image=h.image_bytes("chelsea.png"), options=h.fast_options(3),
+                                request_id="kill-embed")
+        latent = np.full((LAYERS, SIZE), 0.25, np.float32)
+        imp = pb.ImportLatentRequest(npy=h.npy(latent), request_id="kill-import")
+        for call in (lambda s: list(s.Embed(embed, timeout=120)),
+                     lambda s: s.ImportLatent(imp, timeout=120)):
+            server.start()
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(server.stub())
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            code, _ = server.stop(None)  # it killed itself
+            self.assertEqual(code, -signal.SIGKILL)
+            self.assertIn(f"failpoint {point}: SIGKILL", server.log(tail=None))
+
+        server.env = None  # disarmed
+        server.start()
+        stub = server.stub()
+        committed = point == "store.claim.after_commit"
+        self.assertEqual(len(stub.ListJobs(pb.ListJobsRequest()).jobs), 1 if committed else 0)
+        self.assertEqual(len(stub.ListLatents(pb.ListLatentsRequest()).latents),
+                         1 if committed else 0)
+        events = collect(stub.Embed(embed, timeout=300))
+        self.assertEqual(kind(events[-1]), "succeeded", [kind(e) for e in events])
+        jobs = stub.ListJobs(pb.ListJobsRequest()).jobs
+        self.assertEqual([j.id for j in jobs], [events[0].job_id])
+        first = stub.ImportLatent(imp, timeout=30)
+        again = stub.ImportLatent(imp, timeout=30)
+        self.assertEqual(first.id, again.id)
+        stored = [l.id for l in stub.ListLatents(pb.ListLatentsRequest()).latents]
+        self.assertIn(first.id, stored)
+        self.assertEqual(len(stored), 2)  # the import and the embedding's result
+        got = stub.GetLatent(pb.GetLatentRequest(latent_id=first.id, include_values=True))
+        self.assertTrue(np.array_equal(np.array(got.values, np.float32).reshape(latent.shape),
+                                       latent))
+        found = "the key named its record" if committed else "nothing was written"
+        log(f"  kill -9 at {point}: after the restart {found}; the repeats got one job "
+            f"({events[0].job_id}) and one latent ({first.id})")
+        self.assertEqual(server.stop()[0], 0, server.log())
+
+    def test_kill9_between_the_request_id_write_and_its_commit(self):
+        self.kill_at("store.claim.before_commit")
+
+    def test_kill9_between_the_commit_and_the_answer(self):
+        self.kill_at("store.claim.after_commit")
+
+
 if __name__ == "__main__":
     h.run_tests(["--server", "--proto", "--work"], globals())

@@ -280,7 +280,12 @@ class LoadTest(unittest.TestCase):
 
     def test_bounded_load(self):
         data = h.fresh_dir(os.path.join(ARGS.work, "load"))
-        server = h.Server(ARGS.server, data, extra=["--heartbeat-seconds", "1"])
+        # Thousands of jobs in a minute from one tenant: no job quota here (quotas are
+        # security_test's subject; this test bounds memory, threads and descriptors).
+        flags = ["--heartbeat-seconds", "1"]
+        if h.server_supports(ARGS.server, "--tenant-max-jobs"):
+            flags += ["--tenant-max-jobs", "0"]
+        server = h.Server(ARGS.server, data, extra=flags)
         server.start()
         pid = server.proc.pid
         try:

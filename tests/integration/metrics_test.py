@@ -40,6 +40,7 @@ FAMILIES = {
     "i2s_device_memory_bytes": "gauge",
     "i2s_open_streams": "gauge",
     "i2s_images_in_progress": "gauge",
+    "i2s_images_waiting": "gauge",
     "i2s_rpc_requests_total": "counter",
     "i2s_rpc_duration_seconds": "histogram",
 }
@@ -270,6 +271,7 @@ class ExpositionTest(MetricsServerTest):
         self.assertEqual(s.get("i2s_jobs", state="running"), 0)
         self.assertEqual(s.get("i2s_open_streams"), 0)
         self.assertEqual(s.get("i2s_images_in_progress"), 0)
+        self.assertEqual(s.get("i2s_images_waiting"), 0)
         self.assertEqual(s.get("i2s_batch_occupancy", device="cpu"), 0)
         self.assertEqual(s.get("i2s_jobs_finished_total", state="succeeded"), 1)
         self.assertEqual(s.get("i2s_embed_image_steps_total", device="cpu"), 3)

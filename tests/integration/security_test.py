@@ -605,6 +605,39 @@ class LimitsTest(unittest.TestCase):
         self.addCleanup(lambda: self.assertEqual(server.stop()[0], 0, server.log()))
         return server, server.stub()
 
+    def test_requests_larger_than_an_image_are_refused_before_the_service(self):
+        # What a caller without a token can make the server read is one message per call,
+        # bounded by the receive limit: --max-image-bytes + 1 MiB, not --max-message-bytes.
+        server, stub = self.start("receive", ["--max-image-bytes", "100000"])
+        info = stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=auth("alpha"))
+        self.assertEqual(info.limits.max_receive_message_bytes, 100000 + (1 << 20))
+        self.assertEqual(info.limits.max_message_bytes, 64 << 20)
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}",
+                                        options=[("grpc.max_send_message_length", 8 << 20)])
+        self.addCleanup(channel.close)
+        from i2s.v1 import i2s_pb2_grpc
+        raw = i2s_pb2_grpc.ImageToStyleGanStub(channel)
+        big = pb.AlignFaceRequest(image=os.urandom(1_200_000))
+        with self.assertRaises(grpc.RpcError) as cm:
+            raw.AlignFace(big, timeout=30)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertNotIn("tenant", cm.exception.details())  # gRPC's refusal, not the service's
+        small = pb.AlignFaceRequest(image=os.urandom(500_000))
+        with self.assertRaises(grpc.RpcError) as cm:
+            raw.AlignFace(small, timeout=30)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=auth("alpha"))  # still serving
+
+    def test_open_files_limit_is_raised_to_the_hard_limit(self):
+        # CVE-2023-4785 (gRPC 1.51's accept() on EMFILE): the server runs with its soft
+        # limit on open files at the hard one, and says so.
+        server, stub = self.start("nofile", [])
+        with open(f"/proc/{server.proc.pid}/limits") as f:
+            row = next(l for l in f if l.startswith("Max open files"))
+        soft, hard = row.split()[3:5]
+        self.assertEqual(soft, hard, row)
+        self.assertIn(f"open files: up to {hard}", server.log(tail=None))
+
     def test_refused_calls_cost_a_bounded_number_of_log_lines(self):
         # 400 calls with bad or no tokens (anyone can make them): at most 20 auth_refused
         # lines per 10 s, not one each; the server still serves a good token afterwards.
