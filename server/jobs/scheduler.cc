@@ -90,8 +90,9 @@ LatentMetrics MetricsFromJson(const std::string& s) {
 }
 
 JobRecord WithoutBlobs(JobRecord r) {
-  r.spec.clear();
-  r.checkpoint.clear();
+  // Released, not just emptied: clear() keeps a spec's megabytes allocated.
+  std::string().swap(r.spec);
+  std::string().swap(r.checkpoint);
   return r;
 }
 
@@ -221,7 +222,9 @@ class Job {
 
   std::string tenant;  // never changes: read without mu
   std::string id;
-  const EmbedJobSpec spec;
+  // Read without locks: set at creation, changed only by Retire (which drops its tensors
+  // once no worker uses the job), under mu.
+  EmbedJobSpec spec;
   std::optional<EmbedCheckpoint> resume;  // from the store, consumed when it starts
 
   std::mutex mu;     // guards the fields below
@@ -1342,6 +1345,14 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
 }
 
 void Scheduler::Retire(const std::shared_ptr<Job>& job) {
+  {
+    // A finished job keeps its record, metrics and event log for GetJob and WatchJob, not
+    // its inputs: the image (12 MiB at 1024x1024) and the init latent go now.
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->spec.image = torch::Tensor();
+    job->spec.init_latent = torch::Tensor();
+    job->resume.reset();
+  }
   std::lock_guard<std::mutex> lock(mu_);
   finished_order_.push_back(job->id);
   while (static_cast<int>(finished_order_.size()) > options_.keep_finished) {
