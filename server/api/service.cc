@@ -589,21 +589,25 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
     Attach(std::move(cursor), std::move(job_id), resolution);
   }
 
-  // The job's events from here on (once).
+  // The job's events from here on (once). The reactor stays pinned until Attach returns:
+  // the first wake-up may finish the call at once, and OnDone must not delete the reactor
+  // while Attach still uses it (Unpin deletes it then).
   void Attach(std::shared_ptr<EventCursor> cursor, std::string job_id, int resolution) {
-    bool cancelled;
     {
       std::lock_guard<std::mutex> lock(mu_);
       cursor_ = std::move(cursor);
       job_id_ = std::move(job_id);
       resolution_ = resolution;
-      cancelled = cancelled_;
-    }
-    if (cancelled) {  // the client left while the job was being made
-      OnCancel();
-      return;
+      pinned_ = true;
     }
     cursor_->SetWake([this] { Pump(); });
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled = cancelled_;
+    }
+    if (cancelled) OnCancel();  // the client left while the job was being made
+    Unpin();
   }
 
   // Ends a pending stream with `status` (the job could not be made). Its stream slot is
@@ -645,7 +649,13 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   void OnDone() override {
     service_->Unregister(this);
     if (cursor_ != nullptr) cursor_->Close();
-    delete this;
+    bool pinned;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      pinned = pinned_;
+    }
+    if (!pinned) delete this;  // else Attach's Unpin does
   }
 
   void Pump() {
@@ -690,6 +700,16 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
     Finish(status);
   }
 
+  void Unpin() {
+    bool done;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pinned_ = false;
+      done = done_;
+    }
+    if (done) delete this;
+  }
+
   ConcurrencyLimiter::Lease lease_;  // a slot of --max-streams, given back on OnDone
   Service* service_;
   const bool cancel_on_disconnect_;
@@ -700,6 +720,7 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   std::string job_id_;
   int resolution_ = 0;
   bool writing_ = false, finished_ = false, cancelled_ = false;
+  bool pinned_ = false, done_ = false;  // Attach in progress; OnDone came
   std::chrono::steady_clock::time_point last_write_;
   v1::JobEvent msg_;
 };
