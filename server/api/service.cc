@@ -958,7 +958,7 @@ grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ct
   auto* reactor = new EventStreamReactor(this, req->cancel_on_disconnect(), *std::move(lease));
   absl::Status queued =
       impl_->image_pool->Submit(caller->tenant, [this, ctx, req, reactor, caller = *caller] {
-        if (ctx->IsCancelled()) {  // the caller left while waiting: no work for nobody
+        if (ctx->IsCancelled()) {  // the caller left while it waited: nothing to do
           reactor->Fail(absl::CancelledError("the call was cancelled before its image was read"));
           return;
         }
