@@ -46,8 +46,8 @@ TEST(WorkPoolTest, RunsOffTheCallersThreadWithinItsBounds) {
   o.threads = 2;
   o.queue_limit = 3;
   o.tenant_limit = 4;
+  Gate gate;  // before the pool: the pool's destructor runs tasks that wait on it
   WorkPool pool(o);
-  Gate gate;
   std::atomic<int> ran{0};
   const std::thread::id me = std::this_thread::get_id();
   std::atomic<bool> on_caller{false};
@@ -76,8 +76,8 @@ TEST(WorkPoolTest, OneTenantCannotTakeMoreThanItsShare) {
   o.threads = 1;
   o.queue_limit = 100;
   o.tenant_limit = 2;
+  Gate gate;  // before the pool: the pool's destructor runs tasks that wait on it
   WorkPool pool(o);
-  Gate gate;
   auto task = [&] { gate.Wait(); };
   ASSERT_TRUE(pool.Submit("a", task).ok());
   ASSERT_TRUE(pool.Submit("a", task).ok());
@@ -94,8 +94,8 @@ TEST(WorkPoolTest, TenantsTakeTurnsAmongWaitingTasks) {
   o.threads = 1;
   o.queue_limit = 100;
   o.tenant_limit = 100;
+  Gate gate;  // before the pool: the pool's destructor runs tasks that wait on it
   WorkPool pool(o);
-  Gate gate;
   std::mutex mu;
   std::vector<std::string> order;
   ASSERT_TRUE(pool.Submit("blocker", [&] { gate.Wait(); }).ok());
