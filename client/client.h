@@ -20,9 +20,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/grpc/status.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "i2s/v1/i2s.grpc.pb.h"
-#include "server/api/status.h"
 
 namespace i2s::client {
 

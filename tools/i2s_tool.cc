@@ -31,8 +31,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "server/base/signals.h"
-#include "server/base/status_macros.h"
+#include "common/defaults.h"
+#include "common/signals.h"
+#include "common/status_macros.h"
 #include "server/engine/edits.h"
 #include "server/engine/embedder.h"
 #include "server/engine/lpips.h"
@@ -385,7 +386,7 @@ std::string Duration(double seconds) {
 }
 
 // ------------------------------------------------------------------------- signals
-// SIGINT/SIGTERM, read from a SignalQueue (server/base/signals.h) by WatchSignals: the
+// SIGINT/SIGTERM, read from a SignalQueue (common/signals.h) by WatchSignals: the
 // first one during `embed` stops the optimisation before its next step and the tool exits
 // with 128 + the signal's number (130, 143) without writing its outputs; at any other
 // time, or a second one, exits with that code at once.
@@ -740,8 +741,10 @@ int Run(int argc, char** argv) {
       ->capture_default_str();
   embed
       ->add_option("--schedule", embed_args.schedule,
-                   "image2stylegan (constant-rate Adam) or stylegan2-projector (NVIDIA's recipe: "
-                   "defaults W, 1000 steps, lr 0.1, LPIPS only, unless given)")
+                   absl::StrCat("image2stylegan (constant-rate Adam) or stylegan2-projector "
+                                "(NVIDIA's recipe: defaults W, ",
+                                defaults::kProjectorSteps, " steps, lr ", defaults::kProjectorLr,
+                                ", LPIPS only, unless given)"))
       ->check(CLI::IsMember({"image2stylegan", "stylegan2-projector"}))
       ->capture_default_str();
   embed->add_option("--lpips", embed_args.lpips,

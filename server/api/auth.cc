@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/base/log.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/formats/npy.h"
 
 namespace i2s {

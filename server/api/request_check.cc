@@ -3,7 +3,8 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "server/base/status_macros.h"
+#include "common/defaults.h"
+#include "common/status_macros.h"
 
 namespace i2s {
 namespace {
@@ -31,9 +32,12 @@ absl::Status CheckLabels(const google::protobuf::Map<std::string, std::string>& 
 }
 
 absl::StatusOr<Page> PageOf(int32_t size, const std::string& token) {
-  if (size < 0 || size > 1000) return Field("page_size", "must be in [0, 1000] (0 = 50)");
+  if (size < 0 || size > defaults::kMaxPageSize) {
+    return Field("page_size", absl::StrCat("must be in [0, ", defaults::kMaxPageSize,
+                                           "] (0 = ", defaults::kPageSize, ")"));
+  }
   Page p;
-  p.page_size = size == 0 ? 50 : size;
+  p.page_size = size == 0 ? defaults::kPageSize : size;
   p.page_token = token;
   return p;
 }
@@ -53,7 +57,8 @@ absl::StatusOr<std::vector<JobState>> JobStatesOf(const google::protobuf::Repeat
 absl::Status CheckRenderOptions(const v1::RenderOptions& o, const std::string& field) {
   if (!v1::ImageFormat_IsValid(o.format())) return Field(field + ".format", "unknown format");
   if (o.jpeg_quality() < 0 || o.jpeg_quality() > 100) {
-    return Field(field + ".jpeg_quality", "must be in [0, 100] (0 = 90)");
+    return Field(field + ".jpeg_quality",
+                 absl::StrCat("must be in [0, 100] (0 = ", defaults::kJpegQuality, ")"));
   }
   if (!v1::NoiseMode_IsValid(o.noise_mode())) {
     return Field(field + ".noise_mode", absl::StrCat("unknown mode ", o.noise_mode()));
@@ -69,9 +74,11 @@ absl::Status CheckEmbedOptions(const v1::EmbedOptions& o, int max_steps) {
   if (o.has_noise_steps() && (o.noise_steps() < 0 || o.noise_steps() > max_steps)) {
     return Field("options.noise_steps", steps_range);
   }
-  // Unset fields keep the engine's defaults (EmbedOptions: 1000 steps, no noise phase).
-  const int64_t steps = o.has_steps() ? o.steps() : 1000;
-  const int64_t noise_steps = o.has_noise_steps() ? o.noise_steps() : 0;
+  // Unset fields keep the defaults (the projector's steps where it is the schedule).
+  const bool projector = o.schedule() == v1::STYLEGAN2_PROJECTOR;
+  const int64_t steps =
+      o.has_steps() ? o.steps() : (projector ? defaults::kProjectorSteps : defaults::kSteps);
+  const int64_t noise_steps = o.has_noise_steps() ? o.noise_steps() : defaults::kNoiseSteps;
   if (steps + noise_steps < 1 || steps + noise_steps > max_steps) {
     return Field("options.steps",
                  absl::StrCat("steps + noise_steps must be in [1, ", max_steps, "]"));
@@ -89,14 +96,17 @@ absl::Status CheckEmbedOptions(const v1::EmbedOptions& o, int max_steps) {
   if (!v1::EmbedSchedule_IsValid(o.schedule())) {
     return Field("options.schedule", absl::StrCat("unknown schedule ", o.schedule()));
   }
-  const bool projector = o.schedule() == v1::STYLEGAN2_PROJECTOR;
   if (o.has_w_lpips() && !InRange(o.w_lpips(), 0, 1e6)) {
     return Field("options.w_lpips", "must be in [0, 1e6]");
   }
-  // Unset weights are the schedule's defaults (1, 1, 0; the projector's 0, 0, 1).
-  const double w_mse = o.has_w_mse() ? o.w_mse() : (projector ? 0 : 1);
-  const double w_perceptual = o.has_w_perceptual() ? o.w_perceptual() : (projector ? 0 : 1);
-  const double w_lpips = o.has_w_lpips() ? o.w_lpips() : (projector ? 1 : 0);
+  // Unset weights are the schedule's defaults.
+  const double w_mse =
+      o.has_w_mse() ? o.w_mse() : (projector ? defaults::kProjectorWMse : defaults::kWMse);
+  const double w_perceptual =
+      o.has_w_perceptual() ? o.w_perceptual()
+                           : (projector ? defaults::kProjectorWPerceptual : defaults::kWPerceptual);
+  const double w_lpips =
+      o.has_w_lpips() ? o.w_lpips() : (projector ? defaults::kProjectorWLpips : defaults::kWLpips);
   if (w_mse == 0 && w_perceptual == 0 && w_lpips == 0) {
     return Field("options.w_mse", "w_mse, w_perceptual and w_lpips cannot all be 0");
   }
@@ -156,7 +166,8 @@ absl::Status CheckAlignOptions(const v1::AlignOptions& a, v1::ResizeMode resize)
     }
   }
   if (!InRange(a.min_confidence(), 0, 1)) {
-    return Field("align.min_confidence", "must be in [0, 1] (0 = the default, 0.5)");
+    return Field("align.min_confidence", absl::StrCat("must be in [0, 1] (0 = the default, ",
+                                                      defaults::kMinConfidence, ")"));
   }
   if (!v1::AlignOptions::NoFace_IsValid(a.on_no_face())) {
     return Field("align.on_no_face", "unknown value");

@@ -1,6 +1,6 @@
-// The one place where absl::Status and grpc::Status convert into each other (style rule
-// 5), for the service and the client library: the code values of the two enums are the
-// same (google.rpc.Code), checked at compile time.
+// How the service answers a failed call: absl::Status -> grpc::Status through the one
+// conversion (common/grpc/status.h), after a status holding private detail (a store's
+// host, port, database and user) was replaced by its public sentence (PublicStatus).
 #ifndef I2S_SERVER_API_STATUS_H_
 #define I2S_SERVER_API_STATUS_H_
 
@@ -11,7 +11,6 @@
 namespace i2s {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
-absl::Status FromGrpcStatus(const grpc::Status& status);
 
 }  // namespace i2s
 

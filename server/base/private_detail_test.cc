@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 
 namespace i2s {
 namespace {

@@ -58,11 +58,11 @@ EmbedOptions EmbedOptions::StyleGan2Projector() {
   EmbedOptions o;
   o.schedule = EmbedSchedule::kStyleGan2Projector;
   o.space = LatentSpace::kW;
-  o.steps = 1000;
-  o.lr = 0.1;
-  o.w_mse = 0;
-  o.w_perceptual = 0;
-  o.w_lpips = 1;
+  o.steps = defaults::kProjectorSteps;
+  o.lr = defaults::kProjectorLr;
+  o.w_mse = defaults::kProjectorWMse;
+  o.w_perceptual = defaults::kProjectorWPerceptual;
+  o.w_lpips = defaults::kProjectorWLpips;
   return o;
 }
 

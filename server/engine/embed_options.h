@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/defaults.h"
 #include "server/engine/embed_schedule.h"
 
 namespace i2s {
@@ -14,13 +15,14 @@ enum class LatentSpace { kWPlus, kW };
 enum class LatentInit { kMeanW, kZeros, kUniform, kGiven };
 
 struct EmbedOptions {
-  int steps = 1000;  // W+ phase steps (the reference: 1500, the paper: 5000)
-  double lr = 0.01;  // Adam, as in the paper and the reference
+  // The defaults of the API (common/defaults.h, where each has its why).
+  int steps = defaults::kSteps;
+  double lr = defaults::kLr;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  double w_mse = 1.0, w_perceptual = 1.0;
+  double w_mse = defaults::kWMse, w_perceptual = defaults::kWPerceptual;
   // Images are bilinearly downsampled to this size for VGG (the generator's resolution
-  // if that is smaller); the reference uses 256 for 1024 images.
-  int perceptual_resolution = 256;
+  // if that is smaller).
+  int perceptual_resolution = defaults::kPerceptualResolution;
   // Which of relu1_1, relu1_2, relu3_2, relu4_2 enter the perceptual term.
   bool use_relu1_1 = true, use_relu1_2 = true, use_relu3_2 = true, use_relu4_2 = true;
   LatentSpace space = LatentSpace::kWPlus;
@@ -29,34 +31,35 @@ struct EmbedOptions {
   // latent_avg, NVIDIA's w_avg, the StyleGAN1 port's truncation.avg_latent), else the
   // mean of the mapping network over this many seeded z (NVIDIA's projector uses
   // 10,000); cached per generator fingerprint.
-  int mean_w_samples = 10000;
+  int mean_w_samples = defaults::kMeanWSamples;
   // kUniform: U(-uniform_range, uniform_range), seeded by the target's seed.
-  double uniform_range = 1.0;
+  double uniform_range = defaults::kUniformRange;
   // Stop rules (an image stops at the first that holds): steps, target PSNR (dB, 0 =
   // off), plateau (loss improved by less than plateau_rel_eps relative over
   // plateau_window steps; 0 = off).
-  double target_psnr = 0;
-  int plateau_window = 0;
-  double plateau_rel_eps = 1e-4;
+  double target_psnr = defaults::kTargetPsnrDb;
+  int plateau_window = defaults::kPlateauWindow;
+  double plateau_rel_eps = defaults::kPlateauRelEps;
   // Image2StyleGAN++ noise phase: steps with W+ fixed, optimising the noise maps.
-  int noise_steps = 0;
-  double noise_lr = 0.1;
+  int noise_steps = defaults::kNoiseSteps;
+  double noise_lr = defaults::kNoiseLr;
   double noise_w_mse = 1.0, noise_w_perceptual = 0.0;  // the paper's second phase is pixel loss
   int preview_every = 0;                               // call on_preview every K steps (0 = never)
   int checkpoint_every = 0;  // call on_checkpoint every K steps (0 = never)
 
   // LPIPS term of the W/W+ phase (needs an Lpips), on images area-downsampled to
   // perceptual_resolution and masked by the perceptual mask.
-  double w_lpips = 0;
+  double w_lpips = defaults::kWLpips;
   EmbedSchedule schedule = EmbedSchedule::kImage2StyleGan;
   // kStyleGan2Projector only (the defaults are NVIDIA projector.py's): ramps as fractions
   // of `steps`, w noise in units of sigma_w (the spread of the mapping's output over
   // mean_w_samples z), the noise maps' regulariser weight.
-  double lr_rampup = 0.05, lr_rampdown = 0.25;
-  double w_noise_factor = 0.05, w_noise_ramp = 0.75;
-  double noise_regularize = 1e5;
+  double lr_rampup = defaults::kLrRampup, lr_rampdown = defaults::kLrRampdown;
+  double w_noise_factor = defaults::kWNoise, w_noise_ramp = defaults::kWNoiseRamp;
+  double noise_regularize = defaults::kNoiseRegularize;
 
-  // NVIDIA's projector as a whole: W, 1000 steps, lr 0.1, LPIPS only, the schedule above.
+  // NVIDIA's projector as a whole: W, defaults::kProjectorSteps steps, kProjectorLr,
+  // LPIPS only, the schedule above.
   static EmbedOptions StyleGan2Projector();
   absl::Status Validate() const;
 };

@@ -9,7 +9,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 
 namespace i2s {
 namespace {

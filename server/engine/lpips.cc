@@ -3,7 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "absl/strings/str_cat.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/engine/torch_util.h"
 #include "server/engine/vgg16.h"
 

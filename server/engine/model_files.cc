@@ -10,7 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/engine/torch_util.h"
 #include "server/formats/weight_file.h"
 

@@ -7,7 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/engine/torch_util.h"
 
 namespace i2s {

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/base/sha256.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/engine/torch_util.h"
 #include "server/formats/npy.h"
 

@@ -1,7 +1,7 @@
 #include "server/formats/torch_file.h"
 
 #include "absl/strings/str_cat.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/formats/internal/byte_reader.h"
 #include "server/formats/internal/pickle.h"
 #include "server/formats/internal/pickle_writer.h"

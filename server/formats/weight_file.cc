@@ -8,7 +8,7 @@
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/formats/internal/pickle.h"
 #include "server/formats/internal/weight_loader.h"
 #include "server/formats/npy.h"

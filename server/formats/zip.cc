@@ -4,7 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/formats/internal/byte_reader.h"
 
 namespace i2s {

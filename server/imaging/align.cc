@@ -15,7 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/imaging/image_io.h"
 
 namespace i2s {

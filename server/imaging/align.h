@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/defaults.h"
 
 namespace i2s {
 
@@ -137,7 +138,7 @@ class FaceDetector {
   // astronaut, hence the default.
   absl::StatusOr<FaceDetection> Detect(const torch::Tensor& image,
                                        double min_confidence = kDefaultMinConfidence) const;
-  static constexpr double kDefaultMinConfidence = 0.5;
+  static constexpr double kDefaultMinConfidence = defaults::kMinConfidence;
   std::string description() const;  // what was loaded, for logs and ServerInfo
 
  private:

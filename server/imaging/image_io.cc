@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 
 namespace i2s {
 

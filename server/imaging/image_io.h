@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/defaults.h"
 #include "server/imaging/image_header.h"
 
 namespace i2s {
@@ -61,7 +62,7 @@ enum class EncodeFormat { kPng, kJpeg };
 // encoded PNG or JPEG bytes. jpeg_quality (1..100) applies to kJpeg only. InvalidArgument
 // for another shape or dtype, a bad quality, or a size the format cannot hold (JPEG: 65535).
 absl::StatusOr<std::string> EncodeRgb8(const torch::Tensor& rgb8, EncodeFormat format,
-                                       int jpeg_quality = 90);
+                                       int jpeg_quality = defaults::kJpegQuality);
 
 }  // namespace i2s
 

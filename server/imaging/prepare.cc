@@ -5,8 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "server/base/point_list.h"
-#include "server/base/status_macros.h"
+#include "common/point_list.h"
+#include "common/status_macros.h"
 
 namespace i2s {
 namespace {

@@ -62,7 +62,7 @@ absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
                                            const FaceDetector* detector,
                                            const std::string& field = "align");
 
-// Points from text, as ParsePointList (server/base/point_list.h) reads them.
+// Points from text, as ParsePointList (common/point_list.h) reads them.
 absl::StatusOr<std::vector<Point2>> ParsePoints(absl::string_view text, const std::string& field);
 
 std::string AlignmentInfoToJson(const AlignmentInfo& info);

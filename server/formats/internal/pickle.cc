@@ -7,7 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/formats/internal/byte_reader.h"
 
 namespace i2s::internal {

@@ -5,7 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/formats/internal/byte_reader.h"
 #include "server/formats/internal/pickle_writer.h"
 #include "server/formats/zip.h"

@@ -1,4 +1,4 @@
-#include "server/base/signals.h"
+#include "common/signals.h"
 
 #include <gtest/gtest.h>
 #include <pthread.h>

@@ -1,4 +1,4 @@
-#include "server/base/point_list.h"
+#include "common/point_list.h"
 
 #include <cmath>
 

@@ -1,7 +1,7 @@
 // 2-D points written as text (landmark files, command-line values). No dependencies beyond
 // Abseil, so the client can read the same files as the server's tools.
-#ifndef I2S_SERVER_BASE_POINT_LIST_H_
-#define I2S_SERVER_BASE_POINT_LIST_H_
+#ifndef I2S_COMMON_POINT_LIST_H_
+#define I2S_COMMON_POINT_LIST_H_
 
 #include <string>
 #include <utility>
@@ -20,4 +20,4 @@ absl::StatusOr<std::vector<std::pair<double, double>>> ParsePointList(absl::stri
 
 }  // namespace i2s
 
-#endif  // I2S_SERVER_BASE_POINT_LIST_H_
+#endif  // I2S_COMMON_POINT_LIST_H_

@@ -1,0 +1,65 @@
+// Flags that several i2s_client commands share: an embedding's (EmbedFlags: `embed`,
+// `align`, `jobs watch`), the alignment flags, the render flags of the commands that
+// write an image, and KEY=VALUE labels.
+#ifndef I2S_CLIENT_COMMANDS_FLAGS_H_
+#define I2S_CLIENT_COMMANDS_FLAGS_H_
+
+#include <google/protobuf/map.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace i2s::client::cli {
+
+struct EmbedFlags {
+  std::vector<std::string> images;
+  std::string model;
+  std::optional<int> steps, noise_steps, plateau, perceptual_resolution;
+  std::optional<double> lr, w_mse, w_perceptual, target_psnr, noise_lr, w_lpips;
+  std::string space;  // empty: the schedule's default
+  std::string schedule;
+  std::string init = "mean";
+  std::string resize = "crop";
+  uint64_t seed = 0;
+  std::vector<std::string> labels;
+  std::string request_id;
+  std::string save_recon;
+  std::string preview_dir;
+  int preview_every = 25;
+  bool detach = false;
+  bool force = false;
+  // FFHQ alignment (AddAlignFlags)
+  std::string align = "none";  // none, auto, landmarks
+  std::string landmarks;       // a file of 5 or 68 points; implies "landmarks"
+  std::string on_no_face = "fail";
+  std::optional<double> min_confidence;
+  bool no_padding = false;
+  std::string save_aligned;
+};
+
+struct RenderFlags {
+  std::string output;
+  int quality = 0;
+  uint64_t noise_seed = 0;
+  bool force = false;
+};
+
+// The alignment flags of `embed` and `align` (both fill an EmbedFlags).
+void AddAlignFlags(CLI::App* cmd, EmbedFlags* f, bool for_embed);
+
+// -o/--output (default `default_output`), --jpeg-quality, -f/--force.
+void AddRenderFlags(CLI::App* cmd, RenderFlags& r, const std::string& default_output);
+
+// A CLI11 validator for KEY=VALUE labels.
+const CLI::Validator& LabelValidator();
+
+// KEY=VALUE strings (checked by LabelValidator) into `out`; false for one without '='.
+bool ParseLabels(const std::vector<std::string>& in,
+                 google::protobuf::Map<std::string, std::string>* out);
+
+}  // namespace i2s::client::cli
+
+#endif  // I2S_CLIENT_COMMANDS_FLAGS_H_
