@@ -14,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/base/log.h"
@@ -138,6 +139,7 @@ JobView ViewOfRecord(JobRecord r) {
   JobView v;
   v.metrics = MetricsFromJson(r.result);
   v.step = v.metrics.steps;
+  v.total_steps = std::max(0, r.total_steps);
   v.last_sequence = r.next_sequence - 1;
   if (!IsTerminal(r.state)) {
     if (auto p = ProgressFromJson(r.progress)) {
@@ -177,12 +179,17 @@ JobEvent TerminalEventOf(const JobRecord& r, LatentStore* store) {
 // One job: its inputs, stored record, live progress and event log.
 class Job {
  public:
-  Job(JobRecord record, EmbedJobSpec spec) : spec(std::move(spec)), record(std::move(record)) {
+  // The log keeps every lifecycle event and the newest `progress_kept` progress events.
+  Job(JobRecord record, EmbedJobSpec spec, int progress_kept)
+      : spec(std::move(spec)),
+        record(std::move(record)),
+        progress_kept_(std::max(1, progress_kept)) {
     id = this->record.id;
     tenant = this->record.tenant;
     next_sequence = this->record.next_sequence;
-    first_sequence = next_sequence;
-    total_steps = this->spec.options.steps + this->spec.options.noise_steps;
+    total_steps = this->record.total_steps > 0
+                      ? this->record.total_steps
+                      : this->spec.options.steps + this->spec.options.noise_steps;
   }
 
   // Appends an event (sequence and time assigned here) and wakes the readers.
@@ -193,10 +200,21 @@ class Job {
       ev.job_id = id;
       ev.sequence = next_sequence++;
       ev.time_unix_ms = NowMs();
-      // Only the newest preview is kept: replays get the metrics of every step but not
-      // every picture, which bounds a long job's log to about 100 bytes a step.
+      // Only the newest preview is kept: replays get the metrics of recent steps but not
+      // every picture.
       if (!ev.preview_png.empty()) {
         for (JobEvent& old : events) old.preview_png.clear();
+      }
+      if (ev.kind == JobEvent::Kind::kProgress && ++progress_events_ > progress_kept_) {
+        // A bounded log: the oldest progress event goes (a reader that far behind is
+        // coalesced to the newest progress anyway, EventCursor::Next). Lifecycle events
+        // are few and all stay, so any replay is a history in order, with gaps only
+        // between progress events.
+        auto oldest = std::find_if(events.begin(), events.end(), [](const JobEvent& e) {
+          return e.kind == JobEvent::Kind::kProgress;
+        });
+        events.erase(oldest);
+        --progress_events_;
       }
       events.push_back(std::move(ev));
       for (auto it = cursors.begin(); it != cursors.end();) {
@@ -227,10 +245,10 @@ class Job {
   EmbedJobSpec spec;
   std::optional<EmbedCheckpoint> resume;  // from the store, consumed when it starts
 
-  std::mutex mu;     // guards the fields below
-  JobRecord record;  // without blobs
-  std::vector<JobEvent> events;
-  int64_t first_sequence = 1, next_sequence = 1;
+  std::mutex mu;                // guards the fields below
+  JobRecord record;             // without blobs
+  std::deque<JobEvent> events;  // in sequence order, with gaps where progress was dropped
+  int64_t next_sequence = 1;
   int step = 0, total_steps = 0;
   LatentMetrics metrics;
   std::string device;
@@ -251,6 +269,10 @@ class Job {
   double seconds_per_step = 0;  // exponential moving average
   Clock::time_point last_preview;
   std::string pending_preview;
+
+ private:
+  const int progress_kept_;
+  int progress_events_ = 0;  // in `events` (guarded by mu)
 };
 
 // ----------------------------------------------------------------------- EventCursor
@@ -266,25 +288,28 @@ std::optional<JobEvent> EventCursor::Next() {
   std::lock_guard<std::mutex> lock(mu_);
   if (done_) return std::nullopt;
   std::lock_guard<std::mutex> job_lock(job_->mu);
-  const int64_t first = job_->first_sequence;
-  const int64_t last = job_->next_sequence - 1;
-  if (next_sequence_ < first) next_sequence_ = first;
-  if (next_sequence_ > last) {
+  const std::deque<JobEvent>& events = job_->events;
+  if (events.empty()) return std::nullopt;
+  // The first event at or after the reader's position (the log may have dropped some).
+  auto it =
+      std::lower_bound(events.begin(), events.end(), next_sequence_,
+                       [](const JobEvent& e, int64_t sequence) { return e.sequence < sequence; });
+  if (it == events.end()) {
     // A reader who asked for events after the end of a finished job (a sequence number
     // from another replica's stream, say) still gets the end, never an endless wait.
-    if (last >= first && job_->events[last - first].terminal()) {
+    if (events.back().terminal()) {
       done_ = true;
-      return job_->events[last - first];
+      return events.back();
     }
     return std::nullopt;
   }
+  const int64_t last = job_->next_sequence - 1;
   if (last - next_sequence_ + 1 > coalesce_backlog_) {
-    int64_t s = next_sequence_;
-    while (s < last && job_->events[s - first].kind == JobEvent::Kind::kProgress) ++s;
-    next_sequence_ = s;  // the first lifecycle event, or else the latest progress
+    // The first lifecycle event, or else the latest progress.
+    while (std::next(it) != events.end() && it->kind == JobEvent::Kind::kProgress) ++it;
   }
-  JobEvent ev = job_->events[next_sequence_ - first];
-  ++next_sequence_;
+  JobEvent ev = *it;
+  next_sequence_ = ev.sequence + 1;
   if (ev.terminal()) done_ = true;
   return ev;
 }
@@ -388,19 +413,42 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
     w->thread = std::thread([self, raw] { self->WorkerLoop(raw); });
   }
   Scheduler* self = s.get();
+  s->writer_ = std::thread([self] { self->WriterLoop(); });
   s->housekeeper_ = std::thread([self] { self->HousekeeperLoop(); });
   return s;
 }
 
 Scheduler::~Scheduler() { Shutdown(); }
 
+absl::Status Scheduler::FillInTotalSteps() {
+  // Jobs with their specs (up to megabytes each): a few at a time.
+  constexpr int kBatch = 8;
+  int filled = 0;
+  while (true) {
+    ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store_->JobsWithoutTotalSteps(kBatch));
+    for (const JobRecord& r : jobs) {
+      auto spec = ParseSpec(r.spec);
+      // An unreadable spec gives 0, what a job shows whose steps are unknown, and is not
+      // tried again.
+      const int total = spec.ok() ? spec->options.steps + spec->options.noise_steps : 0;
+      absl::Status set = store_->SetTotalSteps(r.id, total);
+      if (!set.ok() && !absl::IsNotFound(set)) return set;  // NotFound: expired meanwhile
+      ++filled;
+    }
+    if (static_cast<int>(jobs.size()) < kBatch) break;
+  }
+  if (filled > 0) LogEvent("jobs_migrated").Int("jobs", filled).Str("column", "total_steps");
+  return absl::OkStatus();
+}
+
 absl::Status Scheduler::Restore() {
+  RETURN_IF_ERROR(Annotate(FillInTotalSteps(), "recording the total steps of older jobs"));
   // A shared store: the jobs of this replica's previous process too, whatever their
   // lease says; the claim moves their epoch on, so that process can no longer write them.
-  ASSIGN_OR_RETURN(std::vector<JobRecord> claimed,
-                   store_->ClaimJobs(options_.replica_id, NowMs(), options_.lease_ms,
-                                     store_->shared() ? ClaimScope::kExpiredAndOwn
-                                                      : ClaimScope::kAll));
+  ASSIGN_OR_RETURN(
+      std::vector<JobRecord> claimed,
+      store_->ClaimJobs(options_.replica_id, NowMs(), options_.lease_ms,
+                        store_->shared() ? ClaimScope::kExpiredAndOwn : ClaimScope::kAll));
   for (JobRecord& r : claimed) RETURN_IF_ERROR(Resume(std::move(r)));
   return absl::OkStatus();
 }
@@ -450,7 +498,7 @@ absl::Status Scheduler::Resume(JobRecord r) {
       .Str("tenant", r.tenant)
       .Str("replica", options_.replica_id)
       .Int("checkpoint_step", checkpoint ? checkpoint->step : 0);
-  auto job = std::make_shared<Job>(WithoutBlobs(r), *std::move(spec));
+  auto job = std::make_shared<Job>(WithoutBlobs(r), *std::move(spec), options_.coalesce_backlog);
   job->resume = std::move(checkpoint);
   if (job->resume) job->step = job->resume->step;
   std::lock_guard<std::mutex> lock(mu_);
@@ -466,26 +514,42 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
   RETURN_IF_ERROR(Annotate(spec.options.Validate(), "options"));
   ASSIGN_OR_RETURN(const ModelInfo* model, registry_->Find(spec.model));
   spec.model = model->name;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  // No scheduler lock across the store's round trips or the spec's serialisation: a
+  // repeated request ID is looked up, and the job written (with its key, in one
+  // transaction), while the workers go on; the queue's room is reserved meanwhile.
   if (!request_id.empty()) {
     auto found = store_->FindRequest(RequestScope("Embed", tenant), request_id, request_hash);
     if (found.ok()) return Submission{*found, true};
     if (!absl::IsNotFound(found.status())) return found.status();
   }
-  if (static_cast<int>(queue_.size()) >= options_.queue_limit) {
-    return absl::ResourceExhaustedError(absl::StrCat("queue full: ", queue_.size(),
-                                                     " jobs waiting (limit ", options_.queue_limit,
-                                                     ", --queue-limit); retry later"));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the server is shutting down");
+    const int waiting = static_cast<int>(queue_.size()) + submitting_;
+    if (waiting >= options_.queue_limit) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("queue full: ", waiting, " jobs waiting (limit ", options_.queue_limit,
+                       ", --queue-limit); retry later"));
+    }
+    const int tenant_waiting =
+        static_cast<int>(std::count_if(
+            queue_.begin(), queue_.end(),
+            [&tenant](const std::shared_ptr<Job>& j) { return j->tenant == tenant; })) +
+        submitting_by_tenant_[tenant];
+    if (tenant_waiting >= options_.tenant_queue_limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "queue full for tenant \"", tenant, "\": ", tenant_waiting, " jobs waiting (limit ",
+          options_.tenant_queue_limit, ", --tenant-queue-limit); retry later"));
+    }
+    ++submitting_;
+    ++submitting_by_tenant_[tenant];
   }
-  const int tenant_queued = static_cast<int>(
-      std::count_if(queue_.begin(), queue_.end(),
-                    [&tenant](const std::shared_ptr<Job>& j) { return j->tenant == tenant; }));
-  if (tenant_queued >= options_.tenant_queue_limit) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "queue full for tenant \"", tenant, "\": ", tenant_queued, " jobs waiting (limit ",
-        options_.tenant_queue_limit, ", --tenant-queue-limit); retry later"));
-  }
+  // The reservation ends with this call, whatever its outcome.
+  absl::Cleanup release = [this, &tenant] {
+    std::lock_guard<std::mutex> lock(mu_);
+    --submitting_;
+    if (--submitting_by_tenant_[tenant] == 0) submitting_by_tenant_.erase(tenant);
+  };
   JobRecord r;
   r.id = NewRandomId("job_");
   r.request_id = request_id;
@@ -493,6 +557,7 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
   r.model = spec.model;
   r.state = JobState::kQueued;
   r.spec = SerializeSpec(spec);
+  r.total_steps = spec.options.steps + spec.options.noise_steps;
   r.created_unix_ms = NowMs();
   r.owner = options_.replica_id;
   // The first lease: lease_ms from now (by the database's clock on PostgreSQL, see
@@ -500,8 +565,8 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
   r.lease_expires_unix_ms = r.created_unix_ms + options_.lease_ms;
   r.lease_epoch = 1;
   if (!request_id.empty()) {
-    // The key and the job in one transaction; another replica may have claimed the key
-    // since the look-up above: its job is the answer then.
+    // The key and the job in one transaction; another call (here or on another replica)
+    // may have claimed the key since the look-up above: its job is the answer then.
     ASSIGN_OR_RETURN(std::string claimed,
                      store_->CreateJobWithClaim(
                          r, RequestClaim{RequestScope("Embed", tenant), request_id, request_hash}));
@@ -509,14 +574,20 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
   } else {
     RETURN_IF_ERROR(store_->CreateJob(r));
   }
-  auto job = std::make_shared<Job>(WithoutBlobs(std::move(r)), std::move(spec));
-  EnqueueLocked(job);
-  cv_.notify_all();
+  auto job =
+      std::make_shared<Job>(WithoutBlobs(std::move(r)), std::move(spec), options_.coalesce_backlog);
   LogEvent("job_queued")
       .Str("job_id", job->id)
       .Str("tenant", tenant)
       .Str("model", job->spec.model)
       .Int("steps", job->total_steps);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Stored, so accepted: after a shutdown that began meanwhile, the next start runs it.
+    if (stopping_) return Submission{job->id, false};
+    EnqueueLocked(job);
+  }
+  cv_.notify_all();
   return Submission{job->id, false};
 }
 
@@ -562,12 +633,8 @@ JobView Scheduler::ViewOf(Job& j) {
 
 absl::StatusOr<JobView> Scheduler::GetJob(const std::string& id) {
   if (auto job = FindLive(id)) return ViewOf(*job);
-  auto r = store_->GetJob(id);
-  if (!r.ok()) return r.status();
-  auto spec = ParseSpec(r->spec);
-  JobView v = ViewOfRecord(WithoutBlobs(*std::move(r)));
-  if (spec.ok()) v.total_steps = spec->options.steps + spec->options.noise_steps;
-  return v;
+  ASSIGN_OR_RETURN(JobRecord r, store_->GetJob(id, /*with_blobs=*/false));
+  return ViewOfRecord(std::move(r));
 }
 
 absl::StatusOr<JobList> Scheduler::ListJobs(const Page& page, const std::vector<JobState>& states,
@@ -678,15 +745,14 @@ absl::StatusOr<std::shared_ptr<EventCursor>> Scheduler::Watch(const std::string&
   std::shared_ptr<Job> job = FindLive(id);
   std::optional<JobState> follow;  // set: `job` mirrors another replica's job
   if (job == nullptr) {
-    ASSIGN_OR_RETURN(JobRecord r, store_->GetJob(id));
+    ASSIGN_OR_RETURN(JobRecord r, store_->GetJob(id, /*with_blobs=*/false));
     if (!IsTerminal(r.state)) {
       job = Follow(r, after_sequence);  // another replica runs it
       follow = r.state;
     } else {
       // An older job: its log is gone; replay is the terminal event rebuilt from the store.
-      EmbedJobSpec spec;
       r.next_sequence = std::max<int64_t>(r.next_sequence - 1, 1);
-      job = std::make_shared<Job>(WithoutBlobs(r), spec);
+      job = std::make_shared<Job>(WithoutBlobs(r), EmbedJobSpec{}, options_.coalesce_backlog);
       job->Emit(TerminalEventOf(r, store_));
     }
   }
@@ -731,15 +797,15 @@ void Scheduler::RunTask(std::function<absl::Status(int)> fn, absl::Time deadline
         for (const auto& t : w->tasks) tenant_tasks += t->tenant == tenant ? 1 : 0;
       }
       if (static_cast<int>(best->tasks.size()) >= options_.task_queue_limit) {
-        refused = absl::ResourceExhaustedError(absl::StrCat(
-            "device queue full: ", best->tasks.size(), " renders and edits waiting for ",
-            best->device, " (limit ", options_.task_queue_limit,
-            ", --device-queue-limit); retry later"));
+        refused = absl::ResourceExhaustedError(
+            absl::StrCat("device queue full: ", best->tasks.size(),
+                         " renders and edits waiting for ", best->device, " (limit ",
+                         options_.task_queue_limit, ", --device-queue-limit); retry later"));
       } else if (tenant_tasks >= options_.tenant_task_limit) {
-        refused = absl::ResourceExhaustedError(absl::StrCat(
-            "device queue full for tenant \"", tenant, "\": ", tenant_tasks,
-            " renders and edits waiting (limit ", options_.tenant_task_limit,
-            ", --tenant-device-queue-limit); retry later"));
+        refused = absl::ResourceExhaustedError(
+            absl::StrCat("device queue full for tenant \"", tenant, "\": ", tenant_tasks,
+                         " renders and edits waiting (limit ", options_.tenant_task_limit,
+                         ", --tenant-device-queue-limit); retry later"));
       } else {
         best->tasks.push_back(std::move(task));
       }
@@ -857,7 +923,6 @@ void Scheduler::ConcludeOrKeep(Unsaved u) {
       .Str("note", "the job stays running until its final state is stored; retried every second");
   std::lock_guard<std::mutex> lock(mu_);
   unsaved_.push_back(std::move(u));
-  cv_.notify_all();
 }
 
 void Scheduler::RetryUnsaved() {
@@ -954,16 +1019,7 @@ void Scheduler::WorkerLoop(Worker* w) {
       const auto ready = [&] {
         return stopping_ || !w->tasks.empty() || !w->active.empty() || !queue_.empty();
       };
-      if (unsaved_.empty()) {
-        cv_.wait(lock, ready);
-      } else {
-        cv_.wait_for(lock, std::chrono::seconds(1), ready);
-      }
-      if (!unsaved_.empty()) {
-        lock.unlock();
-        RetryUnsaved();
-        lock.lock();
-      }
+      cv_.wait(lock, ready);
       stop = stopping_;
       tasks.swap(w->tasks);
       while (!stop && static_cast<int>(w->active.size() + admit.size()) < options_.max_batch) {
@@ -1015,7 +1071,7 @@ void Scheduler::WorkerLoop(Worker* w) {
           job->record.next_sequence = job->next_sequence;
           r = job->record;
         }
-        (void)store_->UpdateJob(r);
+        Write([this, r] { (void)store_->UpdateJob(r); });
       }
       std::lock_guard<std::mutex> lock(mu_);
       w->active.clear();
@@ -1092,7 +1148,7 @@ void Scheduler::StartJob(Worker* w, const std::shared_ptr<Job>& job) {
     if (job->record.started_unix_ms == 0) job->record.started_unix_ms = NowMs();
     r = job->record;
   }
-  (void)store_->UpdateJob(r);
+  Write([this, r] { (void)store_->UpdateJob(r); });
   {
     std::lock_guard<std::mutex> lock(mu_);
     w->active.push_back(job);
@@ -1118,7 +1174,21 @@ void Scheduler::CheckpointJob(const std::shared_ptr<Job>& job, const EmbedCheckp
     owner = job->record.owner;
     epoch = job->record.lease_epoch;
   }
-  (void)store_->SaveCheckpoint(job->id, c.step, SerializeCheckpoint(c), next, owner, epoch);
+  // Copies: on the CPU, the checkpoint's tensors are the optimiser's own, which the next
+  // step changes in place while the writer serialises them.
+  EmbedCheckpoint copy = c;
+  const auto own = [](torch::Tensor& t) {
+    if (t.defined()) t = t.clone();
+  };
+  own(copy.latent);
+  own(copy.adam_m);
+  own(copy.adam_v);
+  for (auto* maps : {&copy.noise, &copy.noise_m, &copy.noise_v}) {
+    for (torch::Tensor& t : *maps) own(t);
+  }
+  Write([this, id = job->id, copy = std::move(copy), next, owner, epoch] {
+    (void)store_->SaveCheckpoint(id, copy.step, SerializeCheckpoint(copy), next, owner, epoch);
+  });
 }
 
 void Scheduler::StepBatches(Worker* w) {
@@ -1341,7 +1411,40 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     std::lock_guard<std::mutex> lock(job->mu);
     r.next_sequence = job->next_sequence + 1;
   }
-  ConcludeOrKeep({job, std::move(r), std::move(ev), absl::OkStatus(), std::move(latent)});
+  // Stored, then announced, by the writer: the worker goes on stepping the other jobs.
+  auto u = std::make_shared<Unsaved>(
+      Unsaved{job, std::move(r), std::move(ev), absl::OkStatus(), std::move(latent)});
+  Write([this, u] { ConcludeOrKeep(std::move(*u)); });
+}
+
+void Scheduler::Write(std::function<void()> write) {
+  std::unique_lock<std::mutex> lock(writes_mu_);
+  // Full: the worker waits here (the store is behind by a whole queue of writes).
+  writes_room_cv_.wait(lock, [this] { return writes_.size() < kWriteQueueLimit; });
+  writes_.push_back(std::move(write));
+  writes_cv_.notify_one();
+}
+
+void Scheduler::WriterLoop() {
+  auto next_retry = Clock::now() + std::chrono::seconds(1);
+  std::unique_lock<std::mutex> lock(writes_mu_);
+  while (true) {
+    writes_cv_.wait_until(lock, next_retry, [this] { return !writes_.empty() || writes_stop_; });
+    if (!writes_.empty()) {
+      std::function<void()> write = std::move(writes_.front());
+      writes_.pop_front();
+      writes_room_cv_.notify_all();
+      lock.unlock();
+      write();
+      lock.lock();
+      continue;
+    }
+    if (writes_stop_) return;  // and nothing left to write
+    lock.unlock();
+    RetryUnsaved();  // finished jobs the store refused: every second
+    lock.lock();
+    next_retry = Clock::now() + std::chrono::seconds(1);
+  }
 }
 
 void Scheduler::Retire(const std::shared_ptr<Job>& job) {
@@ -1381,6 +1484,10 @@ void Scheduler::HousekeeperLoop() {
     }
     if (Clock::now() >= next_expiry) {
       ExpireOld();
+      // What expired, and the specs and checkpoints of the jobs that ended since.
+      if (absl::Status reclaimed = store_->ReclaimSpace(); !reclaimed.ok()) {
+        LogEvent("reclaim_failed").Str("error", reclaimed.message());
+      }
       next_expiry = Clock::now() + expire_every;
     }
     PollFollowers();
@@ -1453,8 +1560,8 @@ void Scheduler::RenewAndAdopt() {
   // Another process under this replica's name (a restart with the same --replica-id while
   // this one still ran) claimed the job at a later epoch: its writes are the job's now.
   const auto newer_process = [this](int64_t epoch) {
-    return absl::StrCat(options_.replica_id,
-                        " (another process with this replica ID, lease epoch ", epoch, ")");
+    return absl::StrCat(options_.replica_id, " (another process with this replica ID, lease epoch ",
+                        epoch, ")");
   };
   std::vector<std::shared_ptr<Job>> jobs;
   {
@@ -1507,8 +1614,8 @@ void Scheduler::RenewAndAdopt() {
     absl::StatusOr<JobRecord> r = absl::NotFoundError("not held at that epoch");
     if (held != owned.end() && held->second.lease_epoch == u->second) r = store_->GetJob(u->first);
     const bool gone = absl::IsNotFound(r.status()) ||
-                      (r.ok() && (r->owner != options_.replica_id ||
-                                  r->lease_epoch != u->second || IsTerminal(r->state)));
+                      (r.ok() && (r->owner != options_.replica_id || r->lease_epoch != u->second ||
+                                  IsTerminal(r->state)));
     if (gone || (r.ok() && Resume(*std::move(r)).ok())) {
       u = unresumed_.erase(u);  // another process's or finished now, or queued here at last
     } else {
@@ -1594,14 +1701,13 @@ void Scheduler::Abandon(const std::shared_ptr<Job>& job, const std::string& owne
 }
 
 std::shared_ptr<Job> Scheduler::Follow(const JobRecord& r, int64_t after_sequence) {
-  auto spec = ParseSpec(r.spec);
   JobRecord view = WithoutBlobs(r);
   // The mirror numbers its events after everything the reader has seen, so a reader
   // that moves between replicas never gets a sequence number it already has.
   const std::optional<Progress> progress = ProgressFromJson(r.progress);
   view.next_sequence = std::max(
       {view.next_sequence, after_sequence + 1, progress ? progress->next_sequence : int64_t{0}});
-  auto mirror = std::make_shared<Job>(view, spec.ok() ? *std::move(spec) : EmbedJobSpec{});
+  auto mirror = std::make_shared<Job>(view, EmbedJobSpec{}, options_.coalesce_backlog);
   JobEvent ev;
   ev.kind = r.state == JobState::kRunning ? JobEvent::Kind::kRunning : JobEvent::Kind::kQueued;
   if (progress) ev.device = progress->device;
@@ -1625,8 +1731,6 @@ void Scheduler::PollFollowers() {
     auto r = store_->GetJob(mirror.id, /*with_blobs=*/false);
     if (!r.ok()) continue;  // the store is away: try again at the next poll
     if (IsTerminal(r->state)) {
-      auto full = store_->GetJob(mirror.id, /*with_blobs=*/true);  // the result's metrics
-      if (full.ok()) r = std::move(full);
       mirror.Emit(TerminalEventOf(*r, store_));
       done.push_back(&mirror);
       continue;
@@ -1685,6 +1789,13 @@ void Scheduler::Shutdown() {
   for (auto& w : workers_) {
     if (w->thread.joinable()) w->thread.join();
   }
+  {
+    // The workers' last writes (checkpoints of the running jobs) are in the queue.
+    std::lock_guard<std::mutex> lock(writes_mu_);
+    writes_stop_ = true;
+  }
+  writes_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
   RetryUnsaved();  // a last try; what is still unsaved resumes on the next start
   std::vector<std::shared_ptr<Job>> jobs;
   {

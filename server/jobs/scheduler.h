@@ -8,8 +8,12 @@
 //   of embedding work, so they never wait for an embedding to finish.
 // - Every job's state lives in the Store; running jobs checkpoint every
 //   checkpoint_every steps. Create() resumes what a previous process left queued or
-//   running (from its last checkpoint).
-// - Each job keeps its event log in memory for WatchJob replays (EventCursor).
+//   running (from its last checkpoint). The workers' writes go through a bounded queue
+//   to a writer thread, and no scheduler lock is held across a store call, so a slow
+//   store does not slow the steps; what a write reports (a terminal event) follows it.
+// - Each job keeps its event log in memory for WatchJob replays (EventCursor): every
+//   lifecycle event and the newest coalesce_backlog progress events; the newest
+//   keep_finished finished jobs keep theirs.
 // - Replicas (a shared store, PostgreSQL): every unfinished job has an owner, the replica
 //   that runs it, holding a lease it renews every lease_ms / 5. A replica claims what it
 //   creates and what a dead replica left (an expired lease), and gives up a job whose
@@ -67,7 +71,7 @@ struct SchedulerOptions {
   // time (and always at least one), so neither renders nor jobs starve the other.
   double task_share = 0.5;
   // A reader this many events behind gets only the latest progress event (lifecycle
-  // events are never skipped).
+  // events are never skipped); a job's log keeps this many progress events.
   int coalesce_backlog = 256;
   // This server among the replicas sharing the store; unique per replica (the default
   // of --replica-id is the host name).
@@ -193,6 +197,10 @@ class Scheduler {
   struct Task;
   Scheduler(const SchedulerOptions& options, const ModelRegistry* registry, Store* store);
   absl::Status Restore();
+  // The migration of jobs stored before total_steps was a column (Store::
+  // JobsWithoutTotalSteps): fills it in from each one's spec, which releases the spec of
+  // the finished ones.
+  absl::Status FillInTotalSteps();
   // Queues a job claimed from the store: resumes it from its checkpoint, or ends it
   // (failed: cannot resume; cancelled: a cancel was acknowledged before).
   absl::Status Resume(JobRecord r);
@@ -221,7 +229,7 @@ class Scheduler {
   void CountFinished(JobState state);
   // A finished job whose final record the store refused (a full disk): it stays running
   // (no terminal event, GetJob says RUNNING) until a retry stores the record; then the
-  // record is applied and the terminal event emitted. The workers retry every second;
+  // record is applied and the terminal event emitted. The writer retries every second;
   // what is unsaved at shutdown resumes on the next start. Nothing final is announced
   // before it is stored.
   struct Unsaved {
@@ -243,6 +251,12 @@ class Scheduler {
   // Conclude, or else log job_unsaved once and keep `u` in unsaved_ for the retries.
   void ConcludeOrKeep(Unsaved u);
   void RetryUnsaved();
+  // The device workers' store writes (a job's start, checkpoints, final records) run on
+  // the writer thread, in the order given, so a worker never waits for the store (unless
+  // kWriteQueueLimit writes are already waiting). A final record is announced (terminal
+  // event) by the writer once stored. The writer also retries unsaved_ every second.
+  void Write(std::function<void()> write);
+  void WriterLoop();
   // Makes `job` live, appends it to the queue and emits its `queued` event (mu_ held).
   void EnqueueLocked(const std::shared_ptr<Job>& job);
   void WorkerLoop(Worker* w);
@@ -268,16 +282,27 @@ class Scheduler {
   std::condition_variable cv_;
   bool stopping_ = false;
   std::deque<std::shared_ptr<Job>> queue_;
+  // Submissions between their queue check and their job's entry in queue_ (their store
+  // writes run without mu_): they count against the queue limits.
+  int submitting_ = 0;
+  std::map<std::string, int> submitting_by_tenant_;
   std::map<std::string, std::shared_ptr<Job>> live_;  // queued, running, recently finished
   std::deque<std::string> finished_order_;            // retirement order of finished live_ jobs
   std::vector<std::unique_ptr<Worker>> workers_;
   int running_ = 0;
   std::map<std::string, int> running_by_tenant_;
   std::string last_admitted_tenant_;  // admission's turn among tenants
-  std::vector<Unsaved> unsaved_;  // finished jobs whose final record is not stored yet
+  std::vector<Unsaved> unsaved_;      // finished jobs whose final record is not stored yet
   std::vector<Follower> followers_;
   std::condition_variable housekeeper_cv_;
   std::thread housekeeper_;
+
+  static constexpr size_t kWriteQueueLimit = 256;
+  std::mutex writes_mu_;  // guards the two fields below
+  std::deque<std::function<void()>> writes_;
+  bool writes_stop_ = false;  // Shutdown: the writer drains the queue and ends
+  std::condition_variable writes_cv_, writes_room_cv_;
+  std::thread writer_;
   bool lease_warned_ = false;  // the lease thread logged that it cannot reach the store
   // The lease thread only: jobs it claimed that Resume could not queue (the store refused
   // its write), by ID, with the epoch they were claimed at; retried while it holds.

@@ -18,6 +18,7 @@
 
 #include "absl/strings/match.h"
 #include "server/formats/npy.h"
+#include "server/store/forwarding_store.h"
 #include "server/store/sqlite_store.h"
 
 namespace i2s {
@@ -411,86 +412,197 @@ TEST_F(SchedulerTest, AdmissionTakesTenantsInTurnAndCapsRunningJobsPerTenant) {
   }
 }
 
+// A job's log keeps every lifecycle event and the newest coalesce_backlog progress events:
+// a replay, even of a long finished job, is a history in order, and a reader near the end
+// gets every event there.
+TEST_F(SchedulerTest, EventLogIsBoundedAndReplaysStayConsistent) {
+  SchedulerOptions o;
+  o.coalesce_backlog = 5;
+  auto s = Start(o);
+  auto sub = s->Submit(Spec(40), "", "");
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  std::vector<JobEvent> live = ReadUntil(**s->Watch(sub->job_id, 0), Terminal);
+  ASSERT_FALSE(live.empty());
+  const int64_t last = live.back().sequence;
+  EXPECT_EQ(last, 1 + 1 + 40 + 1);  // queued, running, 40 steps, succeeded
+
+  // Every event of a reader within the backlog of the end: the newest 4 of them.
+  std::vector<JobEvent> tail = ReadUntil(**s->Watch(sub->job_id, last - 4), Terminal);
+  ASSERT_EQ(tail.size(), 4u);
+  for (size_t i = 0; i < tail.size(); ++i) {
+    EXPECT_EQ(tail[i].sequence, last - 3 + static_cast<int64_t>(i));
+  }
+  EXPECT_EQ(tail[2].kind, Kind::kProgress);
+  EXPECT_EQ(tail[2].step, 40);
+
+  // From the start: the lifecycle events in order, no sequence twice, the end last.
+  std::vector<JobEvent> all = ReadUntil(**s->Watch(sub->job_id, 0), Terminal);
+  ASSERT_GE(all.size(), 3u);
+  EXPECT_EQ(all[0].kind, Kind::kQueued);
+  EXPECT_EQ(all[1].kind, Kind::kRunning);
+  EXPECT_EQ(all.back().kind, Kind::kSucceeded);
+  for (size_t i = 1; i < all.size(); ++i) EXPECT_GT(all[i].sequence, all[i - 1].sequence);
+
+  // A reader from just after the first progress event the log dropped: the oldest kept.
+  std::vector<JobEvent> from_dropped = ReadUntil(**s->Watch(sub->job_id, 3), Terminal);
+  ASSERT_FALSE(from_dropped.empty());
+  EXPECT_GT(from_dropped[0].sequence, 4);
+  s->Shutdown();
+}
+
+// A job no longer in memory: GetJob and ListJobs read its summary alone (its spec is gone
+// from the store) and agree on its steps.
+TEST_F(SchedulerTest, FinishedJobsAreLeanAndGetJobAgreesWithListJobs) {
+  std::string id;
+  {
+    auto s = Start();
+    EmbedJobSpec spec = Spec(6);
+    spec.options.noise_steps = 3;
+    auto sub = s->Submit(spec, "", "");
+    ASSERT_TRUE(sub.ok()) << sub.status();
+    id = sub->job_id;
+    ReadUntil(**s->Watch(id, 0), Terminal);
+    s->Shutdown();
+  }
+  auto stored = store_->GetJob(id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->state, JobState::kSucceeded);
+  EXPECT_EQ(stored->spec, "");
+  EXPECT_EQ(stored->checkpoint, "");
+  EXPECT_EQ(stored->total_steps, 9);
+
+  auto s = Start();  // a new process: the job is not in memory
+  auto got = s->GetJob(id);
+  ASSERT_TRUE(got.ok()) << got.status();
+  auto listed = s->ListJobs(Page{}, {});
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->jobs.size(), 1u);
+  EXPECT_EQ(got->total_steps, 9);
+  EXPECT_EQ(listed->jobs[0].total_steps, 9);
+  EXPECT_EQ(got->step, listed->jobs[0].step);
+  EXPECT_EQ(got->step, 9);
+  // Its replay: the end, rebuilt from the store.
+  std::vector<JobEvent> replay = ReadUntil(**s->Watch(id, 0), Terminal);
+  EXPECT_EQ(replay.back().kind, Kind::kSucceeded);
+  s->Shutdown();
+}
+
+// Jobs stored before total_steps was a column (-1): the scheduler's start fills it in from
+// their specs and releases the finished ones' specs.
+TEST_F(SchedulerTest, StartFillsInTheTotalStepsOfOlderJobs) {
+  EmbedJobSpec spec = Spec(12);
+  spec.options.noise_steps = 5;
+  JobRecord done;
+  done.id = "job_old_done";
+  done.model = "demo";
+  done.state = JobState::kSucceeded;
+  done.spec = SerializeSpec(spec);
+  done.result = R"({"loss":1,"mse":1,"perceptual":0,"psnr":20,"steps":17})";
+  done.total_steps = -1;
+  done.created_unix_ms = 1000;
+  done.finished_unix_ms = 2000;
+  JobRecord unreadable = done;
+  unreadable.id = "job_old_garbled";
+  unreadable.spec = "not a spec";
+  ASSERT_TRUE(store_->CreateJob(done).ok());
+  ASSERT_TRUE(store_->CreateJob(unreadable).ok());
+
+  auto s = Start();
+  EXPECT_TRUE(store_->JobsWithoutTotalSteps(10)->empty());
+  auto stored = store_->GetJob(done.id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->total_steps, 17);
+  EXPECT_EQ(stored->spec, "");
+  EXPECT_EQ(s->GetJob(done.id)->total_steps, 17);
+  EXPECT_EQ(s->GetJob(unreadable.id)->total_steps, 0);  // unknown, shown as such
+  s->Shutdown();
+}
+
 // Every call goes to a real store, except job updates while `fail_updates` is set.
-class UpdatesCanFailStore : public Store {
+class UpdatesCanFailStore : public ForwardingStore {
  public:
-  explicit UpdatesCanFailStore(Store* inner) : inner_(inner) {}
+  using ForwardingStore::ForwardingStore;
   std::atomic<bool> fail_updates{false};
 
-  absl::Status PutLatent(const LatentRecord& r) override { return inner_->PutLatent(r); }
-  absl::StatusOr<LatentRecord> GetLatent(const std::string& id, bool v) override {
-    return inner_->GetLatent(id, v);
-  }
-  absl::StatusOr<LatentPage> ListLatents(const Page& p, const std::string& f,
-                                         const std::optional<std::string>& t) override {
-    return inner_->ListLatents(p, f, t);
-  }
-  absl::Status DeleteLatent(const std::string& id) override { return inner_->DeleteLatent(id); }
-  absl::Status CreateJob(const JobRecord& r) override { return inner_->CreateJob(r); }
   absl::Status UpdateJob(const JobRecord& r) override {
     if (fail_updates) return absl::UnavailableError("the database is away (test)");
-    return inner_->UpdateJob(r);
-  }
-  absl::Status MarkCancelRequested(const std::string& id) override {
-    return inner_->MarkCancelRequested(id);
-  }
-  absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
-                              int64_t next, const std::string& owner, int64_t epoch) override {
-    return inner_->SaveCheckpoint(id, step, bytes, next, owner, epoch);
-  }
-  absl::StatusOr<std::vector<JobRecord>> ClaimJobs(const std::string& o, int64_t now, int64_t ms,
-                                                   ClaimScope scope) override {
-    return inner_->ClaimJobs(o, now, ms, scope);
-  }
-  absl::StatusOr<std::vector<JobLease>> RenewLeases(const std::string& o, int64_t now,
-                                                    int64_t ms) override {
-    return inner_->RenewLeases(o, now, ms);
-  }
-  absl::Status SaveProgress(const std::string& id, const std::string& o, int64_t epoch,
-                            const std::string& p) override {
-    return inner_->SaveProgress(id, o, epoch, p);
-  }
-  absl::StatusOr<JobRecord> GetJob(const std::string& id, bool b) override {
-    return inner_->GetJob(id, b);
-  }
-  absl::StatusOr<JobPage> ListJobs(const Page& p, const std::vector<JobState>& st,
-                                   const std::optional<std::string>& t) override {
-    return inner_->ListJobs(p, st, t);
-  }
-  absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() override {
-    return inner_->UnfinishedJobs();
-  }
-  absl::StatusOr<std::string> ClaimRequest(const std::string& m, const std::string& id,
-                                           const std::string& h, const std::string& r) override {
-    return inner_->ClaimRequest(m, id, h, r);
-  }
-  absl::StatusOr<std::string> FindRequest(const std::string& m, const std::string& id,
-                                          const std::string& h) override {
-    return inner_->FindRequest(m, id, h);
-  }
-  absl::StatusOr<std::string> CreateJobWithClaim(const JobRecord& r,
-                                                 const RequestClaim& c) override {
-    return inner_->CreateJobWithClaim(r, c);
-  }
-  absl::StatusOr<std::string> PutLatentWithClaim(const LatentRecord& r,
-                                                 const RequestClaim& c) override {
-    return inner_->PutLatentWithClaim(r, c);
+    return ForwardingStore::UpdateJob(r);
   }
   absl::Status FinishJobWithLatent(const JobRecord& r, const LatentRecord& l) override {
     if (fail_updates) return absl::UnavailableError("the database is away (test)");
-    return inner_->FinishJobWithLatent(r, l);
+    return ForwardingStore::FinishJobWithLatent(r, l);
   }
-  absl::StatusOr<TenantUsage> Usage(const std::string& t) override { return inner_->Usage(t); }
-  absl::StatusOr<std::vector<TenantUsage>> AllUsage() override { return inner_->AllUsage(); }
-  absl::StatusOr<Expired> ExpireOld(int64_t jobs, int64_t requests, int limit) override {
-    return inner_->ExpireOld(jobs, requests, limit);
+};
+
+// Every write takes `delay`: a store on a slow disk or far away.
+class SlowStore : public ForwardingStore {
+ public:
+  SlowStore(Store* inner, std::chrono::milliseconds delay)
+      : ForwardingStore(inner), delay_(delay) {}
+  absl::Status CreateJob(const JobRecord& r) override {
+    Wait();
+    return ForwardingStore::CreateJob(r);
   }
-  bool shared() const override { return inner_->shared(); }
-  const char* backend() const override { return inner_->backend(); }
+  absl::Status UpdateJob(const JobRecord& r) override {
+    Wait();
+    return ForwardingStore::UpdateJob(r);
+  }
+  absl::Status SaveCheckpoint(const std::string& id, int step, const std::string& bytes,
+                              int64_t next, const std::string& owner, int64_t epoch) override {
+    Wait();
+    return ForwardingStore::SaveCheckpoint(id, step, bytes, next, owner, epoch);
+  }
+  absl::Status FinishJobWithLatent(const JobRecord& r, const LatentRecord& l) override {
+    Wait();
+    return ForwardingStore::FinishJobWithLatent(r, l);
+  }
 
  private:
-  Store* inner_;
+  void Wait() const { std::this_thread::sleep_for(delay_); }
+  const std::chrono::milliseconds delay_;
 };
+
+// A slow store does not slow the steps: the workers' writes (start, checkpoints, final
+// record) go through the writer's queue, and a Submit's writes hold no scheduler lock.
+// What a write reports still follows it: the terminal event comes once the final record,
+// after every checkpoint before it, is stored.
+TEST_F(SchedulerTest, ASlowStoreDoesNotSlowTheSteps) {
+  constexpr auto kDelay = std::chrono::milliseconds(250);
+  SlowStore slow(store_.get(), kDelay);
+  SchedulerOptions o;
+  o.checkpoint_every = 2;
+  o.max_batch = 2;
+  auto s = Scheduler::Create(o, registry_.get(), &slow);
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto a = (*s)->Submit(Spec(60, 1), "", "");
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto cursor = *(*s)->Watch(a->job_id, 0);
+  // Another job submitted while A runs: its writes (250 ms each) happen meanwhile.
+  std::vector<JobEvent> events = ReadUntil(
+      *cursor, [](const JobEvent& e) { return e.kind == Kind::kProgress && e.step >= 5; });
+  std::thread other([&] { EXPECT_TRUE((*s)->Submit(Spec(30, 2), "", "").ok()); });
+  std::vector<JobEvent> more = ReadUntil(*cursor, Terminal, 120);
+  other.join();
+  events.insert(events.end(), more.begin(), more.end());
+  ASSERT_EQ(events.back().kind, Kind::kSucceeded) << events.back().status;
+  // Step 5 to step 45: 20 checkpoints, 5 s of writes if the worker waited for them.
+  int64_t at5 = 0, at45 = 0;
+  for (const JobEvent& e : events) {
+    if (e.kind != Kind::kProgress) continue;
+    if (e.step == 5) at5 = e.time_unix_ms;
+    if (e.step == 45) at45 = e.time_unix_ms;
+  }
+  ASSERT_GT(at5, 0);
+  ASSERT_GT(at45, 0);
+  EXPECT_LT(at45 - at5, 2500) << "40 steps with 20 checkpoints of 250 ms each";
+  // The end was announced after every write before it: 30 checkpoints and the start.
+  EXPECT_GE(events.back().time_unix_ms - events.front().time_unix_ms, 31 * kDelay.count());
+  auto stored = store_->GetJob(a->job_id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->state, JobState::kSucceeded);
+  EXPECT_TRUE(store_->GetLatent(events.back().latent_id, false).ok());
+  (*s)->Shutdown();
+}
 
 // A queued job whose cancel cannot be stored stays queued, where it was, and the caller is
 // told; once the store takes writes again the cancel goes through.

@@ -26,22 +26,26 @@ using store_internal::CheckLatentQuota;
 using store_internal::HasLimits;
 using store_internal::JobNotFound;
 using store_internal::JobStateFromColumn;
-using store_internal::LabelsFromJson;
+using store_internal::kJobBlobColumns;
+using store_internal::kJobSummaryColumns;
+using store_internal::kLatentBlobColumns;
+using store_internal::kLatentSummaryColumns;
 using store_internal::LabelsToJson;
 using store_internal::LatentNotFound;
-using store_internal::MakePageToken;
+using store_internal::NextPageToken;
 using store_internal::NotTheOwner;
 using store_internal::NowUnixMs;
 using store_internal::PageQuery;
-using store_internal::ParentsFromJson;
 using store_internal::ParentsToJson;
 using store_internal::ParsePage;
+using store_internal::ReadJobRow;
+using store_internal::ReadLatentRow;
 using store_internal::RequestNotFound;
 using store_internal::RequestUsedForAnother;
+using store_internal::Row;
 using store_internal::SortOldestFirst;
 using store_internal::StateMask;
 using store_internal::ValidateLatent;
-using store_internal::ValuesFromBytes;
 
 namespace {
 
@@ -143,21 +147,20 @@ CREATE INDEX requests_by_result ON requests (result_id);
     R"sql(
 ALTER TABLE jobs ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
 )sql",
+    // 4 -> 5: total_steps, so that reading a job needs none of its blobs. Existing jobs get
+    // -1: their spec is opaque here, so the scheduler fills the column in at its start
+    // (JobsWithoutTotalSteps, SetTotalSteps), which also releases the spec of the finished
+    // ones. The default lets a replica of the previous release create jobs until it is
+    // replaced (those are filled in at the next start too).
+    R"sql(
+ALTER TABLE jobs ADD COLUMN total_steps INTEGER NOT NULL DEFAULT -1;
+CREATE INDEX jobs_without_total_steps ON jobs (created_unix_ms, id) WHERE total_steps < 0;
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
-constexpr const char* kLatentSummaryColumns =
-    "id, tenant, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
-    "parents_json, params_json, has_metrics, metrics_loss, metrics_mse, metrics_perceptual, "
-    "metrics_psnr, metrics_steps, metrics_lpips, created_unix_ms, labels_json";
 // Read after the summary columns (without reading the blob): whether it has noise maps.
 constexpr const char* kLatentHasNoise = "octet_length(noise_npz) > 0";
-constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
-constexpr const char* kJobSummaryColumns =
-    "id, tenant, request_id, model, state, cancel_requested, checkpoint_step, latent_id, "
-    "error_code, error_message, next_sequence, created_unix_ms, started_unix_ms, "
-    "finished_unix_ms, owner, lease_expires_unix_ms, lease_epoch, progress";
-constexpr const char* kJobBlobColumns = "result, spec, checkpoint";
 
 uint64_t ReadBigEndian(const char* p, int n) {
   uint64_t v = 0;
@@ -511,88 +514,34 @@ absl::Status PostgresStore::Migrate() {
 
 namespace {
 
-// Reads kLatentSummaryColumns and kLatentHasNoise from column 0 of `row` on, then (with_values) the
-// blobs.
+// One row of a result, for the shared row readers (store_util.h).
+class ResultRow final : public Row {
+ public:
+  ResultRow(const PostgresStore::Result& r, int row) : r_(r), row_(row) {}
+  bool IsNull(int col) const override { return r_.IsNull(row_, col); }
+  int64_t Int(int col) const override { return r_.Int(row_, col); }
+  double Double(int col) const override { return r_.Double(row_, col); }
+  std::string Bytes(int col) const override { return r_.Bytes(row_, col); }
+
+ private:
+  const PostgresStore::Result& r_;
+  const int row_;
+};
+
 absl::StatusOr<LatentRecord> ReadLatent(const PostgresStore::Result& q, int row, bool with_values) {
-  LatentRecord r;
-  int c = 0;
-  r.id = q.Bytes(row, c++);
-  r.tenant = q.Bytes(row, c++);
-  r.model = q.Bytes(row, c++);
-  r.fingerprint = q.Bytes(row, c++);
-  r.num_layers = static_cast<int>(q.Int(row, c++));
-  r.latent_size = static_cast<int>(q.Int(row, c++));
-  r.noise_seed = static_cast<uint64_t>(q.Int(row, c++));
-  r.source = q.Bytes(row, c++);
-  r.job_id = q.Bytes(row, c++);
-  ASSIGN_OR_RETURN(r.parents, ParentsFromJson(q.Bytes(row, c++), r.id));
-  r.params_json = q.Bytes(row, c++);
-  if (q.Int(row, c++) != 0) {
-    LatentMetrics m;
-    m.loss = q.Double(row, c++);
-    m.mse = q.Double(row, c++);
-    m.perceptual = q.Double(row, c++);
-    m.psnr = q.Double(row, c++);
-    m.steps = static_cast<int>(q.Int(row, c++));
-    m.lpips = q.IsNull(row, c) ? -1 : q.Double(row, c);  // NULL: not measured
-    ++c;
-    r.metrics = m;
-  } else {
-    c += 6;
-  }
-  r.created_unix_ms = q.Int(row, c++);
-  ASSIGN_OR_RETURN(r.labels, LabelsFromJson(q.Bytes(row, c++), r.id));
-  r.has_noise = q.Int(row, c++) != 0;
-  if (with_values) {
-    ASSIGN_OR_RETURN(r.values, ValuesFromBytes(r, q.Bytes(row, c++)));
-    r.noise_npz = q.Bytes(row, c++);
-  }
-  return r;
+  return ReadLatentRow(ResultRow(q, row), with_values);
 }
 
-// Reads kJobSummaryColumns from column 0 of `row` on, then (with_blobs) kJobBlobColumns.
 absl::StatusOr<JobRecord> ReadJob(const PostgresStore::Result& q, int row, bool with_blobs) {
-  JobRecord r;
-  int c = 0;
-  r.id = q.Bytes(row, c++);
-  r.tenant = q.Bytes(row, c++);
-  r.request_id = q.Bytes(row, c++);
-  r.model = q.Bytes(row, c++);
-  ASSIGN_OR_RETURN(r.state, JobStateFromColumn(q.Int(row, c++), r.id));
-  r.cancel_requested = q.Int(row, c++) != 0;
-  r.checkpoint_step = static_cast<int>(q.Int(row, c++));
-  r.latent_id = q.Bytes(row, c++);
-  r.error_code = static_cast<int>(q.Int(row, c++));
-  r.error_message = q.Bytes(row, c++);
-  r.next_sequence = q.Int(row, c++);
-  r.created_unix_ms = q.Int(row, c++);
-  r.started_unix_ms = q.Int(row, c++);
-  r.finished_unix_ms = q.Int(row, c++);
-  r.owner = q.Bytes(row, c++);
-  r.lease_expires_unix_ms = q.Int(row, c++);
-  r.lease_epoch = q.Int(row, c++);
-  r.progress = q.Bytes(row, c++);
-  if (with_blobs) {
-    r.result = q.Bytes(row, c++);
-    r.spec = q.Bytes(row, c++);
-    r.checkpoint = q.Bytes(row, c++);
-  }
-  return r;
+  return ReadJobRow(ResultRow(q, row), with_blobs);
 }
 
-// The WHERE/ORDER BY/LIMIT tail of a listing, binding the page's parameters.
+// A listing's tail, binding the page's parameters to `st`.
 std::string ListingTail(PostgresStore::Statement& st, std::vector<std::string> filters,
                         const PageQuery& page) {
-  if (page.has_after) {
-    const std::string created = st.Int(page.after_created_unix_ms);
-    const std::string id = st.Text(page.after_id);
-    filters.push_back(absl::StrCat("(created_unix_ms, id) < (", created, ", ", id, ")"));
-  }
-  std::string tail;
-  if (!filters.empty()) absl::StrAppend(&tail, " WHERE ", absl::StrJoin(filters, " AND "));
-  // One more row than asked says whether there is a next page.
-  absl::StrAppend(&tail, " ORDER BY created_unix_ms DESC, id DESC LIMIT ", st.Int(page.limit + 1));
-  return tail;
+  const std::string created = page.has_after ? st.Int(page.after_created_unix_ms) : "";
+  const std::string id = page.has_after ? st.Text(page.after_id) : "";
+  return store_internal::ListingTail(std::move(filters), page, created, id, st.Int(page.limit + 1));
 }
 
 absl::StatusOr<std::vector<JobRecord>> ReadJobs(const PostgresStore::Result& q) {
@@ -671,6 +620,7 @@ std::vector<std::string> JobRowParams(PostgresStore::Statement& st, const JobRec
       lease_expires(),
       st.Int(record.lease_epoch),
       st.Text(record.progress),
+      st.Int(record.total_steps),
       st.Bytes(record.result),
       st.Bytes(record.spec),
       st.Bytes(record.checkpoint),
@@ -703,8 +653,9 @@ std::string UpdateJobSql(PostgresStore::Statement& st, const JobRecord& r) {
       ", created_unix_ms = ", st.Int(r.created_unix_ms),
       ", started_unix_ms = ", st.Int(r.started_unix_ms),
       ", finished_unix_ms = ", st.Int(r.finished_unix_ms), ", result = ", st.Bytes(r.result),
-      IsTerminal(r.state) ? ", checkpoint = ''::bytea" : "", " WHERE id = ", st.Text(r.id),
-      " AND owner = ", st.Text(r.owner), " AND lease_epoch = ", st.Int(r.lease_epoch));
+      IsTerminal(r.state) ? ", spec = ''::bytea, checkpoint = ''::bytea" : "",
+      " WHERE id = ", st.Text(r.id), " AND owner = ", st.Text(r.owner),
+      " AND lease_epoch = ", st.Int(r.lease_epoch));
 }
 
 }  // namespace
@@ -751,14 +702,10 @@ absl::StatusOr<LatentPage> PostgresStore::ListLatents(const Page& page,
   ASSIGN_OR_RETURN(Result r, Run(st));
   LatentPage result;
   for (int row = 0; row < r.rows(); ++row) {
-    if (static_cast<int>(result.latents.size()) == page_query.limit) {
-      const LatentRecord& last = result.latents.back();
-      result.next_page_token = MakePageToken('L', last.created_unix_ms, last.id);
-      break;
-    }
     ASSIGN_OR_RETURN(LatentRecord record, ReadLatent(r, row, /*with_values=*/false));
     result.latents.push_back(std::move(record));
   }
+  result.next_page_token = NextPageToken(result.latents, page_query, 'L');
   return result;
 }
 
@@ -858,14 +805,10 @@ absl::StatusOr<JobPage> PostgresStore::ListJobs(const Page& page,
   ASSIGN_OR_RETURN(Result r, Run(st));
   JobPage result;
   for (int row = 0; row < r.rows(); ++row) {
-    if (static_cast<int>(result.jobs.size()) == page_query.limit) {
-      const JobRecord& last = result.jobs.back();
-      result.next_page_token = MakePageToken('J', last.created_unix_ms, last.id);
-      break;
-    }
     ASSIGN_OR_RETURN(JobRecord record, ReadJob(r, row, /*with_blobs=*/false));
     result.jobs.push_back(std::move(record));
   }
+  result.next_page_token = NextPageToken(result.jobs, page_query, 'J');
   return result;
 }
 
@@ -875,6 +818,27 @@ absl::StatusOr<std::vector<JobRecord>> PostgresStore::UnfinishedJobs() {
                           " FROM jobs WHERE state IN (1, 2) ORDER BY created_unix_ms, id"));
   ASSIGN_OR_RETURN(Result r, Run(st));
   return ReadJobs(r);
+}
+
+absl::StatusOr<std::vector<JobRecord>> PostgresStore::JobsWithoutTotalSteps(int limit) {
+  Statement st("JobsWithoutTotalSteps");
+  // Same condition as the partial index jobs_without_total_steps.
+  st.set_sql(absl::StrCat("SELECT ", kJobSummaryColumns, ", ", kJobBlobColumns,
+                          " FROM jobs WHERE total_steps < 0 ORDER BY created_unix_ms, id LIMIT ",
+                          st.Int(limit)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  return ReadJobs(r);
+}
+
+absl::Status PostgresStore::SetTotalSteps(const std::string& id, int total_steps) {
+  Statement st("SetTotalSteps");
+  st.set_sql(absl::StrCat("UPDATE jobs SET total_steps = ", st.Int(total_steps),
+                          ", spec = CASE WHEN state IN (3, 4, 5) THEN ''::bytea ELSE spec END"
+                          " WHERE id = ",
+                          st.Text(id)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  if (r.changed() == 0) return JobNotFound(id);
+  return absl::OkStatus();
 }
 
 // The "now" of a lease statement, in milliseconds since the epoch: the database's clock
@@ -1273,6 +1237,13 @@ absl::StatusOr<Expired> PostgresStore::ExpireOld(int64_t jobs_before_unix_ms,
     expired.request_ids += r.changed();
   }
   return expired;
+}
+
+absl::Status PostgresStore::ReclaimSpace() {
+  // Autovacuum makes the space of deleted rows and released blobs (TOAST) reusable by
+  // new rows; giving it back to the file system would take VACUUM FULL, which locks the
+  // table, so that is left to the operator (docs/OPERATIONS.md).
+  return absl::OkStatus();
 }
 
 }  // namespace i2s

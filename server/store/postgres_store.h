@@ -85,6 +85,8 @@ class PostgresStore final : public Store {
       const Page& page, const std::vector<JobState>& states,
       const std::optional<std::string>& tenant = std::nullopt) override;
   absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() override;
+  absl::StatusOr<std::vector<JobRecord>> JobsWithoutTotalSteps(int limit) override;
+  absl::Status SetTotalSteps(const std::string& id, int total_steps) override;
   absl::StatusOr<std::vector<JobRecord>> ClaimJobs(const std::string& owner, int64_t now_unix_ms,
                                                    int64_t lease_ms, ClaimScope scope) override;
   absl::StatusOr<std::vector<JobLease>> RenewLeases(const std::string& owner, int64_t now_unix_ms,
@@ -109,6 +111,7 @@ class PostgresStore final : public Store {
   absl::StatusOr<Expired> ExpireOld(int64_t jobs_before_unix_ms, int64_t requests_before_unix_ms,
                                     int limit) override;
 
+  absl::Status ReclaimSpace() override;
   bool shared() const override { return true; }
   const char* backend() const override { return "postgres"; }
 

@@ -35,22 +35,26 @@ using store_internal::EncodeFloats;
 using store_internal::HasLimits;
 using store_internal::JobNotFound;
 using store_internal::JobStateFromColumn;
-using store_internal::LabelsFromJson;
+using store_internal::kJobBlobColumns;
+using store_internal::kJobSummaryColumns;
+using store_internal::kLatentBlobColumns;
+using store_internal::kLatentSummaryColumns;
 using store_internal::LabelsToJson;
 using store_internal::LatentNotFound;
-using store_internal::MakePageToken;
+using store_internal::NextPageToken;
 using store_internal::NotTheOwner;
 using store_internal::NowUnixMs;
 using store_internal::PageQuery;
-using store_internal::ParentsFromJson;
 using store_internal::ParentsToJson;
 using store_internal::ParsePage;
+using store_internal::ReadJobRow;
+using store_internal::ReadLatentRow;
 using store_internal::RequestNotFound;
 using store_internal::RequestUsedForAnother;
+using store_internal::Row;
 using store_internal::SortOldestFirst;
 using store_internal::StateMask;
 using store_internal::ValidateLatent;
-using store_internal::ValuesFromBytes;
 
 // How long a statement waits for a lock held by another connection (a second process,
 // the sqlite3 shell, a backup) before failing with SQLITE_BUSY.
@@ -307,24 +311,53 @@ CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2)
 CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
 CREATE INDEX jobs_finished ON jobs (finished_unix_ms) WHERE state IN (3, 4, 5);
 )sql",
+    // 6 -> 7: total_steps, so that reading a job needs none of its blobs (issue 20).
+    // Rebuilt so the column sits with the summaries, ahead of the blobs. Jobs from version 6
+    // get -1: the spec they still carry is opaque here, so the scheduler fills the column in
+    // at its start (JobsWithoutTotalSteps, SetTotalSteps), which also releases the spec
+    // of the finished ones.
+    R"sql(
+CREATE TABLE jobs_v7 (
+  id TEXT PRIMARY KEY NOT NULL,
+  tenant TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  cancel_requested INTEGER NOT NULL,
+  checkpoint_step INTEGER NOT NULL,
+  latent_id TEXT NOT NULL,
+  error_code INTEGER NOT NULL,
+  error_message TEXT NOT NULL,
+  next_sequence INTEGER NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  started_unix_ms INTEGER NOT NULL,
+  finished_unix_ms INTEGER NOT NULL,
+  owner TEXT NOT NULL,
+  lease_expires_unix_ms INTEGER NOT NULL,
+  lease_epoch INTEGER NOT NULL,
+  progress TEXT NOT NULL,
+  total_steps INTEGER NOT NULL,
+  result BLOB NOT NULL,
+  spec BLOB NOT NULL,
+  checkpoint BLOB NOT NULL
+);
+INSERT INTO jobs_v7 SELECT id, tenant, request_id, model, state, cancel_requested,
+  checkpoint_step, latent_id, error_code, error_message, next_sequence, created_unix_ms,
+  started_unix_ms, finished_unix_ms, owner, lease_expires_unix_ms, lease_epoch, progress, -1,
+  result, spec, checkpoint FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v7 RENAME TO jobs;
+CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_finished ON jobs (finished_unix_ms) WHERE state IN (3, 4, 5);
+CREATE INDEX jobs_without_total_steps ON jobs (created_unix_ms, id) WHERE total_steps < 0;
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
-// Column lists, in the order the Read* functions below consume them. The summaries are
-// what listings return; the blobs follow them in the row (see kMigrations).
-constexpr const char* kLatentSummaryColumns =
-    "id, tenant, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
-    "parents_json, params_json, has_metrics, metrics_loss, metrics_mse, metrics_perceptual, "
-    "metrics_psnr, metrics_steps, metrics_lpips, created_unix_ms, labels_json";
 // Read after the summary columns (without reading the blob): whether it has noise maps.
 constexpr const char* kLatentHasNoise = "length(noise_npz) > 0";
-constexpr const char* kLatentBlobColumns = "values_f32, noise_npz";
-constexpr const char* kJobSummaryColumns =
-    "id, tenant, request_id, model, state, cancel_requested, checkpoint_step, latent_id, "
-    "error_code, error_message, "
-    "next_sequence, created_unix_ms, started_unix_ms, finished_unix_ms, owner, "
-    "lease_expires_unix_ms, lease_epoch, progress";
-constexpr const char* kJobBlobColumns = "result, spec, checkpoint";
 
 // SQLITE_FULL is ResourceExhausted and SQLITE_READONLY Unavailable, so callers (and
 // clients) can tell a full or read-only data directory from a fault.
@@ -431,83 +464,31 @@ class Query {
   absl::Status bind_status_;
 };
 
-// Reads kLatentSummaryColumns and kLatentHasNoise from column 0 on, then (with_values)
-// kLatentBlobColumns.
+// The current row of a query, for the shared row readers (store_util.h).
+class QueryRow final : public Row {
+ public:
+  explicit QueryRow(const Query& q) : q_(q) {}
+  bool IsNull(int col) const override { return q_.IsNull(col); }
+  int64_t Int(int col) const override { return q_.ColumnInt(col); }
+  double Double(int col) const override { return q_.ColumnDouble(col); }
+  std::string Bytes(int col) const override { return q_.ColumnBytes(col); }
+
+ private:
+  const Query& q_;
+};
+
 absl::StatusOr<LatentRecord> ReadLatent(const Query& q, bool with_values) {
-  LatentRecord r;
-  int c = 0;
-  r.id = q.ColumnBytes(c++);
-  r.tenant = q.ColumnBytes(c++);
-  r.model = q.ColumnBytes(c++);
-  r.fingerprint = q.ColumnBytes(c++);
-  r.num_layers = static_cast<int>(q.ColumnInt(c++));
-  r.latent_size = static_cast<int>(q.ColumnInt(c++));
-  r.noise_seed = static_cast<uint64_t>(q.ColumnInt(c++));
-  r.source = q.ColumnBytes(c++);
-  r.job_id = q.ColumnBytes(c++);
-  ASSIGN_OR_RETURN(r.parents, ParentsFromJson(q.ColumnBytes(c++), r.id));
-  r.params_json = q.ColumnBytes(c++);
-  if (q.ColumnInt(c++) != 0) {
-    LatentMetrics m;
-    m.loss = q.ColumnDouble(c++);
-    m.mse = q.ColumnDouble(c++);
-    m.perceptual = q.ColumnDouble(c++);
-    m.psnr = q.ColumnDouble(c++);
-    m.steps = static_cast<int>(q.ColumnInt(c++));
-    const double lpips = q.ColumnDouble(c++);  // NULL (NaN here): not measured
-    m.lpips = std::isnan(lpips) ? -1 : lpips;
-    r.metrics = m;
-  } else {
-    c += 6;
-  }
-  r.created_unix_ms = q.ColumnInt(c++);
-  ASSIGN_OR_RETURN(r.labels, LabelsFromJson(q.ColumnBytes(c++), r.id));
-  r.has_noise = q.ColumnInt(c++) != 0;
-  if (with_values) {
-    ASSIGN_OR_RETURN(r.values, ValuesFromBytes(r, q.ColumnBytes(c++)));
-    r.noise_npz = q.ColumnBytes(c++);
-  }
-  return r;
+  return ReadLatentRow(QueryRow(q), with_values);
 }
 
-// Reads kJobSummaryColumns from column 0 on, then (with_blobs) kJobBlobColumns.
 absl::StatusOr<JobRecord> ReadJob(const Query& q, bool with_blobs) {
-  JobRecord r;
-  int c = 0;
-  r.id = q.ColumnBytes(c++);
-  r.tenant = q.ColumnBytes(c++);
-  r.request_id = q.ColumnBytes(c++);
-  r.model = q.ColumnBytes(c++);
-  ASSIGN_OR_RETURN(r.state, JobStateFromColumn(q.ColumnInt(c++), r.id));
-  r.cancel_requested = q.ColumnInt(c++) != 0;
-  r.checkpoint_step = static_cast<int>(q.ColumnInt(c++));
-  r.latent_id = q.ColumnBytes(c++);
-  r.error_code = static_cast<int>(q.ColumnInt(c++));
-  r.error_message = q.ColumnBytes(c++);
-  r.next_sequence = q.ColumnInt(c++);
-  r.created_unix_ms = q.ColumnInt(c++);
-  r.started_unix_ms = q.ColumnInt(c++);
-  r.finished_unix_ms = q.ColumnInt(c++);
-  r.owner = q.ColumnBytes(c++);
-  r.lease_expires_unix_ms = q.ColumnInt(c++);
-  r.lease_epoch = q.ColumnInt(c++);
-  r.progress = q.ColumnBytes(c++);
-  if (with_blobs) {
-    r.result = q.ColumnBytes(c++);
-    r.spec = q.ColumnBytes(c++);
-    r.checkpoint = q.ColumnBytes(c++);
-  }
-  return r;
+  return ReadJobRow(QueryRow(q), with_blobs);
 }
 
-// The WHERE/ORDER BY/LIMIT tail of a listing; `filters` are constant SQL fragments.
+// A listing's tail with SQLite's named parameters (BindPage binds them).
 std::string ListingTail(std::vector<std::string> filters, const PageQuery& page) {
-  // Row values compare lexicographically: "strictly after the token's key" in DESC order.
-  if (page.has_after) filters.push_back("(created_unix_ms, id) < (:after_created, :after_id)");
-  std::string tail;
-  if (!filters.empty()) absl::StrAppend(&tail, " WHERE ", absl::StrJoin(filters, " AND "));
-  absl::StrAppend(&tail, " ORDER BY created_unix_ms DESC, id DESC LIMIT :limit");
-  return tail;
+  return store_internal::ListingTail(std::move(filters), page, ":after_created", ":after_id",
+                                     ":limit");
 }
 
 void BindPage(Query& q, const PageQuery& page) {
@@ -555,13 +536,16 @@ absl::StatusOr<std::optional<std::string>> LookupRequest(sqlite3* db, sqlite3_st
   return q.ColumnBytes(1);
 }
 
-absl::StatusOr<int64_t> ReadUserVersion(sqlite3* db) {
+// The value of an integer pragma (`name` is our own constant).
+absl::StatusOr<int64_t> ReadPragmaInt(sqlite3* db, const std::string& name) {
+  const std::string what = absl::StrCat("reading ", name);
   sqlite3_stmt* raw = nullptr;
-  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &raw, nullptr) != SQLITE_OK) {
-    return SqliteError(db, "reading user_version");
+  if (sqlite3_prepare_v2(db, absl::StrCat("PRAGMA ", name).c_str(), -1, &raw, nullptr) !=
+      SQLITE_OK) {
+    return SqliteError(db, what);
   }
   const std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> stmt(raw, sqlite3_finalize);
-  Query q(db, stmt.get(), "reading user_version");
+  Query q(db, stmt.get(), what);
   ASSIGN_OR_RETURN(bool row, q.Step());
   return row ? q.ColumnInt(0) : 0;
 }
@@ -572,7 +556,7 @@ absl::StatusOr<int64_t> ReadUserVersion(sqlite3* db) {
 absl::Status Migrate(sqlite3* db) {
   RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE", "begin migration"));
   auto migrate = [db]() -> absl::Status {
-    ASSIGN_OR_RETURN(int64_t version, ReadUserVersion(db));
+    ASSIGN_OR_RETURN(int64_t version, ReadPragmaInt(db, "user_version"));
     if (version > kSchemaVersion) {
       return absl::FailedPreconditionError(absl::StrCat("database schema version ", version,
                                                         " is newer than this server's (",
@@ -591,6 +575,22 @@ absl::Status Migrate(sqlite3* db) {
     return status;
   }
   return Exec(db, "COMMIT", "commit migration");
+}
+
+// Released blobs (a finished job's spec and checkpoint, deleted rows) go to SQLite's free
+// list, where new rows reuse them; with auto_vacuum = INCREMENTAL, ReclaimSpace also
+// gives them back to the file system. A new file takes the setting before anything is
+// written to it; a file made by an earlier release (auto_vacuum = NONE) is rewritten once by
+// VACUUM, which needs free disk about the size of the file. If that fails (a full disk),
+// the file stays as it was: its free pages are still reused, just not returned.
+absl::Status UseIncrementalVacuum(sqlite3* db) {
+  constexpr int kIncremental = 2;
+  ASSIGN_OR_RETURN(int64_t mode, ReadPragmaInt(db, "auto_vacuum"));
+  if (mode == kIncremental) return absl::OkStatus();
+  RETURN_IF_ERROR(Exec(db, "PRAGMA auto_vacuum = INCREMENTAL", "auto_vacuum"));
+  ASSIGN_OR_RETURN(int64_t version, ReadPragmaInt(db, "user_version"));
+  if (version > 0) Exec(db, "VACUUM", "vacuum").IgnoreError();
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -615,6 +615,9 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   if (sqlite3_busy_timeout(db, kBusyTimeoutMs) != SQLITE_OK) {
     return annotate(SqliteError(db, "busy_timeout"));
   }
+  // Before WAL, whose switch writes a new file's first page (after which auto_vacuum
+  // takes a VACUUM to change).
+  RETURN_IF_ERROR(annotate(UseIncrementalVacuum(db)));
   // WAL: readers in other processes do not block the writer, and a commit appends to
   // one file. An in-memory database stays in "memory" mode, which is fine.
   RETURN_IF_ERROR(annotate(Exec(db, "PRAGMA journal_mode = WAL", "journal_mode")));
@@ -740,14 +743,10 @@ absl::StatusOr<LatentPage> SqliteStore::ListLatents(const Page& page,
   while (true) {
     ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) break;
-    if (static_cast<int>(result.latents.size()) == page_query.limit) {
-      const LatentRecord& last = result.latents.back();
-      result.next_page_token = MakePageToken('L', last.created_unix_ms, last.id);
-      break;
-    }
     ASSIGN_OR_RETURN(LatentRecord record, ReadLatent(q, /*with_values=*/false));
     result.latents.push_back(std::move(record));
   }
+  result.next_page_token = NextPageToken(result.latents, page_query, 'L');
   return result;
 }
 
@@ -792,7 +791,7 @@ absl::Status SqliteStore::CreateJobLocked(const JobRecord& record) {
       :id, :tenant, :request_id, :model, :state, :cancel_requested, :checkpoint_step,
       :latent_id, :error_code, :error_message, :next_sequence, :created_unix_ms,
       :started_unix_ms, :finished_unix_ms, :owner, :lease_expires_unix_ms, :lease_epoch,
-      :progress, :result, :spec, :checkpoint)
+      :progress, :total_steps, :result, :spec, :checkpoint)
     ON CONFLICT (id) DO NOTHING)sql")));
   Query q(db_, stmt, "CreateJob");
   BindJobMetadata(q, record);
@@ -800,6 +799,7 @@ absl::Status SqliteStore::CreateJobLocked(const JobRecord& record) {
       .Int(":checkpoint_step", record.checkpoint_step)
       .Int(":lease_expires_unix_ms", record.lease_expires_unix_ms)
       .Text(":progress", record.progress)
+      .Int(":total_steps", record.total_steps)
       .Blob(":spec", record.spec)
       .Blob(":checkpoint", record.checkpoint);
   ASSIGN_OR_RETURN(int changed, q.Run());
@@ -822,6 +822,7 @@ absl::Status SqliteStore::UpdateJobLocked(const JobRecord& record) {
       error_code = :error_code, error_message = :error_message, next_sequence = :next_sequence,
       created_unix_ms = :created_unix_ms, started_unix_ms = :started_unix_ms,
       finished_unix_ms = :finished_unix_ms, result = :result,
+      spec = CASE WHEN :state IN (3, 4, 5) THEN x'' ELSE spec END,
       checkpoint = CASE WHEN :state IN (3, 4, 5) THEN x'' ELSE checkpoint END
     WHERE id = :id AND owner = :owner AND lease_epoch = :lease_epoch)sql"));
   Query q(db_, stmt, "UpdateJob");
@@ -973,14 +974,10 @@ absl::StatusOr<JobPage> SqliteStore::ListJobs(const Page& page, const std::vecto
   while (true) {
     ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) break;
-    if (static_cast<int>(result.jobs.size()) == page_query.limit) {
-      const JobRecord& last = result.jobs.back();
-      result.next_page_token = MakePageToken('J', last.created_unix_ms, last.id);
-      break;
-    }
     ASSIGN_OR_RETURN(JobRecord record, ReadJob(q, /*with_blobs=*/false));
     result.jobs.push_back(std::move(record));
   }
+  result.next_page_token = NextPageToken(result.jobs, page_query, 'J');
   return result;
 }
 
@@ -1003,6 +1000,37 @@ absl::StatusOr<std::vector<JobRecord>> SqliteStore::UnfinishedJobs() {
     jobs.push_back(std::move(record));
   }
   return jobs;
+}
+
+absl::StatusOr<std::vector<JobRecord>> SqliteStore::JobsWithoutTotalSteps(int limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Same condition as the partial index jobs_without_total_steps.
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                   Prepare(absl::StrCat("SELECT ", kJobSummaryColumns, ", ", kJobBlobColumns,
+                                        " FROM jobs WHERE total_steps < 0"
+                                        " ORDER BY created_unix_ms, id LIMIT :limit")));
+  Query q(db_, stmt, "JobsWithoutTotalSteps");
+  q.Int(":limit", limit);
+  std::vector<JobRecord> jobs;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    ASSIGN_OR_RETURN(JobRecord record, ReadJob(q, /*with_blobs=*/true));
+    jobs.push_back(std::move(record));
+  }
+  return jobs;
+}
+
+absl::Status SqliteStore::SetTotalSteps(const std::string& id, int total_steps) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(R"sql(UPDATE jobs SET total_steps = :total_steps,
+      spec = CASE WHEN state IN (3, 4, 5) THEN x'' ELSE spec END
+    WHERE id = :id)sql"));
+  Query q(db_, stmt, "SetTotalSteps");
+  q.Text(":id", id).Int(":total_steps", total_steps);
+  ASSIGN_OR_RETURN(int changed, q.Run());
+  if (changed == 0) return JobNotFound(id);
+  return absl::OkStatus();
 }
 
 // ---- RequestStore ----
@@ -1262,6 +1290,13 @@ absl::StatusOr<Expired> SqliteStore::ExpireOld(int64_t jobs_before_unix_ms,
     return status;
   }
   return expired;
+}
+
+absl::Status SqliteStore::ReclaimSpace() {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Truncates the file by the pages on the free list (auto_vacuum = INCREMENTAL, see
+  // Open); a no-op when there are none.
+  return Exec(db_, "PRAGMA incremental_vacuum", "incremental_vacuum");
 }
 
 }  // namespace i2s

@@ -74,6 +74,8 @@ class SqliteStore final : public Store {
       const Page& page, const std::vector<JobState>& states,
       const std::optional<std::string>& tenant = std::nullopt) override;
   absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() override;
+  absl::StatusOr<std::vector<JobRecord>> JobsWithoutTotalSteps(int limit) override;
+  absl::Status SetTotalSteps(const std::string& id, int total_steps) override;
 
   // RequestStore.
   absl::StatusOr<std::string> CreateJobWithClaim(const JobRecord& record,
@@ -94,6 +96,7 @@ class SqliteStore final : public Store {
   absl::StatusOr<Expired> ExpireOld(int64_t jobs_before_unix_ms, int64_t requests_before_unix_ms,
                                     int limit) override;
 
+  absl::Status ReclaimSpace() override;
   bool shared() const override { return false; }
   const char* backend() const override { return "sqlite"; }
 

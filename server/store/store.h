@@ -112,10 +112,14 @@ struct JobRecord {
   // Opaque: the owner's latest progress (step, metrics), for other replicas' GetJob and
   // WatchJob; empty = none published.
   std::string progress;
+  // The most steps the job can take, written by CreateJob (and SetTotalSteps), so that
+  // reading a job needs none of its blobs. -1: not known yet (a job stored by a release
+  // before the column existed; see JobsWithoutTotalSteps).
+  int total_steps = 0;
 };
 
 struct JobPage {
-  std::vector<JobRecord> jobs;  // newest first; spec, checkpoint and result left empty
+  std::vector<JobRecord> jobs;  // newest first; spec and checkpoint left empty
   std::string next_page_token;
 };
 
@@ -164,8 +168,10 @@ class JobStore {
   // stored as given).
   virtual absl::Status CreateJob(const JobRecord& record) = 0;
   // Replaces every field of the job with `record` except tenant, spec, checkpoint,
-  // checkpoint_step (which only CreateJob and SaveCheckpoint write), owner, lease, epoch
-  // and progress (ClaimJobs, RenewLeases, SaveProgress). NotFound if absent;
+  // checkpoint_step, total_steps (which only CreateJob, SaveCheckpoint and SetTotalSteps
+  // write), owner, lease, epoch and progress (ClaimJobs, RenewLeases, SaveProgress). A
+  // terminal state releases the spec and checkpoint: a finished job keeps only its
+  // summary and result (its latent keeps what it needs). NotFound if absent;
   // FailedPrecondition (NotTheOwner) unless record.owner and record.lease_epoch are the
   // job's owner and epoch.
   virtual absl::Status UpdateJob(const JobRecord& record) = 0;
@@ -194,7 +200,8 @@ class JobStore {
   // `lease_epoch` are the job's (NotFound if absent).
   virtual absl::Status SaveProgress(const std::string& id, const std::string& owner,
                                     int64_t lease_epoch, const std::string& progress) = 0;
-  // With all blobs, or (with_blobs false) with spec, checkpoint and result left empty.
+  // With all blobs, or (with_blobs false) with spec and checkpoint left empty (the result,
+  // a few hundred bytes of metrics, is always read).
   virtual absl::StatusOr<JobRecord> GetJob(const std::string& id, bool with_blobs = true) = 0;
   // Newest first; `states` empty = all states; `tenant` as in ListLatents.
   virtual absl::StatusOr<JobPage> ListJobs(
@@ -202,6 +209,13 @@ class JobStore {
       const std::optional<std::string>& tenant = std::nullopt) = 0;
   // Jobs in kQueued or kRunning, oldest first, with all blobs: what a restart resumes.
   virtual absl::StatusOr<std::vector<JobRecord>> UnfinishedJobs() = 0;
+  // The migration of jobs stored before total_steps was a column: at most `limit` of the
+  // jobs whose total_steps is -1, oldest first, with all blobs (the spec says it; the store
+  // cannot read the spec, so the scheduler fills them in at its start).
+  virtual absl::StatusOr<std::vector<JobRecord>> JobsWithoutTotalSteps(int limit) = 0;
+  // Sets a job's total_steps; a finished job's spec is released with it (as UpdateJob
+  // does when a job ends). NotFound if absent.
+  virtual absl::Status SetTotalSteps(const std::string& id, int total_steps) = 0;
 };
 
 // Idempotency keys (AIP-155): the first call with a (method, request_id) records the
@@ -303,6 +317,10 @@ class Store : public LatentStore, public JobStore, public RequestStore {
   // written. NotFound / FailedPrecondition (NotTheOwner) as UpdateJob; any error: nothing
   // written.
   virtual absl::Status FinishJobWithLatent(const JobRecord& record, const LatentRecord& latent) = 0;
+  // Gives the space of deleted rows and released blobs back to the file system where the
+  // backend does not do it itself (SQLite: an incremental vacuum; PostgreSQL's autovacuum
+  // makes it reusable on its own). Called now and then by the scheduler's housekeeping.
+  virtual absl::Status ReclaimSpace() = 0;
   // True when other replicas may use the same database (PostgreSQL): jobs are then
   // claimed by lease, and progress is published for the other replicas.
   virtual bool shared() const = 0;

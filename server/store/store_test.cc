@@ -154,6 +154,7 @@ JobRecord FullJob(const std::string& id, int64_t created_unix_ms = 2000) {
   r.error_code = 13;
   r.error_message = "boom";
   r.next_sequence = 77;
+  r.total_steps = 1300;
   r.created_unix_ms = created_unix_ms;
   r.started_unix_ms = created_unix_ms + 1;
   r.finished_unix_ms = created_unix_ms + 2;
@@ -169,8 +170,8 @@ void ExpectSameJob(const JobRecord& a, const JobRecord& b, bool with_blobs) {
   if (with_blobs) {
     EXPECT_EQ(a.spec, b.spec);
     EXPECT_EQ(a.checkpoint, b.checkpoint);
-    EXPECT_EQ(a.result, b.result);
   }
+  EXPECT_EQ(a.result, b.result);
   EXPECT_EQ(a.checkpoint_step, b.checkpoint_step);
   EXPECT_EQ(a.latent_id, b.latent_id);
   EXPECT_EQ(a.error_code, b.error_code);
@@ -183,6 +184,7 @@ void ExpectSameJob(const JobRecord& a, const JobRecord& b, bool with_blobs) {
   EXPECT_EQ(a.lease_expires_unix_ms, b.lease_expires_unix_ms);
   EXPECT_EQ(a.lease_epoch, b.lease_epoch);
   EXPECT_EQ(a.progress, b.progress);
+  EXPECT_EQ(a.total_steps, b.total_steps);
 }
 
 // The PostgreSQL database of the postgres runs (a connection string), or nullptr.
@@ -573,7 +575,8 @@ TEST_P(StoreTest, UpdateJobKeepsSpecAndCheckpoint) {
   want.spec = created.spec;
   want.checkpoint = created.checkpoint;
   want.checkpoint_step = created.checkpoint_step;
-  want.tenant = created.tenant;  // the owner never changes
+  want.total_steps = created.total_steps;  // written by CreateJob only
+  want.tenant = created.tenant;            // the owner never changes
   ExpectSameJob(want, *out, /*with_blobs=*/true);
 }
 
@@ -615,7 +618,10 @@ TEST_P(StoreTest, ListJobsStateFilterAndBlobsEmpty) {
     EXPECT_TRUE(page.ok()) << page.status();
     if (!page.ok()) return out;
     for (const JobRecord& job : page->jobs) {
-      EXPECT_TRUE(job.spec.empty() && job.checkpoint.empty() && job.result.empty()) << job.id;
+      // The result (a few hundred bytes of metrics) comes with the summary: a listing
+      // shows how far each job got without reading its blobs.
+      EXPECT_TRUE(job.spec.empty() && job.checkpoint.empty()) << job.id;
+      EXPECT_EQ(job.result, FullJob(job.id).result) << job.id;
       out.push_back(job.id);
     }
     return out;
@@ -821,7 +827,8 @@ TEST(SqliteStoreFileTest, UsesWalAndRecordsSchemaVersion) {
     return value;
   };
   EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");  // persistent in the file
-  EXPECT_EQ(pragma("PRAGMA user_version"), "6");
+  EXPECT_EQ(pragma("PRAGMA user_version"), "7");
+  EXPECT_EQ(pragma("PRAGMA auto_vacuum"), "2");  // INCREMENTAL: see ReclaimSpace
   sqlite3_close(db);
 }
 
@@ -975,6 +982,18 @@ PRAGMA user_version = 1;
   EXPECT_EQ(*store->FindRequest("Embed", "req", "h"), "job_old");
 }
 
+// The first column of the first row of `sql` on `db`, as text ("" if no row).
+std::string QueryText(sqlite3* db, const std::string& sql) {
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+  std::string value;
+  if (sqlite3_step(stmt) == SQLITE_ROW) {
+    value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+  }
+  sqlite3_finalize(stmt);
+  return value;
+}
+
 TEST(SqliteStoreFileTest, MigratesAVersion5DatabaseToLeaseEpochs) {
   ScratchDir dir;
   const std::string path = dir.File("db.sqlite");
@@ -1029,26 +1048,110 @@ PRAGMA user_version = 5;
             absl::StatusCode::kFailedPrecondition);
 
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  const auto query = [db](const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
-    std::string value;
-    if (sqlite3_step(stmt) == SQLITE_ROW) {
-      value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    }
-    sqlite3_finalize(stmt);
-    return value;
-  };
-  EXPECT_EQ(query("PRAGMA user_version"), "6");
+  const auto query = [db](const std::string& sql) { return QueryText(db, sql); };
+  EXPECT_EQ(query("PRAGMA user_version"), "7");
   // The rebuilt table keeps every index, and the new column sits ahead of the blobs.
   EXPECT_EQ(query("SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_master"
                   " WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL"
                   " ORDER BY name)"),
-            "jobs_by_created jobs_by_tenant jobs_finished jobs_unfinished");
+            "jobs_by_created jobs_by_tenant jobs_finished jobs_unfinished "
+            "jobs_without_total_steps");
   EXPECT_LT(
       std::stoi(query("SELECT cid FROM pragma_table_info('jobs') WHERE name = 'lease_epoch'")),
       std::stoi(query("SELECT cid FROM pragma_table_info('jobs') WHERE name = 'result'")));
   sqlite3_close(db);
+}
+
+// Version 6 -> 7: total_steps (-1 until the scheduler reads it from the spec), ahead of the
+// blobs; the file turns to incremental vacuum (rewritten once).
+TEST(SqliteStoreFileTest, MigratesAVersion6DatabaseToTotalSteps) {
+  ScratchDir dir;
+  const std::string path = dir.File("db.sqlite");
+  ASSERT_NE(OpenOrDie(path), nullptr);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  // The released version-6 jobs table, in a file without auto_vacuum (as that release made
+  // them), with a finished job.
+  const char* v6 = R"sql(
+DROP TABLE jobs;
+CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, tenant TEXT NOT NULL,
+  request_id TEXT NOT NULL, model TEXT NOT NULL, state INTEGER NOT NULL,
+  cancel_requested INTEGER NOT NULL, checkpoint_step INTEGER NOT NULL,
+  latent_id TEXT NOT NULL, error_code INTEGER NOT NULL, error_message TEXT NOT NULL,
+  next_sequence INTEGER NOT NULL, created_unix_ms INTEGER NOT NULL,
+  started_unix_ms INTEGER NOT NULL, finished_unix_ms INTEGER NOT NULL, owner TEXT NOT NULL,
+  lease_expires_unix_ms INTEGER NOT NULL, lease_epoch INTEGER NOT NULL,
+  progress TEXT NOT NULL, result BLOB NOT NULL, spec BLOB NOT NULL, checkpoint BLOB NOT NULL);
+CREATE INDEX jobs_by_created ON jobs (created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_unfinished ON jobs (created_unix_ms, id) WHERE state IN (1, 2);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
+CREATE INDEX jobs_finished ON jobs (finished_unix_ms) WHERE state IN (3, 4, 5);
+INSERT INTO jobs VALUES ('job_done', 't', '', 'ffhq', 3, 0, 0, 'lat_1', 0, '', 12, 900, 901,
+  950, 'a', 5000, 2, '', X'52', X'5350', X'');
+PRAGMA user_version = 6;
+)sql";
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA auto_vacuum = NONE; VACUUM;", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, v6, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  std::unique_ptr<SqliteStore> store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  auto job = store->GetJob("job_done");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->total_steps, -1);
+  EXPECT_EQ(job->lease_epoch, 2);
+  EXPECT_EQ(job->spec, "SP");
+  auto missing = store->JobsWithoutTotalSteps(10);
+  ASSERT_TRUE(missing.ok()) << missing.status();
+  ASSERT_EQ(missing->size(), 1u);
+
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  const auto query = [db](const std::string& sql) { return QueryText(db, sql); };
+  EXPECT_EQ(query("PRAGMA user_version"), "7");
+  EXPECT_EQ(query("PRAGMA auto_vacuum"), "2");  // INCREMENTAL
+  EXPECT_LT(
+      std::stoi(query("SELECT cid FROM pragma_table_info('jobs') WHERE name = 'total_steps'")),
+      std::stoi(query("SELECT cid FROM pragma_table_info('jobs') WHERE name = 'result'")));
+  sqlite3_close(db);
+}
+
+// What finished jobs released goes back to the file system at ReclaimSpace.
+TEST(SqliteStoreFileTest, ReclaimSpaceShrinksTheFileByWhatFinishedJobsReleased) {
+  ScratchDir dir;
+  const std::string path = dir.File("db.sqlite");
+  std::unique_ptr<SqliteStore> store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  const auto pages = [&path] {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, "PRAGMA page_count", -1, &stmt, nullptr), SQLITE_OK);
+    EXPECT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+    const int64_t n = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return n;
+  };
+  constexpr int kJobs = 8;
+  for (int i = 0; i < kJobs; ++i) {
+    JobRecord r = FullJob(absl::StrCat("job_", i));
+    r.spec.assign(1 << 20, 's');  // 1 MiB each
+    r.checkpoint.assign(1 << 20, 'c');
+    ASSERT_TRUE(store->CreateJob(r).ok());
+  }
+  const int64_t full = pages();
+  EXPECT_GT(full * 4096, int64_t{kJobs} * (2 << 20)) << full;
+  for (int i = 0; i < kJobs; ++i) {
+    JobRecord done = FullJob(absl::StrCat("job_", i));
+    done.state = JobState::kSucceeded;
+    ASSERT_TRUE(store->UpdateJob(done).ok());
+  }
+  EXPECT_GE(pages(), full);  // released to SQLite's free list, not yet to the file system
+  ASSERT_TRUE(store->ReclaimSpace().ok());
+  const int64_t after = pages();
+  EXPECT_LT(after * 4096, 256 << 10) << "pages: " << full << " -> " << after;
+  ASSERT_TRUE(store->ReclaimSpace().ok());  // nothing left to do
 }
 
 TEST(SqliteStoreFileTest, RefusesNewerSchema) {
@@ -1410,17 +1513,63 @@ TEST_P(StoreTest, FencedFinishWritesTheLatentAndTheRecordTogetherOrNothing) {
 
 // ---- Quotas, usage and expiry ----
 
-TEST_P(StoreTest, AFinishedJobDropsItsCheckpointAndKeepsItsSpec) {
+TEST_P(StoreTest, AFinishedJobDropsItsCheckpointAndSpec) {
   const JobRecord created = FullJob("job_1");
   ASSERT_TRUE(store_->CreateJob(created).ok());
-  JobRecord done = created;
+  JobRecord running = created;
+  running.state = JobState::kRunning;
+  ASSERT_TRUE(store_->UpdateJob(running).ok());
+  EXPECT_EQ(store_->GetJob("job_1")->spec, created.spec);  // kept while it may resume
+  for (JobState end : {JobState::kSucceeded, JobState::kFailed, JobState::kCancelled}) {
+    const std::string id = absl::StrCat("job_", static_cast<int>(end));
+    ASSERT_TRUE(store_->CreateJob(FullJob(id)).ok());
+    JobRecord done = FullJob(id);
+    done.state = end;
+    ASSERT_TRUE(store_->UpdateJob(done).ok());
+    absl::StatusOr<JobRecord> out = store_->GetJob(id);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(out->checkpoint, "") << id;
+    EXPECT_EQ(out->spec, "") << id;
+    EXPECT_EQ(out->result, done.result) << id;
+    EXPECT_EQ(out->total_steps, done.total_steps) << id;
+  }
+  // The tenant's usage counts the running job whole and of the finished ones their
+  // results alone.
+  const JobRecord& r = created;
+  auto usage = store_->Usage(created.tenant);
+  ASSERT_TRUE(usage.ok()) << usage.status();
+  EXPECT_EQ(usage->job_bytes,
+            static_cast<int64_t>(r.spec.size() + r.checkpoint.size() + 4 * r.result.size()));
+}
+
+// Jobs stored before total_steps was a column (-1 after the migration): listed with their
+// specs, oldest first, until SetTotalSteps records it; a finished one's spec goes with it.
+TEST_P(StoreTest, JobsWithoutTotalStepsAreListedUntilSet) {
+  JobRecord queued = FullJob("job_q", 1000);
+  queued.state = JobState::kQueued;
+  queued.total_steps = -1;
+  JobRecord done = FullJob("job_d", 900);
   done.state = JobState::kSucceeded;
-  ASSERT_TRUE(store_->UpdateJob(done).ok());
-  absl::StatusOr<JobRecord> out = store_->GetJob("job_1");
-  ASSERT_TRUE(out.ok()) << out.status();
-  EXPECT_EQ(out->checkpoint, "");
-  EXPECT_EQ(out->spec, created.spec);
-  EXPECT_EQ(out->result, created.result);
+  done.total_steps = -1;
+  JobRecord known = FullJob("job_k", 800);
+  for (const JobRecord& r : {queued, done, known}) ASSERT_TRUE(store_->CreateJob(r).ok());
+  auto missing = store_->JobsWithoutTotalSteps(10);
+  ASSERT_TRUE(missing.ok()) << missing.status();
+  ASSERT_EQ(missing->size(), 2u);
+  EXPECT_EQ((*missing)[0].id, "job_d");  // oldest first
+  EXPECT_EQ((*missing)[0].spec, done.spec);
+  EXPECT_EQ((*missing)[1].id, "job_q");
+  EXPECT_EQ(store_->JobsWithoutTotalSteps(1)->size(), 1u);
+
+  ASSERT_TRUE(store_->SetTotalSteps("job_d", 300).ok());
+  ASSERT_TRUE(store_->SetTotalSteps("job_q", 0).ok());
+  EXPECT_TRUE(store_->JobsWithoutTotalSteps(10)->empty());
+  EXPECT_EQ(store_->GetJob("job_d", /*with_blobs=*/false)->total_steps, 300);
+  EXPECT_EQ(store_->GetJob("job_d")->spec, "");           // finished: released
+  EXPECT_EQ(store_->GetJob("job_q")->spec, queued.spec);  // may still run: kept
+  EXPECT_EQ(store_->GetJob("job_k")->total_steps, 1300);
+  EXPECT_EQ(store_->SetTotalSteps("job_none", 1).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->ReclaimSpace().ok());
 }
 
 LatentRecord TenantLatent(const std::string& id, const std::string& tenant, int floats,
@@ -1661,7 +1810,7 @@ TEST_F(PostgresTest, ReplicasStartingTogetherMigrateOnce) {
   for (std::thread& t : threads) t.join();
   for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(QuerySql(conninfo_, "SELECT count(*) FROM i2s_schema"), "1");
-  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "4");
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "5");
 }
 
 TEST_F(PostgresTest, RefusesNewerSchema) {
@@ -1789,14 +1938,15 @@ TEST_F(PostgresTest, MigratesAVersion3DatabaseToLeaseEpochs) {
     job.progress = R"({"step":40})";
     ASSERT_TRUE(store->CreateJob(job).ok());
   }
-  // Back to the released version-3 schema: no lease_epoch column.
+  // Back to the released version-3 schema: no lease_epoch or total_steps column.
   ASSERT_EQ(RunSql(conninfo_,
                    "ALTER TABLE jobs DROP COLUMN lease_epoch;"
+                   " ALTER TABLE jobs DROP COLUMN total_steps;"
                    " UPDATE i2s_schema SET version = 3;"),
             "");
   std::unique_ptr<PostgresStore> store = OpenPostgresOrDie(conninfo_, options);
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "4");
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "5");
   auto job = store->GetJob("job_old");
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->owner, "a");
@@ -1804,6 +1954,7 @@ TEST_F(PostgresTest, MigratesAVersion3DatabaseToLeaseEpochs) {
   EXPECT_EQ(job->lease_epoch, 0);
   EXPECT_EQ(job->progress, R"({"step":40})");
   EXPECT_EQ(job->spec, FullJob("job_old").spec);
+  EXPECT_EQ(job->total_steps, -1);  // until the scheduler reads it from the spec
   // A replica of the previous release, still running, creates jobs without the column.
   EXPECT_EQ(RunSql(conninfo_,
                    "INSERT INTO jobs (id, tenant, request_id, model, state, cancel_requested,"

@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <tuple>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "server/base/status_macros.h"
 
 namespace i2s::store_internal {
 
@@ -286,6 +289,88 @@ absl::StatusOr<PageQuery> ParsePage(const Page& page, char table) {
   q.has_after = true;
   q.after_id = key.substr(colon + 1);
   return q;
+}
+
+std::string ListingTail(std::vector<std::string> filters, const PageQuery& page,
+                        const std::string& after_created, const std::string& after_id,
+                        const std::string& limit) {
+  // Row values compare lexicographically: "strictly after the token's key" in DESC order.
+  if (page.has_after) {
+    filters.push_back(
+        absl::StrCat("(created_unix_ms, id) < (", after_created, ", ", after_id, ")"));
+  }
+  std::string tail;
+  if (!filters.empty()) absl::StrAppend(&tail, " WHERE ", absl::StrJoin(filters, " AND "));
+  absl::StrAppend(&tail, " ORDER BY created_unix_ms DESC, id DESC LIMIT ", limit);
+  return tail;
+}
+
+absl::StatusOr<LatentRecord> ReadLatentRow(const Row& row, bool with_values) {
+  LatentRecord r;
+  int c = 0;
+  r.id = row.Bytes(c++);
+  r.tenant = row.Bytes(c++);
+  r.model = row.Bytes(c++);
+  r.fingerprint = row.Bytes(c++);
+  r.num_layers = static_cast<int>(row.Int(c++));
+  r.latent_size = static_cast<int>(row.Int(c++));
+  r.noise_seed = static_cast<uint64_t>(row.Int(c++));
+  r.source = row.Bytes(c++);
+  r.job_id = row.Bytes(c++);
+  ASSIGN_OR_RETURN(r.parents, ParentsFromJson(row.Bytes(c++), r.id));
+  r.params_json = row.Bytes(c++);
+  if (row.Int(c++) != 0) {
+    LatentMetrics m;
+    // NULL: NaN (SQLite stores a NaN as NULL).
+    m.loss = row.Double(c++);
+    m.mse = row.Double(c++);
+    m.perceptual = row.Double(c++);
+    m.psnr = row.Double(c++);
+    m.steps = static_cast<int>(row.Int(c++));
+    const double lpips = row.Double(c++);  // NULL: not measured
+    m.lpips = std::isnan(lpips) ? -1 : lpips;
+    r.metrics = m;
+  } else {
+    c += 6;
+  }
+  r.created_unix_ms = row.Int(c++);
+  ASSIGN_OR_RETURN(r.labels, LabelsFromJson(row.Bytes(c++), r.id));
+  r.has_noise = row.Int(c++) != 0;
+  if (with_values) {
+    ASSIGN_OR_RETURN(r.values, ValuesFromBytes(r, row.Bytes(c++)));
+    r.noise_npz = row.Bytes(c++);
+  }
+  return r;
+}
+
+absl::StatusOr<JobRecord> ReadJobRow(const Row& row, bool with_blobs) {
+  JobRecord r;
+  int c = 0;
+  r.id = row.Bytes(c++);
+  r.tenant = row.Bytes(c++);
+  r.request_id = row.Bytes(c++);
+  r.model = row.Bytes(c++);
+  ASSIGN_OR_RETURN(r.state, JobStateFromColumn(row.Int(c++), r.id));
+  r.cancel_requested = row.Int(c++) != 0;
+  r.checkpoint_step = static_cast<int>(row.Int(c++));
+  r.latent_id = row.Bytes(c++);
+  r.error_code = static_cast<int>(row.Int(c++));
+  r.error_message = row.Bytes(c++);
+  r.next_sequence = row.Int(c++);
+  r.created_unix_ms = row.Int(c++);
+  r.started_unix_ms = row.Int(c++);
+  r.finished_unix_ms = row.Int(c++);
+  r.owner = row.Bytes(c++);
+  r.lease_expires_unix_ms = row.Int(c++);
+  r.lease_epoch = row.Int(c++);
+  r.progress = row.Bytes(c++);
+  r.total_steps = static_cast<int>(row.Int(c++));
+  r.result = row.Bytes(c++);
+  if (with_blobs) {
+    r.spec = row.Bytes(c++);
+    r.checkpoint = row.Bytes(c++);
+  }
+  return r;
 }
 
 }  // namespace i2s::store_internal

@@ -86,6 +86,54 @@ struct PageQuery {
 };
 std::string MakePageToken(char table, int64_t created_unix_ms, absl::string_view id);
 absl::StatusOr<PageQuery> ParsePage(const Page& page, char table);
+// The WHERE / ORDER BY / LIMIT tail of a listing's SELECT, newest first: `filters` are SQL
+// conditions; after_created, after_id (used when page.has_after: the rows strictly after
+// the token's key) and limit are the backend's placeholders for those values, bound to
+// page.after_created_unix_ms, page.after_id and page.limit + 1 (one more row than asked
+// says whether there is a next page).
+std::string ListingTail(std::vector<std::string> filters, const PageQuery& page,
+                        const std::string& after_created, const std::string& after_id,
+                        const std::string& limit);
+// The next page's token of a listing that read `rows` rows for `page` (one more than its
+// limit says there is a next page, and is dropped), from the last row kept; "" when none.
+template <typename Record>
+std::string NextPageToken(std::vector<Record>& rows, const PageQuery& page, char table) {
+  if (static_cast<int>(rows.size()) <= page.limit) return "";
+  rows.pop_back();
+  return MakePageToken(table, rows.back().created_unix_ms, rows.back().id);
+}
+
+// Rows, read the same way by both backends. The column lists both schemas share, in the
+// order the readers consume them: summaries first (what listings return), then the blobs,
+// the last columns of their rows.
+inline constexpr char kLatentSummaryColumns[] =
+    "id, tenant, model, fingerprint, num_layers, latent_size, noise_seed, source, job_id, "
+    "parents_json, params_json, has_metrics, metrics_loss, metrics_mse, metrics_perceptual, "
+    "metrics_psnr, metrics_steps, metrics_lpips, created_unix_ms, labels_json";
+inline constexpr char kLatentBlobColumns[] = "values_f32, noise_npz";
+inline constexpr char kJobSummaryColumns[] =
+    "id, tenant, request_id, model, state, cancel_requested, checkpoint_step, latent_id, "
+    "error_code, error_message, next_sequence, created_unix_ms, started_unix_ms, "
+    "finished_unix_ms, owner, lease_expires_unix_ms, lease_epoch, progress, total_steps, result";
+// A job's result is a few hundred bytes of metrics, read with its summary; its spec (the
+// aligned image, megabytes) and checkpoint are the blobs.
+inline constexpr char kJobBlobColumns[] = "spec, checkpoint";
+
+// One row of a result, by column index; each backend wraps its own.
+class Row {
+ public:
+  virtual bool IsNull(int col) const = 0;
+  virtual int64_t Int(int col) const = 0;        // NULL reads as 0
+  virtual double Double(int col) const = 0;      // NULL reads as NaN
+  virtual std::string Bytes(int col) const = 0;  // TEXT and BLOB alike, byte for byte
+ protected:
+  ~Row() = default;
+};
+// kLatentSummaryColumns, then whether the latent has noise maps (a backend's expression
+// of length(noise_npz) > 0), then (with_values) kLatentBlobColumns.
+absl::StatusOr<LatentRecord> ReadLatentRow(const Row& row, bool with_values);
+// kJobSummaryColumns, then (with_blobs) kJobBlobColumns.
+absl::StatusOr<JobRecord> ReadJobRow(const Row& row, bool with_blobs);
 
 }  // namespace i2s::store_internal
 
