@@ -194,6 +194,17 @@ TEST(DefaultsTest, RequestChecksApplyTheConstants) {
   const absl::Status quality = CheckRenderOptions(render, "render");
   EXPECT_NE(quality.message().find(absl::StrCat("0 = ", defaults::kJpegQuality)), std::string::npos)
       << quality;
+  // Frames 0 are the default: allowed while the default is within the limit.
+  v1::MorphRequest morph;
+  morph.mutable_a()->set_latent_id("lat_a");
+  morph.mutable_b()->set_latent_id("lat_b");
+  RequestLimits limits;
+  limits.max_morph_frames = defaults::kMorphFrames;
+  EXPECT_TRUE(CheckMorphRequest(morph, limits).ok());
+  limits.max_morph_frames = defaults::kMorphFrames - 1;
+  const absl::Status frames = CheckMorphRequest(morph, limits);
+  EXPECT_NE(frames.message().find(absl::StrCat("0 = ", defaults::kMorphFrames)), std::string::npos)
+      << frames;
   v1::AlignOptions align;
   align.set_min_confidence(2);
   const absl::Status confidence = CheckAlignOptions(align, v1::CENTER_CROP);

@@ -218,9 +218,10 @@ absl::Status CheckSynthesizeRequest(const v1::SynthesizeRequest& r) {
 
 absl::Status CheckMorphRequest(const v1::MorphRequest& r, const RequestLimits& limits) {
   RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
-  const int frames = r.frames() == 0 ? 16 : r.frames();
+  const int frames = r.frames() == 0 ? defaults::kMorphFrames : r.frames();
   if (frames < 2 || frames > limits.max_morph_frames) {
-    return Field("frames", absl::StrCat("must be in [2, ", limits.max_morph_frames, "] (0 = 16)"));
+    return Field("frames", absl::StrCat("must be in [2, ", limits.max_morph_frames,
+                                        "] (0 = ", defaults::kMorphFrames, ")"));
   }
   RETURN_IF_ERROR(CheckLatentRef(r.a(), "a"));
   return CheckLatentRef(r.b(), "b");
