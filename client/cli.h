@@ -1,6 +1,8 @@
 // i2s_client, the command line of image2stylegan-server: subcommands over the client
-// library (client.h), live progress for jobs (progress.h), pictures and videos written
-// with OpenCV (media.h). main.cc only calls RunCli.
+// library (client.h), a file per group of them in commands/ (commands.h lists them),
+// jobs followed with live progress (follower.h, progress.h), results printed as tables or
+// JSON (output.h), pictures and videos written with OpenCV (media.h). main.cc only calls
+// RunCli.
 #ifndef I2S_CLIENT_CLI_H_
 #define I2S_CLIENT_CLI_H_
 
