@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/defaults.h"
 #include "server/api/request_check.h"
 
 namespace {
@@ -93,7 +94,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const absl::Status s = i2s::CheckMorphRequest(r, limits);
       ExpectValidationStatus(s);
       if (s.ok()) {
-        const int frames = r.frames() == 0 ? 16 : r.frames();
+        const int frames = r.frames() == 0 ? i2s::defaults::kMorphFrames : r.frames();
         Expect(frames >= 2 && frames <= 300);
         ExpectRefUsable(r.a());
         ExpectRefUsable(r.b());
