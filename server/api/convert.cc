@@ -3,6 +3,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
+#include "common/defaults.h"
 #include "common/status_macros.h"
 #include "server/api/request_check.h"
 #include "server/base/private_detail.h"
@@ -145,7 +146,7 @@ RenderSettings RenderSettingsOf(const v1::RenderOptions& o) {
   s.encoding = o.format() == v1::RAW_FLOAT32 ? ImageEncoding::kRawFloat32
                : o.format() == v1::JPEG      ? ImageEncoding::kJpeg
                                              : ImageEncoding::kPng;
-  s.jpeg_quality = o.jpeg_quality() == 0 ? 90 : o.jpeg_quality();
+  s.jpeg_quality = o.jpeg_quality() == 0 ? defaults::kJpegQuality : o.jpeg_quality();
   return s;
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "common/defaults.h"
 #include "common/status_macros.h"
 #include "server/api/convert.h"
 #include "server/api/error_writer.h"
@@ -44,7 +45,7 @@ grpc::ServerWriteReactor<v1::MorphFrame>* Service::Morph(CallbackServerContext* 
         CheckMorphRequest(*req, {impl_->limits.max_steps, impl_->limits.max_morph_frames}));
     ASSIGN_OR_RETURN(const ModelInfo* model,
                      impl_->ModelFor(caller, req->model(), {&req->a(), &req->b()}));
-    const int frames = req->frames() == 0 ? 16 : req->frames();
+    const int frames = req->frames() == 0 ? defaults::kMorphFrames : req->frames();
     const uint64_t seed = req->render().noise_seed();
     ASSIGN_OR_RETURN(LatentInput a, impl_->Resolve(caller, req->a(), *model, "a", seed));
     ASSIGN_OR_RETURN(LatentInput b, impl_->Resolve(caller, req->b(), *model, "b", seed));
