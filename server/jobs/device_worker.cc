@@ -7,9 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "server/base/log.h"
 #include "server/base/private_detail.h"
-#include "server/base/status_macros.h"
 #include "server/engine/torch_util.h"
 #include "server/formats/npy.h"
 #include "server/imaging/image_io.h"

@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/engine/torch_util.h"
 #include "server/formats/npy.h"
 #include "server/formats/zip.h"

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/base/status_macros.h"
+#include "common/status_macros.h"
 #include "server/engine/model_files.h"
 
 namespace i2s {

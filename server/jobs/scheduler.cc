@@ -17,9 +17,9 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "server/base/log.h"
 #include "server/base/private_detail.h"
-#include "server/base/status_macros.h"
 #include "server/engine/torch_util.h"
 #include "server/jobs/scheduler_internal.h"
 

@@ -4,9 +4,9 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "server/base/log.h"
 #include "server/base/private_detail.h"
-#include "server/base/status_macros.h"
 #include "server/jobs/scheduler_internal.h"
 
 namespace i2s {

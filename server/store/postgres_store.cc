@@ -15,8 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/status_macros.h"
 #include "server/base/private_detail.h"
-#include "server/base/status_macros.h"
 #include "server/store/store_util.h"
 
 namespace i2s {
