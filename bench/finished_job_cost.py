@@ -70,8 +70,8 @@ def main():
         print(f"  memory: {(rss1 - rss0) / n / 1024:.2f} MiB per job (VmRSS {rss0 / 1024:.0f} "
               f"-> {rss1 / 1024:.0f} MiB)")
         print(f"  store:  {(usage1.job_bytes - usage0.job_bytes) / n / 2**20:.2f} MiB of job "
-              f"rows per job (GetUsage.job_bytes), SQLite file +{(disk1 - disk0) / n / 2**20:.2f}"
-              f" MiB per job")
+              f"rows per job (GetUsage.job_bytes: {(usage1.job_bytes - usage0.job_bytes) / n:.0f}"
+              f" bytes), SQLite file +{(disk1 - disk0) / n / 2**20:.2f} MiB per job")
     finally:
         server.stop()
 
