@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/time/clock.h"
 #include "server/formats/npy.h"
 #include "server/store/forwarding_store.h"
 #include "server/store/sqlite_store.h"
@@ -499,8 +500,9 @@ TEST_F(SchedulerTest, StartFillsInTheTotalStepsOfOlderJobs) {
   done.spec = SerializeSpec(spec);
   done.result = R"({"loss":1,"mse":1,"perceptual":0,"psnr":20,"steps":17})";
   done.total_steps = -1;
-  done.created_unix_ms = 1000;
-  done.finished_unix_ms = 2000;
+  // Recent: the start's expiry (7 days) keeps them.
+  done.created_unix_ms = absl::ToUnixMillis(absl::Now()) - 2000;
+  done.finished_unix_ms = done.created_unix_ms + 1000;
   JobRecord unreadable = done;
   unreadable.id = "job_old_garbled";
   unreadable.spec = "not a spec";
@@ -513,8 +515,12 @@ TEST_F(SchedulerTest, StartFillsInTheTotalStepsOfOlderJobs) {
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ(stored->total_steps, 17);
   EXPECT_EQ(stored->spec, "");
-  EXPECT_EQ(s->GetJob(done.id)->total_steps, 17);
-  EXPECT_EQ(s->GetJob(unreadable.id)->total_steps, 0);  // unknown, shown as such
+  auto got = s->GetJob(done.id);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->total_steps, 17);
+  got = s->GetJob(unreadable.id);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->total_steps, 0);  // unknown, shown as such
   s->Shutdown();
 }
 
