@@ -113,6 +113,13 @@ void Scheduler::WriterLoop() {
   std::unique_lock<std::mutex> lock(writes_mu_);
   while (true) {
     writes_cv_.wait_until(lock, next_retry, [this] { return !writes_.empty() || writes_stop_; });
+    if (Clock::now() >= next_retry) {
+      // Finished jobs the store refused: every second, however busy the queue is.
+      lock.unlock();
+      RetryUnsaved();
+      lock.lock();
+      next_retry = Clock::now() + std::chrono::seconds(1);
+    }
     if (!writes_.empty()) {
       std::function<void()> write = std::move(writes_.front());
       writes_.pop_front();
@@ -123,10 +130,6 @@ void Scheduler::WriterLoop() {
       continue;
     }
     if (writes_stop_) return;  // and nothing left to write
-    lock.unlock();
-    RetryUnsaved();  // finished jobs the store refused: every second
-    lock.lock();
-    next_retry = Clock::now() + std::chrono::seconds(1);
   }
 }
 
