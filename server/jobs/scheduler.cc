@@ -285,6 +285,10 @@ absl::StatusOr<Scheduler::Submission> Scheduler::Submit(EmbedJobSpec spec,
       .Int("steps", job->total_steps);
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // The reservation becomes the queued job, in one step.
+    std::move(release).Cancel();
+    --submitting_;
+    if (--submitting_by_tenant_[tenant] == 0) submitting_by_tenant_.erase(tenant);
     // Stored, so accepted: after a shutdown that began meanwhile, the next start runs it.
     if (stopping_) return Submission{job->id, false};
     EnqueueLocked(job);
