@@ -11,8 +11,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/base/log.h"
 #include "common/status_macros.h"
+#include "server/base/log.h"
 #include "server/formats/npy.h"
 
 namespace i2s {

@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "server/base/sha256.h"
 #include "common/status_macros.h"
+#include "server/base/sha256.h"
 #include "server/engine/torch_util.h"
 #include "server/formats/npy.h"
 
