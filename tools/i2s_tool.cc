@@ -37,6 +37,7 @@
 #include "server/engine/edits.h"
 #include "server/engine/embedder.h"
 #include "server/engine/lpips.h"
+#include "server/engine/mapping_stats_file.h"
 #include "server/engine/model_files.h"
 #include "server/engine/stylegan1.h"
 #include "server/engine/torch_util.h"
@@ -368,10 +369,24 @@ absl::Status Align(const AlignCmdArgs& a) {
   return WriteRgb8Image(a.out, UnitImageToRgb8(prepared.image));
 }
 
+// Where `embed` keeps the mapping statistics of generators whose files have no mean w
+// (server/engine/mapping_stats_file.h): $I2S_CACHE_DIR, else $XDG_CACHE_HOME/i2s, else
+// ~/.cache/i2s; empty (no HOME either) keeps nothing.
+std::string DefaultCacheDir() {
+  for (const char* var : {"I2S_CACHE_DIR", "XDG_CACHE_HOME", "HOME"}) {
+    const char* v = std::getenv(var);
+    if (v == nullptr || *v == '\0') continue;
+    if (absl::string_view(var) == "I2S_CACHE_DIR") return v;
+    return absl::StrCat(v, absl::string_view(var) == "HOME" ? "/.cache/i2s" : "/i2s");
+  }
+  return "";
+}
+
 struct EmbedArgs {
   std::string generator, vgg, lpips, image, out, recon, noise_out, mask;
   AlignArgs align;
   std::string space = "wplus", init = "mean", fit = "crop", schedule = "image2stylegan";
+  std::string cache_dir = DefaultCacheDir();
   CLI::App* cmd = nullptr;  // to tell given options from defaults
   bool imagenet_norm = false;
   uint64_t seed = 0;
@@ -487,6 +502,15 @@ absl::Status Embed(const Common& common, EmbedArgs a) {
               << std::endl;
   };
   cb.cancelled = [] { return g_stop_signal.load() != 0; };
+  // The mapping pass behind a mean-w start or the projector's sigma_w, from the cache
+  // folder where an earlier run left it (a failure to keep it is only a note).
+  const bool needs_stats =
+      (a.options.init == LatentInit::kMeanW && !g->FileMeanW().defined()) ||
+      (a.options.schedule == EmbedSchedule::kStyleGan2Projector && a.options.w_noise_factor > 0);
+  if (needs_stats && !a.cache_dir.empty() && a.cache_dir != "none") {
+    absl::Status kept = LoadOrSaveMappingStats(a.cache_dir, *g, a.options.mean_w_samples);
+    if (!kept.ok()) std::cerr << "i2s_tool: note: mean w not cached: " << kept.message() << "\n";
+  }
   Embedder embedder(g.get(), vgg.get(), a.options, lpips.get());
   g_embedding = true;
   auto ran = embedder.Run({target}, cb);
@@ -738,6 +762,11 @@ int Run(int argc, char** argv) {
   embed->add_option("--seed", embed_args.seed, "seed of the noise maps (and uniform init)")
       ->capture_default_str();
   embed->add_option("--log-every", embed_args.log_every, "progress line every N steps")
+      ->capture_default_str();
+  embed
+      ->add_option("--cache-dir", embed_args.cache_dir,
+                   "keep the mean w of generators without one here, by fingerprint (none: "
+                   "compute it every run)")
       ->capture_default_str();
   embed
       ->add_option("--schedule", embed_args.schedule,

@@ -2,6 +2,12 @@
 
 #include <cstring>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#define I2S_SHA256_X86 1
+#endif
+
 namespace i2s {
 namespace {
 
@@ -19,14 +25,7 @@ constexpr uint32_t kK[64] = {
 
 inline uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
-}  // namespace
-
-Sha256::Sha256()
-    // Initial hash value: square roots of the first 8 primes (FIPS 180-4, 5.3.3).
-    : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-             0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
-
-void Sha256::Block(const uint8_t* p) {
+void PortableBlock(uint32_t* state_, const uint8_t* p) {
   uint32_t w[64];
   for (int i = 0; i < 16; ++i) {
     w[i] = (uint32_t{p[4 * i]} << 24) | (uint32_t{p[4 * i + 1]} << 16) |
@@ -65,6 +64,92 @@ void Sha256::Block(const uint8_t* p) {
   state_[7] += h;
 }
 
+}  // namespace
+
+namespace sha256_internal {
+
+void BlocksPortable(uint32_t state[8], const uint8_t* blocks, size_t count) {
+  for (size_t i = 0; i < count; ++i) PortableBlock(state, blocks + 64 * i);
+}
+
+#ifdef I2S_SHA256_X86
+bool HaveShaExtensions() {
+  static const bool have = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool ssse3 = (c >> 9) & 1, sse41 = (c >> 19) & 1;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool sha = (b >> 29) & 1;
+    return ssse3 && sse41 && sha;
+  }();
+  return have;
+}
+
+// The state as the SHA instructions want it: one register holds A, B, E, F and the other
+// C, D, G, H; each sha256rnds2 does two rounds, and sha256msg1/msg2 extend the message
+// schedule four words at a time (Intel's SHA extensions, FIPS 180-4 section 6.2.2).
+__attribute__((target("sha,ssse3,sse4.1"))) void BlocksShaExtensions(uint32_t state[8],
+                                                                     const uint8_t* blocks,
+                                                                     size_t count) {
+  const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i dcba = _mm_loadu_si128(reinterpret_cast<const __m128i*>(state));
+  __m128i hgfe = _mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4));
+  const __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
+  const __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+  __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+  __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+  for (size_t b = 0; b < count; ++b) {
+    const uint8_t* p = blocks + 64 * b;
+    const __m128i abef_before = abef, cdgh_before = cdgh;
+    __m128i w[4];  // the last 16 words of the message schedule, 4 per register
+    for (int g = 0; g < 16; ++g) {
+      __m128i m;
+      if (g < 4) {
+        m = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * g)),
+                             byte_swap);
+      } else {
+        // W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16], for t = 4g .. 4g+3.
+        __m128i t = _mm_sha256msg1_epu32(w[g & 3], w[(g + 1) & 3]);
+        t = _mm_add_epi32(t, _mm_alignr_epi8(w[(g + 3) & 3], w[(g + 2) & 3], 4));
+        m = _mm_sha256msg2_epu32(t, w[(g + 3) & 3]);
+      }
+      w[g & 3] = m;
+      __m128i k = _mm_add_epi32(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kK + 4 * g)));
+      cdgh = _mm_sha256rnds2_epu32(cdgh, abef, k);
+      abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(k, 0x0E));
+    }
+    abef = _mm_add_epi32(abef, abef_before);
+    cdgh = _mm_add_epi32(cdgh, cdgh_before);
+  }
+  const __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+  const __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+  dcba = _mm_blend_epi16(feba, dchg, 0xF0);
+  hgfe = _mm_alignr_epi8(dchg, feba, 8);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state), dcba);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), hgfe);
+}
+#else
+bool HaveShaExtensions() { return false; }
+void BlocksShaExtensions(uint32_t state[8], const uint8_t* blocks, size_t count) {
+  BlocksPortable(state, blocks, count);
+}
+#endif
+
+}  // namespace sha256_internal
+
+Sha256::Sha256()
+    // Initial hash value: square roots of the first 8 primes (FIPS 180-4, 5.3.3).
+    : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+             0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
+
+void Sha256::Blocks(const uint8_t* blocks, size_t count) {
+  if (sha256_internal::HaveShaExtensions()) {
+    sha256_internal::BlocksShaExtensions(state_.data(), blocks, count);
+  } else {
+    sha256_internal::BlocksPortable(state_.data(), blocks, count);
+  }
+}
+
 void Sha256::Update(const void* data, size_t size) {
   const auto* p = static_cast<const uint8_t*>(data);
   total_bytes_ += size;
@@ -75,14 +160,13 @@ void Sha256::Update(const void* data, size_t size) {
     p += take;
     size -= take;
     if (buffered_ < 64) return;
-    Block(buffer_.data());
+    Blocks(buffer_.data(), 1);
     buffered_ = 0;
   }
-  while (size >= 64) {
-    Block(p);
-    p += 64;
-    size -= 64;
-  }
+  const size_t whole = size / 64;
+  Blocks(p, whole);
+  p += 64 * whole;
+  size -= 64 * whole;
   std::memcpy(buffer_.data(), p, size);
   buffered_ = size;
 }

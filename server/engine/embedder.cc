@@ -25,22 +25,25 @@ Embedder::Embedder(Generator* generator, Vgg16Extractor* vgg, EmbedOptions optio
 
 namespace {
 
-struct WStats {
-  torch::Tensor mean;  // [D] float32, CPU
-  double sigma = 0;
-};
+std::mutex& StatsMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+// Cached per generator fingerprint and sample count.
+std::map<std::string, Embedder::MappingStats>& StatsCache() {
+  static auto* cache = new std::map<std::string, Embedder::MappingStats>();
+  return *cache;
+}
+
+std::string StatsKey(const Generator& generator, int samples) {
+  return absl::StrCat(generator.fingerprint(), "/", samples);
+}
 
 // The mapping's output over `samples` seeded z: its mean and total spread, in one pass
-// (float64 sums), cached per generator fingerprint and sample count.
-absl::StatusOr<WStats> MappingStats(Generator& generator, int samples) {
-  static std::mutex mu;
-  static auto* cache = new std::map<std::string, WStats>();
-  const std::string key = absl::StrCat(generator.fingerprint(), "/", samples);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = cache->find(key);
-    if (it != cache->end()) return it->second;
-  }
+// (float64 sums).
+absl::StatusOr<Embedder::MappingStats> ComputeMappingStats(Generator& generator, int samples) {
+  if (auto known = Embedder::KnownMappingStats(generator, samples)) return *known;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(kMeanWSeed);
   torch::Tensor sum = torch::zeros({generator.latent_size()}, torch::kFloat64);
   double sum_sq = 0;
@@ -54,24 +57,36 @@ absl::StatusOr<WStats> MappingStats(Generator& generator, int samples) {
     sum_sq += w64.square().sum().item<double>();
   }
   torch::Tensor mean = sum / samples;
-  WStats stats;
+  Embedder::MappingStats stats;
   stats.mean = mean.to(torch::kFloat32);
   // sum_i |w_i - m|^2 = sum_i |w_i|^2 - N |m|^2
   stats.sigma = std::sqrt(std::max(0.0, sum_sq / samples - mean.square().sum().item<double>()));
-  std::lock_guard<std::mutex> lock(mu);
-  (*cache)[key] = stats;
+  Embedder::RememberMappingStats(generator, samples, stats);
   return stats;
 }
 
 }  // namespace
 
+std::optional<Embedder::MappingStats> Embedder::KnownMappingStats(const Generator& generator,
+                                                                  int samples) {
+  std::lock_guard<std::mutex> lock(StatsMutex());
+  auto it = StatsCache().find(StatsKey(generator, samples));
+  if (it == StatsCache().end()) return std::nullopt;
+  return it->second;
+}
+
+void Embedder::RememberMappingStats(const Generator& generator, int samples, MappingStats stats) {
+  std::lock_guard<std::mutex> lock(StatsMutex());
+  StatsCache()[StatsKey(generator, samples)] = std::move(stats);
+}
+
 absl::StatusOr<torch::Tensor> Embedder::MeanW(Generator& generator, int samples) {
-  ASSIGN_OR_RETURN(WStats stats, MappingStats(generator, samples));
+  ASSIGN_OR_RETURN(MappingStats stats, ComputeMappingStats(generator, samples));
   return stats.mean.to(generator.device());
 }
 
 absl::StatusOr<double> Embedder::SigmaW(Generator& generator, int samples) {
-  ASSIGN_OR_RETURN(WStats stats, MappingStats(generator, samples));
+  ASSIGN_OR_RETURN(MappingStats stats, ComputeMappingStats(generator, samples));
   return stats.sigma;
 }
 

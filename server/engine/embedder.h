@@ -35,6 +35,16 @@ class Embedder {
   // sigma_w, over the same seeded z as MeanW, cached likewise.
   static absl::StatusOr<double> SigmaW(Generator& generator, int samples);
 
+  // The statistics behind MeanW and SigmaW, so a file can keep them across processes
+  // (server/engine/mapping_stats_file.h): what this process has for the generator's
+  // fingerprint and `samples`, if anything, and a value to use from now on.
+  struct MappingStats {
+    torch::Tensor mean;  // [latent] float32, CPU
+    double sigma = 0;
+  };
+  static std::optional<MappingStats> KnownMappingStats(const Generator& generator, int samples);
+  static void RememberMappingStats(const Generator& generator, int samples, MappingStats stats);
+
  private:
   Generator* generator_;
   Vgg16Extractor* vgg_;

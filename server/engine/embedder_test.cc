@@ -1,12 +1,17 @@
 #include "server/engine/embedder.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <limits>
 #include <map>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "server/engine/mapping_stats_file.h"
 #include "server/engine/stylegan1.h"
+#include "server/formats/npy.h"
 
 namespace i2s {
 namespace {
@@ -332,6 +337,65 @@ TEST_F(EmbedderTest, RejectsBadInputsNamingTheField) {
   auto no_init = Embedder(gen_.get(), vgg_.get(), o).Run({InDomainTarget(1, 1)});
   ASSERT_FALSE(no_init.ok());
   EXPECT_EQ(no_init.status().message(), "targets[0].init_latent: expected [6, 512]");
+}
+
+// The mapping statistics kept in a file: written on the first use, with exactly the
+// values the mapping pass gives; a valid file is used as it is (a later process then skips
+// the pass); a file that does not fit this generator is replaced, never used. Each case
+// uses its own sample count, since the statistics are also kept in memory per count.
+TEST_F(EmbedderTest, MappingStatsFileIsWrittenReadAndCheckedAgainstTheGenerator) {
+  const std::string dir = absl::StrCat(testing::TempDir(), "/mapping-stats-", getpid());
+  std::filesystem::remove_all(dir);
+
+  // Written once computed: the values of the mapping pass, bit for bit after reading back.
+  ASSERT_TRUE(LoadOrSaveMappingStats(dir, *gen_, 300).ok());
+  const std::string path = MappingStatsPath(dir, *gen_, 300);
+  ASSERT_TRUE(std::filesystem::exists(path));
+  auto mean = Embedder::MeanW(*gen_, 300);
+  auto sigma = Embedder::SigmaW(*gen_, 300);
+  ASSERT_TRUE(mean.ok() && sigma.ok());
+  auto text = ReadFileToString(path);
+  ASSERT_TRUE(text.ok());
+  // The same text as a file for count 301 (the header says 300): not used, replaced.
+  const std::string path301 = MappingStatsPath(dir, *gen_, 301);
+  ASSERT_TRUE(WriteStringToFile(path301, *text).ok());
+  ASSERT_TRUE(LoadOrSaveMappingStats(dir, *gen_, 301).ok());
+  auto text301 = ReadFileToString(path301);
+  ASSERT_TRUE(text301.ok());
+  EXPECT_NE(text301->find("samples 301"), std::string::npos);
+
+  // A valid file with values of its own is used as it is: proof that it is read.
+  std::string planted = *text;
+  const size_t mean_at = planted.find("\nmean ");
+  ASSERT_NE(mean_at, std::string::npos);
+  planted = planted.substr(0, mean_at);
+  for (const char* from : {"samples 300", "sigma "})
+    ASSERT_NE(planted.find(from), std::string::npos);
+  planted.replace(planted.find("samples 300"), 11, "samples 302");
+  planted = planted.substr(0, planted.find("sigma ")) + "sigma 3.5\nmean";
+  for (int i = 0; i < 512; ++i) planted += " 0.25";
+  planted += "\n";
+  ASSERT_TRUE(WriteStringToFile(MappingStatsPath(dir, *gen_, 302), planted).ok());
+  ASSERT_TRUE(LoadOrSaveMappingStats(dir, *gen_, 302).ok());
+  EXPECT_TRUE(torch::equal(*Embedder::MeanW(*gen_, 302), torch::full({512}, 0.25f)));
+  EXPECT_EQ(*Embedder::SigmaW(*gen_, 302), 3.5);
+
+  // The same file with a NaN, or one value short, or another generator's fingerprint: not
+  // used (the mapping pass runs and rewrites the file).
+  int count = 303;
+  for (const std::string& bad : {planted.substr(0, planted.size() - 6) + " nan\n",
+                                 planted.substr(0, planted.size() - 6) + "\n",
+                                 std::string("i2s mapping stats v1\nfingerprint sha256:00\n") +
+                                     planted.substr(planted.find("device "))}) {
+    std::string file = bad;
+    file.replace(file.find("samples 302"), 11, absl::StrCat("samples ", count));
+    ASSERT_TRUE(WriteStringToFile(MappingStatsPath(dir, *gen_, count), file).ok());
+    ASSERT_TRUE(LoadOrSaveMappingStats(dir, *gen_, count).ok());
+    EXPECT_FALSE(torch::equal(*Embedder::MeanW(*gen_, count), torch::full({512}, 0.25f)))
+        << "case " << count;
+    ++count;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -1,5 +1,9 @@
 #include "server/formats/zip.h"
 
+#include <cstdint>
+#include <random>
+#include <string>
+
 #include "gtest/gtest.h"
 
 namespace i2s {
@@ -7,6 +11,31 @@ namespace {
 
 TEST(ZipTest, Crc32KnownValue) {
   EXPECT_EQ(Crc32("123456789"), 0xCBF43926u);  // the standard check value
+}
+
+// The CRC-32 of zip files, one bit at a time: the definition the table code must match.
+uint32_t BitwiseCrc32(const std::string& data) {
+  uint32_t crc = 0xffffffffu;
+  for (unsigned char ch : data) {
+    crc ^= ch;
+    for (int k = 0; k < 8; ++k) crc = (crc & 1) ? 0xEDB88320u ^ (crc >> 1) : crc >> 1;
+  }
+  return ~crc;
+}
+
+TEST(ZipTest, Crc32MatchesTheBitwiseDefinitionAtEveryLengthAndOffset) {
+  std::mt19937 rng(3);
+  std::string data(300, '\0');
+  for (char& c : data) c = static_cast<char>(rng());
+  for (size_t offset = 0; offset < 9; ++offset) {
+    for (size_t len = 0; offset + len <= data.size(); len += (len < 40 ? 1 : 37)) {
+      const std::string piece = data.substr(offset, len);
+      ASSERT_EQ(Crc32(piece), BitwiseCrc32(piece)) << "offset " << offset << " length " << len;
+    }
+  }
+  // Continued over two calls, as a streaming reader would.
+  EXPECT_EQ(Crc32(absl::string_view(data).substr(13), Crc32(absl::string_view(data).substr(0, 13))),
+            BitwiseCrc32(data));
 }
 
 TEST(ZipTest, RoundTripAlignsData) {

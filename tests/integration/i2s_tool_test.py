@@ -286,6 +286,23 @@ class EmbedAndEditTest(unittest.TestCase):
         with open(work("cat.png"), "rb") as a, open(work("cat_again.png"), "rb") as b:
             self.assertEqual(a.read(), b.read())
 
+    def test_mean_w_is_cached_by_fingerprint_and_changes_nothing(self):
+        # gen_r32 has no mean w of its own: the first embed computes it and keeps it in
+        # $I2S_CACHE_DIR, a second one reads it; --cache-dir none neither reads nor writes.
+        cache = os.path.join(ARGS.work, "cache-mean-w")
+        args = ["embed", "--generator", fixture("gen_r32.zip.pt"), "--vgg", fixture("vgg.zip.pth"),
+                "--image", CHELSEA, "--steps", "5", "--mean-w-samples", "700", "--threads", "2"]
+        run(*args, "--cache-dir", "none", "--out", work("mean_none.npy"))
+        self.assertFalse(os.path.exists(cache))
+        run(*args, "--cache-dir", cache, "--out", work("mean_first.npy"))
+        files = os.listdir(cache)
+        self.assertEqual(len(files), 1)
+        self.assertRegex(files[0], r"^mapping-stats-[0-9a-f]{64}-cpu-700\.txt$")
+        run(*args, "--cache-dir", cache, "--out", work("mean_second.npy"))
+        first = np.load(work("mean_first.npy"))
+        np.testing.assert_array_equal(first, np.load(work("mean_none.npy")))
+        np.testing.assert_array_equal(first, np.load(work("mean_second.npy")))
+
     def interrupted_embed(self, signals):
         """Starts a long embed in a process whose threads started before main with every
         signal unblocked (tests/support/early_threads.cc), sends `signals` once it steps."""
@@ -487,6 +504,8 @@ def main():
     parser.add_argument("--work", required=True)
     ARGS, rest = parser.parse_known_args()
     os.makedirs(ARGS.work, exist_ok=True)
+    # embed's mean-w cache goes to the work folder, not the user's ~/.cache.
+    os.environ["I2S_CACHE_DIR"] = os.path.join(ARGS.work, "cache")
     torch.set_num_threads(2)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 
