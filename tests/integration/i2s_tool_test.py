@@ -79,7 +79,9 @@ class ToolTest(unittest.TestCase):
         self.assertLessEqual(float(np.abs(got - want).max()), 1e-3)
         run("synth", "--generator", fixture("gen_r128.zip.pt"), "--latent",
             fixture("gen_r128.wplus.npy"), "--noise", "zero", "--out", out)
-        np.testing.assert_allclose(np.load(out), np.load(fixture("gen_r128.img_nonoise.npy")), atol=1e-4, rtol=0)
+        # 5e-4 on values up to ~20 (float32 rounding through 13 layers): PyPI's LibTorch 2.11
+        # on an AMD EPYC without AVX-512 differs by 1.25e-4 here, Debian's 1.13 by less.
+        np.testing.assert_allclose(np.load(out), np.load(fixture("gen_r128.img_nonoise.npy")), atol=5e-4, rtol=0)
 
     def test_synth_png_one_per_image(self):
         proc = run("synth", "--generator", fixture("gen_r128.legacy.pt"), "--latent",

@@ -84,9 +84,11 @@ TEST_P(GeneratorParityTest, MatchesPyTorchForBothFileLayouts) {
 }
 
 // gen_r32: nearest-neighbour upsampling only; gen_r128: the fused path at 128;
-// gen_r1024: the published shapes (116 keys).
+// gen_r1024: the published shapes (116 keys). gen_r128 allows 5e-4: with PyPI's LibTorch
+// 2.11 on an AMD EPYC without AVX-512 (the CUDA build's tests on the CPU) it differs by
+// 1.8e-4, against under 1e-4 with Debian's 1.13 on the same machine.
 INSTANTIATE_TEST_SUITE_P(Oracle, GeneratorParityTest,
-                         ::testing::Values(Case{"gen_r32", 1e-4f}, Case{"gen_r128", 1e-4f},
+                         ::testing::Values(Case{"gen_r32", 1e-4f}, Case{"gen_r128", 5e-4f},
                                            Case{"gen_r1024", 1e-3f}),
                          [](const auto& info) { return std::string(info.param.name); });
 
