@@ -373,12 +373,13 @@ absl::Status Align(const AlignCmdArgs& a) {
 // (server/engine/mapping_stats_file.h): $I2S_CACHE_DIR, else $XDG_CACHE_HOME/i2s, else
 // ~/.cache/i2s; empty (no HOME either) keeps nothing.
 std::string DefaultCacheDir() {
-  for (const char* var : {"I2S_CACHE_DIR", "XDG_CACHE_HOME", "HOME"}) {
+  auto env = [](const char* var) -> std::string {
     const char* v = std::getenv(var);
-    if (v == nullptr || *v == '\0') continue;
-    if (absl::string_view(var) == "I2S_CACHE_DIR") return v;
-    return absl::StrCat(v, absl::string_view(var) == "HOME" ? "/.cache/i2s" : "/i2s");
-  }
+    return v == nullptr ? "" : v;
+  };
+  if (std::string dir = env("I2S_CACHE_DIR"); !dir.empty()) return dir;
+  if (std::string xdg = env("XDG_CACHE_HOME"); !xdg.empty()) return xdg + "/i2s";
+  if (std::string home = env("HOME"); !home.empty()) return home + "/.cache/i2s";
   return "";
 }
 

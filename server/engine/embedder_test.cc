@@ -356,6 +356,15 @@ TEST_F(EmbedderTest, MappingStatsFileIsWrittenReadAndCheckedAgainstTheGenerator)
   ASSERT_TRUE(mean.ok() && sigma.ok());
   auto text = ReadFileToString(path);
   ASSERT_TRUE(text.ok());
+  // Read back (relabelled as a file for count 310, which this process has not computed):
+  // the same mean and sigma, bit for bit.
+  std::string relabelled = *text;
+  ASSERT_NE(relabelled.find("samples 300"), std::string::npos);
+  relabelled.replace(relabelled.find("samples 300"), 11, "samples 310");
+  ASSERT_TRUE(WriteStringToFile(MappingStatsPath(dir, *gen_, 310), relabelled).ok());
+  ASSERT_TRUE(LoadOrSaveMappingStats(dir, *gen_, 310).ok());
+  EXPECT_TRUE(torch::equal(*Embedder::MeanW(*gen_, 310), *mean));
+  EXPECT_EQ(*Embedder::SigmaW(*gen_, 310), *sigma);
   // The same text as a file for count 301 (the header says 300): not used, replaced.
   const std::string path301 = MappingStatsPath(dir, *gen_, 301);
   ASSERT_TRUE(WriteStringToFile(path301, *text).ok());

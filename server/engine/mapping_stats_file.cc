@@ -87,19 +87,17 @@ std::string MappingStatsPath(const std::string& dir, const Generator& generator,
 absl::Status LoadOrSaveMappingStats(const std::string& dir, Generator& generator, int samples) {
   if (Embedder::KnownMappingStats(generator, samples)) return absl::OkStatus();
   const std::string path = MappingStatsPath(dir, generator, samples);
-  std::error_code ec;
-  if (std::filesystem::is_regular_file(path, ec)) {
-    auto text = ReadFileToString(path);
-    if (text.ok()) {
-      if (auto stats = Parse(*text, generator, samples)) {
-        Embedder::RememberMappingStats(generator, samples, std::move(*stats));
-        return absl::OkStatus();
-      }
+  if (auto text = ReadFileToString(path); text.ok()) {  // absent or unreadable: compute
+    if (auto stats = Parse(*text, generator, samples)) {
+      Embedder::RememberMappingStats(generator, samples, std::move(*stats));
+      return absl::OkStatus();
     }
   }
-  RETURN_IF_ERROR(Embedder::MeanW(generator, samples).status());
+  // SigmaW runs the mapping pass and keeps both statistics (no device copy of the mean).
+  RETURN_IF_ERROR(Embedder::SigmaW(generator, samples).status());
   auto stats = Embedder::KnownMappingStats(generator, samples);
   if (!stats) return absl::InternalError("mapping statistics: computed but not kept");
+  std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::UnavailableError(absl::StrCat(dir, ": ", ec.message()));
   const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
