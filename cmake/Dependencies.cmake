@@ -93,6 +93,16 @@ if(NOT I2S_ENGINE_ONLY)
 endif()
 find_package(Torch REQUIRED)
 message(STATUS "LibTorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}")
+if(NOT I2S_TORCH STREQUAL "system")
+  # PyPI's LibTorch 2.x carries and exports its own copy of parts of a newer libstdc++ than
+  # Debian 12's GCC 12 (std::filesystem, std::chrono::tzdb, the string streams). Named before
+  # libstdc++ in a program's DT_NEEDED, that copy takes the place of the system's in the
+  # whole program, and some of it calls into internals GCC 12's libstdc++ lacks:
+  # std::filesystem::remove_all of a non-empty folder jumps to address 0. Named first,
+  # libstdc++ keeps the system's definitions first in symbol lookup (checked by
+  # server/engine/libstdcxx_test.cc).
+  add_link_options("SHELL:-Wl,--push-state,--no-as-needed -lstdc++ -Wl,--pop-state")
+endif()
 if(TORCH_CXX_FLAGS)
   # The pip wheel of LibTorch may be built with the pre-C++11 ABI; every target that
   # links it must agree, so the flag is applied globally.
