@@ -5,6 +5,7 @@ and thread count, each in a fresh process, alternating, --runs times.
 
   bench/cold_embed.py [--build build] [--resolution 64] [--steps 200] [--threads 2]
                       [--runs 3] [--work out/cold] [--json results.json]
+                      [--rows cached,none,zeros]
 
 The files: build/bench/random_weights writes a StyleGAN1 generator (fmap_base 8192, seed 1;
 no mean w in the file, so the tool computes it from 10,000 seeded z unless --init zeros)
@@ -92,6 +93,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "cold"))
     ap.add_argument("--json", default="")
+    ap.add_argument("--rows", default="cached,none,zeros",
+                    help="which i2s_tool rows to run (cached, none, zeros); eager always runs")
     a = ap.parse_args()
     tool = os.path.join(a.build, "tools", "i2s_tool")
     g, v, img = make_inputs(a.build, a.work, a.resolution)
@@ -101,13 +104,20 @@ def main():
     cache = os.path.join(a.work, "cache")
     rows = {"i2s_tool embed (mean w cached)": [], "i2s_tool embed --cache-dir none": [],
             "i2s_tool embed --init zeros": [], "PyTorch eager": []}
+    wanted = set(a.rows.split(","))
+    unknown = wanted - {"cached", "none", "zeros"}
+    if unknown:
+        sys.exit("--rows: unknown %s (cached, none, zeros)" % ",".join(sorted(unknown)))
+    tool_rows = [("cached", "i2s_tool embed (mean w cached)", ["--cache-dir", cache]),
+                 ("none", "i2s_tool embed --cache-dir none", ["--cache-dir", "none"]),
+                 ("zeros", "i2s_tool embed --init zeros", ["--init", "zeros"])]
+    for key, name, _ in tool_rows:
+        if key not in wanted:
+            del rows[name]
     for _ in range(a.runs):
-        rows["i2s_tool embed (mean w cached)"].append(
-            run_tool(tool, g, v, img, out, a.steps, a.threads, ["--cache-dir", cache]))
-        rows["i2s_tool embed --cache-dir none"].append(
-            run_tool(tool, g, v, img, out, a.steps, a.threads, ["--cache-dir", "none"]))
-        rows["i2s_tool embed --init zeros"].append(
-            run_tool(tool, g, v, img, out, a.steps, a.threads, ["--init", "zeros"]))
+        for key, name, extra in tool_rows:
+            if key in wanted:
+                rows[name].append(run_tool(tool, g, v, img, out, a.steps, a.threads, extra))
         rows["PyTorch eager"].append(run_eager(g, v, img, out, a.steps, a.threads))
     med = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
            for name, runs in rows.items()}

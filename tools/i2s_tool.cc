@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -455,10 +456,20 @@ absl::Status Embed(const Common& common, EmbedArgs a) {
         "(scripts/fetch-lpips)");
   }
   if (!a.recon.empty()) RETURN_IF_ERROR(Annotate(CheckImageOut(a.recon), "--recon"));
-  ASSIGN_OR_RETURN(auto g, LoadGenerator(a.generator, device));
+  // The two weight files load at once, the VGG16 on a thread of its own (each file is read,
+  // hashed and converted where it is loaded): start-up waits for the larger, not the sum.
+  // The generator's error, if both fail, is the one reported, as when they loaded in turn.
   Vgg16Options vgg_options;
   vgg_options.imagenet_normalize = a.imagenet_norm;
-  ASSIGN_OR_RETURN(auto vgg, Vgg16Extractor::Load(a.vgg, vgg_options, device));
+  auto vgg_loading = std::async(std::launch::async, [&a, &vgg_options, device] {
+    return Vgg16Extractor::Load(a.vgg, vgg_options, device);
+  });
+  auto g_loaded = LoadGenerator(a.generator, device);
+  auto vgg_loaded = vgg_loading.get();
+  RETURN_IF_ERROR(g_loaded.status());
+  RETURN_IF_ERROR(vgg_loaded.status());
+  auto g = *std::move(g_loaded);
+  auto vgg = *std::move(vgg_loaded);
   std::unique_ptr<Lpips> lpips;
   if (!a.lpips.empty()) {
     ASSIGN_OR_RETURN(lpips, Lpips::Load(a.vgg, a.lpips, device));
