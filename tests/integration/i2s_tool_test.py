@@ -12,6 +12,7 @@ import os
 import pickle
 import signal
 import struct
+import shutil
 import subprocess
 import sys
 import unittest
@@ -292,6 +293,7 @@ class EmbedAndEditTest(unittest.TestCase):
         # gen_r32 has no mean w of its own: the first embed computes it and keeps it in
         # $I2S_CACHE_DIR, a second one reads it; --cache-dir none neither reads nor writes.
         cache = os.path.join(ARGS.work, "cache-mean-w")
+        shutil.rmtree(cache, ignore_errors=True)  # an earlier run's, in the same work folder
         args = ["embed", "--generator", fixture("gen_r32.zip.pt"), "--vgg", fixture("vgg.zip.pth"),
                 "--image", CHELSEA, "--steps", "5", "--mean-w-samples", "700", "--threads", "2"]
         run(*args, "--cache-dir", "none", "--out", work("mean_none.npy"))
