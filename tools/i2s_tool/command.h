@@ -37,6 +37,7 @@ std::vector<Command> AddSynthCommand(CLI::App* app, Common* common);  // render_
 std::vector<Command> AddEmbedCommand(CLI::App* app, Common* common);  // embed_command.cc
 std::vector<Command> AddLpipsCommand(CLI::App* app, Common* common);  // embed_command.cc
 std::vector<Command> AddAlignCommand(CLI::App* app);                  // align_command.cc
+std::vector<Command> AddFacesCommand(CLI::App* app, Common* common);  // faces_command.cc
 std::vector<Command> AddEditCommands(CLI::App* app, Common* common);  // render_commands.cc
 std::vector<Command> AddMapCommand(CLI::App* app, Common* common);    // render_commands.cc
 std::vector<Command> AddRandomModelCommand(CLI::App* app);            // random_model_command.cc

@@ -8,6 +8,7 @@
 //   lpips --vgg V --lpips L A.png B.png   LPIPS (v0.1, VGG) between two images
 //   morph|stylemix|expression --generator G ... --out OUT.png
 //   align --image X --out ALIGNED.png [--size R] [--landmarks FILE] [--align-info INFO.json]
+//   faces --mtcnn DIR --image X           every face MTCNN finds (JSON)
 // Exit codes: 0 success, 1 the command failed (message on stderr), 2 bad usage, 130/143
 // interrupted by SIGINT/SIGTERM (see WatchSignals).
 // Each command lives in a file of this folder named for it (command.h lists them).
@@ -31,8 +32,9 @@ int Run(int argc, char** argv) {
   std::vector<Command> commands;
   for (std::vector<Command> added :
        {AddInfoCommand(&app), AddSynthCommand(&app, &common), AddEmbedCommand(&app, &common),
-        AddLpipsCommand(&app, &common), AddAlignCommand(&app), AddEditCommands(&app, &common),
-        AddMapCommand(&app, &common), AddRandomModelCommand(&app)}) {
+        AddLpipsCommand(&app, &common), AddAlignCommand(&app), AddFacesCommand(&app, &common),
+        AddEditCommands(&app, &common), AddMapCommand(&app, &common),
+        AddRandomModelCommand(&app)}) {
     commands.insert(commands.end(), added.begin(), added.end());
   }
 

@@ -1,0 +1,136 @@
+#!/usr/bin/python3
+"""i2s_tool's MTCNN (server/engine/mtcnn.cc, LibTorch) against facenet-pytorch's own MTCNN.
+
+Run by CTest (test `mtcnn_oracle`):
+  mtcnn_oracle_test.py --tool build/tools/i2s_tool --facenet .cache/facenet-pytorch-2.6.0
+                       --work DIR
+The reference is the MTCNN code of PyPI's facenet-pytorch 2.6.0 (unpacked by
+scripts/fetch-models, loaded without its package __init__, which wants tqdm for
+downloads), run with Debian's python3-torch and python3-torchvision on the same weight
+files and the same 8-bit pixels. Photos nobody here made: python3-skimage's astronaut and
+cameraman (faces), chelsea the cat and coffee (none), matplotlib's Grace Hopper (a face,
+python-matplotlib-data). Bounds (the issue's): the same number of faces; boxes with IoU at
+least 0.9; landmarks within 2% of the distance between the eyes; confidences within 1e-3.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import types
+import unittest
+
+import numpy as np
+import PIL.Image
+
+ARGS = None
+
+
+def photo_path(kind, name):
+    if kind == "skimage":
+        import skimage.data
+        return os.path.join(os.path.dirname(skimage.data.__file__), name)
+    return os.path.join("/usr/share/matplotlib/mpl-data/sample_data", name)
+
+
+# name: (where, file, faces expected)
+PHOTOS = {
+    "astronaut": ("skimage", "astronaut.png", 1),
+    "camera": ("skimage", "camera.png", 1),
+    "grace_hopper": ("matplotlib", "grace_hopper.jpg", 1),
+    "chelsea": ("skimage", "chelsea.png", 0),
+    "coffee": ("skimage", "coffee.png", 0),
+}
+
+
+def reference_mtcnn():
+    pkg = types.ModuleType("facenet_pytorch")
+    pkg.__path__ = [os.path.join(ARGS.facenet, "facenet_pytorch")]
+    sys.modules["facenet_pytorch"] = pkg
+    import torch
+    torch.set_num_threads(2)
+    from facenet_pytorch.models.mtcnn import MTCNN
+    return MTCNN(keep_all=True, device="cpu")
+
+
+def iou(a, b):
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+class MtcnnOracleTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ref = reference_mtcnn()
+        os.makedirs(ARGS.work, exist_ok=True)
+
+    def tool_faces(self, path):
+        out = subprocess.run([ARGS.tool, "faces", "--mtcnn", ARGS.models, "--image", path,
+                              "--threads", "2"], check=True, capture_output=True, text=True)
+        return json.loads(out.stdout)
+
+    def check_photo(self, name):
+        where, file, expected = PHOTOS[name]
+        path = photo_path(where, file)
+        self.assertTrue(os.path.exists(path), path)
+        # The pixels both sides see: 8-bit RGB (gray expanded), as the tool decodes them.
+        rgb = np.asarray(PIL.Image.open(path).convert("RGB"))
+        png = os.path.join(ARGS.work, name + ".png")
+        PIL.Image.fromarray(rgb).save(png)
+        got = self.tool_faces(png)
+        self.assertEqual((got["image"]["width"], got["image"]["height"]),
+                         (rgb.shape[1], rgb.shape[0]))
+        boxes, probs, points = self.ref.detect(PIL.Image.fromarray(rgb), landmarks=True)
+        want = [] if boxes is None else [
+            (np.asarray(b, np.float64), float(p), np.asarray(l, np.float64))
+            for b, p, l in zip(boxes, probs, points)]
+        self.assertEqual(len(want), expected, f"{name}: the reference found {len(want)}")
+        self.assertEqual(len(got["faces"]), len(want), f"{name}: {got['faces']}")
+        for i, (face, (box, prob, marks)) in enumerate(zip(got["faces"], want)):
+            eyes = np.linalg.norm(marks[1] - marks[0])
+            self.assertGreaterEqual(iou(face["box"], box), 0.9, f"{name} face {i}")
+            err = np.abs(np.asarray(face["landmarks"]) - marks).max()
+            self.assertLessEqual(err, 0.02 * eyes, f"{name} face {i}: {err:.3f} px, eyes {eyes:.1f}")
+            self.assertAlmostEqual(face["confidence"], prob, delta=1e-3, msg=f"{name} face {i}")
+            print(f"{name} face {i}: IoU {iou(face['box'], box):.5f}, landmarks within "
+                  f"{err:.4f} px ({100 * err / eyes:.3f}% of {eyes:.1f} px between the eyes), "
+                  f"confidence {face['confidence']:.4f} vs {prob:.4f}")
+
+    def test_astronaut(self):
+        self.check_photo("astronaut")
+
+    def test_cameraman(self):
+        self.check_photo("camera")
+
+    def test_grace_hopper(self):
+        self.check_photo("grace_hopper")
+
+    def test_no_face_in_chelsea_the_cat(self):
+        self.check_photo("chelsea")
+
+    def test_no_face_in_coffee(self):
+        self.check_photo("coffee")
+
+    def test_missing_weights_are_named(self):
+        out = subprocess.run([ARGS.tool, "faces", "--mtcnn", ARGS.work, "--image",
+                              photo_path("skimage", "astronaut.png")],
+                             capture_output=True, text=True)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("pnet.pt", out.stderr)
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tool", required=True)
+    ap.add_argument("--facenet", required=True, help="the unpacked facenet-pytorch wheel")
+    ap.add_argument("--models", required=True, help="folder with pnet.pt, rnet.pt, onet.pt")
+    ap.add_argument("--work", required=True)
+    ARGS, rest = ap.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
