@@ -167,6 +167,9 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* flags) {
   app.add_option("--landmark-model", f.landmark_model,
                  "optional landmark model for AUTO alignment: a YuNet face detector (.onnx) or "
                  "a Facemark LBF model (.yaml)");
+  app.add_option("--mtcnn", f.mtcnn,
+                 "folder with MTCNN's trained pnet.pt, rnet.pt, onet.pt (scripts/fetch-models): "
+                 "AUTO alignment finds faces and landmarks with MTCNN instead of the cascades");
   app.add_flag("--no-face-detector", f.no_face_detector,
                "serve without automatic alignment (AUTO is then FAILED_PRECONDITION)");
   app.add_option("--tenant-queue-limit", f.scheduler.tenant_queue_limit,

@@ -27,12 +27,14 @@ absl::StatusOr<std::unique_ptr<FaceDetector>> LoadFaceDetector(const Flags& f) {
   FaceDetectorOptions fo;
   fo.cascade_dir = f.face_cascades;
   fo.landmark_model = f.landmark_model;
+  fo.mtcnn_dir = f.mtcnn;
   auto created = FaceDetector::Create(fo);
   if (created.ok()) {
     LogNote(absl::StrCat("face detector: ", (*created)->description()));
     return created;
   }
-  if (f.face_cascades_given || !f.landmark_model.empty() || !absl::IsNotFound(created.status())) {
+  if (f.face_cascades_given || !f.landmark_model.empty() || !f.mtcnn.empty() ||
+      !absl::IsNotFound(created.status())) {
     return created.status();
   }
   LogNote(absl::StrCat("no face detector (automatic alignment off): ", created.status().message()));

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "server/engine/mtcnn.h"
 #include "server/imaging/image_io.h"
 
 namespace i2s {
@@ -419,6 +420,8 @@ struct FaceDetector::Impl {
   void Examine(const cv::Mat& gray, const cv::Rect& f, int votes, FaceDetection* d) const;
   absl::StatusOr<FaceDetection> DetectHaar(const torch::Tensor& image) const;
   absl::StatusOr<FaceDetection> DetectYunet(const torch::Tensor& image) const;
+  absl::StatusOr<FaceDetection> DetectMtcnn(const torch::Tensor& image) const;
+  std::unique_ptr<Mtcnn> mtcnn;  // set: MTCNN instead of the cascades
 };
 
 FaceDetector::FaceDetector(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -429,6 +432,16 @@ absl::StatusOr<std::unique_ptr<FaceDetector>> FaceDetector::Create(
     const FaceDetectorOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  if (!options.mtcnn_dir.empty()) {
+    if (!options.landmark_model.empty()) {
+      return absl::InvalidArgumentError(
+          "a landmark model and MTCNN are alternatives: MTCNN finds its own landmarks");
+    }
+    ASSIGN_OR_RETURN(impl->mtcnn, Mtcnn::Load(options.mtcnn_dir));
+    impl->description = absl::StrCat("mtcnn (", options.mtcnn_dir, ", ",
+                                     impl->mtcnn->fingerprint().substr(0, 19), ")");
+    return std::unique_ptr<FaceDetector>(new FaceDetector(std::move(impl)));
+  }
   auto load = [&](cv::CascadeClassifier& c, const char* name) -> absl::Status {
     const std::string path = absl::StrCat(options.cascade_dir, "/", name);
     if (!std::ifstream(path).good()) {
@@ -476,6 +489,24 @@ absl::StatusOr<std::unique_ptr<FaceDetector>> FaceDetector::Create(
     }
   }
   return std::unique_ptr<FaceDetector>(new FaceDetector(std::move(impl)));
+}
+
+// The largest face MTCNN finds, on the 8-bit values its networks were trained on.
+absl::StatusOr<FaceDetection> FaceDetector::Impl::DetectMtcnn(const torch::Tensor& image) const {
+  ASSIGN_OR_RETURN(std::vector<MtcnnFace> faces,
+                   mtcnn->Detect((image.to(torch::kFloat32) * 255).round()));
+  if (faces.empty()) return absl::NotFoundError("image: no face found");
+  const MtcnnFace& f = faces[0];
+  std::vector<Point2> points;
+  for (const auto& p : f.landmarks) points.push_back({p[0], p[1]});
+  FaceDetection d;
+  ASSIGN_OR_RETURN(d.landmarks, FaceLandmarksFromPoints(points, "mtcnn landmarks"));
+  d.confidence = f.confidence;
+  d.method = "mtcnn";
+  d.faces_found = static_cast<int>(faces.size());
+  d.face_box = {Point2{f.box[0], f.box[1]}, Point2{f.box[2], f.box[1]}, Point2{f.box[2], f.box[3]},
+                Point2{f.box[0], f.box[3]}};
+  return d;
 }
 
 bool FaceDetector::Impl::DetectUpright(const cv::Mat& gray, FaceDetection* d) const {
@@ -667,6 +698,7 @@ absl::StatusOr<FaceDetection> FaceDetector::DetectAny(const torch::Tensor& image
   }
   std::lock_guard<std::mutex> lock(impl_->mu);
   try {
+    if (impl_->mtcnn != nullptr) return impl_->DetectMtcnn(image);
     if (!impl_->yunet.empty()) return impl_->DetectYunet(image);
     ASSIGN_OR_RETURN(FaceDetection d, impl_->DetectHaar(image));
     if (!impl_->facemark.empty() && d.rotation_degrees == 0) {

@@ -104,6 +104,10 @@ struct FaceDetectorOptions {
   // (.onnx, OpenCV's FaceDetectorYN: face box + 5 landmarks), or a Facemark LBF model
   // (.yaml, 68 landmarks inside the Haar face box). Empty = cascades only.
   std::string landmark_model;
+  // Optional folder with MTCNN's trained networks (pnet.pt, rnet.pt, onet.pt:
+  // scripts/fetch-models): then MTCNN finds the faces and their five landmarks, and no
+  // cascade is loaded (landmark_model must be empty). Empty = the cascades above.
+  std::string mtcnn_dir;
   // Rotations tried (degrees, in order) when no face is found upright: Haar cascades only
   // find faces within about 15 degrees of upright.
   std::vector<double> rotations = {0, -20, 20, -40, 40};
@@ -114,9 +118,9 @@ struct FaceDetection {
   // 0..1: how much of the face was actually found. Cascades: 0.4 for the face, 0.2 for
   // each eye found (else estimated from the face box), 0.2 for the mouth (else estimated
   // from the eyes); the face share scales with how many neighbouring windows agreed.
-  // YuNet: its score. Facemark: 0.9 when the fit converged inside the face box.
+  // YuNet, MTCNN: its score. Facemark: 0.9 when the fit converged inside the face box.
   double confidence = 0;
-  std::string method;              // "haar", "yunet" or "facemark-lbf"
+  std::string method;              // "haar", "yunet", "facemark-lbf" or "mtcnn"
   int faces_found = 0;             // faces seen; the largest one is used
   std::array<Point2, 4> face_box;  // the face found, in image coordinates (may be rotated)
   double rotation_degrees = 0;     // of the detection pass that found it

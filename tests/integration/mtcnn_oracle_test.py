@@ -11,6 +11,8 @@ files and the same 8-bit pixels. Photos nobody here made: python3-skimage's astr
 cameraman (faces), chelsea the cat and coffee (none), matplotlib's Grace Hopper (a face,
 python-matplotlib-data). Bounds (the issue's): the same number of faces; boxes with IoU at
 least 0.9; landmarks within 2% of the distance between the eyes; confidences within 1e-3.
+Also: the astronaut turned 25 degrees (a tilted head), and `i2s_tool align --mtcnn`
+aligning with the landmarks of the reference's largest face.
 """
 import argparse
 import json
@@ -112,6 +114,48 @@ class MtcnnOracleTest(unittest.TestCase):
 
     def test_no_face_in_coffee(self):
         self.check_photo("coffee")
+
+    def test_tilted_head(self):
+        # The astronaut turned 25 degrees (PIL, bicubic, canvas expanded): both find the
+        # same face and landmarks on the same pixels.
+        rgb = np.asarray(PIL.Image.open(photo_path("skimage", "astronaut.png")).convert("RGB"))
+        turned = PIL.Image.fromarray(rgb).rotate(25, resample=PIL.Image.BICUBIC, expand=True)
+        png = os.path.join(ARGS.work, "astronaut_turned.png")
+        turned.save(png)
+        got = self.tool_faces(png)
+        boxes, probs, points = self.ref.detect(turned, landmarks=True)
+        self.assertGreaterEqual(len(got["faces"]), 1)
+        self.assertEqual(len(got["faces"]), len(boxes))
+        marks = np.asarray(points[0], np.float64)
+        eyes = np.linalg.norm(marks[1] - marks[0])
+        err = np.abs(np.asarray(got["faces"][0]["landmarks"]) - marks).max()
+        self.assertLessEqual(err, 0.02 * eyes)
+        self.assertGreaterEqual(iou(got["faces"][0]["box"], boxes[0]), 0.9)
+        # The eye line is turned (the photo's own is at +2.7 degrees; MTCNN sees -19.7 here).
+        angle = np.degrees(np.arctan2(marks[1][1] - marks[0][1], marks[1][0] - marks[0][0]))
+        self.assertLess(angle, -15)
+        print(f"turned astronaut: eye line at {angle:.1f} degrees, landmarks within {err:.4f} px")
+
+    def test_alignment_uses_mtcnn_landmarks(self):
+        # `align --align auto --mtcnn DIR`: the FFHQ alignment takes the eyes and mouth
+        # corners of the largest face MTCNN finds.
+        path = photo_path("matplotlib", "grace_hopper.jpg")
+        info = os.path.join(ARGS.work, "hopper_align.json")
+        subprocess.run([ARGS.tool, "align", "--image", path, "--out",
+                        os.path.join(ARGS.work, "hopper_aligned.png"), "--size", "64",
+                        "--mtcnn", ARGS.models, "--align-info", info],
+                       check=True, capture_output=True, text=True)
+        with open(info) as f:
+            aligned = json.load(f)
+        self.assertEqual(aligned["method"], "mtcnn")
+        rgb = np.asarray(PIL.Image.open(path).convert("RGB"))
+        _, probs, points = self.ref.detect(PIL.Image.fromarray(rgb), landmarks=True)
+        marks = np.asarray(points[0], np.float64)[[0, 1, 3, 4]]  # eyes, mouth corners
+        got = np.asarray([[p["x"], p["y"]] if isinstance(p, dict) else p
+                          for p in aligned["landmarks"]], np.float64)
+        eyes = np.linalg.norm(marks[1] - marks[0])
+        self.assertLessEqual(np.abs(got - marks).max(), 0.02 * eyes)
+        self.assertAlmostEqual(aligned["confidence"], float(probs[0]), delta=1e-3)
 
     def test_missing_weights_are_named(self):
         out = subprocess.run([ARGS.tool, "faces", "--mtcnn", ARGS.work, "--image",

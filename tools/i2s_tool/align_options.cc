@@ -23,6 +23,9 @@ void AddAlignOptions(CLI::App* cmd, AlignArgs* a, bool default_auto) {
       ->capture_default_str();
   cmd->add_option("--landmark-model", a->landmark_model,
                   "optional YuNet face detector (.onnx) or Facemark LBF model (.yaml)");
+  cmd->add_option("--mtcnn", a->mtcnn,
+                  "folder with MTCNN's trained pnet.pt, rnet.pt, onet.pt (scripts/fetch-models): "
+                  "faces and landmarks from MTCNN instead of the cascades");
   cmd->add_option("--min-confidence", a->min_confidence,
                   "auto: faces found with less confidence count as none")
       ->check(CLI::Range(0.0, 1.0))
@@ -58,6 +61,7 @@ absl::StatusOr<PreparedImage> Prepare(const torch::Tensor& photo, int size, FitM
     FaceDetectorOptions d;
     d.cascade_dir = a.cascades;
     d.landmark_model = a.landmark_model;
+    d.mtcnn_dir = a.mtcnn;
     ASSIGN_OR_RETURN(detector, FaceDetector::Create(d));
   }
   ASSIGN_OR_RETURN(PreparedImage prepared, PrepareImage(photo, p, detector.get(), "--align"));
