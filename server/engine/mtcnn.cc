@@ -15,12 +15,20 @@ namespace {
 // The cascade's input normalisation: (x - 127.5) / 128.
 torch::Tensor Normalise(const torch::Tensor& x) { return (x - 127.5) * 0.0078125; }
 
-// Non-maximum suppression as torchvision's nms (which the cascade uses between its
-// stages): boxes [n, 4] x1 y1 x2 y2 by descending score; a box goes when its
-// intersection over union with one kept before it is above `threshold` (areas without +1).
-// The kept indices, highest score first.
-std::vector<int64_t> NmsUnion(const torch::Tensor& boxes, const torch::Tensor& scores,
-                              double threshold) {
+// The two overlap measures of the cascade's non-maximum suppression.
+enum class Overlap {
+  // Intersection over union, sides without +1: torchvision's nms, between the stages.
+  kUnion,
+  // Intersection over the smaller box's area, sides pixel-inclusive (+1): MTCNN's
+  // original "Min" rule, after the last stage.
+  kMin,
+};
+
+// Greedy non-maximum suppression of boxes [n, 4] x1 y1 x2 y2 by descending score: a box
+// goes when its overlap with one kept before it is above `threshold`. The kept indices,
+// highest score first.
+std::vector<int64_t> Nms(const torch::Tensor& boxes, const torch::Tensor& scores, double threshold,
+                         Overlap overlap) {
   const int64_t n = boxes.size(0);
   if (n == 0) return {};
   const torch::Tensor b = boxes.to(torch::kCPU, torch::kFloat32).contiguous();
@@ -28,8 +36,11 @@ std::vector<int64_t> NmsUnion(const torch::Tensor& boxes, const torch::Tensor& s
       std::get<1>(scores.to(torch::kCPU).sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
   auto box = b.accessor<float, 2>();
   auto idx = order.accessor<int64_t, 1>();
+  const float one = overlap == Overlap::kMin ? 1.f : 0.f;  // pixel-inclusive sides
   std::vector<float> area(n);
-  for (int64_t i = 0; i < n; ++i) area[i] = (box[i][2] - box[i][0]) * (box[i][3] - box[i][1]);
+  for (int64_t i = 0; i < n; ++i) {
+    area[i] = (box[i][2] - box[i][0] + one) * (box[i][3] - box[i][1] + one);
+  }
   std::vector<char> suppressed(n, 0);
   std::vector<int64_t> keep;
   for (int64_t a = 0; a < n; ++a) {
@@ -40,47 +51,14 @@ std::vector<int64_t> NmsUnion(const torch::Tensor& boxes, const torch::Tensor& s
       const int64_t j = idx[c];
       if (suppressed[j]) continue;
       const float w =
-          std::max(0.f, std::min(box[i][2], box[j][2]) - std::max(box[i][0], box[j][0]));
+          std::max(0.f, std::min(box[i][2], box[j][2]) - std::max(box[i][0], box[j][0]) + one);
       const float h =
-          std::max(0.f, std::min(box[i][3], box[j][3]) - std::max(box[i][1], box[j][1]));
+          std::max(0.f, std::min(box[i][3], box[j][3]) - std::max(box[i][1], box[j][1]) + one);
       const float inter = w * h;
-      if (inter / (area[i] + area[j] - inter) > threshold) suppressed[j] = 1;
+      const float measure = overlap == Overlap::kMin ? inter / std::min(area[i], area[j])
+                                                     : inter / (area[i] + area[j] - inter);
+      if (measure > threshold) suppressed[j] = 1;
     }
-  }
-  return keep;
-}
-
-// The last stage's suppression, MTCNN's original "Min" rule: overlap is the intersection
-// over the smaller box's area (areas with +1, pixel-inclusive); a box goes when that is
-// above `threshold`. The kept indices, highest score first.
-std::vector<int64_t> NmsMin(const torch::Tensor& boxes, const torch::Tensor& scores,
-                            double threshold) {
-  const int64_t n = boxes.size(0);
-  if (n == 0) return {};
-  const torch::Tensor b = boxes.to(torch::kCPU, torch::kFloat32).contiguous();
-  const torch::Tensor order =
-      std::get<1>(scores.to(torch::kCPU).sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
-  auto box = b.accessor<float, 2>();
-  auto idx = order.accessor<int64_t, 1>();
-  std::vector<float> area(n);
-  for (int64_t i = 0; i < n; ++i) {
-    area[i] = (box[i][2] - box[i][0] + 1) * (box[i][3] - box[i][1] + 1);
-  }
-  std::vector<int64_t> remaining(idx.data(), idx.data() + n);
-  std::vector<int64_t> keep;
-  while (!remaining.empty()) {
-    const int64_t i = remaining.front();
-    keep.push_back(i);
-    std::vector<int64_t> next;
-    for (size_t c = 1; c < remaining.size(); ++c) {
-      const int64_t j = remaining[c];
-      const float w =
-          std::max(0.f, std::min(box[i][2], box[j][2]) - std::max(box[i][0], box[j][0]) + 1);
-      const float h =
-          std::max(0.f, std::min(box[i][3], box[j][3]) - std::max(box[i][1], box[j][1]) + 1);
-      if (w * h / std::min(area[i], area[j]) <= threshold) next.push_back(j);
-    }
-    remaining = std::move(next);
   }
   return keep;
 }
@@ -333,11 +311,12 @@ absl::StatusOr<std::vector<MtcnnFace>> Mtcnn::Detect(const torch::Tensor& rgb,
     const std::vector<torch::Tensor> out = PNet(Normalise(scaled));
     const torch::Tensor boxes =
         CandidateBoxes(out[0], out[1].select(1, 1), scale, options.thresholds[0]);
-    candidates.push_back(Pick(boxes, NmsUnion(boxes.slice(1, 0, 4), boxes.select(1, 4), 0.5)));
+    candidates.push_back(
+        Pick(boxes, Nms(boxes.slice(1, 0, 4), boxes.select(1, 4), 0.5, Overlap::kUnion)));
   }
   if (candidates.empty()) return std::vector<MtcnnFace>{};
   torch::Tensor boxes = torch::cat(candidates, 0);
-  boxes = Pick(boxes, NmsUnion(boxes.slice(1, 0, 4), boxes.select(1, 4), 0.7));
+  boxes = Pick(boxes, Nms(boxes.slice(1, 0, 4), boxes.select(1, 4), 0.7, Overlap::kUnion));
   {
     const torch::Tensor bw = boxes.select(1, 2) - boxes.select(1, 0);
     const torch::Tensor bh = boxes.select(1, 3) - boxes.select(1, 1);
@@ -360,7 +339,8 @@ absl::StatusOr<std::vector<MtcnnFace>> Mtcnn::Detect(const torch::Tensor& rgb,
     const torch::Tensor pass = score > options.thresholds[1];
     boxes = torch::cat({boxes.index({pass}).slice(1, 0, 4), score.index({pass}).unsqueeze(1)}, 1);
     torch::Tensor offsets = out[0].index({pass});
-    const std::vector<int64_t> keep = NmsUnion(boxes.slice(1, 0, 4), boxes.select(1, 4), 0.7);
+    const std::vector<int64_t> keep =
+        Nms(boxes.slice(1, 0, 4), boxes.select(1, 4), 0.7, Overlap::kUnion);
     boxes = Square(Regress(Pick(boxes, keep), Pick(offsets, keep)));
   }
 
@@ -380,7 +360,8 @@ absl::StatusOr<std::vector<MtcnnFace>> Mtcnn::Detect(const torch::Tensor& rgb,
   const torch::Tensor px = bw * points.slice(1, 0, 5) + boxes.select(1, 0).unsqueeze(1) - 1;
   const torch::Tensor py = bh * points.slice(1, 5, 10) + boxes.select(1, 1).unsqueeze(1) - 1;
   boxes = Regress(boxes, out[0].index({pass}));
-  const std::vector<int64_t> keep = NmsMin(boxes.slice(1, 0, 4), boxes.select(1, 4), 0.7);
+  const std::vector<int64_t> keep =
+      Nms(boxes.slice(1, 0, 4), boxes.select(1, 4), 0.7, Overlap::kMin);
   const torch::Tensor b = Pick(boxes, keep).to(torch::kCPU).contiguous();
   const torch::Tensor x = Pick(px, keep).to(torch::kCPU).contiguous();
   const torch::Tensor y = Pick(py, keep).to(torch::kCPU).contiguous();
