@@ -296,7 +296,8 @@ absl::StatusOr<std::vector<MtcnnFace>> Mtcnn::Detect(const torch::Tensor& rgb,
       return absl::InvalidArgumentError("MTCNN: thresholds must be in [0, 1]");
   }
   torch::NoGradGuard no_grad;
-  const torch::Tensor image = rgb.to(device_, torch::kFloat32).unsqueeze(0);
+  // The 8-bit pixel values the networks were trained on.
+  const torch::Tensor image = (rgb.to(device_, torch::kFloat32) * 255).round().unsqueeze(0);
   const int64_t h = image.size(2), w = image.size(3);
 
   // Stage 1: P-Net over the pyramid (the first scale maps min_face_size to P-Net's 12

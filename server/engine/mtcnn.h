@@ -51,8 +51,9 @@ class Mtcnn {
                                                        const StateDict& onet,
                                                        torch::Device device = torch::kCPU);
 
-  // Every face in `rgb` (float [3, H, W] with values in [0, 255], as 8-bit pixels), largest
-  // box first. InvalidArgument for another shape or options out of range.
+  // Every face in `rgb` (float [3, H, W] in [0, 1], as the decoders give; the networks
+  // see its 8-bit values, round(x * 255)), largest box first. InvalidArgument for another shape or
+  // options out of range.
   absl::StatusOr<std::vector<MtcnnFace>> Detect(const torch::Tensor& rgb,
                                                 const MtcnnOptions& options = {}) const;
 

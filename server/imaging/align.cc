@@ -491,10 +491,9 @@ absl::StatusOr<std::unique_ptr<FaceDetector>> FaceDetector::Create(
   return std::unique_ptr<FaceDetector>(new FaceDetector(std::move(impl)));
 }
 
-// The largest face MTCNN finds, on the 8-bit values its networks were trained on.
+// The largest face MTCNN finds.
 absl::StatusOr<FaceDetection> FaceDetector::Impl::DetectMtcnn(const torch::Tensor& image) const {
-  ASSIGN_OR_RETURN(std::vector<MtcnnFace> faces,
-                   mtcnn->Detect((image.to(torch::kFloat32) * 255).round()));
+  ASSIGN_OR_RETURN(std::vector<MtcnnFace> faces, mtcnn->Detect(image));
   if (faces.empty()) return absl::NotFoundError("image: no face found");
   const MtcnnFace& f = faces[0];
   std::vector<Point2> points;

@@ -27,8 +27,7 @@ absl::Status Faces(const Common& common, const FacesArgs& a) {
   RETURN_IF_ERROR(ApplyCommon(common, &device));
   ASSIGN_OR_RETURN(auto mtcnn, Mtcnn::Load(a.mtcnn, device));
   ASSIGN_OR_RETURN(torch::Tensor photo, ReadRgbImage(a.image));
-  // The 8-bit pixel values the networks were trained on.
-  ASSIGN_OR_RETURN(auto faces, mtcnn->Detect((photo * 255).round(), a.options));
+  ASSIGN_OR_RETURN(auto faces, mtcnn->Detect(photo, a.options));
   std::string json = absl::StrCat("{\"image\": {\"width\": ", photo.size(2),
                                   ", \"height\": ", photo.size(1), "}, \"faces\": [");
   for (size_t i = 0; i < faces.size(); ++i) {
