@@ -54,6 +54,8 @@ inline constexpr int kMorphFrames = 16;
 // AlignOptions.min_confidence (0 = kMinConfidence): the face detector's score below which
 // a face counts as none.
 inline constexpr double kMinConfidence = 0.5;
+// AlignFaceResponse.faces: at most this many faces of one photo, largest first.
+inline constexpr int kMaxFaces = 32;
 
 }  // namespace i2s::defaults
 

@@ -121,6 +121,7 @@ absl::StatusOr<PrepareOptions> PrepareOptionsOf(const v1::AlignOptions& a, v1::R
   p.fit_when_no_face = a.on_no_face() == v1::AlignOptions::RESIZE;
   p.no_face_hint = "set align.on_no_face = RESIZE";
   p.padding = !a.no_padding();
+  p.face = a.face();
   return p;
 }
 
@@ -174,6 +175,16 @@ void ToProto(const AlignmentInfo& a, v1::Alignment* out) {
   for (Point2 p : a.quad) ToProto(p, out->add_quad());
   for (double t : a.transform.m) out->add_transform(t);
   out->set_note(a.note);
+  out->set_face(a.face);
+}
+
+void ToProto(const FaceDetection& d, v1::DetectedFace* out) {
+  for (Point2 p : d.face_box) ToProto(p, out->add_box());
+  const FaceLandmarks& l = d.landmarks;
+  for (Point2 p : {l.eye_left, l.eye_right, d.nose, l.mouth_left, l.mouth_right}) {
+    ToProto(p, out->add_landmarks());
+  }
+  out->set_confidence(d.confidence);
 }
 
 void ToProto(const LatentRecord& r, v1::Latent* out) {

@@ -46,6 +46,7 @@ RenderSettings RenderSettingsOf(const v1::RenderOptions& o);
 
 void ToProto(const LatentMetrics& m, v1::EmbedMetrics* out);
 void ToProto(const AlignmentInfo& a, v1::Alignment* out);
+void ToProto(const FaceDetection& d, v1::DetectedFace* out);
 void ToProto(const LatentRecord& r, v1::Latent* out);  // values only if `r` has them
 void ToProto(const JobView& v, v1::Job* out);
 // `resolution`: the size of the job's preview and result pictures.

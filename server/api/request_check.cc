@@ -172,6 +172,13 @@ absl::Status CheckAlignOptions(const v1::AlignOptions& a, v1::ResizeMode resize)
   if (!v1::AlignOptions::NoFace_IsValid(a.on_no_face())) {
     return Field("align.on_no_face", "unknown value");
   }
+  if (a.face() != 0 && a.mode() != v1::AlignOptions::AUTO) {
+    return Field("align.face", "only used with mode AUTO");
+  }
+  if (a.face() < 0 || a.face() >= defaults::kMaxFaces) {
+    return Field("align.face", absl::StrCat("must be in [0, ", defaults::kMaxFaces - 1,
+                                            "] (faces counted from 0, largest first)"));
+  }
   return absl::OkStatus();
 }
 

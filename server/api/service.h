@@ -23,7 +23,7 @@
 #include "server/api/auth.h"
 #include "server/api/service_limits.h"
 #include "server/base/metrics.h"
-#include "server/imaging/align.h"
+#include "server/imaging/face_detector.h"
 #include "server/jobs/model_registry.h"
 #include "server/jobs/scheduler.h"
 #include "server/store/store.h"

@@ -35,6 +35,7 @@ grpc::ServerUnaryReactor* Service::AlignFace(CallbackServerContext* ctx,
                      PrepareImage(image, prepare, impl_->face_detector, "align"));
     v1::Alignment* out = resp->mutable_alignment();
     ToProto(*prepared.alignment, out);
+    for (const FaceDetection& face : prepared.faces) ToProto(face, resp->add_faces());
     ASSIGN_OR_RETURN(std::string png,
                      EncodeRgb8(UnitImageToRgb8(prepared.image), EncodeFormat::kPng));
     SetPng(png, size, out->mutable_aligned());

@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/app/flags.h"
-#include "server/imaging/align.h"
+#include "server/imaging/face_detector.h"
 #include "server/jobs/model_registry.h"
 
 namespace i2s {

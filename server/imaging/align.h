@@ -1,8 +1,7 @@
 // FFHQ-style face alignment: five facial landmarks -> the oriented square the FFHQ data set
 // was cropped with -> an aligned image at the model's resolution, plus the similarity
 // transform that maps the original photo onto it (so an edited result can be pasted back).
-// Also automatic landmarks: OpenCV's Haar cascades (opencv-data), or a user-supplied YuNet
-// ONNX detector or Facemark LBF model.
+// Automatic landmarks are face_detector.h's.
 //
 // Coordinates are pixel-index coordinates: x to the right, y down, (0, 0) the centre of the
 // top-left pixel (as dlib, OpenCV and the FFHQ script use them).
@@ -12,19 +11,25 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/defaults.h"
 
 namespace i2s {
 
 struct Point2 {
   double x = 0, y = 0;
 };
+inline Point2 operator+(Point2 a, Point2 b) { return {a.x + b.x, a.y + b.y}; }
+inline Point2 operator-(Point2 a, Point2 b) { return {a.x - b.x, a.y - b.y}; }
+inline Point2 operator*(Point2 a, double s) { return {a.x * s, a.y * s}; }
+inline double Cross(Point2 a, Point2 b) { return a.x * b.y - a.y * b.x; }
+inline double Norm(Point2 a) { return std::hypot(a.x, a.y); }
+inline Point2 Mid(Point2 a, Point2 b) { return (a + b) * 0.5; }
 
 // What FFHQ alignment uses of a face: the two eye centres and the two mouth corners. Which
 // eye is which does not matter: FaceLandmarksFromPoints orders them so that the face is
@@ -94,63 +99,6 @@ absl::StatusOr<AlignedFace> AlignFfhq(const torch::Tensor& image, const FaceLand
 // Where FFHQ alignment puts a face's eyes: the landmarks mapped by the transform that
 // AlignFfhq would use (for tests and for clients that check a result).
 Similarity FfhqTransform(const FaceLandmarks& landmarks, int output_size);
-
-// ---- Automatic landmarks ----
-
-struct FaceDetectorOptions {
-  // Folder with OpenCV's Haar cascades (Debian's opencv-data).
-  std::string cascade_dir = "/usr/share/opencv4/haarcascades";
-  // Optional landmark model, chosen by its contents at Create: a YuNet face detector
-  // (.onnx, OpenCV's FaceDetectorYN: face box + 5 landmarks), or a Facemark LBF model
-  // (.yaml, 68 landmarks inside the Haar face box). Empty = cascades only.
-  std::string landmark_model;
-  // Optional folder with MTCNN's trained networks (pnet.pt, rnet.pt, onet.pt:
-  // scripts/fetch-models): then MTCNN finds the faces and their five landmarks, and no
-  // cascade is loaded (landmark_model must be empty). Empty = the cascades above.
-  std::string mtcnn_dir;
-  // Rotations tried (degrees, in order) when no face is found upright: Haar cascades only
-  // find faces within about 15 degrees of upright.
-  std::vector<double> rotations = {0, -20, 20, -40, 40};
-};
-
-struct FaceDetection {
-  FaceLandmarks landmarks;
-  // 0..1: how much of the face was actually found. Cascades: 0.4 for the face, 0.2 for
-  // each eye found (else estimated from the face box), 0.2 for the mouth (else estimated
-  // from the eyes); the face share scales with how many neighbouring windows agreed.
-  // YuNet, MTCNN: its score. Facemark: 0.9 when the fit converged inside the face box.
-  double confidence = 0;
-  std::string method;              // "haar", "yunet", "facemark-lbf" or "mtcnn"
-  int faces_found = 0;             // faces seen; the largest one is used
-  std::array<Point2, 4> face_box;  // the face found, in image coordinates (may be rotated)
-  double rotation_degrees = 0;     // of the detection pass that found it
-};
-
-// Finds the largest face in a photo and estimates its five landmarks. Thread-safe (one
-// detection at a time: OpenCV's detectors keep per-call state).
-class FaceDetector {
- public:
-  // NotFound / InvalidArgument naming the file when a cascade or the landmark model cannot
-  // be read.
-  static absl::StatusOr<std::unique_ptr<FaceDetector>> Create(const FaceDetectorOptions& options);
-  ~FaceDetector();
-
-  // image: float RGB [3, H, W] in [0, 1]. NotFound "image: no face found" when there is
-  // none, or none with at least `min_confidence` (the message then gives the best one's).
-  // Haar cascades see faces in textures now and then: on python3-skimage's coffee cup and
-  // cat they find "faces" of confidence 0.18 and 0.30 with no eyes, against 1.0 for the
-  // astronaut, hence the default.
-  absl::StatusOr<FaceDetection> Detect(const torch::Tensor& image,
-                                       double min_confidence = kDefaultMinConfidence) const;
-  static constexpr double kDefaultMinConfidence = defaults::kMinConfidence;
-  std::string description() const;  // what was loaded, for logs and ServerInfo
-
- private:
-  struct Impl;
-  explicit FaceDetector(std::unique_ptr<Impl> impl);
-  absl::StatusOr<FaceDetection> DetectAny(const torch::Tensor& image) const;
-  std::unique_ptr<Impl> impl_;
-};
 
 }  // namespace i2s
 

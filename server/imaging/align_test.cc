@@ -1,4 +1,5 @@
 #include "server/imaging/align.h"
+#include "server/imaging/face_detector.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

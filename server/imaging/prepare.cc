@@ -44,7 +44,12 @@ absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
                        ".mode: automatic alignment is not available (the server has no face "
                        "detector: see its --face-cascades flag); send landmarks instead"));
     }
-    auto found = detector->Detect(photo, options.min_confidence);
+    auto found = detector->DetectAll(photo, options.min_confidence);
+    if (found.ok() && options.face >= static_cast<int>(found->size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".face: ", options.face, ", but the photo has ", found->size(),
+          found->size() == 1 ? " face" : " faces", " (counted from 0, largest first)"));
+    }
     if (!found.ok()) {
       if (!absl::IsNotFound(found.status())) return found.status();
       if (!options.fit_when_no_face) {
@@ -69,9 +74,12 @@ absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
       out.alignment = info;
       return out;
     }
-    landmarks = found->landmarks;
-    info.method = found->method;
-    info.confidence = found->confidence;
+    out.faces = *std::move(found);
+    const FaceDetection& chosen = out.faces[options.face];
+    landmarks = chosen.landmarks;
+    info.method = chosen.method;
+    info.confidence = chosen.confidence;
+    info.face = options.face;
   }
   AlignOptions align;
   align.output_size = options.size;
@@ -113,6 +121,7 @@ std::string AlignmentInfoToJson(const AlignmentInfo& info) {
                                   PointJson(l.mouth_left), PointJson(l.mouth_right)});
   }
   if (!info.note.empty()) j["note"] = info.note;
+  if (info.face != 0) j["face"] = info.face;
   return j.dump();
 }
 
@@ -133,6 +142,7 @@ absl::StatusOr<AlignmentInfo> AlignmentInfoFromJson(absl::string_view text) {
                         PointFrom(l.at(3))};
     }
     if (j.contains("note")) info.note = j.at("note").get<std::string>();
+    if (j.contains("face")) info.face = j.at("face").get<int>();
     return info;
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat("alignment record: ", e.what()));

@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/imaging/align.h"
+#include "server/imaging/face_detector.h"
 #include "server/imaging/image_io.h"
 
 namespace i2s {
@@ -30,6 +30,7 @@ struct PrepareOptions {
   AlignMode mode = AlignMode::kNone;
   std::vector<Point2> points;  // kLandmarks: 5 or 68 (FaceLandmarksFromPoints)
   double min_confidence = FaceDetector::kDefaultMinConfidence;  // kAuto
+  int face = 0;  // kAuto: which face, by FaceDetector::DetectAll's order (0 = the largest)
   bool fit_when_no_face = false;  // kAuto: no face -> fit instead of failing
   bool padding = true;            // AlignOptions::padding
   // Ends the "no face found" error: how the caller asks for the fallback.
@@ -38,7 +39,8 @@ struct PrepareOptions {
 
 // What alignment did, in the photo's pixel-index coordinates.
 struct AlignmentInfo {
-  std::string method;     // "landmarks", "haar", "yunet", "facemark-lbf", or "none" (fell back)
+  std::string method;  // "landmarks", "haar", "yunet", "facemark-lbf", "mtcnn", or "none"
+  int face = 0;        // kAuto: which of the faces found (largest first)
   double confidence = 0;  // 1 for given landmarks
   int source_width = 0, source_height = 0;
   int size = 0;  // side of the aligned image
@@ -51,12 +53,14 @@ struct AlignmentInfo {
 struct PreparedImage {
   torch::Tensor image;                     // float RGB [3, size, size] in [0, 1]
   std::optional<AlignmentInfo> alignment;  // unless AlignMode::kNone
+  std::vector<FaceDetection> faces;        // kAuto: every face found, largest first
 };
 
 // photo: float RGB [3, H, W] in [0, 1]. `detector` is needed for kAuto (FailedPrecondition
 // when null: the server has no face detector). Errors name `field` ("align.landmarks",
 // "image"): bad points, no face found (InvalidArgument: the photo cannot be aligned as
-// asked, with what to do instead), or a face outside the photo.
+// asked, with what to do instead), a face index past the faces found (InvalidArgument
+// naming `field`.face), or a face outside the photo.
 absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
                                            const PrepareOptions& options,
                                            const FaceDetector* detector,

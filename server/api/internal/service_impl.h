@@ -23,7 +23,7 @@
 #include "server/api/streams.h"
 #include "server/api/work_pool.h"
 #include "server/base/log.h"
-#include "server/imaging/align.h"
+#include "server/imaging/face_detector.h"
 #include "server/imaging/image_header.h"
 #include "server/latents/render.h"
 
