@@ -116,7 +116,7 @@ message(STATUS "CUDA support in LibTorch: ${I2S_HAVE_CUDA}")
 
 if(NOT I2S_ENGINE_ONLY)
   # Imaging (server/imaging) and the command lines (i2s_server, i2s_tool).
-  find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs videoio objdetect face)
+  find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs videoio objdetect photo face)
   find_package(CLI11 REQUIRED CONFIG)
   # The service: gRPC 1.51 + protobuf 3.21 (libgrpc++-dev, protobuf-compiler-grpc).
   find_package(gRPC REQUIRED CONFIG)

@@ -47,8 +47,10 @@ void AlignCommand::Add(CLI::App& app) {
       "  i2s_client align selfie.jpg -o aligned.png\n"
       "  i2s_client --json align photo.jpg -o face.png --size 1024 | jq .alignment.transform\n"
       "  i2s_client align cat.png -o cat-aligned.png --landmarks cat-points.txt\n"
+      "  i2s_client --json align group.jpg -o second.png --face 1 | jq '.faces | length'\n"
       "The JSON (--json) holds the landmarks, the crop square and the transform photo -> "
-      "aligned\nimage, whose inverse pastes an edited render back into the photo.");
+      "aligned\nimage, whose inverse pastes an edited render back into the photo, and every "
+      "face found\n(box, five landmarks, confidence), largest first.");
   On(cmd, [this] { return Align(); });
 }
 
@@ -75,9 +77,18 @@ int AlignCommand::Align() {
   if (!written.ok()) return Fail("cannot write the aligned image", written, kExitError);
   a.clear_aligned();
   if (g_.json) {
-    Emit({{"image", f.images[0]}, {"output", align_out_}, {"alignment", ProtoJson(a)}});
+    nlohmann::json faces = nlohmann::json::array();
+    for (const v1::DetectedFace& face : response->faces()) faces.push_back(ProtoJson(face));
+    Emit({{"image", f.images[0]},
+          {"output", align_out_},
+          {"alignment", ProtoJson(a)},
+          {"faces", faces}});
   } else {
-    std::cout << f.images[0] << "  " << DescribeAlignment(a) << "  -> " << align_out_ << "\n";
+    std::cout << f.images[0] << "  " << DescribeAlignment(a);
+    if (response->faces_size() > 1) {
+      std::cout << ", face " << a.face() << " of " << response->faces_size();
+    }
+    std::cout << "  -> " << align_out_ << "\n";
   }
   return kExitOk;
 }

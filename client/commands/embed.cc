@@ -119,6 +119,7 @@ void EmbedCommand::Add(CLI::App& app) {
       "  i2s_client embed cat.jpg --landmarks cat-points.txt   (eyes, nose, mouth corners)\n"
       "  i2s_client embed a.png b.png c.png --steps 2000 --noise-steps 500 --save-recon out/\n"
       "  i2s_client embed face.png --target-psnr 30 --preview previews/\n"
+      "  i2s_client embed group.jpg --align auto --all-faces --save-recon out/\n"
       "  JOB=$(i2s_client --json embed --detach face.png | jq -r .job_id)\n"
       "Ctrl-C asks whether to cancel the jobs or detach (they keep running on the server).");
   On(cmd, [this] { return Embed(); });
@@ -144,6 +145,13 @@ absl::StatusOr<v1::AlignOptions> AlignOptionsOf(const EmbedFlags& f) {
   a.set_on_no_face(f.on_no_face == "resize" ? v1::AlignOptions::RESIZE : v1::AlignOptions::FAIL);
   if (f.min_confidence) a.set_min_confidence(*f.min_confidence);
   a.set_no_padding(f.no_padding);
+  if (f.face != 0 || f.all_faces) {
+    if (a.mode() != v1::AlignOptions::AUTO) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f.all_faces ? "--all-faces" : "--face", ": needs --align auto"));
+    }
+    a.set_face(f.face);
+  }
   return a;
 }
 
@@ -327,7 +335,6 @@ int EmbedCommand::CheckImageOutputs(const std::string& flag, const std::string& 
 
 int EmbedCommand::Embed() {
   EmbedFlags& f = embed_;
-  const std::vector<std::string> stems = Stems(f.images);
   // Everything that can be checked locally is checked before any job starts.
   std::vector<std::string> images;
   for (const std::string& path : f.images) {
@@ -335,6 +342,42 @@ int EmbedCommand::Embed() {
     if (!bytes.ok()) return Fail("cannot embed", bytes.status());
     images.push_back(std::move(*bytes));
   }
+  auto base = BuildEmbedRequest(f);
+  if (!base.ok()) return Fail("cannot embed", base.status());
+  // One job per image, or with --all-faces one per face the server finds in each.
+  struct Job {
+    size_t image;
+    int face;
+    std::string label, stem;
+  };
+  std::vector<Job> jobs;
+  {
+    const std::vector<std::string> stems = Stems(f.images);
+    for (size_t i = 0; i < images.size(); ++i) {
+      int faces = 1;
+      if (f.all_faces) {
+        v1::AlignFaceRequest count;
+        count.set_model(f.model);
+        count.set_size(8);  // only the faces are needed
+        count.set_image(images[i]);
+        *count.mutable_align() = base->align();
+        count.set_resize(base->resize());
+        auto found = client().AlignFace(count);
+        if (!found.ok()) return Fail(absl::StrCat("cannot embed ", f.images[i]), found.status());
+        faces = std::max(1, found->faces_size());  // 0: fell back to --on-no-face resize
+      }
+      for (int k = 0; k < faces; ++k) {
+        if (!f.all_faces) {
+          jobs.push_back({i, f.face, f.images[i], stems[i]});
+        } else {
+          jobs.push_back({i, k, absl::StrCat(f.images[i], " face ", k),
+                          absl::StrCat(stems[i], "-face", k)});
+        }
+      }
+    }
+  }
+  std::vector<std::string> stems;
+  for (const Job& j : jobs) stems.push_back(j.stem);
   if (int c = CheckImageOutputs("--save-recon", f.save_recon, stems, f.force); c != kExitOk) {
     return c;
   }
@@ -359,18 +402,17 @@ int EmbedCommand::Embed() {
                   absl::InternalError(absl::StrCat(f.preview_dir, ": ", ec.message())));
     }
   }
-  auto base = BuildEmbedRequest(f);
-  if (!base.ok()) return Fail("cannot embed", base.status());
 
   Follower follower(client(), g_, FollowOptions{f.preview_dir});
-  for (size_t i = 0; i < images.size(); ++i) {
+  for (size_t n = 0; n < jobs.size(); ++n) {
+    const Job& j = jobs[n];
     v1::EmbedRequest request = *base;
-    request.set_image(std::move(images[i]));
+    request.set_image(images[j.image]);
+    request.mutable_align()->set_face(j.face);
     if (!f.request_id.empty()) {
-      request.set_request_id(images.size() == 1 ? f.request_id
-                                                : absl::StrCat(f.request_id, "-", i));
+      request.set_request_id(jobs.size() == 1 ? f.request_id : absl::StrCat(f.request_id, "-", n));
     }
-    follower.Add(f.images[i], stems[i], client().Embed(request));
+    follower.Add(j.label, j.stem, client().Embed(request));
   }
   if (f.detach) {
     // Wait for each job to be accepted (its first event names it), then let go.

@@ -28,6 +28,16 @@ void AddAlignFlags(CLI::App* cmd, EmbedFlags* f, bool for_embed) {
   cmd->add_flag("--no-padding", f->no_padding,
                 "leave black what the crop takes from outside the photo (FFHQ fills it with a "
                 "blurred reflection)");
+  CLI::Option* face =
+      cmd->add_option("--face", f->face,
+                      "auto: which face, counted from 0, largest first (`align --json` lists "
+                      "them)")
+          ->check(CLI::Range(0, defaults::kMaxFaces - 1));
+  if (for_embed) {
+    cmd->add_flag("--all-faces", f->all_faces,
+                  "auto: one job for every face found in each photo (named STEM-faceN)")
+        ->excludes(face);
+  }
 }
 
 void AddRenderFlags(CLI::App* cmd, RenderFlags& r, const std::string& default_output) {
