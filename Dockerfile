@@ -17,9 +17,10 @@
 #                     wheels there, about 2.5 GB, and the build uses the CUDA toolkit it
 #                     assembles from them)
 #   prebuilt          taken from a second build context named `prebuilt`, holding bin/ (the
-#                     three binaries) and torch-cuda/ (`scripts/fetch-torch --runtime
-#                     DIR/torch-cuda` for cuda; empty for cpu), built on a Debian 12 host
-#                     from the same pins:
+#                     three binaries), torch-cuda/ (`scripts/fetch-torch --runtime
+#                     DIR/torch-cuda` for cuda; empty for cpu) and mtcnn/ (what
+#                     scripts/fetch-models puts in .cache/models/mtcnn), built on a Debian 12
+#                     host from the same pins:
 #                       docker build --build-arg BINARIES=prebuilt --build-context prebuilt=DIR .
 #                     scripts/container-test does this with the host's build-cuda/, so CI does
 #                     not compile everything a second time.
@@ -39,7 +40,8 @@
 # Either image also runs without a GPU (--devices=cpu). Without arguments it serves the demo
 # model in plaintext (enough to try it out).
 #
-# Weights are always mounted, never baked in. The store lives on the /data volume. The
+# Generator and VGG16 weights are always mounted, never baked in; only MTCNN's small face
+# detector (MIT licence, in /usr/share/i2s/mtcnn with its LICENSE.md) is in the image. The store lives on the /data volume. The
 # HEALTHCHECK asks grpc.health.v1 through i2s_client on the loopback plaintext listener,
 # so give the server --local-address=127.0.0.1:50052 (the default command does).
 # The licences of the bundled PyTorch and NVIDIA libraries are in /opt/torch-cuda/licenses.
@@ -56,7 +58,8 @@ ARG VARIANT
 # uses Debian's certificates.
 ARG PIP_CERT=""
 WORKDIR /src
-COPY scripts/setup scripts/select-blas scripts/fetch-torch scripts/torch-cuda-wheels.txt scripts/
+COPY scripts/setup scripts/select-blas scripts/fetch-torch scripts/torch-cuda-wheels.txt \
+     scripts/fetch-models scripts/
 # Only the build's packages (I2S_SETUP_BUILD_ONLY: no test, fuzzing or debootstrap tools).
 # cuda: PyPI's LibTorch and CUDA wheels instead of Debian's libtorch-dev (CPU only).
 RUN set -eu; \
@@ -73,6 +76,7 @@ RUN set -eu; \
         rm -rf .cache ;; \
       *) echo "VARIANT must be cpu or cuda, not '$VARIANT'" >&2; exit 1 ;; \
     esac; \
+    mkdir -p /out/mtcnn && cp "$(scripts/fetch-models)"/* /out/mtcnn/ && rm -rf .cache; \
     rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN set -eu; \
@@ -87,6 +91,7 @@ RUN set -eu; \
 FROM scratch AS build-prebuilt
 COPY --from=prebuilt bin/ /out/bin/
 COPY --from=prebuilt torch-cuda/ /out/torch-cuda/
+COPY --from=prebuilt mtcnn/ /out/mtcnn/
 
 FROM build-${BINARIES} AS binaries
 
@@ -102,6 +107,7 @@ COPY scripts/select-blas /tmp/select-blas
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libsqlite3-0 libcivetweb1 libabsl20220623 libpq5 \
       libopencv-imgcodecs406 libopencv-objdetect406 libopencv-contrib406 libopencv-videoio406 \
+      libopencv-photo406 \
       libgomp1 opencv-data ca-certificates \
  && if [ "$VARIANT" = cpu ]; then \
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtorch1.13 libopenblas0-openmp \
@@ -115,6 +121,9 @@ RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --
 # libraries, link names: scripts/fetch-torch --runtime), and the licences; empty for cpu.
 COPY --from=binaries /out/torch-cuda /opt/torch-cuda
 COPY --from=binaries /out/bin/ /usr/local/bin/
+# MTCNN's trained weights with their MIT licence (scripts/fetch-models: PyPI's facenet-pytorch
+# 2.6.0): the server's default face detector, found here by --mtcnn auto.
+COPY --from=binaries /out/mtcnn/ /usr/share/i2s/mtcnn/
 # Every library the binaries need must resolve here (libcuda.so.1 is the host driver's,
 # mounted at run time by the NVIDIA runtime, so it may be missing at build time).
 RUN set -eu; \

@@ -190,6 +190,11 @@ std::unique_ptr<Stream<pb::MorphFrame>> Client::Morph(const pb::MorphRequest& re
   return std::make_unique<Stream<pb::MorphFrame>>(std::move(context), std::move(reader));
 }
 
+absl::StatusOr<pb::PasteBackResponse> Client::PasteBack(const pb::PasteBackRequest& request) {
+  return Unary<pb::PasteBackResponse>(
+      NewContext(true), [&](auto* c, auto* r) { return stub_->PasteBack(c, request, r); });
+}
+
 absl::StatusOr<pb::EditResponse> Client::StyleMix(const pb::StyleMixRequest& request) {
   return Unary<pb::EditResponse>(NewContext(true),
                                  [&](auto* c, auto* r) { return stub_->StyleMix(c, request, r); });

@@ -122,6 +122,7 @@ class Client {
   std::unique_ptr<Stream<pb::MorphFrame>> Morph(const pb::MorphRequest& request);
   absl::StatusOr<pb::EditResponse> StyleMix(const pb::StyleMixRequest& request);
   absl::StatusOr<pb::EditResponse> ExpressionTransfer(const pb::ExpressionTransferRequest& request);
+  absl::StatusOr<pb::PasteBackResponse> PasteBack(const pb::PasteBackRequest& request);
 
  private:
   // A context with the unary deadline (when `deadline` and options_.timeout > 0).

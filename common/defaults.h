@@ -54,6 +54,12 @@ inline constexpr int kMorphFrames = 16;
 // AlignOptions.min_confidence (0 = kMinConfidence): the face detector's score below which
 // a face counts as none.
 inline constexpr double kMinConfidence = 0.5;
+// PasteOptions.feather (0 = kPasteFeather): the mask's soft edge, a fraction of the
+// aligned side.
+inline constexpr double kPasteFeather = 0.08;
+// PasteBackRequest.faces: at most this many.
+inline constexpr int kMaxPasteFaces = 16;
+
 // AlignFaceResponse.faces: at most this many faces of one photo, largest first.
 inline constexpr int kMaxFaces = 32;
 

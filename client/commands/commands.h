@@ -4,6 +4,7 @@
 //   latents.cc  latents ls / get / rm / export / import
 //   edits.cc    synth, morph, stylemix, expression
 //   align.cc    align
+//   paste.cc    paste
 //   server.cc   info, usage, health
 // Each Add* adds its subcommands to `app` (flags bound to the returned group) and
 // registers their handlers in `ctx`; the group must outlive the parse and the handler.
@@ -25,6 +26,8 @@ std::unique_ptr<CommandGroup> AddLatentsCommands(CLI::App& app, Context& ctx);
 // Latents given as files are imported or embedded through `embed`.
 std::unique_ptr<CommandGroup> AddEditCommands(CLI::App& app, Context& ctx, EmbedCommand& embed);
 std::unique_ptr<CommandGroup> AddAlignCommand(CLI::App& app, Context& ctx);
+// Latents given as files are imported through `embed`.
+std::unique_ptr<CommandGroup> AddPasteCommand(CLI::App& app, Context& ctx, EmbedCommand& embed);
 std::unique_ptr<CommandGroup> AddServerCommands(CLI::App& app, Context& ctx);
 
 }  // namespace i2s::client::cli

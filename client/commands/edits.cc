@@ -14,6 +14,7 @@
 #include "client/output.h"
 #include "client/progress.h"
 #include "common/defaults.h"
+#include "common/status_macros.h"
 
 namespace i2s::client::cli {
 namespace {
@@ -31,6 +32,8 @@ class EditCommands : public CommandGroup {
   int Morph();
   int StyleMix();
   int Expression();
+  // Writes a pasted photo to --pasted (when it was asked for); an exit code.
+  int WritePasted(const v1::Image& pasted, bool force);
   absl::StatusOr<std::string> ResolveLatent(const std::string& arg, const std::string& model) {
     return embed_command_.ResolveLatent(arg, model, embed_steps_);
   }
@@ -50,7 +53,23 @@ class EditCommands : public CommandGroup {
   std::optional<int> last_layer_;
   bool store_ = false;
   std::optional<int> embed_steps_;
+  PasteFlags paste_;  // --paste-into of synth, stylemix, expression
 };
+
+// --paste-into PHOTO --pasted FILE: the request's PasteInto (none without them).
+absl::StatusOr<std::optional<v1::PasteInto>> PasteIntoOf(const PasteFlags& p, bool force) {
+  if (p.photo.empty()) {
+    if (!p.output.empty()) return absl::InvalidArgumentError("--pasted: needs --paste-into PHOTO");
+    return std::nullopt;
+  }
+  if (p.output.empty()) return absl::InvalidArgumentError("--paste-into: needs --pasted FILE");
+  RETURN_IF_ERROR(CheckWritable(p.output, force));
+  v1::PasteInto paste;
+  ASSIGN_OR_RETURN(*paste.mutable_photo(), ReadFile(p.photo));
+  ASSIGN_OR_RETURN(*paste.mutable_options(), PasteOptionsOf(p));
+  for (double t : p.transform) paste.add_transform(t);
+  return paste;
+}
 
 v1::RenderOptions RenderFor(const RenderFlags& r, const std::string& format) {
   v1::RenderOptions options;
@@ -82,9 +101,11 @@ void EditCommands::Add(CLI::App& app) {
         ->check(CLI::IsMember({"png", "jpeg", "npy"}));
     cmd->add_option("-m,--model", model_, "model (for a .npy or image given as a file)");
     cmd->add_option("--embed-steps", embed_steps_, "steps when an image file is embedded first");
+    AddPasteFlags(cmd, &paste_, /*for_edit=*/true);
     cmd->footer(
         "Examples:\n  i2s_client synth lat_123 -o face.png\n  i2s_client synth w.npy -o - > "
-        "face.png\n");
+        "face.png\n  i2s_client synth lat_123 -o face.png --paste-into photo.jpg --pasted "
+        "back.jpg\n");
     On(cmd, [this] { return Synth(); });
   }
 
@@ -129,7 +150,11 @@ void EditCommands::Add(CLI::App& app) {
     cmd->add_option("--request-id", request_id_, "idempotency key");
     cmd->add_option("-m,--model", model_, "model (for files given instead of IDs)");
     cmd->add_option("--embed-steps", embed_steps_, "steps when an image file is embedded first");
-    cmd->footer("Example:\n  i2s_client stylemix lat_a lat_b --crossover 8 -o mix.png --store\n");
+    AddPasteFlags(cmd, &paste_, /*for_edit=*/true);
+    cmd->footer(
+        "Examples:\n  i2s_client stylemix lat_a lat_b --crossover 8 -o mix.png --store\n"
+        "  i2s_client stylemix lat_a lat_b -k 8 -o mix.png --paste-into a.jpg --pasted "
+        "a-mixed.jpg\n");
     On(cmd, [this] { return StyleMix(); });
   }
 
@@ -154,8 +179,17 @@ void EditCommands::Add(CLI::App& app) {
     cmd->footer(
         "Example:\n  i2s_client expression lat_me lat_neutral lat_smile --lambda 1.5 -o "
         "smile.png\n");
+    AddPasteFlags(cmd, &paste_, /*for_edit=*/true);
     On(cmd, [this] { return Expression(); });
   }
+}
+
+int EditCommands::WritePasted(const v1::Image& pasted, bool force) {
+  if (paste_.photo.empty()) return kExitOk;
+  if (absl::Status s = WriteOutput(paste_.output, pasted.data(), force); !s.ok()) {
+    return Fail("cannot write the pasted photo", s, kExitError);
+  }
+  return kExitOk;
 }
 
 int EditCommands::Synth() {
@@ -167,22 +201,28 @@ int EditCommands::Synth() {
   if (absl::Status s = CheckWritable(path, synth_r_.force); !s.ok()) {
     return Fail("cannot render", s, kExitError);
   }
+  auto paste = PasteIntoOf(paste_, synth_r_.force);
+  if (!paste.ok()) return Fail("cannot render", paste.status());
   v1::SynthesizeRequest request;
   request.mutable_latent()->set_latent_id(*id);
   *request.mutable_render() = RenderFor(synth_r_, *format);
+  if (*paste) *request.mutable_paste_into() = **paste;
   auto response = client().Synthesize(request);
   if (!response.ok()) return Fail(absl::StrCat("cannot render ", *id), response.status());
   if (absl::Status s = WriteOutput(path, response->image().data(), synth_r_.force); !s.ok()) {
     return Fail("cannot render", s, kExitError);
   }
+  if (int c = WritePasted(response->pasted(), synth_r_.force); c != kExitOk) return c;
   if (g_.json) {
-    Emit({{"latent_id", *id},
-          {"path", path},
-          {"format", *format},
-          {"width", response->image().width()},
-          {"height", response->image().height()}});
+    nlohmann::json doc = {{"latent_id", *id},
+                          {"path", path},
+                          {"format", *format},
+                          {"width", response->image().width()},
+                          {"height", response->image().height()}};
+    if (*paste) doc["pasted"] = paste_.output;
+    Emit(doc);
   } else if (path != "-") {
-    std::cout << *id << "  -> " << path << "\n";
+    std::cout << *id << "  -> " << path << (*paste ? "  pasted -> " + paste_.output : "") << "\n";
   }
   return kExitOk;
 }
@@ -251,6 +291,8 @@ int EditCommands::StyleMix() {
   if (absl::Status s = CheckWritable(mix_r_.output, mix_r_.force); !s.ok()) {
     return Fail("cannot mix", s, kExitError);
   }
+  auto paste = PasteIntoOf(paste_, mix_r_.force);
+  if (!paste.ok()) return Fail("cannot mix", paste.status());
   auto content = ResolveLatent(a_, model_);
   if (!content.ok()) return Fail("cannot mix", content.status());
   auto style = ResolveLatent(b_, model_);
@@ -260,6 +302,7 @@ int EditCommands::StyleMix() {
   request.mutable_style()->set_latent_id(*style);
   request.set_crossover(crossover_);
   *request.mutable_render() = RenderFor(mix_r_, *format);
+  if (*paste) *request.mutable_paste_into() = **paste;
   request.set_store_result(store_);
   request.set_request_id(request_id_);
   ParseLabels(labels_, request.mutable_labels());
@@ -269,12 +312,14 @@ int EditCommands::StyleMix() {
       !s.ok()) {
     return Fail("cannot mix", s, kExitError);
   }
+  if (int c = WritePasted(response->pasted(), mix_r_.force); c != kExitOk) return c;
   if (g_.json) {
     nlohmann::json doc = {{"content", *content},
                           {"style", *style},
                           {"crossover", crossover_},
                           {"path", mix_r_.output}};
     if (response->has_latent()) doc["latent"] = ProtoJson(response->latent());
+    if (*paste) doc["pasted"] = paste_.output;
     Emit(doc);
   } else if (mix_r_.output != "-") {
     std::cout << absl::StrFormat("%s + %s (crossover %d)  -> %s%s\n", *content, *style, crossover_,
@@ -290,6 +335,8 @@ int EditCommands::Expression() {
   if (absl::Status s = CheckWritable(expr_r_.output, expr_r_.force); !s.ok()) {
     return Fail("cannot transfer the expression", s, kExitError);
   }
+  auto paste = PasteIntoOf(paste_, expr_r_.force);
+  if (!paste.ok()) return Fail("cannot transfer the expression", paste.status());
   std::string ids[3];
   const std::string* args[3] = {&a_, &b_, &c_};
   for (int i = 0; i < 3; ++i) {
@@ -305,6 +352,7 @@ int EditCommands::Expression() {
   request.set_first_layer(first_layer_);
   if (last_layer_) request.set_last_layer(*last_layer_);
   *request.mutable_render() = RenderFor(expr_r_, *format);
+  if (*paste) *request.mutable_paste_into() = **paste;
   request.set_store_result(store_);
   request.set_request_id(request_id_);
   ParseLabels(labels_, request.mutable_labels());
@@ -314,6 +362,7 @@ int EditCommands::Expression() {
       !s.ok()) {
     return Fail("cannot transfer the expression", s, kExitError);
   }
+  if (int c = WritePasted(response->pasted(), expr_r_.force); c != kExitOk) return c;
   if (g_.json) {
     nlohmann::json doc = {{"target", ids[0]},
                           {"neutral", ids[1]},
@@ -321,6 +370,7 @@ int EditCommands::Expression() {
                           {"lambda", lambda_},
                           {"path", expr_r_.output}};
     if (response->has_latent()) doc["latent"] = ProtoJson(response->latent());
+    if (*paste) doc["pasted"] = paste_.output;
     Emit(doc);
   } else if (expr_r_.output != "-") {
     std::cout << absl::StrFormat("%s + %g * (%s - %s)  -> %s%s\n", ids[0], lambda_, ids[2], ids[1],

@@ -1,6 +1,7 @@
 #include "client/commands/flags.h"
 
 #include "absl/strings/str_cat.h"
+#include "client/files.h"
 #include "common/defaults.h"
 
 namespace i2s::client::cli {
@@ -38,6 +39,55 @@ void AddAlignFlags(CLI::App* cmd, EmbedFlags* f, bool for_embed) {
                   "auto: one job for every face found in each photo (named STEM-faceN)")
         ->excludes(face);
   }
+}
+
+void AddPasteFlags(CLI::App* cmd, PasteFlags* p, bool for_edit) {
+  if (for_edit) {
+    cmd->add_option("--paste-into", p->photo,
+                    "also paste the result back into this photo (the one the latent was "
+                    "aligned from); needs --pasted");
+    cmd->add_option("--pasted", p->output, "where to write the pasted photo (.png or .jpg)");
+  }
+  cmd->add_option("--blend", p->blend,
+                  "feather (a soft-edged mix) or seamless (Poisson: the photo's colour and light "
+                  "carried across the border)")
+      ->check(CLI::IsMember({"feather", "seamless"}))
+      ->capture_default_str();
+  cmd->add_option("--region", p->region, "face (an ellipse over the face) or crop (the whole "
+                                         "aligned square)")
+      ->check(CLI::IsMember({"face", "crop"}))
+      ->capture_default_str();
+  CLI::Option* feather =
+      cmd->add_option("--feather", p->feather,
+                      absl::StrCat("soft edge, a fraction of the aligned side (default ",
+                                   defaults::kPasteFeather, ")"))
+          ->check(CLI::Range(0.0, 0.5));
+  cmd->add_flag("--hard-edge", p->hard_edge, "no soft edge")->excludes(feather);
+  cmd->add_option("--transform", p->transform,
+                  "photo -> aligned image, 6 numbers (an alignment's transform); instead of the "
+                  "latent's own")
+      ->expected(6);
+  cmd->add_option("--paste-quality", p->quality, "JPEG quality of the pasted photo 1..100")
+      ->check(CLI::Range(1, 100));
+}
+
+absl::StatusOr<v1::PasteOptions> PasteOptionsOf(const PasteFlags& p) {
+  v1::PasteOptions o;
+  o.set_blend(p.blend == "seamless" ? v1::PasteOptions::SEAMLESS : v1::PasteOptions::FEATHER);
+  o.set_region(p.region == "crop" ? v1::PasteOptions::CROP : v1::PasteOptions::FACE);
+  if (p.feather) o.set_feather(*p.feather);
+  o.set_hard_edge(p.hard_edge);
+  const std::string ext = Extension(p.output);
+  if (ext == ".jpg" || ext == ".jpeg") {
+    o.set_format(v1::JPEG);
+    o.set_jpeg_quality(p.quality);
+  } else if (ext == ".png") {
+    o.set_format(v1::PNG);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(p.output, ": the pasted photo is written as .png or .jpg"));
+  }
+  return o;
 }
 
 void AddRenderFlags(CLI::App* cmd, RenderFlags& r, const std::string& default_output) {

@@ -1,6 +1,6 @@
 // Flags that several i2s_client commands share: an embedding's (EmbedFlags: `embed`,
 // `align`, `jobs watch`), the alignment flags, the render flags of the commands that
-// write an image, and KEY=VALUE labels.
+// write an image, the paste-back flags, and KEY=VALUE labels.
 #ifndef I2S_CLIENT_COMMANDS_FLAGS_H_
 #define I2S_CLIENT_COMMANDS_FLAGS_H_
 
@@ -11,6 +11,9 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "absl/status/statusor.h"
+#include "i2s/v1/i2s.pb.h"
 
 namespace i2s::client::cli {
 
@@ -48,6 +51,23 @@ struct RenderFlags {
   uint64_t noise_seed = 0;
   bool force = false;
 };
+
+// Paste-back: `paste`, and --paste-into of synth, stylemix and expression.
+struct PasteFlags {
+  std::string photo;   // the photo the latent was aligned from
+  std::string output;  // the pasted photo (.png or .jpg)
+  std::string blend = "feather";
+  std::string region = "face";
+  std::optional<double> feather;
+  bool hard_edge = false;
+  std::vector<double> transform;  // photo -> aligned, 6 numbers
+  int quality = 0;
+};
+// --blend, --region, --feather, --hard-edge, --transform; with `for_edit` also
+// --paste-into PHOTO and --pasted FILE (the paste command takes them as arguments).
+void AddPasteFlags(CLI::App* cmd, PasteFlags* p, bool for_edit);
+// The flags as options; the format from the output's extension.
+absl::StatusOr<v1::PasteOptions> PasteOptionsOf(const PasteFlags& p);
 
 // The alignment flags of `embed` and `align` (both fill an EmbedFlags).
 void AddAlignFlags(CLI::App* cmd, EmbedFlags* f, bool for_embed);

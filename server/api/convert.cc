@@ -204,9 +204,8 @@ void ToProto(const LatentRecord& r, v1::Latent* out) {
   for (const auto& [k, v] : r.labels) (*out->mutable_labels())[k] = v;
   out->set_has_noise(r.has_noise || !r.noise_npz.empty());
   out->set_noise_seed(r.noise_seed);
-  if (r.source == "embed") {
-    SetAlignment(AlignmentOfLatentParams(r.params_json), out);
-  }
+  // An embedding's own alignment, or for an edit that of the latent it was applied to.
+  SetAlignment(AlignmentOfLatentParams(r.params_json), out);
 }
 
 void ToProto(const JobView& v, v1::Job* out) {

@@ -218,9 +218,48 @@ absl::Status CheckWatchJobRequest(const v1::WatchJobRequest& r) {
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status CheckTransform(const google::protobuf::RepeatedField<double>& t,
+                            const std::string& field) {
+  if (!t.empty() && t.size() != 6) {
+    return Field(field, absl::StrCat("6 numbers (Alignment.transform), got ", t.size()));
+  }
+  for (int i = 0; i < t.size(); ++i) {
+    if (!std::isfinite(t[i])) return Field(absl::StrCat(field, "[", i, "]"), "must be finite");
+  }
+  return absl::OkStatus();
+}
+
+// `paste_into` of the render RPCs (its options are checked where they are read).
+absl::Status CheckPasteInto(bool has, const v1::PasteInto& p) {
+  if (!has) return absl::OkStatus();
+  if (p.photo().empty()) return Field("paste_into.photo", "required: the photo to paste into");
+  return CheckTransform(p.transform(), "paste_into.transform");
+}
+
+}  // namespace
+
 absl::Status CheckSynthesizeRequest(const v1::SynthesizeRequest& r) {
   RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
+  RETURN_IF_ERROR(CheckPasteInto(r.has_paste_into(), r.paste_into()));
   return CheckLatentRef(r.latent(), "latent");
+}
+
+absl::Status CheckPasteBackRequest(const v1::PasteBackRequest& r) {
+  if (r.photo().empty()) return Field("photo", "required: the photo to paste into");
+  if (r.faces_size() < 1 || r.faces_size() > defaults::kMaxPasteFaces) {
+    return Field("faces", absl::StrCat("1 to ", defaults::kMaxPasteFaces, " faces, got ",
+                                       r.faces_size()));
+  }
+  for (int i = 0; i < r.faces_size(); ++i) {
+    const v1::PasteFace& f = r.faces(i);
+    const std::string field = absl::StrCat("faces[", i, "]");
+    RETURN_IF_ERROR(CheckLatentRef(f.latent(), field + ".latent"));
+    RETURN_IF_ERROR(CheckTransform(f.transform(), field + ".transform"));
+    RETURN_IF_ERROR(CheckRenderOptions(f.render(), field + ".render"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckMorphRequest(const v1::MorphRequest& r, const RequestLimits& limits) {
@@ -239,6 +278,7 @@ absl::Status CheckStyleMixRequest(const v1::StyleMixRequest& r) {
   RETURN_IF_ERROR(CheckLabels(r.labels()));
   RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
   if (r.crossover() < 0) return Field("crossover", "must be >= 0");
+  RETURN_IF_ERROR(CheckPasteInto(r.has_paste_into(), r.paste_into()));
   RETURN_IF_ERROR(CheckLatentRef(r.content(), "content"));
   return CheckLatentRef(r.style(), "style");
 }
@@ -252,6 +292,7 @@ absl::Status CheckExpressionTransferRequest(const v1::ExpressionTransferRequest&
   if (r.has_last_layer() && r.last_layer() < r.first_layer()) {
     return Field("last_layer", "must be >= first_layer");
   }
+  RETURN_IF_ERROR(CheckPasteInto(r.has_paste_into(), r.paste_into()));
   RETURN_IF_ERROR(CheckLatentRef(r.target(), "target"));
   RETURN_IF_ERROR(CheckLatentRef(r.neutral(), "neutral"));
   return CheckLatentRef(r.expression(), "expression");

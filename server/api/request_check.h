@@ -54,6 +54,9 @@ absl::Status CheckStyleMixRequest(const v1::StyleMixRequest& r);  // crossover >
 absl::Status CheckExpressionTransferRequest(const v1::ExpressionTransferRequest& r);
 absl::Status CheckImportLatentRequest(const v1::ImportLatentRequest& r);
 absl::Status CheckAlignFaceRequest(const v1::AlignFaceRequest& r);  // size 0 or in [8, 1024]
+// A photo; 1 to kMaxPasteFaces faces, each a latent, a transform of 0 or 6 finite numbers,
+// render options (the paste options are checked where they are read: paste_back.h).
+absl::Status CheckPasteBackRequest(const v1::PasteBackRequest& r);
 absl::Status CheckListLatentsRequest(const v1::ListLatentsRequest& r);
 absl::Status CheckListJobsRequest(const v1::ListJobsRequest& r);
 absl::Status CheckWatchJobRequest(const v1::WatchJobRequest& r);  // job_id, after_sequence >= 0

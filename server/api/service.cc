@@ -184,6 +184,7 @@ absl::StatusOr<LatentInput> Service::Impl::Resolve(const Caller& caller, const v
       r.id = rec->id;
       r.noise_npz = std::move(rec->noise_npz);
       r.noise_seed = rec->noise_seed;
+      r.alignment_json = AlignmentOfLatentParams(rec->params_json);
       return r;
     }
     case v1::LatentRef::kValues: {
@@ -216,19 +217,52 @@ void Service::Impl::RenderAndFinish(grpc::CallbackServerContext* ctx,
                                     grpc::ServerUnaryReactor* reactor, const std::string& tenant,
                                     const ModelInfo* model, torch::Tensor w,
                                     LatentInput noise_source, RenderSettings render,
-                                    v1::Image* image) {
+                                    v1::Image* image, std::shared_ptr<const PastePlan> paste,
+                                    v1::Image* pasted) {
+  auto raw = std::make_shared<std::vector<torch::Tensor>>();
   scheduler->RunTask(
-      [this, model, w = std::move(w), noise_source = std::move(noise_source), render,
-       image](int device) -> absl::Status {
+      [this, model, w = std::move(w), noise_source = std::move(noise_source), render, image,
+       raw, keep = paste != nullptr](int device) -> absl::Status {
         ASSIGN_OR_RETURN(
-            EncodedImage encoded,
-            RenderLatent(*registry->generator(device, model->name), w, noise_source, render));
+            torch::Tensor out,
+            RenderRaw(*registry->generator(device, model->name), w, noise_source, render.noise));
+        ASSIGN_OR_RETURN(EncodedImage encoded,
+                         EncodeImage(out, render.encoding, render.jpeg_quality));
         ToProto(encoded, image);
+        if (keep) raw->push_back(std::move(out));
         return absl::OkStatus();
       },
       TaskDeadline(DeadlineOf(ctx)),
-      [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); }, tenant,
-      [ctx] { return ctx->IsCancelled(); });
+      [this, reactor, tenant, paste, raw, pasted](absl::Status s) {
+        if (!s.ok() || paste == nullptr) {
+          reactor->Finish(ToGrpcStatus(s));
+          return;
+        }
+        PasteAndFinish(reactor, tenant, paste, raw, pasted);
+      },
+      tenant, [ctx] { return ctx->IsCancelled(); });
+}
+
+absl::StatusOr<std::shared_ptr<const PastePlan>> Service::Impl::PastePlanFor(
+    bool has_paste_into, const v1::PasteInto& p, const LatentInput& applied_to) {
+  if (!has_paste_into) return nullptr;
+  RETURN_IF_ERROR(CheckImageLimits(p.photo(), decode_limits(), "paste_into.photo").status());
+  ASSIGN_OR_RETURN(PastePlan plan,
+                   PastePlanOf(p.photo(), p.options(), "paste_into.photo", "paste_into"));
+  ASSIGN_OR_RETURN(PasteTarget target, PasteTargetOf(applied_to, p.transform(), "paste_into"));
+  plan.targets.push_back(target);
+  return std::make_shared<const PastePlan>(std::move(plan));
+}
+
+void Service::Impl::PasteAndFinish(grpc::ServerUnaryReactor* reactor, const std::string& tenant,
+                                   std::shared_ptr<const PastePlan> plan,
+                                   std::shared_ptr<std::vector<torch::Tensor>> renders,
+                                   v1::Image* out) {
+  absl::Status queued = image_pool->Submit(tenant, [this, reactor, plan, renders, out] {
+    reactor->Finish(ToGrpcStatus(
+        RunPaste(*plan, *renders, decode_limits(), limits.max_message_bytes, out)));
+  });
+  if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
 }
 
 }  // namespace i2s

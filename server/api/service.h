@@ -6,7 +6,8 @@
 // The handlers are grouped by what they serve: service_jobs.cc (Embed, WatchJob, GetJob,
 // ListJobs, CancelJob), service_latents.cc (Get/List/Delete/Import/ExportLatent),
 // service_render.cc (Synthesize, Morph, StyleMix, ExpressionTransfer), service_align.cc
-// (AlignFace) and service_info.cc (GetServerInfo, GetUsage); service.cc holds what they
+// (AlignFace), service_paste.cc (PasteBack, with paste_back.h) and service_info.cc
+// (GetServerInfo, GetUsage); service.cc holds what they
 // share (internal/service_impl.h), convert.h the proto <-> domain translation, streams.h
 // the stream reactors.
 //
@@ -82,6 +83,8 @@ class Service final : public i2s::v1::ImageToStyleGan::CallbackService {
                                                v1::EditResponse* resp) override;
   grpc::ServerUnaryReactor* AlignFace(CallbackServerContext* ctx, const v1::AlignFaceRequest* req,
                                       v1::AlignFaceResponse* resp) override;
+  grpc::ServerUnaryReactor* PasteBack(CallbackServerContext* ctx, const v1::PasteBackRequest* req,
+                                      v1::PasteBackResponse* resp) override;
   grpc::ServerUnaryReactor* GetServerInfo(CallbackServerContext* ctx,
                                           const v1::GetServerInfoRequest* req,
                                           v1::ServerInfo* resp) override;

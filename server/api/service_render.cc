@@ -30,10 +30,13 @@ grpc::ServerUnaryReactor* Service::Synthesize(CallbackServerContext* ctx,
   auto latent =
       impl_->Resolve(*caller, req->latent(), **model, "latent", req->render().noise_seed());
   if (!latent.ok()) return Done(ctx, latent.status());
+  auto paste = impl_->PastePlanFor(req->has_paste_into(), req->paste_into(), *latent);
+  if (!paste.ok()) return Done(ctx, paste.status());
   auto* reactor = ctx->DefaultReactor();
   const torch::Tensor w = latent->w;
   impl_->RenderAndFinish(ctx, reactor, caller->tenant, *model, w, *std::move(latent),
-                         RenderSettingsOf(req->render()), resp->mutable_image());
+                         RenderSettingsOf(req->render()), resp->mutable_image(), *paste,
+                         resp->mutable_pasted());
   return reactor;
 }
 
@@ -79,6 +82,8 @@ grpc::ServerUnaryReactor* Service::StyleMix(CallbackServerContext* ctx,
                      impl_->Resolve(caller, req->content(), *model, "content", seed));
     ASSIGN_OR_RETURN(LatentInput style,
                      impl_->Resolve(caller, req->style(), *model, "style", seed));
+    ASSIGN_OR_RETURN(std::shared_ptr<const PastePlan> paste,
+                     impl_->PastePlanFor(req->has_paste_into(), req->paste_into(), content));
     ASSIGN_OR_RETURN(torch::Tensor mixed, i2s::StyleMix(content.w, style.w, req->crossover()));
     mixed = mixed[0].contiguous();
     if (req->store_result()) {
@@ -92,7 +97,8 @@ grpc::ServerUnaryReactor* Service::StyleMix(CallbackServerContext* ctx,
       ToProto(stored, resp->mutable_latent());
     }
     impl_->RenderAndFinish(ctx, reactor, caller.tenant, model, mixed, content,
-                           RenderSettingsOf(req->render()), resp->mutable_image());
+                           RenderSettingsOf(req->render()), resp->mutable_image(), paste,
+                           resp->mutable_pasted());
     return absl::OkStatus();
   };
   absl::Status s = prepare();
@@ -128,6 +134,8 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
                      impl_->Resolve(caller, req->neutral(), *model, "neutral", seed));
     ASSIGN_OR_RETURN(LatentInput expr,
                      impl_->Resolve(caller, req->expression(), *model, "expression", seed));
+    ASSIGN_OR_RETURN(std::shared_ptr<const PastePlan> paste,
+                     impl_->PastePlanFor(req->has_paste_into(), req->paste_into(), target));
     ASSIGN_OR_RETURN(torch::Tensor w,
                      i2s::ExpressionTransfer(target.w, neutral.w, expr.w, req->strength(),
                                              req->first_layer(), last));
@@ -144,7 +152,8 @@ grpc::ServerUnaryReactor* Service::ExpressionTransfer(CallbackServerContext* ctx
       ToProto(stored, resp->mutable_latent());
     }
     impl_->RenderAndFinish(ctx, reactor, caller.tenant, model, w, target,
-                           RenderSettingsOf(req->render()), resp->mutable_image());
+                           RenderSettingsOf(req->render()), resp->mutable_image(), paste,
+                           resp->mutable_pasted());
     return absl::OkStatus();
   };
   absl::Status s = prepare();

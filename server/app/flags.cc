@@ -169,7 +169,10 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* flags) {
                  "a Facemark LBF model (.yaml)");
   app.add_option("--mtcnn", f.mtcnn,
                  "folder with MTCNN's trained pnet.pt, rnet.pt, onet.pt (scripts/fetch-models): "
-                 "AUTO alignment finds faces and landmarks with MTCNN instead of the cascades");
+                 "AUTO alignment finds faces and landmarks with MTCNN instead of the cascades; "
+                 "auto = $I2S_MTCNN_DIR, else /usr/share/i2s/mtcnn if it is there (unless "
+                 "--face-cascades or --landmark-model is given); none = the cascades")
+      ->capture_default_str();
   app.add_flag("--no-face-detector", f.no_face_detector,
                "serve without automatic alignment (AUTO is then FAILED_PRECONDITION)");
   app.add_option("--tenant-queue-limit", f.scheduler.tenant_queue_limit,

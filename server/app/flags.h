@@ -45,7 +45,7 @@ struct Flags {
   std::string face_cascades = FaceDetectorOptions().cascade_dir;
   bool face_cascades_given = false;  // --face-cascades was on the command line
   std::string landmark_model;
-  std::string mtcnn;  // folder with MTCNN's pnet.pt, rnet.pt, onet.pt
+  std::string mtcnn = "auto";  // folder with MTCNN's pnet.pt, rnet.pt, onet.pt; auto; none
   bool no_face_detector = false;
   std::string auth_tokens;
   std::string tls_cert, tls_key, tls_client_ca;

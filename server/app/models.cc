@@ -27,13 +27,13 @@ absl::StatusOr<std::unique_ptr<FaceDetector>> LoadFaceDetector(const Flags& f) {
   FaceDetectorOptions fo;
   fo.cascade_dir = f.face_cascades;
   fo.landmark_model = f.landmark_model;
-  fo.mtcnn_dir = f.mtcnn;
+  fo.mtcnn_dir = ResolveMtcnnDir(f.mtcnn, f.face_cascades_given || !f.landmark_model.empty());
   auto created = FaceDetector::Create(fo);
   if (created.ok()) {
     LogNote(absl::StrCat("face detector: ", (*created)->description()));
     return created;
   }
-  if (f.face_cascades_given || !f.landmark_model.empty() || !f.mtcnn.empty() ||
+  if (f.face_cascades_given || !f.landmark_model.empty() || !fo.mtcnn_dir.empty() ||
       !absl::IsNotFound(created.status())) {
     return created.status();
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <opencv2/core.hpp>
@@ -180,6 +181,16 @@ absl::StatusOr<std::unique_ptr<FaceDetector>> FaceDetector::Create(
     }
   }
   return std::unique_ptr<FaceDetector>(new FaceDetector(std::move(impl)));
+}
+
+std::string ResolveMtcnnDir(const std::string& flag, bool other_chosen) {
+  if (flag == "none") return "";
+  if (flag != "auto") return flag;
+  if (other_chosen) return "";
+  const char* env = std::getenv("I2S_MTCNN_DIR");
+  if (env != nullptr && *env != '\0') return env;
+  if (std::ifstream(absl::StrCat(kMtcnnInstallDir, "/pnet.pt")).good()) return kMtcnnInstallDir;
+  return "";
 }
 
 double FaceDetection::Area() const {

@@ -85,6 +85,15 @@ class FaceDetector {
   std::unique_ptr<Impl> impl_;
 };
 
+// Where MTCNN's weights are installed by default: the container image puts them here.
+inline constexpr char kMtcnnInstallDir[] = "/usr/share/i2s/mtcnn";
+
+// The MTCNN folder a --mtcnn flag value names: "none" -> "" (the cascades); "auto" -> ""
+// when `other_chosen` (the caller asked for cascades or a landmark model), else
+// $I2S_MTCNN_DIR when set, else kMtcnnInstallDir when it holds pnet.pt, else ""; any other
+// value is the folder itself.
+std::string ResolveMtcnnDir(const std::string& flag, bool other_chosen);
+
 }  // namespace i2s
 
 #endif  // I2S_SERVER_IMAGING_FACE_DETECTOR_H_

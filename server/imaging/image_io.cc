@@ -173,8 +173,11 @@ absl::Status WriteRgb8Image(const std::string& path, const torch::Tensor& rgb8) 
   return absl::OkStatus();
 }
 
-absl::StatusOr<torch::Tensor> DecodeRgbImage(absl::string_view bytes, const DecodeLimits& limits,
-                                             const std::string& field) {
+namespace {
+
+// DecodeRgbImage's checks and decoding: the decoded BGR image (8 or 16 bits a sample).
+absl::StatusOr<cv::Mat> DecodeChecked(absl::string_view bytes, const DecodeLimits& limits,
+                                      const std::string& field) {
   ASSIGN_OR_RETURN(const ImageHeader header, CheckImageLimits(bytes, limits, field));
   if (header.format == "jpeg") {
     const JpegLayout layout = ScanJpegLayout(bytes);
@@ -211,8 +214,30 @@ absl::StatusOr<torch::Tensor> DecodeRgbImage(absl::string_view bytes, const Deco
                                                    decoded.rows, " image but the header says ",
                                                    header.width, "x", header.height));
   }
+  return decoded;
+}
+
+}  // namespace
+
+absl::StatusOr<torch::Tensor> DecodeRgbImage(absl::string_view bytes, const DecodeLimits& limits,
+                                             const std::string& field) {
+  ASSIGN_OR_RETURN(cv::Mat decoded, DecodeChecked(bytes, limits, field));
   try {
     return BgrToRgbTensor(decoded);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(field, ": converting the decoded image: ", e.what()));
+  }
+}
+
+absl::StatusOr<torch::Tensor> DecodeRgb8Image(absl::string_view bytes, const DecodeLimits& limits,
+                                              const std::string& field) {
+  ASSIGN_OR_RETURN(cv::Mat decoded, DecodeChecked(bytes, limits, field));
+  try {
+    if (decoded.depth() != CV_8U) decoded.convertTo(decoded, CV_8U, 1.0 / 257);
+    torch::Tensor rgb = torch::empty({decoded.rows, decoded.cols, 3}, torch::kUInt8);
+    cv::Mat out(decoded.rows, decoded.cols, CV_8UC3, rgb.data_ptr<uint8_t>());
+    cv::cvtColor(decoded, out, cv::COLOR_BGR2RGB);
+    return rgb;
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(field, ": converting the decoded image: ", e.what()));
   }

@@ -56,6 +56,10 @@ absl::Status WriteRgb8Image(const std::string& path, const torch::Tensor& rgb8);
 // decoders size their buffers from the same header fields parsed here.
 absl::StatusOr<torch::Tensor> DecodeRgbImage(absl::string_view bytes, const DecodeLimits& limits,
                                              const std::string& field = "image");
+// The same checks and decoding, to 8-bit RGB [H, W, 3] (16-bit samples scaled by 1/257):
+// a photo to be changed in place and encoded again (paste-back) at a third of the memory.
+absl::StatusOr<torch::Tensor> DecodeRgb8Image(absl::string_view bytes, const DecodeLimits& limits,
+                                              const std::string& field = "image");
 
 enum class EncodeFormat { kPng, kJpeg };
 // 8-bit RGB [H, W, 3] (as GeneratorOutputToRgb8 returns; moved to the CPU if needed) ->

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
+#include "common/defaults.h"
 #include "server/imaging/align.h"
 
 namespace i2s {
@@ -32,7 +33,7 @@ struct PasteOptions {
   PasteBlend blend = PasteBlend::kFeather;
   // Width of the soft edge, as a fraction of the aligned image's side: the mask rises from
   // 0 to 1 over it (smoothstep), inside the region's outline. 0 = a hard edge.
-  double feather = 0.08;
+  double feather = defaults::kPasteFeather;
 };
 
 // The mask's weight at aligned pixel (u, v) of a size x size render (pixel-index

@@ -1,5 +1,6 @@
 #include "server/latents/new_latent.h"
 
+#include <nlohmann/json.hpp>
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -48,6 +49,13 @@ LatentRecord EditResult(const ModelInfo& model, const torch::Tensor& w, const La
   rec.source = std::move(source);
   rec.parents = std::move(parents);
   rec.params_json = std::move(params_json);
+  if (!first.alignment_json.empty()) {
+    nlohmann::json params = nlohmann::json::parse(rec.params_json, nullptr, false);
+    if (params.is_object()) {
+      params["alignment"] = nlohmann::json::parse(first.alignment_json, nullptr, false);
+      rec.params_json = params.dump();
+    }
+  }
   rec.labels = std::move(labels);
   return rec;
 }

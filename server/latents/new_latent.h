@@ -32,8 +32,10 @@ struct RequestKey {
 absl::StatusOr<LatentRecord> StoreNewLatent(Store* store, const std::string& tenant,
                                             const RequestKey& key, LatentRecord record);
 
-// An edit's result w [L, D] as a record of `model`, with the noise of its first input.
-// `params_json` describes the edit (its parameters).
+// An edit's result w [L, D] as a record of `model`, with the noise of its first input
+// (the latent it was applied to) and that input's alignment, so the result pastes back
+// into the same photo. `params_json` describes the edit (a JSON object of its parameters;
+// "alignment" is added to it).
 LatentRecord EditResult(const ModelInfo& model, const torch::Tensor& w, const LatentInput& first,
                         std::string source, std::vector<std::string> parents,
                         std::string params_json, std::map<std::string, std::string> labels);

@@ -58,14 +58,20 @@ absl::StatusOr<EncodedImage> EncodeImage(const torch::Tensor& image, ImageEncodi
   return out;
 }
 
+absl::StatusOr<torch::Tensor> RenderRaw(Generator& g, const torch::Tensor& w,
+                                        const LatentInput& noise_source, NoiseMode noise,
+                                        const std::string& field) {
+  ASSIGN_OR_RETURN(auto maps, NoiseFor(noise_source, g, noise, absl::StrCat(field, ".noise_mode")));
+  ASSIGN_OR_RETURN(torch::Tensor img, g.Synthesize(w.unsqueeze(0), maps));
+  return img[0].cpu();
+}
+
 absl::StatusOr<EncodedImage> RenderLatent(Generator& g, const torch::Tensor& w,
                                           const LatentInput& noise_source,
                                           const RenderSettings& settings,
                                           const std::string& field) {
-  ASSIGN_OR_RETURN(auto noise,
-                   NoiseFor(noise_source, g, settings.noise, absl::StrCat(field, ".noise_mode")));
-  ASSIGN_OR_RETURN(torch::Tensor img, g.Synthesize(w.unsqueeze(0), noise));
-  return EncodeImage(img[0].cpu(), settings.encoding, settings.jpeg_quality);
+  ASSIGN_OR_RETURN(torch::Tensor img, RenderRaw(g, w, noise_source, settings.noise, field));
+  return EncodeImage(img, settings.encoding, settings.jpeg_quality);
 }
 
 }  // namespace i2s

@@ -21,6 +21,9 @@ struct LatentInput {
   std::string id;         // the stored latent's ID; empty for inline values
   std::string noise_npz;  // the stored latent's own maps (.npz), if any
   uint64_t noise_seed = 0;
+  // How the stored latent's photo was aligned (AlignmentInfoToJson), if it was: its own
+  // for an embedding, the one it was applied to for an edit. Empty otherwise.
+  std::string alignment_json;
 };
 
 // Where a render's noise maps come from.
@@ -58,6 +61,11 @@ absl::StatusOr<EncodedImage> EncodeImage(const torch::Tensor& image, ImageEncodi
 // Renders w [L, D] with the noise of `noise_source` on g's device and encodes it. Errors
 // about the noise name `field`.noise_mode. Runs on the generator's device: call it from a
 // device task.
+// The same render, not encoded: the generator's output [3, R, R] on the CPU.
+absl::StatusOr<torch::Tensor> RenderRaw(Generator& g, const torch::Tensor& w,
+                                        const LatentInput& noise_source, NoiseMode noise,
+                                        const std::string& field = "render");
+
 absl::StatusOr<EncodedImage> RenderLatent(Generator& g, const torch::Tensor& w,
                                           const LatentInput& noise_source,
                                           const RenderSettings& settings,

@@ -1,8 +1,11 @@
 """FFHQ alignment through the API, checked by an independent Python client against a real
 i2s_server: Embed with align LANDMARKS / AUTO, what comes back with the job and with its
-latent (also after a restart), AlignFace, the no-face behaviours, and every bad input.
+latent (also after a restart), AlignFace, the no-face behaviours, and every bad input;
+then with MTCNN (--mtcnn DIR): every face of a real group photo, the choice of face, and
+paste-back (PasteBack, Synthesize/StyleMix paste_into) with its refusals.
 
 Run: align_service_test.py --server build/server/i2s_server --proto proto --work DIR
+     [--mtcnn DIR (scripts/fetch-models) --photos DIR (scripts/fetch-photos)]
 """
 
 import io
@@ -78,7 +81,8 @@ def decode_png(data):
 class AlignServiceTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.server = new_server("align").start()
+        # The Haar cascades (the fallback detector); MTCNN is FacesAndPasteTest's.
+        cls.server = new_server("align", ["--mtcnn", "none"]).start()
         cls.addClassCleanup(cls.server.kill)  # if GetServerInfo fails (no tearDownClass then)
         cls.stub = cls.server.stub()
         cls.info = cls.stub.GetServerInfo(pb.GetServerInfoRequest())
@@ -280,7 +284,7 @@ class DetectorFlagsTest(unittest.TestCase):
         self.assertIn("model.onnx: cannot load the landmark model", str(cm.exception))
 
     def test_alignment_survives_a_restart(self):
-        server = new_server("restart").start()
+        server = new_server("restart", ["--mtcnn", "none"]).start()
         try:
             stub = server.stub()
             req = pb.EmbedRequest(image=h.image_bytes("astronaut.png"),
@@ -302,5 +306,188 @@ class DetectorFlagsTest(unittest.TestCase):
             server.stop()
 
 
+def paste_mask_weight(u, v, size, feather=0.08):
+    """PasteOptions FACE's mask at aligned pixel (u, v), written here from its description
+    (an ellipse centred at (0.5, 0.56) of the side, half-axes 0.33 and 0.40, a smoothstep
+    over `feather` of the side inside its outline)."""
+    du = ((u + 0.5) / size - 0.5) / 0.33
+    dv = ((v + 0.5) / size - 0.56) / 0.40
+    inside = (1 - np.hypot(du, dv)) * 0.33 * size
+    t = np.clip(inside / (feather * size), 0, 1)
+    return np.where(inside <= 0, 0.0, t * t * (3 - 2 * t))
+
+
+class FacesAndPasteTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not (ARGS.mtcnn and ARGS.photos):
+            raise unittest.SkipTest("needs --mtcnn (scripts/fetch-models) and --photos "
+                                    "(scripts/fetch-photos)")
+        cls.server = new_server("faces", ["--mtcnn", ARGS.mtcnn]).start()
+        cls.addClassCleanup(cls.server.kill)
+        cls.stub = cls.server.stub()
+        cls.size = cls.stub.GetServerInfo(pb.GetServerInfoRequest()).models[0].resolution
+        # A real group photo (dlib's examples, from Debian's libdlib19.1), as PNG so that
+        # this side's decoding is bit for bit the server's.
+        from PIL import Image
+        out = io.BytesIO()
+        Image.open(os.path.join(ARGS.photos, "2008_002506.jpg")).convert("RGB").save(out, "PNG")
+        cls.group = out.getvalue()
+
+    @classmethod
+    def tearDownClass(cls):
+        code, _ = cls.server.stop()
+        assert code == 0, cls.server.log()
+
+    def assertInvalid(self, field, fn, *args, code=None, **kw):
+        with self.assertRaises(grpc.RpcError) as cm:
+            fn(*args, **kw)
+        self.assertEqual(cm.exception.code(), code or grpc.StatusCode.INVALID_ARGUMENT,
+                         cm.exception.details())
+        self.assertTrue(cm.exception.details().startswith(field + ":"), cm.exception.details())
+        return cm.exception.details()
+
+    def align(self, image, **kw):
+        return self.stub.AlignFace(pb.AlignFaceRequest(
+            image=image, align=pb.AlignOptions(mode=pb.AlignOptions.AUTO, **kw)), timeout=60)
+
+    def embed(self, image, align, steps=2):
+        req = pb.EmbedRequest(image=image, align=align,
+                              options=pb.EmbedOptions(steps=steps, w_perceptual=0.0))
+        done = h.collect(self.stub.Embed(req, timeout=300))[-1]
+        self.assertEqual(kind(done), "succeeded", done)
+        return done.succeeded
+
+    def test_every_face_of_a_group_photo(self):
+        r = self.align(self.group)
+        self.assertEqual(self.stub.GetServerInfo(pb.GetServerInfoRequest()).face_detector[:5],
+                         "mtcnn")
+        self.assertGreaterEqual(len(r.faces), 3, r.faces)
+
+        def area(face):
+            (x0, y0), (x1, y1) = (face.box[0].x, face.box[0].y), (face.box[2].x, face.box[2].y)
+            return (x1 - x0) * (y1 - y0)
+
+        areas = [area(f) for f in r.faces]
+        self.assertEqual(areas, sorted(areas, reverse=True))
+        for f in r.faces:
+            self.assertEqual((len(f.box), len(f.landmarks)), (4, 5))
+            self.assertGreater(f.confidence, 0.9)
+            eyes = np.hypot(f.landmarks[1].x - f.landmarks[0].x, f.landmarks[1].y - f.landmarks[0].y)
+            self.assertGreater(eyes, 20)
+        self.assertEqual((r.alignment.method, r.alignment.face), ("mtcnn", 0))
+        # Each face can be chosen; the alignment uses its eyes and mouth corners.
+        for i, f in enumerate(r.faces):
+            a = self.align(self.group, face=i).alignment
+            self.assertEqual(a.face, i)
+            self.assertAlmostEqual(a.confidence, f.confidence, places=6)
+            got = [(p.x, p.y) for p in a.landmarks]
+            want = [(f.landmarks[k].x, f.landmarks[k].y) for k in (0, 1, 3, 4)]
+            np.testing.assert_allclose(got, want, atol=1e-9)
+        self.assertInvalid("align.face", self.align, self.group, face=len(r.faces))
+        self.assertInvalid("align.face", self.align, self.group, face=-1)
+        self.assertInvalid("align.face", self.stub.AlignFace, pb.AlignFaceRequest(
+            image=self.group, align=pb.AlignOptions(
+                mode=pb.AlignOptions.LANDMARKS, face=1,
+                landmarks=[pb.Point(x=x, y=y) for x, y in ASTRONAUT])))
+
+    def test_embed_takes_a_face_and_pastes_back(self):
+        faces = self.align(self.group).faces
+        done = [self.embed(self.group, pb.AlignOptions(mode=pb.AlignOptions.AUTO, face=i))
+                for i in (1, 0)]
+        self.assertEqual([d.alignment.face for d in done], [1, 0])
+        photo = decode_png(self.group)
+        # Both faces into the photo in one call, returned at the photo's size.
+        r = self.stub.PasteBack(pb.PasteBackRequest(
+            photo=self.group,
+            faces=[pb.PasteFace(latent=pb.LatentRef(latent_id=d.latent_id)) for d in done]),
+            timeout=120)
+        self.assertEqual((r.photo.format, r.photo.width, r.photo.height),
+                         (pb.PNG, photo.shape[1], photo.shape[0]))
+        pasted = decode_png(r.photo.data)
+        self.assertEqual(pasted.shape, photo.shape)
+        # Outside every face's mask the photo is untouched, to the bit; inside it changed.
+        ys, xs = np.mgrid[0:photo.shape[0], 0:photo.shape[1]]
+        weight = np.zeros(photo.shape[:2])
+        for d in done:
+            m = transform_of(d.alignment)
+            u = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+            v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+            weight = np.maximum(weight, paste_mask_weight(u, v, self.size))
+        outside = weight == 0
+        np.testing.assert_array_equal(pasted[outside], photo[outside])
+        inside = weight > 0.99
+        self.assertGreater(inside.sum(), 500)
+        self.assertGreater(np.abs(pasted[inside].astype(int) - photo[inside]).mean(), 3)
+        del faces
+        # JPEG on request, seamless blend, and the same through Synthesize's paste_into.
+        one = pb.LatentRef(latent_id=done[0].latent_id)
+        opts = pb.PasteOptions(format=pb.JPEG, jpeg_quality=80,
+                               blend=pb.PasteOptions.SEAMLESS)
+        r = self.stub.PasteBack(pb.PasteBackRequest(
+            photo=self.group, faces=[pb.PasteFace(latent=one)], options=opts), timeout=120)
+        self.assertEqual(r.photo.data[:2], b"\xff\xd8")
+        s = self.stub.Synthesize(pb.SynthesizeRequest(
+            latent=one, paste_into=pb.PasteInto(photo=self.group, options=opts)), timeout=120)
+        self.assertEqual(s.pasted.data, r.photo.data)
+        self.assertEqual(s.image.width, self.size)
+        # A stored edit keeps the alignment of the latent it was applied to, so it pastes
+        # back into the same photo.
+        mix = self.stub.StyleMix(pb.StyleMixRequest(
+            content=one, style=pb.LatentRef(latent_id=done[1].latent_id), crossover=2,
+            store_result=True, paste_into=pb.PasteInto(photo=self.group)), timeout=120)
+        self.assertEqual(decode_png(mix.pasted.data).shape, photo.shape)
+        stored = self.stub.GetLatent(pb.GetLatentRequest(latent_id=mix.latent.id))
+        np.testing.assert_allclose(transform_of(stored.alignment), transform_of(done[0].alignment))
+        r = self.stub.PasteBack(pb.PasteBackRequest(
+            photo=self.group, faces=[pb.PasteFace(latent=pb.LatentRef(latent_id=mix.latent.id))]),
+            timeout=120)
+        self.assertEqual(r.photo.data, mix.pasted.data)
+
+    def test_paste_back_refusals(self):
+        lat = self.embed(h.image_bytes("astronaut.png"),
+                         pb.AlignOptions(mode=pb.AlignOptions.AUTO)).latent_id
+        face = pb.PasteFace(latent=pb.LatentRef(latent_id=lat))
+        paste = self.stub.PasteBack
+        # Another photo than the one aligned: named with both sizes.
+        msg = self.assertInvalid("photo", paste, pb.PasteBackRequest(photo=self.group, faces=[face]))
+        self.assertIn("512x512", msg)
+        astronaut = h.image_bytes("astronaut.png")
+        self.assertInvalid("photo", paste, pb.PasteBackRequest(faces=[face]))
+        self.assertInvalid("photo", paste, pb.PasteBackRequest(photo=b"not an image", faces=[face]))
+        self.assertInvalid("faces", paste, pb.PasteBackRequest(photo=astronaut))
+        self.assertInvalid("faces", paste, pb.PasteBackRequest(photo=astronaut, faces=[face] * 17))
+        self.assertInvalid("faces[0].latent", paste, pb.PasteBackRequest(
+            photo=astronaut, faces=[pb.PasteFace(latent=pb.LatentRef(latent_id="lat_nope"))]),
+            code=grpc.StatusCode.NOT_FOUND)
+        self.assertInvalid("faces[0].transform", paste, pb.PasteBackRequest(
+            photo=astronaut, faces=[pb.PasteFace(latent=face.latent, transform=[1, 0, 0])]))
+        self.assertInvalid("faces[0].transform[2]", paste, pb.PasteBackRequest(
+            photo=astronaut, faces=[pb.PasteFace(latent=face.latent,
+                                                 transform=[1, 0, float("nan"), 0, 1, 0])]))
+        for options, field in ((pb.PasteOptions(feather=0.7), "options.feather"),
+                               (pb.PasteOptions(feather=0.1, hard_edge=True), "options.feather"),
+                               (pb.PasteOptions(format=pb.RAW_FLOAT32), "options.format"),
+                               (pb.PasteOptions(jpeg_quality=101), "options.jpeg_quality"),
+                               (pb.PasteOptions(blend=7), "options.blend"),
+                               (pb.PasteOptions(region=9), "options.region")):
+            self.assertInvalid(field, paste, pb.PasteBackRequest(
+                photo=astronaut, faces=[face], options=options))
+        # Inline values need the transform; an imported latent has no alignment of its own.
+        values = self.stub.GetLatent(pb.GetLatentRequest(latent_id=lat, include_values=True))
+        inline = pb.LatentRef(values=pb.LatentValues(
+            num_layers=values.num_layers, latent_size=values.latent_size,
+            values=values.values))
+        self.assertInvalid("faces[0].transform", paste, pb.PasteBackRequest(
+            photo=astronaut, faces=[pb.PasteFace(latent=inline, model=values.model)]))
+        ok = paste(pb.PasteBackRequest(photo=astronaut, faces=[pb.PasteFace(
+            latent=inline, model=values.model, transform=values.alignment.transform)]))
+        self.assertEqual((ok.photo.width, ok.photo.height), (512, 512))
+        self.assertInvalid("paste_into.photo", self.stub.Synthesize, pb.SynthesizeRequest(
+            latent=face.latent, paste_into=pb.PasteInto()))
+        self.assertInvalid("paste_into.transform", self.stub.Synthesize, pb.SynthesizeRequest(
+            latent=inline, model=values.model, paste_into=pb.PasteInto(photo=astronaut)))
+
+
 if __name__ == "__main__":
-    h.run_tests(["--server", "--proto", "--work"], globals())
+    h.run_tests(["--server", "--proto", "--work"], globals(), optional=["--mtcnn", "--photos"])

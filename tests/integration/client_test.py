@@ -30,6 +30,8 @@ pb = None
 SERVER = None
 ESC = "\x1b"
 FAST = ["--w-perceptual", "0", "--lr", "0.05"]  # pixel loss only: the quickest embedding
+# The server's detector: MTCNN where its weights are installed (I2S_MTCNN_DIR), else Haar.
+DETECTOR = "mtcnn" if os.environ.get("I2S_MTCNN_DIR") else "haar"
 
 
 def setUpModule():
@@ -425,6 +427,58 @@ class ClientTest(unittest.TestCase):
 
     # ------------------------------------------------------------------ alignment
 
+    def test_every_face_and_paste_back(self):
+        if DETECTOR != "mtcnn" or not ARGS.photos:
+            self.skipTest("needs MTCNN (I2S_MTCNN_DIR) and --photos (scripts/fetch-photos)")
+        from PIL import Image
+        group = os.path.join(ARGS.photos, "2008_002506.jpg")
+        # align lists every face; --face picks one.
+        d = docs(run("--json", "align", group, "-o", self.path("a0.png"), check=0))[0]
+        n = len(d["faces"])
+        self.assertGreaterEqual(n, 3)
+        self.assertEqual([len(f["landmarks"]) for f in d["faces"]], [5] * n)
+        d1 = docs(run("--json", "align", group, "-o", self.path("a1.png"), "--face", "1",
+                      check=0))[0]
+        self.assertEqual(d1["alignment"]["face"], 1)
+        p = run("align", group, "-o", self.path("a9.png"), "--face", str(n))
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn("align.face", p.stderr)
+        p = run("embed", group, "--face", "1")
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn("--face: needs --align auto", p.stderr)
+        # embed --all-faces: one job per face, named STEM-faceN.
+        recon = self.path("recon")
+        out = docs(run("--json", "-q", "embed", group, "--align", "auto", "--all-faces",
+                       "--steps", "2", "--save-recon", recon, *FAST, check=0))
+        self.assertEqual(len(out), n)
+        self.assertEqual(sorted(o["alignment"]["face"] for o in out), list(range(n)))
+        self.assertEqual(sorted(os.listdir(recon)),
+                         sorted(f"2008_002506-face{i}.png" for i in range(n)))
+        ids = [o["latent_id"] for o in sorted(out, key=lambda o: o["alignment"]["face"])]
+        # paste: every face back into the photo at its own size.
+        pasted = self.path("pasted.jpg")
+        d = docs(run("--json", "paste", group, *ids, "-o", pasted, "--blend", "seamless",
+                     check=0))[0]
+        self.assertEqual((d["width"], d["height"]), Image.open(group).size)
+        with Image.open(pasted) as im:
+            self.assertEqual((im.format, im.size), ("JPEG", Image.open(group).size))
+        p = run("paste", group, ids[0], "-o", pasted)
+        self.assertEqual(p.returncode, 1, p.stderr)  # exists: never overwritten
+        p = run("paste", image("astronaut.png"), ids[0], "-o", self.path("wrong.png"))
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn("photo: 512x512, but the latent was aligned from a 500x375 photo", p.stderr)
+        p = run("paste", group, ids[0], "-o", self.path("x.bmp"))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        # synth --paste-into writes the render and the pasted photo.
+        d = docs(run("--json", "synth", ids[0], "-o", self.path("s.png"), "--paste-into", group,
+                     "--pasted", self.path("s-pasted.png"), check=0))[0]
+        self.assertEqual(d["pasted"], self.path("s-pasted.png"))
+        with Image.open(self.path("s-pasted.png")) as im:
+            self.assertEqual(im.size, Image.open(group).size)
+        p = run("synth", ids[0], "-o", self.path("t.png"), "--paste-into", group)
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn("--paste-into: needs --pasted FILE", p.stderr)
+
     def test_align_and_embed_aligned(self):
         from PIL import Image
 
@@ -441,7 +495,7 @@ class ClientTest(unittest.TestCase):
                      check=0))[0]
         self.assertEqual(d["output"], out)
         a = d["alignment"]
-        self.assertEqual(a["method"], "haar")
+        self.assertEqual(a["method"], DETECTOR)
         self.assertEqual(a["size"], 64)
         self.assertEqual(len(a["transform"]), 6)
         self.assertNotIn("aligned", a)  # the image went to the file, not into the JSON
@@ -475,7 +529,7 @@ class ClientTest(unittest.TestCase):
         out = docs(run("--json", "-q", "embed", image("astronaut.png"), image("coffee.png"),
                        "--align", "auto", "--on-no-face", "resize", "--save-aligned", aligned,
                        "--steps", "3", *FAST, check=0))
-        self.assertEqual([o["alignment"]["method"] for o in out], ["haar", "none"])
+        self.assertEqual([o["alignment"]["method"] for o in out], [DETECTOR, "none"])
         self.assertIn("no face found", out[1]["alignment"]["note"])
         for o in out:
             self.assertTrue(o["aligned_image"].startswith(aligned))
@@ -670,7 +724,7 @@ def main():
         global ARGS
         args.client, args.server = os.path.abspath(args.client), os.path.abspath(args.server)
         ARGS = args
-    h.run_tests(["--client", "--server", "--proto", "--work"], keep)
+    h.run_tests(["--client", "--server", "--proto", "--work"], keep, optional=["--photos"])
 
 
 if __name__ == "__main__":

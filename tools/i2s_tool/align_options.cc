@@ -25,7 +25,12 @@ void AddAlignOptions(CLI::App* cmd, AlignArgs* a, bool default_auto) {
                   "optional YuNet face detector (.onnx) or Facemark LBF model (.yaml)");
   cmd->add_option("--mtcnn", a->mtcnn,
                   "folder with MTCNN's trained pnet.pt, rnet.pt, onet.pt (scripts/fetch-models): "
-                  "faces and landmarks from MTCNN instead of the cascades");
+                  "faces and landmarks from MTCNN instead of the cascades; auto = "
+                  "$I2S_MTCNN_DIR, else /usr/share/i2s/mtcnn if it is there (unless "
+                  "--landmark-model is given); none = the cascades")
+      ->capture_default_str();
+  cmd->add_option("--face", a->face, "auto: which face, counted from 0, largest first")
+      ->check(CLI::Range(0, FaceDetector::kMaxFaces - 1));
   cmd->add_option("--min-confidence", a->min_confidence,
                   "auto: faces found with less confidence count as none")
       ->check(CLI::Range(0.0, 1.0))
@@ -53,6 +58,7 @@ absl::StatusOr<PreparedImage> Prepare(const torch::Tensor& photo, int size, FitM
     ASSIGN_OR_RETURN(p.points, ParsePoints(text, a.landmarks));
   }
   p.min_confidence = a.min_confidence;
+  p.face = a.face;
   p.fit_when_no_face = a.fit_when_no_face;
   p.padding = !a.no_padding;
   p.no_face_hint = "use --fit-when-no-face";
@@ -61,7 +67,7 @@ absl::StatusOr<PreparedImage> Prepare(const torch::Tensor& photo, int size, FitM
     FaceDetectorOptions d;
     d.cascade_dir = a.cascades;
     d.landmark_model = a.landmark_model;
-    d.mtcnn_dir = a.mtcnn;
+    d.mtcnn_dir = ResolveMtcnnDir(a.mtcnn, !a.landmark_model.empty());
     ASSIGN_OR_RETURN(detector, FaceDetector::Create(d));
   }
   ASSIGN_OR_RETURN(PreparedImage prepared, PrepareImage(photo, p, detector.get(), "--align"));

@@ -18,7 +18,8 @@ struct AlignArgs {
   std::string landmarks;       // a text file of 5 or 68 points (x y per line)
   std::string cascades = FaceDetectorOptions().cascade_dir;
   std::string landmark_model;
-  std::string mtcnn;  // folder with MTCNN's pnet.pt, rnet.pt, onet.pt
+  std::string mtcnn = "auto";  // folder with MTCNN's pnet.pt, rnet.pt, onet.pt; auto; none
+  int face = 0;                // auto: which face, largest first
   double min_confidence = FaceDetector::kDefaultMinConfidence;
   bool fit_when_no_face = false;
   bool no_padding = false;

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "i2s/v1/i2s.pb.h"
 #include "server/api/auth.h"
+#include "server/api/paste_back.h"
 #include "server/api/service.h"
 #include "server/api/streams.h"
 #include "server/api/work_pool.h"
@@ -73,9 +74,24 @@ struct Service::Impl {
   // The call's tenant shares the device queues (SchedulerOptions); a task waits at most
   // --device-wait-seconds, or until the call's deadline, and is dropped unrun if the call
   // is cancelled meanwhile.
+  // With `paste` (and `pasted`, which also belongs to the call), the render is then pasted
+  // into the plan's photo on the image WorkPool (RunPaste) before the call finishes.
   void RenderAndFinish(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
                        const std::string& tenant, const ModelInfo* model, torch::Tensor w,
-                       LatentInput noise_source, RenderSettings render, v1::Image* image);
+                       LatentInput noise_source, RenderSettings render, v1::Image* image,
+                       std::shared_ptr<const PastePlan> paste = nullptr,
+                       v1::Image* pasted = nullptr);
+
+  // A request's `paste_into` for the latent `applied_to` (photo limits checked now), or
+  // null when the request has none.
+  absl::StatusOr<std::shared_ptr<const PastePlan>> PastePlanFor(bool has_paste_into,
+                                                                const v1::PasteInto& paste_into,
+                                                                const LatentInput& applied_to);
+
+  // Pastes `renders` as `plan` says on the image WorkPool, then finishes the call.
+  void PasteAndFinish(grpc::ServerUnaryReactor* reactor, const std::string& tenant,
+                      std::shared_ptr<const PastePlan> plan,
+                      std::shared_ptr<std::vector<torch::Tensor>> renders, v1::Image* out);
 
   const ModelRegistry* registry;
   Scheduler* scheduler;
