@@ -370,8 +370,8 @@ int EmbedCommand::Embed() {
         if (!f.all_faces) {
           jobs.push_back({i, f.face, f.images[i], stems[i]});
         } else {
-          jobs.push_back({i, k, absl::StrCat(f.images[i], " face ", k),
-                          absl::StrCat(stems[i], "-face", k)});
+          jobs.push_back(
+              {i, k, absl::StrCat(f.images[i], " face ", k), absl::StrCat(stems[i], "-face", k)});
         }
       }
     }

@@ -53,8 +53,9 @@ void AddPasteFlags(CLI::App* cmd, PasteFlags* p, bool for_edit) {
                   "carried across the border)")
       ->check(CLI::IsMember({"feather", "seamless"}))
       ->capture_default_str();
-  cmd->add_option("--region", p->region, "face (an ellipse over the face) or crop (the whole "
-                                         "aligned square)")
+  cmd->add_option("--region", p->region,
+                  "face (an ellipse over the face) or crop (the whole "
+                  "aligned square)")
       ->check(CLI::IsMember({"face", "crop"}))
       ->capture_default_str();
   CLI::Option* feather =

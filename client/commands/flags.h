@@ -38,7 +38,7 @@ struct EmbedFlags {
   std::string align = "none";  // none, auto, landmarks
   std::string landmarks;       // a file of 5 or 68 points; implies "landmarks"
   std::string on_no_face = "fail";
-  int face = 0;           // auto: which face, largest first
+  int face = 0;            // auto: which face, largest first
   bool all_faces = false;  // embed: one job per face found
   std::optional<double> min_confidence;
   bool no_padding = false;

@@ -76,7 +76,8 @@ int PasteCommand::Paste() {
     ids.push_back(*id);
   }
   auto response = client().PasteBack(request);
-  if (!response.ok()) return Fail(absl::StrCat("cannot paste into ", paste_.photo), response.status());
+  if (!response.ok())
+    return Fail(absl::StrCat("cannot paste into ", paste_.photo), response.status());
   if (absl::Status s = WriteOutput(paste_.output, response->photo().data(), force_); !s.ok()) {
     return Fail("cannot write the pasted photo", s, kExitError);
   }

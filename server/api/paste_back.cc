@@ -129,11 +129,11 @@ absl::Status RunPaste(const PastePlan& plan, const std::vector<torch::Tensor>& r
   ASSIGN_OR_RETURN(std::string encoded, EncodeRgb8(photo, plan.format, plan.jpeg_quality));
   // The message carries a few bytes besides the image.
   if (static_cast<int64_t>(encoded.size()) > max_bytes - 1024) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "options.format: the pasted ", w, "x", h, " photo encodes to ", encoded.size(),
-        " bytes as ", plan.format == EncodeFormat::kPng ? "PNG" : "JPEG",
-        ", more than the server sends in one message (", max_bytes,
-        "); ask for JPEG or a lower jpeg_quality, or send a smaller photo"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("options.format: the pasted ", w, "x", h, " photo encodes to ", encoded.size(),
+                     " bytes as ", plan.format == EncodeFormat::kPng ? "PNG" : "JPEG",
+                     ", more than the server sends in one message (", max_bytes,
+                     "); ask for JPEG or a lower jpeg_quality, or send a smaller photo"));
   }
   out->set_format(plan.format == EncodeFormat::kPng ? v1::PNG : v1::JPEG);
   out->set_data(std::move(encoded));

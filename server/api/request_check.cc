@@ -249,8 +249,8 @@ absl::Status CheckSynthesizeRequest(const v1::SynthesizeRequest& r) {
 absl::Status CheckPasteBackRequest(const v1::PasteBackRequest& r) {
   if (r.photo().empty()) return Field("photo", "required: the photo to paste into");
   if (r.faces_size() < 1 || r.faces_size() > defaults::kMaxPasteFaces) {
-    return Field("faces", absl::StrCat("1 to ", defaults::kMaxPasteFaces, " faces, got ",
-                                       r.faces_size()));
+    return Field("faces",
+                 absl::StrCat("1 to ", defaults::kMaxPasteFaces, " faces, got ", r.faces_size()));
   }
   for (int i = 0; i < r.faces_size(); ++i) {
     const v1::PasteFace& f = r.faces(i);

@@ -221,11 +221,10 @@ void Service::Impl::RenderAndFinish(grpc::CallbackServerContext* ctx,
                                     v1::Image* pasted) {
   auto raw = std::make_shared<std::vector<torch::Tensor>>();
   scheduler->RunTask(
-      [this, model, w = std::move(w), noise_source = std::move(noise_source), render, image,
-       raw, keep = paste != nullptr](int device) -> absl::Status {
-        ASSIGN_OR_RETURN(
-            torch::Tensor out,
-            RenderRaw(*registry->generator(device, model->name), w, noise_source, render.noise));
+      [this, model, w = std::move(w), noise_source = std::move(noise_source), render, image, raw,
+       keep = paste != nullptr](int device) -> absl::Status {
+        ASSIGN_OR_RETURN(torch::Tensor out, RenderRaw(*registry->generator(device, model->name), w,
+                                                      noise_source, render.noise));
         ASSIGN_OR_RETURN(EncodedImage encoded,
                          EncodeImage(out, render.encoding, render.jpeg_quality));
         ToProto(encoded, image);
@@ -259,8 +258,8 @@ void Service::Impl::PasteAndFinish(grpc::ServerUnaryReactor* reactor, const std:
                                    std::shared_ptr<std::vector<torch::Tensor>> renders,
                                    v1::Image* out) {
   absl::Status queued = image_pool->Submit(tenant, [this, reactor, plan, renders, out] {
-    reactor->Finish(ToGrpcStatus(
-        RunPaste(*plan, *renders, decode_limits(), limits.max_message_bytes, out)));
+    reactor->Finish(
+        ToGrpcStatus(RunPaste(*plan, *renders, decode_limits(), limits.max_message_bytes, out)));
   });
   if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
 }

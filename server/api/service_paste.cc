@@ -35,8 +35,9 @@ grpc::ServerUnaryReactor* Service::PasteBack(CallbackServerContext* ctx,
       const v1::PasteFace& f = req->faces(i);
       const std::string field = absl::StrCat("faces[", i, "]");
       ASSIGN_OR_RETURN(const ModelInfo* model, impl_->ModelFor(caller, f.model(), {&f.latent()}));
-      ASSIGN_OR_RETURN(LatentInput latent, impl_->Resolve(caller, f.latent(), *model,
-                                                          field + ".latent", f.render().noise_seed()));
+      ASSIGN_OR_RETURN(
+          LatentInput latent,
+          impl_->Resolve(caller, f.latent(), *model, field + ".latent", f.render().noise_seed()));
       ASSIGN_OR_RETURN(PasteTarget target, PasteTargetOf(latent, f.transform(), field));
       plan.targets.push_back(target);
       faces->push_back({model, std::move(latent), RenderSettingsOf(f.render())});
@@ -51,9 +52,10 @@ grpc::ServerUnaryReactor* Service::PasteBack(CallbackServerContext* ctx,
       [this, faces, renders](int device) -> absl::Status {
         for (size_t i = 0; i < faces->size(); ++i) {
           const Face& f = (*faces)[i];
-          ASSIGN_OR_RETURN(torch::Tensor out,
-                           RenderRaw(*impl_->registry->generator(device, f.model->name), f.latent.w,
-                                     f.latent, f.render.noise, absl::StrCat("faces[", i, "].render")));
+          ASSIGN_OR_RETURN(
+              torch::Tensor out,
+              RenderRaw(*impl_->registry->generator(device, f.model->name), f.latent.w, f.latent,
+                        f.render.noise, absl::StrCat("faces[", i, "].render")));
           renders->push_back(std::move(out));
         }
         return absl::OkStatus();

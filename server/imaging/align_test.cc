@@ -1,5 +1,4 @@
 #include "server/imaging/align.h"
-#include "server/imaging/face_detector.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -13,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "server/imaging/face_detector.h"
 #include "server/imaging/image_io.h"
 #include "server/imaging/prepare.h"
 

@@ -44,13 +44,13 @@ struct FaceDetection {
   // from the eyes); the face share scales with how many neighbouring windows agreed.
   // YuNet, MTCNN: its score. Facemark: 0.9 when the fit converged inside the face box.
   double confidence = 0;
-  std::string method;  // "haar", "yunet", "facemark-lbf" or "mtcnn"
+  std::string method;   // "haar", "yunet", "facemark-lbf" or "mtcnn"
   int faces_found = 0;  // faces seen by the detector, before the confidence cut
   // The face found, in image coordinates: corners top-left, bottom-left, bottom-right,
   // top-right of the face upright (turned with the photo for a rotated cascade pass).
   std::array<Point2, 4> face_box;
   double rotation_degrees = 0;  // of the detection pass that found it
-  double Area() const;  // of face_box
+  double Area() const;          // of face_box
 };
 
 // Finds the faces in a photo and estimates five landmarks for each. Thread-safe (one

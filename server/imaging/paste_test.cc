@@ -60,8 +60,7 @@ double SeamStep(const torch::Tensor& before, const torch::Tensor& after,
   int64_t count = 0;
   for (int dim : {0, 1}) {
     const torch::Tensor across = step(weight, dim) > 0;
-    const torch::Tensor extra =
-        (step(a, dim) - step(b, dim)).amax(2).masked_select(across);
+    const torch::Tensor extra = (step(a, dim) - step(b, dim)).amax(2).masked_select(across);
     sum += extra.sum().item<double>();
     count += extra.numel();
   }
@@ -85,8 +84,8 @@ TEST(PasteTest, KnownWarpRoundTripsWithinHalfAPixel) {
         const Point2 got = Centroid(photo);
         EXPECT_LT(std::hypot(got.x - want.x, got.y - want.y), 0.5)
             << "eyes " << eyes << " px, " << degrees << " degrees, spot (" << spot.x << ", "
-            << spot.y << "): at (" << got.x << ", " << got.y << "), expected (" << want.x
-            << ", " << want.y << ")";
+            << spot.y << "): at (" << got.x << ", " << got.y << "), expected (" << want.x << ", "
+            << want.y << ")";
       }
     }
   }
@@ -135,13 +134,13 @@ TEST_F(AstronautPasteTest, TheAlignedPhotoPastedBackLeavesThePhotoOutsideTheMask
         << "the mask covers the face";
     // Inside, the photo comes back through alignment and the inverse warp: resampled twice.
     const torch::Tensor inside = (w == 1).unsqueeze(2).expand_as(photo_);
-    const torch::Tensor diff =
-        (pasted.masked_select(inside).to(torch::kFloat64) -
-         photo_.masked_select(inside).to(torch::kFloat64)) / 255;
+    const torch::Tensor diff = (pasted.masked_select(inside).to(torch::kFloat64) -
+                                photo_.masked_select(inside).to(torch::kFloat64)) /
+                               255;
     const double psnr = -10 * std::log10(diff.pow(2).mean().item<double>());
     EXPECT_GT(psnr, 30) << "blend " << static_cast<int>(blend);
-    std::printf("identity paste, blend %d: PSNR inside the mask %.2f dB\n",
-                static_cast<int>(blend), psnr);
+    std::printf("identity paste, blend %d: PSNR inside the mask %.2f dB\n", static_cast<int>(blend),
+                psnr);
   }
 }
 
@@ -193,6 +192,53 @@ TEST_F(AstronautPasteTest, SeamlessBlendTakesThePhotosLightAcrossTheBorder) {
   EXPECT_LE(step, 4);
   std::printf("seamless: mean error inside %.2f levels (feathered %.2f), seam step %.2f\n",
               error_inside(seamless), error_inside(feather), step);
+}
+
+TEST_F(AstronautPasteTest, SeamlessBlendOfALargeFace) {
+  // The astronaut enlarged 4x (the face's square about 800 px): the membrane is solved on a
+  // shrunk copy and enlarged back; the cast still goes and no seam shows.
+  auto photo = ReadRgbImage(kAstronaut);
+  ASSERT_TRUE(photo.ok());
+  const torch::Tensor big = torch::nn::functional::interpolate(
+                                photo->unsqueeze(0), torch::nn::functional::InterpolateFuncOptions()
+                                                         .size(std::vector<int64_t>{2048, 2048})
+                                                         .mode(torch::kBicubic)
+                                                         .align_corners(false))[0]
+                                .clamp(0, 1);
+  FaceLandmarks lm = kAstronautLandmarks;
+  for (Point2* p : {&lm.eye_left, &lm.eye_right, &lm.mouth_left, &lm.mouth_right}) {
+    *p = {(p->x + 0.5) * 4 - 0.5, (p->y + 0.5) * 4 - 0.5};
+  }
+  AlignOptions align;
+  align.output_size = 256;
+  auto aligned = AlignFfhq(big, lm, align);
+  ASSERT_TRUE(aligned.ok()) << aligned.status();
+  const torch::Tensor big8 = UnitImageToRgb8(big).contiguous();
+  torch::Tensor cast = UnitImageToRgb8(aligned->image).to(torch::kInt32);
+  cast.select(2, 0).add_(30);
+  cast = cast.clamp(0, 255).to(torch::kUInt8).contiguous();
+  PasteOptions seamless;
+  seamless.blend = PasteBlend::kSeamless;
+  torch::Tensor pasted = big8.clone();
+  ASSERT_TRUE(PasteInto(pasted, cast, aligned->transform, seamless).ok());
+  torch::Tensor w = torch::zeros({2048, 2048}, torch::kFloat64);
+  auto acc = w.accessor<double, 2>();
+  for (int y = 0; y < 2048; ++y) {
+    for (int x = 0; x < 2048; ++x) {
+      const Point2 a = aligned->transform.Apply({double(x), double(y)});
+      acc[y][x] = PasteMaskWeight(a.x, a.y, 256, seamless);
+    }
+  }
+  const torch::Tensor inside = (w == 1).unsqueeze(2).expand_as(big8);
+  const double error = (pasted.masked_select(inside).to(torch::kFloat64) -
+                        big8.masked_select(inside).to(torch::kFloat64))
+                           .abs()
+                           .mean()
+                           .item<double>();
+  const double step = SeamStep(big8, pasted, w);
+  std::printf("large face, seamless: mean error inside %.2f levels, seam step %.2f\n", error, step);
+  EXPECT_LT(error, 6);
+  EXPECT_LE(step, 4);
 }
 
 TEST(PasteTest, AFaceOutsideThePhotoChangesNothing) {

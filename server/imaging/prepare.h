@@ -39,8 +39,8 @@ struct PrepareOptions {
 
 // What alignment did, in the photo's pixel-index coordinates.
 struct AlignmentInfo {
-  std::string method;  // "landmarks", "haar", "yunet", "facemark-lbf", "mtcnn", or "none"
-  int face = 0;        // kAuto: which of the faces found (largest first)
+  std::string method;     // "landmarks", "haar", "yunet", "facemark-lbf", "mtcnn", or "none"
+  int face = 0;           // kAuto: which of the faces found (largest first)
   double confidence = 0;  // 1 for given landmarks
   int source_width = 0, source_height = 0;
   int size = 0;  // side of the aligned image
