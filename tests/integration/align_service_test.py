@@ -444,6 +444,31 @@ class FacesAndPasteTest(unittest.TestCase):
             timeout=120)
         self.assertEqual(r.photo.data, mix.pasted.data)
 
+    def test_exif_orientation_is_honoured(self):
+        # A phone photo stored sideways with EXIF orientation 6 ("turn 90 degrees clockwise
+        # to show"): faces, landmarks and paste-back are in the upright photo's pixels.
+        from PIL import Image
+        upright = Image.open(os.path.join(h.SKIMAGE_DATA, "astronaut.png")).convert("RGB")
+        upright = upright.crop((0, 0, 512, 400))
+        png, sideways = io.BytesIO(), io.BytesIO()
+        upright.save(png, "PNG")
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        upright.rotate(90, expand=True).save(sideways, "JPEG", quality=100, subsampling=0,
+                                             exif=exif.tobytes())
+        want = self.align(png.getvalue()).alignment
+        got = self.align(sideways.getvalue()).alignment
+        self.assertEqual((got.source_width, got.source_height), (512, 400))
+        eyes = np.hypot(want.landmarks[1].x - want.landmarks[0].x,
+                        want.landmarks[1].y - want.landmarks[0].y)
+        err = max(np.hypot(a.x - b.x, a.y - b.y) for a, b in zip(got.landmarks, want.landmarks))
+        self.assertLess(err, 0.02 * eyes, (err, eyes))
+        lat = self.embed(sideways.getvalue(), pb.AlignOptions(mode=pb.AlignOptions.AUTO)).latent_id
+        r = self.stub.PasteBack(pb.PasteBackRequest(
+            photo=sideways.getvalue(), faces=[pb.PasteFace(latent=pb.LatentRef(latent_id=lat))]),
+            timeout=120)
+        self.assertEqual((r.photo.width, r.photo.height), (512, 400))
+
     def test_paste_back_refusals(self):
         lat = self.embed(h.image_bytes("astronaut.png"),
                          pb.AlignOptions(mode=pb.AlignOptions.AUTO)).latent_id
