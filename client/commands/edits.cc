@@ -128,8 +128,18 @@ void EditCommands::Add(CLI::App& app) {
     cmd->add_option("-m,--model", model_, "model (for files given instead of IDs)");
     cmd->add_option("--embed-steps", embed_steps_, "steps when an image file is embedded first");
     cmd->add_flag("-f,--force", morph_r_.force, "overwrite existing output");
+    cmd->add_option("--paste-into", paste_.photo,
+                    "also paste every frame into A's photo (the one A was aligned from); "
+                    "needs --pasted");
+    cmd->add_option("--pasted", paste_.output,
+                    "where the pasted frames go: FILE.mp4 / .avi / .mkv, FILE.gif, or a "
+                    "directory");
+    cmd->add_option("--blend", paste_.blend, "paste-back: feather or seamless")
+        ->check(CLI::IsMember({"feather", "seamless"}))
+        ->capture_default_str();
     cmd->footer(
         "Examples:\n  i2s_client morph lat_a lat_b --frames 48 --out morph.mp4\n"
+        "  i2s_client morph lat_a lat_b --out m.gif --paste-into a.jpg --pasted a-morph.mp4\n"
         "  i2s_client morph a.png b.png --frames 12 --out morph.gif   (embeds both first)\n"
         "  i2s_client morph lat_a lat_b --out frames/\n");
     On(cmd, [this] { return Morph(); });
@@ -235,6 +245,17 @@ int EditCommands::Morph() {
       return Fail("cannot morph", s, kExitError);
     }
   }
+  const bool pasting = !paste_.photo.empty();
+  if (pasting != !paste_.output.empty()) {
+    return Fail(pasting ? "--paste-into" : "--pasted",
+                absl::InvalidArgumentError("--paste-into PHOTO and --pasted OUT go together"),
+                kExitUsage);
+  }
+  if (pasting && SequenceKindForPath(paste_.output) != SequenceKind::kDirectory) {
+    if (absl::Status s = CheckWritable(paste_.output, morph_r_.force); !s.ok()) {
+      return Fail("cannot morph", s, kExitError);
+    }
+  }
   auto a = ResolveLatent(a_, model_);
   if (!a.ok()) return Fail("cannot morph", a.status());
   auto b = ResolveLatent(b_, model_);
@@ -244,8 +265,15 @@ int EditCommands::Morph() {
   request.mutable_b()->set_latent_id(*b);
   request.set_frames(frames_);
   request.mutable_render()->set_format(v1::PNG);
+  if (pasting) {
+    auto photo = ReadFile(paste_.photo);
+    if (!photo.ok()) return Fail("cannot morph", photo.status());
+    v1::PasteInto& p = *request.mutable_paste_into();
+    p.set_photo(*std::move(photo));
+    *p.mutable_options() = BlendOptionsOf(paste_);
+  }
   auto stream = client().Morph(request);
-  std::vector<RgbFrame> frames;
+  std::vector<RgbFrame> frames, pasted;
   LiveDisplay display(stderr);
   const bool live = g_.stderr_tty && !g_.quiet;
   const absl::Time start = absl::Now();
@@ -259,6 +287,11 @@ int EditCommands::Morph() {
     auto frame = DecodeFrame((*next)->image().data());
     if (!frame.ok()) return Fail("cannot morph", frame.status());
     frames.push_back(std::move(*frame));
+    if (pasting) {
+      auto whole = DecodeFrame((*next)->pasted().data());
+      if (!whole.ok()) return Fail("cannot morph", whole.status());
+      pasted.push_back(std::move(*whole));
+    }
     if (live) {
       const double done = static_cast<double>(frames.size()) / frames_;
       const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
@@ -271,14 +304,23 @@ int EditCommands::Morph() {
     return Fail("cannot write the morph", s,
                 s.code() == absl::StatusCode::kAlreadyExists ? kExitError : ExitCodeFor(s));
   }
+  if (pasting) {
+    if (absl::Status s = WriteFrameSequence(pasted, paste_.output, fps_, morph_r_.force);
+        !s.ok()) {
+      return Fail("cannot write the pasted morph", s,
+                  s.code() == absl::StatusCode::kAlreadyExists ? kExitError : ExitCodeFor(s));
+    }
+  }
   const char* kinds[] = {"video", "gif", "directory"};
   if (g_.json) {
-    Emit({{"a", *a},
-          {"b", *b},
-          {"path", out},
-          {"kind", kinds[static_cast<int>(kind)]},
-          {"frames", frames.size()},
-          {"fps", fps_}});
+    nlohmann::json doc = {{"a", *a},
+                          {"b", *b},
+                          {"path", out},
+                          {"kind", kinds[static_cast<int>(kind)]},
+                          {"frames", frames.size()},
+                          {"fps", fps_}};
+    if (pasting) doc["pasted"] = paste_.output;
+    Emit(doc);
   } else {
     std::cout << absl::StrFormat("%s -> %s  %d frames  -> %s\n", *a, *b, frames.size(), out);
   }

@@ -72,12 +72,17 @@ void AddPasteFlags(CLI::App* cmd, PasteFlags* p, bool for_edit) {
       ->check(CLI::Range(1, 100));
 }
 
-absl::StatusOr<v1::PasteOptions> PasteOptionsOf(const PasteFlags& p) {
+v1::PasteOptions BlendOptionsOf(const PasteFlags& p) {
   v1::PasteOptions o;
   o.set_blend(p.blend == "seamless" ? v1::PasteOptions::SEAMLESS : v1::PasteOptions::FEATHER);
   o.set_region(p.region == "crop" ? v1::PasteOptions::CROP : v1::PasteOptions::FACE);
   if (p.feather) o.set_feather(*p.feather);
   o.set_hard_edge(p.hard_edge);
+  return o;
+}
+
+absl::StatusOr<v1::PasteOptions> PasteOptionsOf(const PasteFlags& p) {
+  v1::PasteOptions o = BlendOptionsOf(p);
   const std::string ext = Extension(p.output);
   if (ext == ".jpg" || ext == ".jpeg") {
     o.set_format(v1::JPEG);

@@ -68,6 +68,8 @@ struct PasteFlags {
 void AddPasteFlags(CLI::App* cmd, PasteFlags* p, bool for_edit);
 // The flags as options; the format from the output's extension.
 absl::StatusOr<v1::PasteOptions> PasteOptionsOf(const PasteFlags& p);
+// The same without the format (PNG: morph's pasted frames).
+v1::PasteOptions BlendOptionsOf(const PasteFlags& p);
 
 // The alignment flags of `embed` and `align` (both fill an EmbedFlags).
 void AddAlignFlags(CLI::App* cmd, EmbedFlags* f, bool for_embed);

@@ -269,6 +269,7 @@ absl::Status CheckMorphRequest(const v1::MorphRequest& r, const RequestLimits& l
     return Field("frames", absl::StrCat("must be in [2, ", limits.max_morph_frames,
                                         "] (0 = ", defaults::kMorphFrames, ")"));
   }
+  RETURN_IF_ERROR(CheckPasteInto(r.has_paste_into(), r.paste_into()));
   RETURN_IF_ERROR(CheckLatentRef(r.a(), "a"));
   return CheckLatentRef(r.b(), "b");
 }

@@ -52,10 +52,15 @@ grpc::ServerWriteReactor<v1::MorphFrame>* Service::Morph(CallbackServerContext* 
     const uint64_t seed = req->render().noise_seed();
     ASSIGN_OR_RETURN(LatentInput a, impl_->Resolve(caller, req->a(), *model, "a", seed));
     ASSIGN_OR_RETURN(LatentInput b, impl_->Resolve(caller, req->b(), *model, "b", seed));
+    ASSIGN_OR_RETURN(std::shared_ptr<const PastePlan> plan,
+                     impl_->PastePlanFor(req->has_paste_into(), req->paste_into(), a));
     ASSIGN_OR_RETURN(ConcurrencyLimiter::Lease lease, impl_->streams.Acquire(caller.tenant));
+    MorphReactor::Paste paste{plan, impl_->image_pool.get(), impl_->decode_limits(),
+                              impl_->limits.max_message_bytes};
     return new MorphReactor(impl_->scheduler, impl_->registry, caller.tenant, model, std::move(a),
                             std::move(b), frames, RenderSettingsOf(req->render()), DeadlineOf(ctx),
-                            absl::Seconds(impl_->limits.device_wait_seconds), std::move(lease));
+                            absl::Seconds(impl_->limits.device_wait_seconds), std::move(lease),
+                            std::move(paste));
   };
   auto reactor = start();
   if (!reactor.ok()) return new ErrorWriter<v1::MorphFrame>(reactor.status());

@@ -186,7 +186,8 @@ void EventStreamReactor::Unpin() {
 MorphReactor::MorphReactor(Scheduler* scheduler, const ModelRegistry* registry, std::string tenant,
                            const ModelInfo* model, LatentInput a, LatentInput b, int frames,
                            RenderSettings render, absl::Time call_deadline,
-                           absl::Duration device_wait, ConcurrencyLimiter::Lease lease)
+                           absl::Duration device_wait, ConcurrencyLimiter::Lease lease,
+                           Paste paste)
     : lease_(std::move(lease)),
       scheduler_(scheduler),
       registry_(registry),
@@ -197,7 +198,8 @@ MorphReactor::MorphReactor(Scheduler* scheduler, const ModelRegistry* registry, 
       frames_(frames),
       render_(std::move(render)),
       call_deadline_(call_deadline),
-      device_wait_(device_wait) {
+      device_wait_(device_wait),
+      paste_(std::move(paste)) {
   RenderNext();
 }
 
@@ -226,18 +228,32 @@ void MorphReactor::RenderNext() {
         frame_.set_index(index_);
         frame_.set_frames(frames_);
         frame_.set_alpha(alpha);
-        ASSIGN_OR_RETURN(
-            EncodedImage image,
-            RenderLatent(*registry_->generator(device, model_->name), w[0], a_, render_));
+        ASSIGN_OR_RETURN(torch::Tensor raw, RenderRaw(*registry_->generator(device, model_->name),
+                                                      w[0], a_, render_.noise));
+        ASSIGN_OR_RETURN(EncodedImage image,
+                         EncodeImage(raw, render_.encoding, render_.jpeg_quality));
         ToProto(image, frame_.mutable_image());
+        if (paste_.plan != nullptr) raw_ = std::move(raw);
         return absl::OkStatus();
       },
       std::min(call_deadline_, absl::Now() + device_wait_),
       [this](absl::Status status) {
         if (!status.ok()) {
           Finish(ToGrpcStatus(Annotate(status, absl::StrCat("frame ", index_))));
-        } else {
+        } else if (paste_.plan == nullptr) {
           StartWrite(&frame_);
+        } else {
+          absl::Status queued = paste_.pool->Submit(tenant_, [this] {
+            absl::Status pasted = RunPaste(*paste_.plan, {raw_}, paste_.limits, paste_.max_bytes,
+                                           frame_.mutable_pasted());
+            raw_ = torch::Tensor();
+            if (!pasted.ok()) {
+              Finish(ToGrpcStatus(pasted));  // the photo's fault, not the frame's
+            } else {
+              StartWrite(&frame_);
+            }
+          });
+          if (!queued.ok()) Finish(ToGrpcStatus(queued));
         }
       },
       tenant_, [this] { return cancelled_.load(); });

@@ -18,6 +18,8 @@
 #include "absl/time/time.h"
 #include "i2s/v1/i2s.grpc.pb.h"
 #include "server/api/auth.h"
+#include "server/api/paste_back.h"
+#include "server/api/work_pool.h"
 #include "server/jobs/model_registry.h"
 #include "server/jobs/scheduler.h"
 #include "server/latents/render.h"
@@ -116,10 +118,18 @@ class EventStreamReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
 // `scheduler`, `registry` and `model` must outlive it.
 class MorphReactor : public grpc::ServerWriteReactor<v1::MorphFrame> {
  public:
+  // With `paste`, each frame is also pasted into the plan's photo on `pool` (RunPaste,
+  // within `limits` and `max_bytes`) before it is written.
+  struct Paste {
+    std::shared_ptr<const PastePlan> plan;
+    WorkPool* pool = nullptr;
+    DecodeLimits limits;
+    int64_t max_bytes = 0;
+  };
   MorphReactor(Scheduler* scheduler, const ModelRegistry* registry, std::string tenant,
                const ModelInfo* model, LatentInput a, LatentInput b, int frames,
                RenderSettings render, absl::Time call_deadline, absl::Duration device_wait,
-               ConcurrencyLimiter::Lease lease);
+               ConcurrencyLimiter::Lease lease, Paste paste);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override { cancelled_ = true; }
@@ -138,6 +148,8 @@ class MorphReactor : public grpc::ServerWriteReactor<v1::MorphFrame> {
   const RenderSettings render_;
   const absl::Time call_deadline_;
   const absl::Duration device_wait_;
+  const Paste paste_;
+  torch::Tensor raw_;  // the frame's render, kept for the paste
   int index_ = 0;
   std::atomic<bool> cancelled_{false};
   v1::MorphFrame frame_;

@@ -1,4 +1,4 @@
-// WorkPool: CPU work of calls (image decoding and face alignment) run off the gRPC
+// WorkPool: CPU work of calls (image decoding, face alignment, paste-back) run off the gRPC
 // threads, on a fixed set of worker threads, with bounded waiting. A call hands its work
 // to the pool and returns its gRPC thread at once; the work answers the call when done.
 //

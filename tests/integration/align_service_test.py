@@ -431,6 +431,17 @@ class FacesAndPasteTest(unittest.TestCase):
             latent=one, paste_into=pb.PasteInto(photo=self.group, options=opts)), timeout=120)
         self.assertEqual(s.pasted.data, r.photo.data)
         self.assertEqual(s.image.width, self.size)
+        # Morph pastes every frame into a's photo; frame 0 is a itself.
+        frames = list(self.stub.Morph(pb.MorphRequest(
+            a=one, b=pb.LatentRef(latent_id=done[1].latent_id), frames=3,
+            paste_into=pb.PasteInto(photo=self.group)), timeout=120))
+        self.assertEqual(len(frames), 3)
+        for f in frames:
+            self.assertEqual(decode_png(f.pasted.data).shape, photo.shape)
+        a_only = self.stub.PasteBack(pb.PasteBackRequest(
+            photo=self.group, faces=[pb.PasteFace(latent=one)]), timeout=120)
+        self.assertEqual(frames[0].pasted.data, a_only.photo.data)
+        self.assertNotEqual(frames[2].pasted.data, a_only.photo.data)
         # A stored edit keeps the alignment of the latent it was applied to, so it pastes
         # back into the same photo.
         mix = self.stub.StyleMix(pb.StyleMixRequest(
@@ -510,6 +521,12 @@ class FacesAndPasteTest(unittest.TestCase):
         self.assertEqual((ok.photo.width, ok.photo.height), (512, 512))
         self.assertInvalid("paste_into.photo", self.stub.Synthesize, pb.SynthesizeRequest(
             latent=face.latent, paste_into=pb.PasteInto()))
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(self.stub.Morph(pb.MorphRequest(a=face.latent, b=face.latent, frames=2,
+                                                 paste_into=pb.PasteInto(photo=self.group))))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertTrue(cm.exception.details().startswith("paste_into.photo:"),
+                        cm.exception.details())
         self.assertInvalid("paste_into.transform", self.stub.Synthesize, pb.SynthesizeRequest(
             latent=inline, model=values.model, paste_into=pb.PasteInto(photo=astronaut)))
 

@@ -475,6 +475,17 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(d["pasted"], self.path("s-pasted.png"))
         with Image.open(self.path("s-pasted.png")) as im:
             self.assertEqual(im.size, Image.open(group).size)
+        # morph --paste-into: the frames pasted into a's photo, as a second sequence.
+        d = docs(run("--json", "morph", ids[0], ids[1], "--frames", "3", "--out",
+                     self.path("m.gif"), "--paste-into", group, "--pasted", self.path("pm"),
+                     check=0))[0]
+        self.assertEqual(d["pasted"], self.path("pm"))
+        pasted_frames = sorted(os.listdir(self.path("pm")))
+        self.assertEqual(len(pasted_frames), 3)
+        with Image.open(os.path.join(self.path("pm"), pasted_frames[0])) as im:
+            self.assertEqual(im.size, Image.open(group).size)
+        p = run("morph", ids[0], ids[1], "--out", self.path("m2.gif"), "--pasted", "x.gif")
+        self.assertEqual(p.returncode, 2, p.stderr)
         p = run("synth", ids[0], "-o", self.path("t.png"), "--paste-into", group)
         self.assertEqual(p.returncode, 5, p.stderr)
         self.assertIn("--paste-into: needs --pasted FILE", p.stderr)
