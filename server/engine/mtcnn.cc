@@ -151,9 +151,9 @@ void AddRow(const float* __restrict src, float* __restrict sums, int64_t w) {
 // row stride, the window is h x w, the output oh x ow; `sums` is scratch of w floats.
 // Separable: whole input rows summed into `sums`, then each column bin. Done here rather
 // than by LibTorch's kernel, which took 60 of the 180 ms of P-Net's stage on a 1024x1024
-// photo, and R-Net's 300 crops 70 ms, mostly per-op overhead, on 2 cores
-// (docs/PERFORMANCE.md). The sums run in another order than LibTorch's, so results differ
-// from it by float rounding only.
+// photo on 2 cores, and one call per crop before R-Net and O-Net (docs/PERFORMANCE.md).
+// The sums run in another order than LibTorch's, so results differ from it by float
+// rounding only.
 void AreaRows(const float* plane, int64_t row, int64_t h, int64_t w, int64_t oh, int64_t ow,
               int64_t i0, int64_t i1, float* out, float* sums) {
   for (int64_t i = i0; i < i1; ++i) {
