@@ -305,8 +305,7 @@ int EditCommands::Morph() {
                 s.code() == absl::StatusCode::kAlreadyExists ? kExitError : ExitCodeFor(s));
   }
   if (pasting) {
-    if (absl::Status s = WriteFrameSequence(pasted, paste_.output, fps_, morph_r_.force);
-        !s.ok()) {
+    if (absl::Status s = WriteFrameSequence(pasted, paste_.output, fps_, morph_r_.force); !s.ok()) {
       return Fail("cannot write the pasted morph", s,
                   s.code() == absl::StatusCode::kAlreadyExists ? kExitError : ExitCodeFor(s));
     }

@@ -186,8 +186,7 @@ void EventStreamReactor::Unpin() {
 MorphReactor::MorphReactor(Scheduler* scheduler, const ModelRegistry* registry, std::string tenant,
                            const ModelInfo* model, LatentInput a, LatentInput b, int frames,
                            RenderSettings render, absl::Time call_deadline,
-                           absl::Duration device_wait, ConcurrencyLimiter::Lease lease,
-                           Paste paste)
+                           absl::Duration device_wait, ConcurrencyLimiter::Lease lease, Paste paste)
     : lease_(std::move(lease)),
       scheduler_(scheduler),
       registry_(registry),
