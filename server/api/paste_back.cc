@@ -1,75 +1,28 @@
 #include "server/api/paste_back.h"
 
-#include <cmath>
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/defaults.h"
 #include "common/status_macros.h"
+#include "server/api/request_check.h"
 #include "server/imaging/prepare.h"
 
 namespace i2s {
-namespace {
 
-absl::Status Invalid(const std::string& field, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
-}
-
-}  // namespace
-
-absl::StatusOr<PastePlan> PastePlanOf(const std::string& photo, const v1::PasteOptions& o,
-                                      const std::string& photo_field, const std::string& field) {
+PastePlan PastePlanOf(const std::string& photo, const v1::PasteOptions& o,
+                      const std::string& photo_field) {
   PastePlan plan;
   plan.photo_field = photo_field;
-  if (photo.empty()) return Invalid(photo_field, "required: the photo to paste into");
   plan.photo = photo;
-  const std::string opt = field.empty() ? "options" : absl::StrCat(field, ".options");
-  switch (o.region()) {
-    case v1::PasteOptions::REGION_UNSPECIFIED:
-    case v1::PasteOptions::FACE:
-      plan.options.region = PasteRegion::kFace;
-      break;
-    case v1::PasteOptions::CROP:
-      plan.options.region = PasteRegion::kCrop;
-      break;
-    default:
-      return Invalid(opt + ".region", "unknown value");
-  }
-  switch (o.blend()) {
-    case v1::PasteOptions::BLEND_UNSPECIFIED:
-    case v1::PasteOptions::FEATHER:
-      plan.options.blend = PasteBlend::kFeather;
-      break;
-    case v1::PasteOptions::SEAMLESS:
-      plan.options.blend = PasteBlend::kSeamless;
-      break;
-    default:
-      return Invalid(opt + ".blend", "unknown value");
-  }
-  if (!std::isfinite(o.feather()) || o.feather() < 0 || o.feather() > 0.5) {
-    return Invalid(opt + ".feather",
-                   absl::StrCat("must be in [0, 0.5] (0 = ", defaults::kPasteFeather, ")"));
-  }
-  if (o.hard_edge() && o.feather() != 0) {
-    return Invalid(opt + ".feather", "must be 0 with hard_edge");
-  }
+  plan.options.region =
+      o.region() == v1::PasteOptions::CROP ? PasteRegion::kCrop : PasteRegion::kFace;
+  plan.options.blend =
+      o.blend() == v1::PasteOptions::SEAMLESS ? PasteBlend::kSeamless : PasteBlend::kFeather;
   plan.options.feather =
       o.hard_edge() ? 0.0 : (o.feather() > 0 ? o.feather() : defaults::kPasteFeather);
-  switch (o.format()) {
-    case v1::IMAGE_FORMAT_UNSPECIFIED:
-    case v1::PNG:
-      plan.format = EncodeFormat::kPng;
-      break;
-    case v1::JPEG:
-      plan.format = EncodeFormat::kJpeg;
-      break;
-    default:
-      return Invalid(opt + ".format", "PNG or JPEG (the photo is returned as an 8-bit image)");
-  }
-  if (o.jpeg_quality() < 0 || o.jpeg_quality() > 100) {
-    return Invalid(opt + ".jpeg_quality",
-                   absl::StrCat("must be in [1, 100] (0 = ", defaults::kJpegQuality, ")"));
-  }
+  plan.format = o.format() == v1::JPEG ? EncodeFormat::kJpeg : EncodeFormat::kPng;
   plan.jpeg_quality = o.jpeg_quality() > 0 ? o.jpeg_quality() : defaults::kJpegQuality;
   return plan;
 }
@@ -79,26 +32,17 @@ absl::StatusOr<PasteTarget> PasteTargetOf(const LatentInput& latent,
                                           const std::string& field) {
   PasteTarget target;
   if (!transform.empty()) {
-    if (transform.size() != 6) {
-      return Invalid(field + ".transform",
-                     absl::StrCat("6 numbers (Alignment.transform), got ", transform.size()));
-    }
-    for (int i = 0; i < 6; ++i) {
-      if (!std::isfinite(transform[i])) {
-        return Invalid(absl::StrCat(field, ".transform[", i, "]"), "must be finite");
-      }
-      target.to_aligned.m[i] = transform[i];
-    }
+    std::copy(transform.begin(), transform.end(), target.to_aligned.m.begin());
     return target;
   }
   if (latent.alignment_json.empty()) {
-    return Invalid(field + ".transform",
-                   latent.id.empty()
-                       ? "required for inline values (Alignment.transform of their photo)"
-                       : absl::StrCat("latent \"", latent.id,
-                                      "\" keeps no alignment (it was not embedded from an "
-                                      "aligned photo, nor edited from such a latent); give the "
-                                      "transform"));
+    return Field(field + ".transform",
+                 latent.id.empty()
+                     ? "required for inline values (Alignment.transform of their photo)"
+                     : absl::StrCat("latent \"", latent.id,
+                                    "\" keeps no alignment (it was not embedded from an "
+                                    "aligned photo, nor edited from such a latent); give the "
+                                    "transform"));
   }
   ASSIGN_OR_RETURN(AlignmentInfo info, AlignmentInfoFromJson(latent.alignment_json));
   target.to_aligned = info.transform;
@@ -117,11 +61,11 @@ absl::Status RunPaste(const PastePlan& plan, const std::vector<torch::Tensor>& r
   for (size_t i = 0; i < renders.size(); ++i) {
     const PasteTarget& t = plan.targets[i];
     if (t.source_width > 0 && (t.source_width != w || t.source_height != h)) {
-      return Invalid(plan.photo_field,
-                     absl::StrCat(w, "x", h, ", but the latent", renders.size() > 1 ? " of " : "",
-                                  renders.size() > 1 ? absl::StrCat("faces[", i, "]") : "",
-                                  " was aligned from a ", t.source_width, "x", t.source_height,
-                                  " photo: send that photo (as it was sent to Embed)"));
+      return Field(plan.photo_field,
+                   absl::StrCat(w, "x", h, ", but the latent", renders.size() > 1 ? " of " : "",
+                                renders.size() > 1 ? absl::StrCat("faces[", i, "]") : "",
+                                " was aligned from a ", t.source_width, "x", t.source_height,
+                                " photo: send that photo (as it was sent to Embed)"));
     }
     const torch::Tensor render = GeneratorOutputToRgb8(renders[i]).contiguous();
     RETURN_IF_ERROR(PasteInto(photo, render, t.to_aligned, plan.options));

@@ -1,6 +1,6 @@
-// Paste-back in the API: PasteBack, and `paste_into` of Synthesize, StyleMix and
-// ExpressionTransfer. A PastePlan is what the request says (the photo, where each render
-// goes, how to blend and encode), checked before any device work; RunPaste does the CPU
+// Paste-back in the API: PasteBack, and `paste_into` of Synthesize, Morph, StyleMix and
+// ExpressionTransfer. A PastePlan is what the checked request says (the photo, where each
+// render goes, how to blend and encode), made before any device work; RunPaste does the CPU
 // part after the renders (decode, paste in order, encode within the message limit).
 #ifndef I2S_SERVER_API_PASTE_BACK_H_
 #define I2S_SERVER_API_PASTE_BACK_H_
@@ -38,13 +38,15 @@ struct PastePlan {
   std::vector<PasteTarget> targets;  // one per render, pasted in order
 };
 
-// The request's options and photo as a plan without targets. InvalidArgument naming
-// `field`.options.* or the photo field.
-absl::StatusOr<PastePlan> PastePlanOf(const std::string& photo, const v1::PasteOptions& options,
-                                      const std::string& photo_field, const std::string& field);
+// The request's options and photo as a plan without targets, the defaults filled in. The
+// options were checked with the request (request_check.h); errors about the photo name
+// `photo_field`.
+PastePlan PastePlanOf(const std::string& photo, const v1::PasteOptions& options,
+                      const std::string& photo_field);
 
-// Where `latent` goes: `transform` when given (6 finite numbers), else the alignment kept
-// with the stored latent. InvalidArgument naming `field`.transform when there is neither.
+// Where `latent` goes: `transform` when given (6 finite numbers, checked with the
+// request), else the alignment kept with the stored latent. InvalidArgument naming
+// `field`.transform when there is neither.
 absl::StatusOr<PasteTarget> PasteTargetOf(const LatentInput& latent,
                                           const google::protobuf::RepeatedField<double>& transform,
                                           const std::string& field);

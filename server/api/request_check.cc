@@ -231,11 +231,36 @@ absl::Status CheckTransform(const google::protobuf::RepeatedField<double>& t,
   return absl::OkStatus();
 }
 
-// `paste_into` of the render RPCs (its options are checked where they are read).
+// PasteOptions under `field` ("options", "paste_into.options").
+absl::Status CheckPasteOptions(const v1::PasteOptions& o, const std::string& field) {
+  if (!v1::PasteOptions::Region_IsValid(o.region())) {
+    return Field(field + ".region", "unknown value");
+  }
+  if (!v1::PasteOptions::Blend_IsValid(o.blend())) return Field(field + ".blend", "unknown value");
+  if (!std::isfinite(o.feather()) || o.feather() < 0 || o.feather() > 0.5) {
+    return Field(field + ".feather",
+                 absl::StrCat("must be in [0, 0.5] (0 = ", defaults::kPasteFeather, ")"));
+  }
+  if (o.hard_edge() && o.feather() != 0) {
+    return Field(field + ".feather", "must be 0 with hard_edge");
+  }
+  if (o.format() != v1::IMAGE_FORMAT_UNSPECIFIED && o.format() != v1::PNG &&
+      o.format() != v1::JPEG) {
+    return Field(field + ".format", "PNG or JPEG (the photo is returned as an 8-bit image)");
+  }
+  if (o.jpeg_quality() < 0 || o.jpeg_quality() > 100) {
+    return Field(field + ".jpeg_quality",
+                 absl::StrCat("must be in [1, 100] (0 = ", defaults::kJpegQuality, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// `paste_into` of the render RPCs.
 absl::Status CheckPasteInto(bool has, const v1::PasteInto& p) {
   if (!has) return absl::OkStatus();
   if (p.photo().empty()) return Field("paste_into.photo", "required: the photo to paste into");
-  return CheckTransform(p.transform(), "paste_into.transform");
+  RETURN_IF_ERROR(CheckTransform(p.transform(), "paste_into.transform"));
+  return CheckPasteOptions(p.options(), "paste_into.options");
 }
 
 }  // namespace
@@ -259,7 +284,7 @@ absl::Status CheckPasteBackRequest(const v1::PasteBackRequest& r) {
     RETURN_IF_ERROR(CheckTransform(f.transform(), field + ".transform"));
     RETURN_IF_ERROR(CheckRenderOptions(f.render(), field + ".render"));
   }
-  return absl::OkStatus();
+  return CheckPasteOptions(r.options(), "options");
 }
 
 absl::Status CheckMorphRequest(const v1::MorphRequest& r, const RequestLimits& limits) {

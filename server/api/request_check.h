@@ -55,7 +55,8 @@ absl::Status CheckExpressionTransferRequest(const v1::ExpressionTransferRequest&
 absl::Status CheckImportLatentRequest(const v1::ImportLatentRequest& r);
 absl::Status CheckAlignFaceRequest(const v1::AlignFaceRequest& r);  // size 0 or in [8, 1024]
 // A photo; 1 to kMaxPasteFaces faces, each a latent, a transform of 0 or 6 finite numbers,
-// render options (the paste options are checked where they are read: paste_back.h).
+// render options; the paste options (region, blend, feather in [0, 0.5], PNG or JPEG,
+// jpeg_quality). `paste_into` of the render RPCs is checked the same way by theirs.
 absl::Status CheckPasteBackRequest(const v1::PasteBackRequest& r);
 absl::Status CheckListLatentsRequest(const v1::ListLatentsRequest& r);
 absl::Status CheckListJobsRequest(const v1::ListJobsRequest& r);

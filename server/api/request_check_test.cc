@@ -223,5 +223,41 @@ TEST(RequestCheckTest, ImportAlignFaceAndListings) {
   ExpectField(CheckListLatentsRequest(l), "page_size");
 }
 
+TEST(RequestCheckTest, PasteBackAndPasteInto) {
+  v1::PasteBackRequest r;
+  ExpectField(CheckPasteBackRequest(r), "photo");
+  r.set_photo("bytes");
+  ExpectField(CheckPasteBackRequest(r), "faces");
+  r.add_faces()->mutable_latent()->set_latent_id("lat_1");
+  EXPECT_TRUE(CheckPasteBackRequest(r).ok());
+  r.mutable_faces(0)->add_transform(1);
+  ExpectField(CheckPasteBackRequest(r), "faces[0].transform");
+  r.mutable_faces(0)->clear_transform();
+  auto with = [&](auto set) {
+    v1::PasteBackRequest copy = r;
+    set(*copy.mutable_options());
+    return CheckPasteBackRequest(copy);
+  };
+  ExpectField(with([](v1::PasteOptions& o) { o.set_feather(0.7); }), "options.feather");
+  ExpectField(with([](v1::PasteOptions& o) { o.set_feather(0.1), o.set_hard_edge(true); }),
+              "options.feather");
+  ExpectField(with([](v1::PasteOptions& o) { o.set_format(v1::RAW_FLOAT32); }), "options.format");
+  ExpectField(with([](v1::PasteOptions& o) { o.set_jpeg_quality(101); }), "options.jpeg_quality");
+  ExpectField(
+      with([](v1::PasteOptions& o) { o.set_blend(static_cast<v1::PasteOptions::Blend>(7)); }),
+      "options.blend");
+  EXPECT_TRUE(
+      with([](v1::PasteOptions& o) { o.set_format(v1::JPEG), o.set_hard_edge(true); }).ok());
+  // paste_into of the render RPCs: the same checks under its own name.
+  v1::SynthesizeRequest s;
+  s.mutable_latent()->set_latent_id("lat_1");
+  s.mutable_paste_into();
+  ExpectField(CheckSynthesizeRequest(s), "paste_into.photo");
+  s.mutable_paste_into()->set_photo("bytes");
+  EXPECT_TRUE(CheckSynthesizeRequest(s).ok());
+  s.mutable_paste_into()->mutable_options()->set_region(static_cast<v1::PasteOptions::Region>(9));
+  ExpectField(CheckSynthesizeRequest(s), "paste_into.options.region");
+}
+
 }  // namespace
 }  // namespace i2s

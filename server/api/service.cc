@@ -246,8 +246,7 @@ absl::StatusOr<std::shared_ptr<const PastePlan>> Service::Impl::PastePlanFor(
     bool has_paste_into, const v1::PasteInto& p, const LatentInput& applied_to) {
   if (!has_paste_into) return nullptr;
   RETURN_IF_ERROR(CheckImageLimits(p.photo(), decode_limits(), "paste_into.photo").status());
-  ASSIGN_OR_RETURN(PastePlan plan,
-                   PastePlanOf(p.photo(), p.options(), "paste_into.photo", "paste_into"));
+  PastePlan plan = PastePlanOf(p.photo(), p.options(), "paste_into.photo");
   ASSIGN_OR_RETURN(PasteTarget target, PasteTargetOf(applied_to, p.transform(), "paste_into"));
   plan.targets.push_back(target);
   return std::make_shared<const PastePlan>(std::move(plan));

@@ -30,7 +30,7 @@ grpc::ServerUnaryReactor* Service::PasteBack(CallbackServerContext* ctx,
     tenant = caller.tenant;
     RETURN_IF_ERROR(CheckPasteBackRequest(*req));
     RETURN_IF_ERROR(CheckImageLimits(req->photo(), impl_->decode_limits(), "photo").status());
-    ASSIGN_OR_RETURN(PastePlan plan, PastePlanOf(req->photo(), req->options(), "photo", ""));
+    PastePlan plan = PastePlanOf(req->photo(), req->options(), "photo");
     for (int i = 0; i < req->faces_size(); ++i) {
       const v1::PasteFace& f = req->faces(i);
       const std::string field = absl::StrCat("faces[", i, "]");

@@ -46,6 +46,21 @@ torch::Tensor SpotRender(int size, double u, double v) {
   return rgb.expand({size, size, 3}).contiguous();
 }
 
+// The mask's weight at each pixel of `photo` ([H, W, 3]) for a `size` render aligned by
+// `to_aligned`: [H, W].
+torch::Tensor MaskWeights(const torch::Tensor& photo, const Similarity& to_aligned, int size,
+                          const PasteOptions& options) {
+  torch::Tensor w = torch::zeros({photo.size(0), photo.size(1)}, torch::kFloat64);
+  auto acc = w.accessor<double, 2>();
+  for (int y = 0; y < w.size(0); ++y) {
+    for (int x = 0; x < w.size(1); ++x) {
+      const Point2 a = to_aligned.Apply({double(x), double(y)});
+      acc[y][x] = PasteMaskWeight(a.x, a.y, size, options);
+    }
+  }
+  return w;
+}
+
 // How visible a seam is, in 8-bit levels: over the pairs of neighbouring pixels (right and
 // down) that the mask weighs differently (the outline, and the feathered band inside it),
 // the mean of how much more the two differ in `after` than in `before` (any channel).
@@ -105,17 +120,8 @@ class AstronautPasteTest : public ::testing::Test {
     aligned_ = UnitImageToRgb8(aligned->image).contiguous();
     to_aligned_ = aligned->transform;
   }
-  // The weight of each photo pixel, [H, W].
   torch::Tensor Weights(const PasteOptions& options) const {
-    torch::Tensor w = torch::zeros({photo_.size(0), photo_.size(1)}, torch::kFloat64);
-    auto acc = w.accessor<double, 2>();
-    for (int y = 0; y < w.size(0); ++y) {
-      for (int x = 0; x < w.size(1); ++x) {
-        const Point2 a = to_aligned_.Apply({double(x), double(y)});
-        acc[y][x] = PasteMaskWeight(a.x, a.y, static_cast<int>(aligned_.size(0)), options);
-      }
-    }
-    return w;
+    return MaskWeights(photo_, to_aligned_, static_cast<int>(aligned_.size(0)), options);
   }
   torch::Tensor photo_, aligned_;
   Similarity to_aligned_;
@@ -221,14 +227,7 @@ TEST_F(AstronautPasteTest, SeamlessBlendOfALargeFace) {
   seamless.blend = PasteBlend::kSeamless;
   torch::Tensor pasted = big8.clone();
   ASSERT_TRUE(PasteInto(pasted, cast, aligned->transform, seamless).ok());
-  torch::Tensor w = torch::zeros({2048, 2048}, torch::kFloat64);
-  auto acc = w.accessor<double, 2>();
-  for (int y = 0; y < 2048; ++y) {
-    for (int x = 0; x < 2048; ++x) {
-      const Point2 a = aligned->transform.Apply({double(x), double(y)});
-      acc[y][x] = PasteMaskWeight(a.x, a.y, 256, seamless);
-    }
-  }
+  const torch::Tensor w = MaskWeights(big8, aligned->transform, 256, seamless);
   const torch::Tensor inside = (w == 1).unsqueeze(2).expand_as(big8);
   const double error = (pasted.masked_select(inside).to(torch::kFloat64) -
                         big8.masked_select(inside).to(torch::kFloat64))
