@@ -219,16 +219,15 @@ void Service::Impl::RenderAndFinish(grpc::CallbackServerContext* ctx,
                                     LatentInput noise_source, RenderSettings render,
                                     v1::Image* image, std::shared_ptr<const PastePlan> paste,
                                     v1::Image* pasted) {
-  auto raw = std::make_shared<std::vector<torch::Tensor>>();
+  // With a paste, the render stays here for it (one tensor).
+  auto raw = std::make_shared<std::vector<torch::Tensor>>(paste != nullptr ? 1 : 0);
   scheduler->RunTask(
-      [this, model, w = std::move(w), noise_source = std::move(noise_source), render, image, raw,
-       keep = paste != nullptr](int device) -> absl::Status {
-        ASSIGN_OR_RETURN(torch::Tensor out, RenderRaw(*registry->generator(device, model->name), w,
-                                                      noise_source, render.noise));
+      [this, model, w = std::move(w), noise_source = std::move(noise_source), render, image,
+       raw](int device) -> absl::Status {
         ASSIGN_OR_RETURN(EncodedImage encoded,
-                         EncodeImage(out, render.encoding, render.jpeg_quality));
+                         RenderLatent(*registry->generator(device, model->name), w, noise_source,
+                                      render, "render", raw->empty() ? nullptr : &raw->front()));
         ToProto(encoded, image);
-        if (keep) raw->push_back(std::move(out));
         return absl::OkStatus();
       },
       TaskDeadline(DeadlineOf(ctx)),

@@ -227,12 +227,10 @@ void MorphReactor::RenderNext() {
         frame_.set_index(index_);
         frame_.set_frames(frames_);
         frame_.set_alpha(alpha);
-        ASSIGN_OR_RETURN(torch::Tensor raw, RenderRaw(*registry_->generator(device, model_->name),
-                                                      w[0], a_, render_.noise));
         ASSIGN_OR_RETURN(EncodedImage image,
-                         EncodeImage(raw, render_.encoding, render_.jpeg_quality));
+                         RenderLatent(*registry_->generator(device, model_->name), w[0], a_,
+                                      render_, "render", paste_.plan != nullptr ? &raw_ : nullptr));
         ToProto(image, frame_.mutable_image());
-        if (paste_.plan != nullptr) raw_ = std::move(raw);
         return absl::OkStatus();
       },
       std::min(call_deadline_, absl::Now() + device_wait_),

@@ -68,10 +68,13 @@ absl::StatusOr<torch::Tensor> RenderRaw(Generator& g, const torch::Tensor& w,
 
 absl::StatusOr<EncodedImage> RenderLatent(Generator& g, const torch::Tensor& w,
                                           const LatentInput& noise_source,
-                                          const RenderSettings& settings,
-                                          const std::string& field) {
+                                          const RenderSettings& settings, const std::string& field,
+                                          torch::Tensor* raw) {
   ASSIGN_OR_RETURN(torch::Tensor img, RenderRaw(g, w, noise_source, settings.noise, field));
-  return EncodeImage(img, settings.encoding, settings.jpeg_quality);
+  ASSIGN_OR_RETURN(EncodedImage encoded,
+                   EncodeImage(img, settings.encoding, settings.jpeg_quality));
+  if (raw != nullptr) *raw = std::move(img);
+  return encoded;
 }
 
 }  // namespace i2s

@@ -58,18 +58,20 @@ absl::StatusOr<std::vector<torch::Tensor>> NoiseFor(const LatentInput& source, c
 absl::StatusOr<EncodedImage> EncodeImage(const torch::Tensor& image, ImageEncoding encoding,
                                          int jpeg_quality);
 
-// Renders w [L, D] with the noise of `noise_source` on g's device and encodes it. Errors
-// about the noise name `field`.noise_mode. Runs on the generator's device: call it from a
-// device task.
-// The same render, not encoded: the generator's output [3, R, R] on the CPU.
+// Renders w [L, D] with the noise of `noise_source` on g's device: the generator's output
+// [3, R, R] on the CPU. Errors about the noise name `field`.noise_mode. Runs on the
+// generator's device: call it from a device task.
 absl::StatusOr<torch::Tensor> RenderRaw(Generator& g, const torch::Tensor& w,
                                         const LatentInput& noise_source, NoiseMode noise,
                                         const std::string& field = "render");
 
+// The same render encoded as `settings` say. With `raw`, the generator's output is kept
+// there too (for paste-back, which works on it after the call).
 absl::StatusOr<EncodedImage> RenderLatent(Generator& g, const torch::Tensor& w,
                                           const LatentInput& noise_source,
                                           const RenderSettings& settings,
-                                          const std::string& field = "render");
+                                          const std::string& field = "render",
+                                          torch::Tensor* raw = nullptr);
 
 }  // namespace i2s
 
