@@ -112,6 +112,19 @@ void EmbedCommand::Add(CLI::App& app) {
   cmd->add_option("--save-aligned", f.save_aligned,
                   "write the aligned photos (the embedding targets): a .png file (one image) "
                   "or a directory");
+  cmd->add_option("--mask", f.mask,
+                  "masked embedding (inpainting): an image, white = fit, black = leave to the "
+                  "generator, grey = weigh; masks the perceptual loss too unless "
+                  "--perceptual-mask is given")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--perceptual-mask", f.perceptual_mask,
+                  "a separate mask for the perceptual (VGG16 / LPIPS) loss")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--mask-frame", f.mask_frame,
+                  "where the masks are drawn: over the photo (its size; aligned or resized "
+                  "with it) or over the aligned target (the model's resolution)")
+      ->check(CLI::IsMember({"photo", "aligned"}))
+      ->capture_default_str();
   cmd->footer(
       "Examples:\n"
       "  i2s_client embed face.png\n"
@@ -120,6 +133,7 @@ void EmbedCommand::Add(CLI::App& app) {
       "  i2s_client embed a.png b.png c.png --steps 2000 --noise-steps 500 --save-recon out/\n"
       "  i2s_client embed face.png --target-psnr 30 --preview previews/\n"
       "  i2s_client embed group.jpg --align auto --all-faces --save-recon out/\n"
+      "  i2s_client embed scratched.jpg --mask keep.png --align auto --save-recon filled.png\n"
       "  JOB=$(i2s_client --json embed --detach face.png | jq -r .job_id)\n"
       "Ctrl-C asks whether to cancel the jobs or detach (they keep running on the server).");
   On(cmd, [this] { return Embed(); });
@@ -201,6 +215,13 @@ absl::StatusOr<v1::EmbedRequest> EmbedCommand::BuildEmbedRequest(const EmbedFlag
   request.set_return_reconstruction(!f.save_recon.empty());
   ASSIGN_OR_RETURN(*request.mutable_align(), AlignOptionsOf(f));
   request.set_return_aligned_image(!f.save_aligned.empty());
+  if (!f.mask.empty()) {
+    ASSIGN_OR_RETURN(*request.mutable_mask(), ReadFile(f.mask));
+  }
+  if (!f.perceptual_mask.empty()) {
+    ASSIGN_OR_RETURN(*request.mutable_perceptual_mask(), ReadFile(f.perceptual_mask));
+  }
+  request.set_mask_frame(f.mask_frame == "aligned" ? v1::MASK_FRAME_ALIGNED : v1::MASK_FRAME_PHOTO);
   return request;
 }
 

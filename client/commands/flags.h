@@ -43,6 +43,8 @@ struct EmbedFlags {
   std::optional<double> min_confidence;
   bool no_padding = false;
   std::string save_aligned;
+  // Masked embedding: image files; "photo" or "aligned"
+  std::string mask, perceptual_mask, mask_frame = "photo";
 };
 
 struct RenderFlags {

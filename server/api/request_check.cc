@@ -208,6 +208,9 @@ absl::Status CheckEmbedRequest(const v1::EmbedRequest& r, const RequestLimits& l
       mode != v1::AlignOptions::AUTO) {
     return Field("return_aligned_image", "needs align.mode LANDMARKS or AUTO");
   }
+  if (!v1::MaskFrame_IsValid(r.mask_frame())) {
+    return Field("mask_frame", "unknown value (MASK_FRAME_PHOTO or MASK_FRAME_ALIGNED)");
+  }
   return CheckEmbedOptions(r.options(), limits.max_steps);
 }
 

@@ -4,6 +4,7 @@
 
 #include "common/status_macros.h"
 #include "server/api/convert.h"
+#include "server/api/embed_masks.h"
 #include "server/api/error_writer.h"
 #include "server/api/internal/service_impl.h"
 #include "server/api/request_check.h"
@@ -47,13 +48,19 @@ absl::StatusOr<std::pair<std::string, const ModelInfo*>> Service::SubmitEmbed(
   // here, on a WorkPool thread (--max-concurrent-images of them bound the memory).
   ASSIGN_OR_RETURN(torch::Tensor image,
                    DecodeRgbImage(req.image(), impl_->decode_limits(), "image"));
+  ASSIGN_OR_RETURN(EmbedMasks masks,
+                   DecodeEmbedMasks(req, impl_->decode_limits(), static_cast<int>(image.size(2)),
+                                    static_cast<int>(image.size(1)), model->resolution));
+  prepare.keep = masks.PhotoKeep();
   // Alignment: a face detection, then a resampling: 50 ms for a 512x512 photo, 0.4 s at
   // 2048x2048 (docs/PERFORMANCE.md).
   ASSIGN_OR_RETURN(PreparedImage prepared,
                    PrepareImage(image, prepare, impl_->face_detector, "align"));
   image = torch::Tensor();
+  prepare.keep = torch::Tensor();
   spec.image = prepared.image.contiguous();
   if (prepared.alignment) spec.alignment_json = AlignmentInfoToJson(*prepared.alignment);
+  RETURN_IF_ERROR(ApplyEmbedMasks(masks, prepared, &spec));
   const std::string hash = req.request_id().empty() ? "" : RequestHash(req);
   ASSIGN_OR_RETURN(
       Scheduler::Submission sub,
@@ -74,6 +81,12 @@ grpc::ServerWriteReactor<v1::JobEvent>* Service::Embed(CallbackServerContext* ct
   const ServiceLimits& lim = impl_->limits;
   absl::Status bad = CheckEmbedRequest(*req, {lim.max_steps, lim.max_morph_frames});
   if (bad.ok()) bad = CheckImageLimits(req->image(), impl_->decode_limits(), "image").status();
+  for (const auto& [bytes, field] :
+       {std::pair{&req->mask(), "mask"}, std::pair{&req->perceptual_mask(), "perceptual_mask"}}) {
+    if (bad.ok() && !bytes->empty()) {
+      bad = CheckImageLimits(*bytes, impl_->decode_limits(), field).status();
+    }
+  }
   if (!bad.ok()) return new ErrorWriter<v1::JobEvent>(bad);
   // The stream is pending until the pool's task has made the job; this gRPC thread goes
   // back to gRPC now. The request lives until the reactor's OnDone, after the task.

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/point_list.h"
 #include "common/status_macros.h"
+#include "server/imaging/mask.h"
 
 namespace i2s {
 namespace {
@@ -23,8 +24,12 @@ absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
                                            const PrepareOptions& options,
                                            const FaceDetector* detector, const std::string& field) {
   PreparedImage out;
+  const int width = static_cast<int>(photo.size(2)), height = static_cast<int>(photo.size(1));
+  // What the resampling sees: the photo, less what `keep` leaves out.
+  const torch::Tensor source = options.keep.defined() ? ClearUnmasked(photo, options.keep) : photo;
   if (options.mode == AlignMode::kNone) {
-    ASSIGN_OR_RETURN(out.image, FitToSquare(photo, options.size, options.fit));
+    ASSIGN_OR_RETURN(out.image, FitToSquare(source, options.size, options.fit));
+    out.transform = FitTransform(width, height, options.size, options.fit);
     return out;
   }
   AlignmentInfo info;
@@ -56,17 +61,11 @@ absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
         return absl::InvalidArgumentError(
             absl::StrCat(found.status().message(), "; send landmarks, or ", options.no_face_hint));
       }
-      ASSIGN_OR_RETURN(out.image, FitToSquare(photo, options.size, options.fit));
+      ASSIGN_OR_RETURN(out.image, FitToSquare(source, options.size, options.fit));
       info.method = "none";
       info.note = std::string(found.status().message());
-      // The fit as a transform: scale about the centre of the crop or pad.
-      // (FitToSquare's integer offsets.)
-      const int w = info.source_width, h = info.source_height;
-      const int side = options.fit == FitMode::kCenterCrop ? std::min(w, h) : std::max(w, h);
-      const double s = double(options.size) / side;
-      const double x0 = w >= side ? (w - side) / 2 : -((side - w) / 2);
-      const double y0 = h >= side ? (h - side) / 2 : -((side - h) / 2);
-      info.transform.m = {s, 0, -x0 * s + 0.5 * s - 0.5, 0, s, -y0 * s + 0.5 * s - 0.5};
+      info.transform = FitTransform(width, height, options.size, options.fit);
+      out.transform = info.transform;
       const Similarity back = info.transform.Inverse();
       const double e = options.size - 0.5;
       info.quad = {back.Apply({-0.5, -0.5}), back.Apply({-0.5, e}), back.Apply({e, e}),
@@ -84,7 +83,7 @@ absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
   AlignOptions align;
   align.output_size = options.size;
   align.padding = options.padding;
-  auto aligned = AlignFfhq(photo, landmarks, align);
+  auto aligned = AlignFfhq(source, landmarks, align);
   if (!aligned.ok()) {
     if (absl::IsInvalidArgument(aligned.status())) {
       return absl::InvalidArgumentError(absl::StrCat(field, ".", aligned.status().message()));
@@ -95,8 +94,19 @@ absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
   info.landmarks = landmarks;
   info.quad = aligned->quad.corners;
   info.transform = aligned->transform;
+  out.transform = info.transform;
   out.alignment = info;
   return out;
+}
+
+Similarity FitTransform(int width, int height, int size, FitMode fit) {
+  const int side = fit == FitMode::kCenterCrop ? std::min(width, height) : std::max(width, height);
+  const double s = double(size) / side;
+  const double x0 = width >= side ? (width - side) / 2 : -((side - width) / 2);
+  const double y0 = height >= side ? (height - side) / 2 : -((side - height) / 2);
+  Similarity t;
+  t.m = {s, 0, -x0 * s + 0.5 * s - 0.5, 0, s, -y0 * s + 0.5 * s - 0.5};
+  return t;
 }
 
 absl::StatusOr<std::vector<Point2>> ParsePoints(absl::string_view text, const std::string& field) {
@@ -149,8 +159,12 @@ absl::StatusOr<AlignmentInfo> AlignmentInfoFromJson(absl::string_view text) {
   }
 }
 
-std::string LatentParamsWithAlignment(const std::string& alignment_json) {
-  return json{{"alignment", json::parse(alignment_json)}}.dump();
+std::string LatentParamsWithAlignment(const std::string& alignment_json,
+                                      const std::string& masks_json) {
+  json j = json::object();
+  if (!alignment_json.empty()) j["alignment"] = json::parse(alignment_json);
+  if (!masks_json.empty()) j["masks"] = json::parse(masks_json);
+  return j.dump();
 }
 
 std::string AlignmentOfLatentParams(const std::string& params_json) {

@@ -35,6 +35,10 @@ struct PrepareOptions {
   bool padding = true;            // AlignOptions::padding
   // Ends the "no face found" error: how the caller asks for the fallback.
   std::string no_face_hint = "allow falling back to a plain resize";
+  // Optional [1, H, W] over the photo: where it is 0 the photo is set to grey
+  // (ClearUnmasked, mask.h) after the face detection and before any resampling, so what
+  // lies there cannot reach the target (masked embedding).
+  torch::Tensor keep;
 };
 
 // What alignment did, in the photo's pixel-index coordinates.
@@ -52,6 +56,7 @@ struct AlignmentInfo {
 
 struct PreparedImage {
   torch::Tensor image;                     // float RGB [3, size, size] in [0, 1]
+  Similarity transform;                    // photo -> image, in every mode
   std::optional<AlignmentInfo> alignment;  // unless AlignMode::kNone
   std::vector<FaceDetection> faces;        // kAuto: every face found, largest first
 };
@@ -66,14 +71,20 @@ absl::StatusOr<PreparedImage> PrepareImage(const torch::Tensor& photo,
                                            const FaceDetector* detector,
                                            const std::string& field = "align");
 
+// FitToSquare as a transform, photo -> square (pixel-index coordinates): a scale about
+// the centre of the crop or pad, with FitToSquare's integer offsets.
+Similarity FitTransform(int width, int height, int size, FitMode fit);
+
 // Points from text, as ParsePointList (common/point_list.h) reads them.
 absl::StatusOr<std::vector<Point2>> ParsePoints(absl::string_view text, const std::string& field);
 
 std::string AlignmentInfoToJson(const AlignmentInfo& info);
 absl::StatusOr<AlignmentInfo> AlignmentInfoFromJson(absl::string_view json);
 
-// An embedded latent keeps its alignment in params_json as {"alignment": <record>}.
-std::string LatentParamsWithAlignment(const std::string& alignment_json);
+// An embedded latent keeps its alignment in params_json as {"alignment": <record>}, and
+// the record of its masks (a JSON object) as {"masks": <record>}; either may be "".
+std::string LatentParamsWithAlignment(const std::string& alignment_json,
+                                      const std::string& masks_json = "");
 // The record from such params_json, or "" when there is none (or it cannot be read).
 std::string AlignmentOfLatentParams(const std::string& params_json);
 

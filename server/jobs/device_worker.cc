@@ -144,6 +144,8 @@ void Scheduler::StartJob(Worker* w, const std::shared_ptr<Job>& job) {
     target.image = job->spec.image;
     target.init_latent = job->spec.init_latent;
     target.seed = job->spec.seed;
+    target.mse_mask = job->spec.mse_mask;
+    target.perceptual_mask = job->spec.perceptual_mask;
     target.options = opts;
     auto added = batch->Add(target, job->resume, "job");
     job->resume.reset();
@@ -378,8 +380,8 @@ void Scheduler::FinishJob(Worker* w, const std::shared_ptr<Job>& job, EmbedResul
     rec.metrics = metrics;
     rec.created_unix_ms = NowMs();
     rec.labels = job->spec.labels;
-    if (!job->spec.alignment_json.empty()) {
-      rec.params_json = LatentParamsWithAlignment(job->spec.alignment_json);
+    if (!job->spec.alignment_json.empty() || !job->spec.masks_json.empty()) {
+      rec.params_json = LatentParamsWithAlignment(job->spec.alignment_json, job->spec.masks_json);
     }
     ev.kind = JobEvent::Kind::kSucceeded;
     ev.latent_id = rec.id;
@@ -456,6 +458,8 @@ void Scheduler::Retire(const std::shared_ptr<Job>& job) {
     std::lock_guard<std::mutex> lock(job->mu);
     job->spec.image = torch::Tensor();
     job->spec.init_latent = torch::Tensor();
+    job->spec.mse_mask = torch::Tensor();
+    job->spec.perceptual_mask = torch::Tensor();
     job->resume.reset();
   }
   std::lock_guard<std::mutex> lock(mu_);

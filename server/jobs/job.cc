@@ -126,10 +126,13 @@ std::string SerializeSpec(const EmbedJobSpec& spec) {
     j["alignment"] = json::parse(spec.alignment_json);
     j["return_aligned_image"] = spec.return_aligned_image;
   }
+  if (!spec.masks_json.empty()) j["masks"] = json::parse(spec.masks_json);
   ZipWriter zip;
   (void)zip.Add("spec.json", j.dump());
   AddTensor(zip, "image", spec.image);
   if (spec.init_latent.defined()) AddTensor(zip, "init_latent", spec.init_latent);
+  if (spec.mse_mask.defined()) AddTensor(zip, "mse_mask", spec.mse_mask);
+  if (spec.perceptual_mask.defined()) AddTensor(zip, "perceptual_mask", spec.perceptual_mask);
   return zip.Finish();
 }
 
@@ -151,10 +154,13 @@ absl::StatusOr<EmbedJobSpec> ParseSpec(absl::string_view bytes) {
                       spec.alignment_json = j.at("alignment").dump();
                       spec.return_aligned_image = j.value("return_aligned_image", false);
                     }
+                    if (j.contains("masks")) spec.masks_json = j.at("masks").dump();
                     return 0;
                   }).status());
   ASSIGN_OR_RETURN(spec.image, GetTensor(zip, "image", true));
   ASSIGN_OR_RETURN(spec.init_latent, GetTensor(zip, "init_latent", false));
+  ASSIGN_OR_RETURN(spec.mse_mask, GetTensor(zip, "mse_mask", false));
+  ASSIGN_OR_RETURN(spec.perceptual_mask, GetTensor(zip, "perceptual_mask", false));
   return spec;
 }
 

@@ -31,9 +31,14 @@ struct EmbedJobSpec {
   // copied to the succeeded event and the latent's params_json {"alignment": ...}.
   std::string alignment_json;
   bool return_aligned_image = false;  // the aligned image (PNG) in the succeeded event
+  // Masked embedding (EmbedTarget's masks): [1, R, R] weights in [0, 1], or undefined;
+  // and their record (a JSON object, copied to the latent's params_json {"masks": ...}).
+  torch::Tensor mse_mask, perceptual_mask;
+  std::string masks_json;
 };
 
-// Spec bytes: a zip of spec.json (options and scalars), image.npy and init_latent.npy.
+// Spec bytes: a zip of spec.json (options and scalars), image.npy, and where present
+// init_latent.npy, mse_mask.npy and perceptual_mask.npy.
 std::string SerializeSpec(const EmbedJobSpec& spec);
 absl::StatusOr<EmbedJobSpec> ParseSpec(absl::string_view bytes);
 // Checkpoint bytes: a zip of meta.json and the tensors as .npy members.

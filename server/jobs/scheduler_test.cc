@@ -122,6 +122,16 @@ TEST_F(SchedulerTest, SpecAndCheckpointBytesRoundTrip) {
   EXPECT_EQ(nlohmann::json::parse(back->alignment_json),
             nlohmann::json::parse(spec.alignment_json));
   EXPECT_TRUE(back->return_aligned_image);
+  EXPECT_FALSE(back->mse_mask.defined());
+  // So do the masks and their record.
+  spec.mse_mask = torch::rand({1, 32, 32});
+  spec.perceptual_mask = torch::ones({1, 32, 32});
+  spec.masks_json = R"({"frame":"photo","mask":{"binary":false}})";
+  back = ParseSpec(SerializeSpec(spec));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(torch::equal(back->mse_mask, spec.mse_mask));
+  EXPECT_TRUE(torch::equal(back->perceptual_mask, spec.perceptual_mask));
+  EXPECT_EQ(nlohmann::json::parse(back->masks_json), nlohmann::json::parse(spec.masks_json));
 
   EmbedCheckpoint c;
   c.step = 4;

@@ -249,6 +249,123 @@ class AlignServiceTest(unittest.TestCase):
             align=pb.AlignOptions(mode=pb.AlignOptions.AUTO)), code=grpc.StatusCode.NOT_FOUND)
 
 
+def png_bytes(array):
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(array, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class MaskedEmbedTest(unittest.TestCase):
+    """Image2StyleGAN++'s masked embedding through Embed: masks over the photo or over the
+    target, what they leave out has no effect, and every bad mask is refused by name."""
+
+    # A region of the astronaut's photo (chin and collar), x0, y0, x1, y1.
+    HOLE = (175, 150, 280, 215)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = new_server("masks", ["--mtcnn", "none"]).start()
+        cls.addClassCleanup(cls.server.kill)
+        cls.stub = cls.server.stub()
+        cls.size = cls.stub.GetServerInfo(pb.GetServerInfoRequest()).models[0].resolution
+        from PIL import Image
+        cls.photo = np.asarray(Image.open(io.BytesIO(h.image_bytes("astronaut.png")))
+                               .convert("RGB"))
+        x0, y0, x1, y1 = cls.HOLE
+        cls.keep = np.full(cls.photo.shape[:2], 255, np.uint8)
+        cls.keep[y0:y1, x0:x1] = 0
+        cls.landmarks = pb.AlignOptions(mode=pb.AlignOptions.LANDMARKS,
+                                        landmarks=[pb.Point(x=x, y=y) for x, y in ASTRONAUT])
+
+    @classmethod
+    def tearDownClass(cls):
+        code, _ = cls.server.stop()
+        assert code == 0, cls.server.log()
+
+    def embed(self, photo, **kw):
+        req = pb.EmbedRequest(image=png_bytes(photo), align=self.landmarks,
+                              options=pb.EmbedOptions(steps=3, perceptual_resolution=32),
+                              return_aligned_image=True, **kw)
+        done = h.collect(self.stub.Embed(req, timeout=300))[-1]
+        self.assertEqual(kind(done), "succeeded", done)
+        lat = self.stub.GetLatent(pb.GetLatentRequest(latent_id=done.succeeded.latent_id,
+                                                      include_values=True))
+        return done, lat
+
+    def test_what_the_mask_leaves_out_has_no_effect(self):
+        import hashlib
+        import json
+        x0, y0, x1, y1 = self.HOLE
+        other = self.photo.copy()
+        other[y0:y1, x0:x1] = np.random.default_rng(7).integers(0, 256, (y1 - y0, x1 - x0, 3))
+        mask = png_bytes(self.keep)
+        a_done, a = self.embed(self.photo, mask=mask)
+        b_done, b = self.embed(other, mask=mask)
+        # Both losses (pixel and perceptual) and the resampling never saw the hole.
+        self.assertEqual(list(a.values), list(b.values))
+        self.assertEqual(a_done.succeeded.alignment.aligned.data,
+                         b_done.succeeded.alignment.aligned.data)
+        # Without the mask the same two photos give different latents (the check can fail).
+        _, c = self.embed(self.photo)
+        _, d = self.embed(other)
+        self.assertNotEqual(list(c.values), list(d.values))
+        # The hole shows grey in the target, where the alignment puts its centre.
+        target = decode_png(a_done.succeeded.alignment.aligned.data)
+        u, v = apply(transform_of(a_done.succeeded.alignment), ((x0 + x1) / 2, (y0 + y1) / 2))
+        np.testing.assert_array_equal(target[int(round(v)), int(round(u))], [128, 128, 128])
+        # The latent records the masks, and keeps its alignment.
+        rec = json.loads(a.params_json)["masks"]
+        self.assertEqual(rec["frame"], "photo")
+        self.assertNotIn("perceptual_mask", rec)
+        m = rec["mask"]
+        self.assertEqual(m["sha256"], "sha256:" + hashlib.sha256(mask).hexdigest())
+        self.assertEqual((m["width"], m["height"], m["binary"]), (512, 512, True))
+        self.assertGreater(m["coverage"], 0.5)
+        self.assertLess(m["coverage"], 1.0)
+        self.assertEqual(a.alignment.method, "landmarks")
+
+    def test_masks_over_the_target_and_grey(self):
+        import json
+        n = self.size
+        ramp = np.tile(np.linspace(0, 255, n).round().astype(np.uint8), (n, 1))
+        _, lat = self.embed(self.photo, mask=png_bytes(ramp), mask_frame=pb.MASK_FRAME_ALIGNED,
+                            perceptual_mask=png_bytes(np.full((n, n), 255, np.uint8)))
+        rec = json.loads(lat.params_json)["masks"]
+        self.assertEqual(rec["frame"], "aligned")
+        self.assertFalse(rec["mask"]["binary"])
+        self.assertAlmostEqual(rec["mask"]["coverage"], ramp.mean() / 255, places=5)
+        self.assertEqual(rec["perceptual_mask"]["coverage"], 1.0)
+        # A perceptual mask alone, over the photo.
+        _, lat = self.embed(self.photo, perceptual_mask=png_bytes(self.keep))
+        rec = json.loads(lat.params_json)["masks"]
+        self.assertEqual(set(rec), {"frame", "perceptual_mask"})
+
+    def test_bad_masks(self):
+        def refused(field, **kw):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.embed(self.photo, **kw)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT,
+                             cm.exception.details())
+            self.assertTrue(cm.exception.details().startswith(field + ":"),
+                            cm.exception.details())
+            return cm.exception.details()
+
+        small = png_bytes(np.full((100, 90), 255, np.uint8))
+        self.assertIn("90x100, but the image is 512x512", refused("mask", mask=small))
+        self.assertIn(f"needs the model's {self.size}x{self.size}",
+                      refused("perceptual_mask", perceptual_mask=small,
+                              mask_frame=pb.MASK_FRAME_ALIGNED))
+        black = png_bytes(np.zeros((512, 512), np.uint8))
+        self.assertIn("counts no pixel", refused("mask", mask=black))
+        corner = np.zeros((512, 512), np.uint8)
+        corner[:3, :3] = 255  # white only outside the aligned crop
+        self.assertIn("counts no pixel of the target", refused("mask", mask=png_bytes(corner)))
+        refused("mask", mask=b"not an image")
+        refused("perceptual_mask", perceptual_mask=b"\x89PNG\r\n\x1a\n")
+        refused("mask_frame", mask=png_bytes(self.keep), mask_frame=7)
+
+
 class DetectorFlagsTest(unittest.TestCase):
     def test_without_a_detector_auto_is_failed_precondition(self):
         server = new_server("nodetector", ["--no-face-detector"]).start()
