@@ -59,6 +59,9 @@ inline constexpr double kMinConfidence = 0.5;
 inline constexpr double kPasteFeather = 0.08;
 // PasteBackRequest.faces: at most this many.
 inline constexpr int kMaxPasteFaces = 16;
+// LocalBlendRequest.feather when unset: the resolution divided by this (32 px at 1024), at
+// least 1.
+inline constexpr int kLocalBlendFeatherDivisor = 32;
 
 // AlignFaceResponse.faces: at most this many faces of one photo, largest first.
 inline constexpr int kMaxFaces = 32;

@@ -312,6 +312,16 @@ absl::Status CheckStyleMixRequest(const v1::StyleMixRequest& r) {
   return CheckLatentRef(r.style(), "style");
 }
 
+absl::Status CheckLocalBlendRequest(const v1::LocalBlendRequest& r) {
+  RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
+  if (r.mask().empty()) return Field("mask", "required: an image over the render (white = source)");
+  if (r.start_layer() < 0) return Field("start_layer", "must be >= 0");
+  if (r.has_feather() && r.feather() < 0) return Field("feather", "must be >= 0");
+  RETURN_IF_ERROR(CheckPasteInto(r.has_paste_into(), r.paste_into()));
+  RETURN_IF_ERROR(CheckLatentRef(r.base(), "base"));
+  return CheckLatentRef(r.source(), "source");
+}
+
 absl::Status CheckExpressionTransferRequest(const v1::ExpressionTransferRequest& r) {
   RETURN_IF_ERROR(CheckRequestId(r.request_id()));
   RETURN_IF_ERROR(CheckLabels(r.labels()));

@@ -48,6 +48,7 @@ absl::Status CheckLatentRef(const v1::LatentRef& ref, const std::string& field);
 
 absl::Status CheckEmbedRequest(const v1::EmbedRequest& r, const RequestLimits& limits);
 absl::Status CheckSynthesizeRequest(const v1::SynthesizeRequest& r);
+absl::Status CheckLocalBlendRequest(const v1::LocalBlendRequest& r);
 absl::Status CheckMorphRequest(const v1::MorphRequest& r, const RequestLimits& limits);
 absl::Status CheckStyleMixRequest(const v1::StyleMixRequest& r);  // crossover >= 0
 // strength in [-100, 100]; layers >= 0 and first <= last when both set.

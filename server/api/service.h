@@ -81,6 +81,9 @@ class Service final : public i2s::v1::ImageToStyleGan::CallbackService {
   grpc::ServerUnaryReactor* ExpressionTransfer(CallbackServerContext* ctx,
                                                const v1::ExpressionTransferRequest* req,
                                                v1::EditResponse* resp) override;
+  grpc::ServerUnaryReactor* LocalBlend(CallbackServerContext* ctx,
+                                       const v1::LocalBlendRequest* req,
+                                       v1::LocalBlendResponse* resp) override;
   grpc::ServerUnaryReactor* AlignFace(CallbackServerContext* ctx, const v1::AlignFaceRequest* req,
                                       v1::AlignFaceResponse* resp) override;
   grpc::ServerUnaryReactor* PasteBack(CallbackServerContext* ctx, const v1::PasteBackRequest* req,

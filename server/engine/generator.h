@@ -54,12 +54,49 @@ class Generator {
   //   z [B, latent] -> w [B, latent]
   virtual torch::Tensor ForwardMapping(const torch::Tensor& z) = 0;
 
+  // Image2StyleGAN++'s local edit by activation blending (Abdal et al., CVPR 2020,
+  // "local edits"): a's image with b's content where `mask` says so. Unchecked like
+  // Forward (and as differentiable); SynthesizeBlend is the checked version.
+  //   wa, wb [B, num_layers, latent]; noise as Forward's (all three paths use the same);
+  //   mask [1 or B, 1, R, R] in [0, 1] at the output resolution R (1: b, 0: a);
+  //   start_layer in [0, num_layers): the first blended block is b0 = LayerBlock(start_layer).
+  // Three synthesis paths: a (wa's rows throughout), b (wb's rows throughout) and the
+  // blended one, which is a's path up to and including block b0. After each block i >= b0
+  // (at r = 4 << i pixels) the blended path's activations x become lerp(x, x_b, m_r) =
+  // m_r * x_b + (1 - m_r) * x, with m_r the mask averaged over (R / r)^2 cells
+  // (MaskAtResolution), and the path goes on with wa's rows; StyleGAN2's skip (RGB) image
+  // is blended the same way. Blocks before b0 are never blended (wb's early rows reach
+  // the image only through x_b). The image is lerp(Forward(wa), blended image, m) at
+  // full resolution (BlendActivations: the ends selected, not computed), so:
+  //   - where m == 0 it is Forward(wa, noise) bit for bit (the same operations on the same
+  //     inputs: on the CPU always, on CUDA where its kernels are deterministic), although
+  //     the blended path's convolutions and coarse cells reach past the mask's support;
+  //   - a mask of ones gives Forward(wb, noise) exactly, for any start_layer (the last
+  //     block hands on x_b);
+  //   - a grey m counts twice at full resolution: from the last block (start_layer =
+  //     num_layers - 1) a uniform m = c gives a + c^2 (b - a), up to rounding.
+  // Costs up to 3 forward passes (fewer blocks from a later b0). -> image [B, 3, R, R].
+  virtual torch::Tensor ForwardBlend(const torch::Tensor& wa, const torch::Tensor& wb,
+                                     const std::vector<torch::Tensor>& noise, int start_layer,
+                                     const torch::Tensor& mask) = 0;
+  // The synthesis block (block i works at 4 << i pixels square, i < log2(R) - 1) whose
+  // convolutions take W+ row `layer`: layer / 2 for StyleGAN1 (two rows per block);
+  // (layer + 1) / 2 for StyleGAN2 (row 0: the 4x4 convolution; rows 2i - 1, 2i: block
+  // i's convolutions), whose last row, read only by the last ToRGB, maps to the last block.
+  virtual int LayerBlock(int layer) const { return layer / 2; }
+
   // Checked versions: shapes, dtype, finiteness and noise maps are validated
   // (InvalidArgument naming the argument); inputs are moved to device(); runs without
   // autograd. Exceptions from LibTorch become Internal.
   absl::StatusOr<torch::Tensor> Synthesize(const torch::Tensor& wplus,
                                            const std::vector<torch::Tensor>& noise);
   absl::StatusOr<torch::Tensor> Map(const torch::Tensor& z);
+  // ForwardBlend checked: wa as Synthesize's wplus, wb of wa's shape, noise as
+  // Synthesize's, start_layer in [0, num_layers), mask [1 or B, 1, R, R], finite, in
+  // [0, 1]. Errors are InvalidArgument naming the argument.
+  absl::StatusOr<torch::Tensor> SynthesizeBlend(const torch::Tensor& wa, const torch::Tensor& wb,
+                                                const std::vector<torch::Tensor>& noise,
+                                                int start_layer, const torch::Tensor& mask);
 
   // Noise maps [batch, 1, H, W] from a seeded generator (drawn on the CPU, so the same
   // seed gives the same maps on every device), on device().

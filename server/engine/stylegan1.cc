@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/engine/local_blend.h"
 #include "server/engine/torch_util.h"
 
 namespace i2s {
@@ -303,34 +304,57 @@ torch::Tensor StyleGan1SynthesisImpl::ApplyEpilogue(const Epilogue& e, torch::Te
   return torch::addcmul(shift, x, scale);
 }
 
+torch::Tensor StyleGan1SynthesisImpl::RunBlock(size_t i, torch::Tensor x,
+                                               const torch::Tensor& wplus,
+                                               const std::vector<torch::Tensor>& noise) {
+  const Block& block = blocks_[i];
+  const int layer = 2 * static_cast<int>(i);
+  auto noise_at = [&](int l) { return noise.empty() ? nullptr : &noise[l]; };
+  if (block.up_weight.defined()) {
+    if (options_.upsample == UpsampleConv::kPhaseSplit) {
+      x = PhaseSplitUpConv(x, block.up_weight);
+    } else if (block.fused_upsample) {
+      x = torch::conv_transpose2d(x, block.up_weight, {}, /*stride=*/2, /*padding=*/1);
+    } else {
+      x = F::interpolate(x, F::InterpolateFuncOptions()
+                                .scale_factor(std::vector<double>{2.0, 2.0})
+                                .mode(torch::kNearest));
+      x = torch::conv2d(x, block.up_weight, {}, /*stride=*/1, /*padding=*/1);
+    }
+    // Blur, then bias: the bias rides on the depthwise blur conv.
+    x = torch::conv2d(x, block.blur, block.up_bias, 1, 1, 1, /*groups=*/block.blur.size(0));
+  }
+  x = ApplyEpilogue(block.epi1, x, wplus.select(1, layer), noise_at(layer));
+  x = torch::conv2d(x, block.conv_weight, block.conv_bias, 1, 1);
+  return ApplyEpilogue(block.epi2, x, wplus.select(1, layer + 1), noise_at(layer + 1));
+}
+
 torch::Tensor StyleGan1SynthesisImpl::forward(const torch::Tensor& wplus,
                                               const std::vector<torch::Tensor>& noise) {
-  const int64_t batch = wplus.size(0);
-  auto noise_at = [&](int layer) { return noise.empty() ? nullptr : &noise[layer]; };
-  torch::Tensor x = const_input_.expand({batch, -1, -1, -1});
-  int layer = 0;
-  for (const Block& block : blocks_) {
-    if (block.up_weight.defined()) {
-      if (options_.upsample == UpsampleConv::kPhaseSplit) {
-        x = PhaseSplitUpConv(x, block.up_weight);
-      } else if (block.fused_upsample) {
-        x = torch::conv_transpose2d(x, block.up_weight, {}, /*stride=*/2, /*padding=*/1);
-      } else {
-        x = F::interpolate(x, F::InterpolateFuncOptions()
-                                  .scale_factor(std::vector<double>{2.0, 2.0})
-                                  .mode(torch::kNearest));
-        x = torch::conv2d(x, block.up_weight, {}, /*stride=*/1, /*padding=*/1);
-      }
-      // Blur, then bias: the bias rides on the depthwise blur conv.
-      x = torch::conv2d(x, block.blur, block.up_bias, 1, 1, 1, /*groups=*/block.blur.size(0));
-    }
-    x = ApplyEpilogue(block.epi1, x, wplus.select(1, layer), noise_at(layer));
-    ++layer;
-    x = torch::conv2d(x, block.conv_weight, block.conv_bias, 1, 1);
-    x = ApplyEpilogue(block.epi2, x, wplus.select(1, layer), noise_at(layer));
-    ++layer;
-  }
+  torch::Tensor x = const_input_.expand({wplus.size(0), -1, -1, -1});
+  for (size_t i = 0; i < blocks_.size(); ++i) x = RunBlock(i, x, wplus, noise);
   return torch::conv2d(x, torgb_weight_, torgb_bias_);
+}
+
+torch::Tensor StyleGan1SynthesisImpl::forward_blend(const torch::Tensor& wa,
+                                                    const torch::Tensor& wb,
+                                                    const std::vector<torch::Tensor>& noise,
+                                                    int first_block, const torch::Tensor& mask) {
+  // a's path is forward(wa)'s operations on the same tensors, so its image is forward's.
+  torch::Tensor xa = const_input_.expand({wa.size(0), -1, -1, -1});
+  torch::Tensor xb = const_input_.expand({wb.size(0), -1, -1, -1});
+  torch::Tensor x;  // the blended path, from first_block on
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const bool blend = static_cast<int>(i) >= first_block;
+    if (blend && static_cast<int>(i) > first_block) x = RunBlock(i, x, wa, noise);
+    xa = RunBlock(i, xa, wa, noise);
+    xb = RunBlock(i, xb, wb, noise);
+    if (static_cast<int>(i) == first_block) x = xa;  // the blended path is a's until here
+    if (blend) x = BlendActivations(x, xb, MaskAtResolution(mask, xa.size(2)));
+  }
+  torch::Tensor out_a = torch::conv2d(xa, torgb_weight_, torgb_bias_);
+  torch::Tensor out = torch::conv2d(x, torgb_weight_, torgb_bias_);
+  return BlendActivations(out_a, out, mask);
 }
 
 absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Create(
@@ -371,6 +395,12 @@ absl::StatusOr<std::unique_ptr<StyleGan1Generator>> StyleGan1Generator::Load(
 torch::Tensor StyleGan1Generator::Forward(const torch::Tensor& wplus,
                                           const std::vector<torch::Tensor>& noise) {
   return synthesis_->forward(wplus, noise);
+}
+
+torch::Tensor StyleGan1Generator::ForwardBlend(const torch::Tensor& wa, const torch::Tensor& wb,
+                                               const std::vector<torch::Tensor>& noise,
+                                               int start_layer, const torch::Tensor& mask) {
+  return synthesis_->forward_blend(wa, wb, noise, LayerBlock(start_layer), mask);
 }
 
 torch::Tensor StyleGan1Generator::ForwardMapping(const torch::Tensor& z) {

@@ -82,6 +82,10 @@ class StyleGan1SynthesisImpl : public torch::nn::Module {
   StyleGan1SynthesisImpl(const StyleGan1Config& config, const StyleGan1Options& options,
                          WeightMap& weights, absl::Status* status);
   torch::Tensor forward(const torch::Tensor& wplus, const std::vector<torch::Tensor>& noise);
+  // Generator::ForwardBlend from block `first_block` on.
+  torch::Tensor forward_blend(const torch::Tensor& wa, const torch::Tensor& wb,
+                              const std::vector<torch::Tensor>& noise, int first_block,
+                              const torch::Tensor& mask);
 
  private:
   // Noise, LeakyReLU, instance norm, style modulation (spec, "Layer epilogue").
@@ -100,6 +104,9 @@ class StyleGan1SynthesisImpl : public torch::nn::Module {
     torch::Tensor conv_weight, conv_bias;
     Epilogue epi1, epi2;
   };
+  // Block i (4 << i pixels square, W+ rows 2i and 2i + 1) applied to x.
+  torch::Tensor RunBlock(size_t i, torch::Tensor x, const torch::Tensor& wplus,
+                         const std::vector<torch::Tensor>& noise);
   torch::Tensor ApplyEpilogue(const Epilogue& e, torch::Tensor x, const torch::Tensor& w,
                               const torch::Tensor* noise);
   absl::Status LoadEpilogue(WeightMap& weights, const std::string& prefix, int64_t channels,
@@ -139,6 +146,9 @@ class StyleGan1Generator : public Generator {
   torch::Tensor Forward(const torch::Tensor& wplus,
                         const std::vector<torch::Tensor>& noise) override;
   torch::Tensor ForwardMapping(const torch::Tensor& z) override;
+  torch::Tensor ForwardBlend(const torch::Tensor& wa, const torch::Tensor& wb,
+                             const std::vector<torch::Tensor>& noise, int start_layer,
+                             const torch::Tensor& mask) override;
 
  private:
   StyleGan1Generator(StyleGan1Config config, torch::Device device, std::string fingerprint)

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/engine/local_blend.h"
 #include "server/engine/torch_util.h"
 
 namespace i2s {
@@ -358,23 +359,57 @@ torch::Tensor StyleGan2Generator::ToRgb(const Layer& l, const torch::Tensor& x,
   return skip.defined() ? UpsampleSkip(skip, blur_) + y : y;
 }
 
-torch::Tensor StyleGan2Generator::Forward(const torch::Tensor& wplus,
-                                          const std::vector<torch::Tensor>& noise) {
-  const int64_t batch = wplus.size(0);
+StyleGan2Generator::BlockOut StyleGan2Generator::RunBlock(size_t k, const BlockOut& in,
+                                                          const torch::Tensor& wplus,
+                                                          const std::vector<torch::Tensor>& noise) {
   auto noise_at = [&](size_t i) { return noise.empty() ? nullptr : &noise[i]; };
   auto style = [&](int row) { return wplus.select(1, row); };
   // W+ wiring (spec section 1): conv1 <- w[0], to_rgb1 <- w[1]; block k: its two convs
-  // <- w[2k + 1], w[2k + 2], its ToRGB <- w[2k + 3].
-  torch::Tensor x = const_input_.expand({batch, -1, -1, -1});
-  x = StyledConv(convs_[0], x, style(0), noise_at(0));
-  torch::Tensor skip = ToRgb(to_rgbs_[0], x, style(1), torch::Tensor());
-  for (size_t k = 1; k < to_rgbs_.size(); ++k) {
-    const int row = 2 * static_cast<int>(k) - 1;
-    x = StyledConv(convs_[2 * k - 1], x, style(row), noise_at(2 * k - 1));
-    x = StyledConv(convs_[2 * k], x, style(row + 1), noise_at(2 * k));
-    skip = ToRgb(to_rgbs_[k], x, style(row + 2), skip);
+  // <- w[2k - 1], w[2k], its ToRGB <- w[2k + 1].
+  BlockOut out;
+  if (k == 0) {
+    out.x = const_input_.expand({wplus.size(0), -1, -1, -1});
+    out.x = StyledConv(convs_[0], out.x, style(0), noise_at(0));
+    out.skip = ToRgb(to_rgbs_[0], out.x, style(1), torch::Tensor());
+    return out;
   }
-  return skip;
+  const int row = 2 * static_cast<int>(k) - 1;
+  out.x = StyledConv(convs_[2 * k - 1], in.x, style(row), noise_at(2 * k - 1));
+  out.x = StyledConv(convs_[2 * k], out.x, style(row + 1), noise_at(2 * k));
+  out.skip = ToRgb(to_rgbs_[k], out.x, style(row + 2), in.skip);
+  return out;
+}
+
+torch::Tensor StyleGan2Generator::Forward(const torch::Tensor& wplus,
+                                          const std::vector<torch::Tensor>& noise) {
+  BlockOut s;
+  for (size_t k = 0; k < to_rgbs_.size(); ++k) s = RunBlock(k, s, wplus, noise);
+  return s.skip;
+}
+
+int StyleGan2Generator::LayerBlock(int layer) const {
+  return std::min((layer + 1) / 2, static_cast<int>(to_rgbs_.size()) - 1);
+}
+
+torch::Tensor StyleGan2Generator::ForwardBlend(const torch::Tensor& wa, const torch::Tensor& wb,
+                                               const std::vector<torch::Tensor>& noise,
+                                               int start_layer, const torch::Tensor& mask) {
+  // a's path is Forward(wa)'s operations on the same tensors, so its image is Forward's.
+  const int first_block = LayerBlock(start_layer);
+  BlockOut a, b, m;  // m: the blended path, from first_block on
+  for (size_t k = 0; k < to_rgbs_.size(); ++k) {
+    const bool blend = static_cast<int>(k) >= first_block;
+    if (blend && static_cast<int>(k) > first_block) m = RunBlock(k, m, wa, noise);
+    a = RunBlock(k, a, wa, noise);
+    b = RunBlock(k, b, wb, noise);
+    if (static_cast<int>(k) == first_block) m = a;  // the blended path is a's until here
+    if (blend) {
+      const torch::Tensor mk = MaskAtResolution(mask, a.x.size(2));
+      m.x = BlendActivations(m.x, b.x, mk);
+      m.skip = BlendActivations(m.skip, b.skip, mk);
+    }
+  }
+  return BlendActivations(a.skip, m.skip, mask);
 }
 
 torch::Tensor StyleGan2Generator::ForwardMapping(const torch::Tensor& z) {

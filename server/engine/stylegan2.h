@@ -107,6 +107,10 @@ class StyleGan2Generator : public Generator {
   torch::Tensor Forward(const torch::Tensor& wplus,
                         const std::vector<torch::Tensor>& noise) override;
   torch::Tensor ForwardMapping(const torch::Tensor& z) override;
+  torch::Tensor ForwardBlend(const torch::Tensor& wa, const torch::Tensor& wb,
+                             const std::vector<torch::Tensor>& noise, int start_layer,
+                             const torch::Tensor& mask) override;
+  int LayerBlock(int layer) const override;
 
  private:
   // A modulated convolution with its noise and activation (rosinality's StyledConv), or
@@ -120,6 +124,12 @@ class StyleGan2Generator : public Generator {
     torch::Tensor bias;            // [1, out, 1, 1]
     bool upsample = false;
     bool demodulate = true;
+  };
+
+  // What a synthesis block hands on: its feature maps and the skip image so far.
+  struct BlockOut {
+    torch::Tensor x;
+    torch::Tensor skip;
   };
 
   StyleGan2Generator(StyleGan2Config config, StyleGan2Options options, torch::Device device,
@@ -137,6 +147,9 @@ class StyleGan2Generator : public Generator {
                            const torch::Tensor* noise);
   torch::Tensor ToRgb(const Layer& layer, const torch::Tensor& x, const torch::Tensor& w,
                       const torch::Tensor& skip);
+  // Block k (4 << k pixels square) on block k - 1's result (block 0 ignores `in`).
+  BlockOut RunBlock(size_t k, const BlockOut& in, const torch::Tensor& wplus,
+                    const std::vector<torch::Tensor>& noise);
 
   StyleGan2Config config_;
   StyleGan2Options options_;

@@ -60,9 +60,15 @@ absl::StatusOr<EncodedImage> EncodeImage(const torch::Tensor& image, ImageEncodi
 
 absl::StatusOr<torch::Tensor> RenderRaw(Generator& g, const torch::Tensor& w,
                                         const LatentInput& noise_source, NoiseMode noise,
-                                        const std::string& field) {
+                                        const std::string& field, const RenderBlend& blend) {
   ASSIGN_OR_RETURN(auto maps, NoiseFor(noise_source, g, noise, absl::StrCat(field, ".noise_mode")));
-  ASSIGN_OR_RETURN(torch::Tensor img, g.Synthesize(w.unsqueeze(0), maps));
+  torch::Tensor img;
+  if (blend.with.defined()) {
+    ASSIGN_OR_RETURN(img, g.SynthesizeBlend(w.unsqueeze(0), blend.with.unsqueeze(0), maps,
+                                            blend.start_layer, blend.mask));
+  } else {
+    ASSIGN_OR_RETURN(img, g.Synthesize(w.unsqueeze(0), maps));
+  }
   return img[0].cpu();
 }
 
@@ -70,7 +76,8 @@ absl::StatusOr<EncodedImage> RenderLatent(Generator& g, const torch::Tensor& w,
                                           const LatentInput& noise_source,
                                           const RenderSettings& settings, const std::string& field,
                                           torch::Tensor* raw) {
-  ASSIGN_OR_RETURN(torch::Tensor img, RenderRaw(g, w, noise_source, settings.noise, field));
+  ASSIGN_OR_RETURN(torch::Tensor img,
+                   RenderRaw(g, w, noise_source, settings.noise, field, settings.blend));
   ASSIGN_OR_RETURN(EncodedImage encoded,
                    EncodeImage(img, settings.encoding, settings.jpeg_quality));
   if (raw != nullptr) *raw = std::move(img);

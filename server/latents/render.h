@@ -37,10 +37,20 @@ enum class NoiseMode {
 
 enum class ImageEncoding { kPng, kJpeg, kRawFloat32 };
 
+// Image2StyleGAN++'s local edit (Generator::SynthesizeBlend): the rendered latent's image
+// with `with`'s content where `mask` says, blended from W+ row `start_layer` on.
+struct RenderBlend {
+  torch::Tensor with;  // [L, D] CPU float32
+  torch::Tensor mask;  // [1, 1, R, R] in [0, 1] (already feathered)
+  int start_layer = 0;
+};
+
 struct RenderSettings {
   NoiseMode noise = NoiseMode::kAuto;
   ImageEncoding encoding = ImageEncoding::kPng;
   int jpeg_quality = 90;  // 1..100, kJpeg only
+  // A local edit instead of a plain render, when blend.with is defined.
+  RenderBlend blend;
 };
 
 struct EncodedImage {
@@ -60,10 +70,11 @@ absl::StatusOr<EncodedImage> EncodeImage(const torch::Tensor& image, ImageEncodi
 
 // Renders w [L, D] with the noise of `noise_source` on g's device: the generator's output
 // [3, R, R] on the CPU. Errors about the noise name `field`.noise_mode. Runs on the
-// generator's device: call it from a device task.
+// generator's device: call it from a device task. With blend.with, the local edit.
 absl::StatusOr<torch::Tensor> RenderRaw(Generator& g, const torch::Tensor& w,
                                         const LatentInput& noise_source, NoiseMode noise,
-                                        const std::string& field = "render");
+                                        const std::string& field = "render",
+                                        const RenderBlend& blend = {});
 
 // The same render encoded as `settings` say. With `raw`, the generator's output is kept
 // there too (for paste-back, which works on it after the call).

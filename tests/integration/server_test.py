@@ -57,6 +57,73 @@ def crafted_png(width, height):
     return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00" * 64
 
 
+def check_local_blend(test, stub, model):
+    """LocalBlend (Image2StyleGAN++'s local edit) on `model`: outside the feathered mask the
+    image is base's render exactly, inside it moves towards source's, a full mask is source's
+    render, and every bad input is refused by name."""
+    from PIL import Image
+    r, L = model.resolution, model.num_layers
+    rng = np.random.default_rng(11)
+
+    def ref(values):
+        return pb.LatentRef(values=pb.LatentValues(num_layers=L, latent_size=512,
+                                                   values=values.ravel().tolist()))
+
+    def png(a):
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(a, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def pixels(img):
+        return np.asarray(Image.open(io.BytesIO(img.data)).convert("RGB")).astype(np.int32)
+
+    base, source = (ref(rng.standard_normal((L, 512)).astype(np.float32)) for _ in range(2))
+    plain = pixels(stub.Synthesize(pb.SynthesizeRequest(latent=base)).image)
+    other = pixels(stub.Synthesize(pb.SynthesizeRequest(latent=source)).image)
+    half = np.zeros((r, r), np.uint8)
+    half[:, : r // 4] = 255
+    for start in (0, L // 2, L - 1):
+        resp = stub.LocalBlend(pb.LocalBlendRequest(base=base, source=source, mask=png(half),
+                                                    start_layer=start, feather=2))
+        img, used = pixels(resp.image), pixels(resp.mask)[..., 0]
+        outside = used == 0
+        test.assertEqual(int((~outside).sum()), r * (r // 4 + 2), start)  # grown by 2 px
+        np.testing.assert_array_equal(img[outside], plain[outside])
+        inside = half == 255
+        test.assertLess(np.abs(img[inside] - other[inside]).mean(),
+                        np.abs(plain[inside] - other[inside]).mean())
+    # The default feather is 1 px at 32x32 (resolution / 32).
+    resp = stub.LocalBlend(pb.LocalBlendRequest(base=base, source=source, mask=png(half)))
+    test.assertEqual(int((pixels(resp.mask)[..., 0] > 0).sum()), r * (r // 4 + 1))
+    full = png(np.full((r, r), 255, np.uint8))
+    resp = stub.LocalBlend(pb.LocalBlendRequest(base=base, source=source, mask=full,
+                                                start_layer=L // 2, feather=0))
+    np.testing.assert_array_equal(pixels(resp.image), other)
+
+    def refused(field, code=grpc.StatusCode.INVALID_ARGUMENT, **kw):
+        args = dict(base=base, source=source, mask=png(half))
+        args.update(kw)
+        with test.assertRaises(grpc.RpcError) as cm:
+            stub.LocalBlend(pb.LocalBlendRequest(**args))
+        test.assertEqual(cm.exception.code(), code, cm.exception.details())
+        test.assertTrue(cm.exception.details().startswith(field), cm.exception.details())
+        return cm.exception.details()
+
+    test.assertIn("16x16, but the model's renders are", refused(
+        "mask:", mask=png(np.full((16, 16), 255, np.uint8))))
+    refused("mask:", mask=b"")
+    refused("mask:", mask=b"not an image")
+    test.assertIn("selects no pixel", refused("mask:", mask=png(np.zeros((r, r), np.uint8))))
+    test.assertIn(f"[0, {L - 1}]", refused("start_layer:", start_layer=L))
+    refused("start_layer:", start_layer=-1)
+    refused("feather:", feather=r + 1)
+    refused("feather:", feather=-1)
+    refused("base:", base=pb.LatentRef())
+    refused("source:", code=grpc.StatusCode.NOT_FOUND,
+            source=pb.LatentRef(latent_id="lat_nope"))
+    refused("render.", render=pb.RenderOptions(format=9))
+
+
 class ServiceTest(unittest.TestCase):
     """One shared server for the tests that do not restart it."""
 
@@ -98,6 +165,9 @@ class ServiceTest(unittest.TestCase):
         if field:
             self.assertIn(field, cm.exception.details())
         return cm.exception.details()
+
+    def test_local_blend(self):
+        check_local_blend(self, self.stub, self.model)
 
     def test_server_info(self):
         self.assertEqual(self.model.name, "demo")
@@ -492,6 +562,9 @@ class StyleGan2ServiceTest(unittest.TestCase):
         self.assertEqual(m.conv_clamp, 0)
         self.assertEqual(m.source, "seeded random weights")
         self.assertTrue(m.is_demo)
+
+    def test_local_blend(self):
+        check_local_blend(self, self.stub, self.model)
 
     def test_embed_with_noise_phase_render_and_edit(self):
         req = pb.EmbedRequest(image=h.image_bytes("astronaut.png"), seed=4,
