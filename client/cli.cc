@@ -122,6 +122,7 @@ void Cli::Setup(CLI::App& app) {
   groups_.push_back(cli::AddEditCommands(app, ctx_, *embed));
   groups_.push_back(cli::AddAlignCommand(app, ctx_));
   groups_.push_back(cli::AddPasteCommand(app, ctx_, *embed));
+  groups_.push_back(cli::AddLocalEditCommands(app, ctx_, *embed));
   groups_.push_back(cli::AddServerCommands(app, ctx_));
   groups_.push_back(std::move(embed));
 }

@@ -195,6 +195,11 @@ absl::StatusOr<pb::PasteBackResponse> Client::PasteBack(const pb::PasteBackReque
       NewContext(true), [&](auto* c, auto* r) { return stub_->PasteBack(c, request, r); });
 }
 
+absl::StatusOr<pb::LocalBlendResponse> Client::LocalBlend(const pb::LocalBlendRequest& request) {
+  return Unary<pb::LocalBlendResponse>(
+      NewContext(true), [&](auto* c, auto* r) { return stub_->LocalBlend(c, request, r); });
+}
+
 absl::StatusOr<pb::EditResponse> Client::StyleMix(const pb::StyleMixRequest& request) {
   return Unary<pb::EditResponse>(NewContext(true),
                                  [&](auto* c, auto* r) { return stub_->StyleMix(c, request, r); });

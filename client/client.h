@@ -123,6 +123,7 @@ class Client {
   absl::StatusOr<pb::EditResponse> StyleMix(const pb::StyleMixRequest& request);
   absl::StatusOr<pb::EditResponse> ExpressionTransfer(const pb::ExpressionTransferRequest& request);
   absl::StatusOr<pb::PasteBackResponse> PasteBack(const pb::PasteBackRequest& request);
+  absl::StatusOr<pb::LocalBlendResponse> LocalBlend(const pb::LocalBlendRequest& request);
 
  private:
   // A context with the unary deadline (when `deadline` and options_.timeout > 0).

@@ -3,6 +3,7 @@
 //   jobs.cc     jobs ls / get / watch / cancel
 //   latents.cc  latents ls / get / rm / export / import
 //   edits.cc    synth, morph, stylemix, expression
+//   local_edits.cc  blend (Image2StyleGAN++'s local edit)
 //   align.cc    align
 //   paste.cc    paste
 //   server.cc   info, usage, health
@@ -25,6 +26,9 @@ std::unique_ptr<CommandGroup> AddJobsCommands(CLI::App& app, Context& ctx, Embed
 std::unique_ptr<CommandGroup> AddLatentsCommands(CLI::App& app, Context& ctx);
 // Latents given as files are imported or embedded through `embed`.
 std::unique_ptr<CommandGroup> AddEditCommands(CLI::App& app, Context& ctx, EmbedCommand& embed);
+// Latents given as files are imported or embedded through `embed`.
+std::unique_ptr<CommandGroup> AddLocalEditCommands(CLI::App& app, Context& ctx,
+                                                   EmbedCommand& embed);
 std::unique_ptr<CommandGroup> AddAlignCommand(CLI::App& app, Context& ctx);
 // Latents given as files are imported through `embed`.
 std::unique_ptr<CommandGroup> AddPasteCommand(CLI::App& app, Context& ctx, EmbedCommand& embed);

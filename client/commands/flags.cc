@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/files.h"
 #include "common/defaults.h"
+#include "common/status_macros.h"
 
 namespace i2s::client::cli {
 
@@ -105,6 +106,40 @@ void AddRenderFlags(CLI::App* cmd, RenderFlags& r, const std::string& default_ou
                   absl::StrCat("JPEG quality 1..100 (default ", defaults::kJpegQuality, ")"))
       ->check(CLI::Range(1, 100));
   cmd->add_flag("-f,--force", r.force, "overwrite an existing output file");
+}
+
+// --paste-into PHOTO --pasted FILE: the request's PasteInto (none without them).
+absl::StatusOr<std::optional<v1::PasteInto>> PasteIntoOf(const PasteFlags& p, bool force) {
+  if (p.photo.empty()) {
+    if (!p.output.empty()) return absl::InvalidArgumentError("--pasted: needs --paste-into PHOTO");
+    return std::nullopt;
+  }
+  if (p.output.empty()) return absl::InvalidArgumentError("--paste-into: needs --pasted FILE");
+  RETURN_IF_ERROR(CheckWritable(p.output, force));
+  v1::PasteInto paste;
+  ASSIGN_OR_RETURN(*paste.mutable_photo(), ReadFile(p.photo));
+  ASSIGN_OR_RETURN(*paste.mutable_options(), PasteOptionsOf(p));
+  for (double t : p.transform) paste.add_transform(t);
+  return paste;
+}
+
+// The render format for an output path: an explicit --format, else from the extension.
+absl::StatusOr<std::string> FormatForPath(const std::string& path, const std::string& format) {
+  const std::string ext = Extension(path);
+  if (!format.empty()) return format;
+  if (path == "-" || ext == ".png") return std::string("png");
+  if (ext == ".jpg" || ext == ".jpeg") return std::string("jpeg");
+  if (ext == ".npy") return std::string("npy");
+  return absl::InvalidArgumentError(absl::StrCat(path, ": unknown image type '", ext,
+                                                 "' (use .png, .jpg or .npy, or give --format)"));
+}
+
+v1::RenderOptions RenderFor(const RenderFlags& r, const std::string& format) {
+  v1::RenderOptions options;
+  options.set_format(format == "jpeg" ? v1::JPEG : format == "npy" ? v1::RAW_FLOAT32 : v1::PNG);
+  options.set_jpeg_quality(r.quality);
+  options.set_noise_seed(r.noise_seed);
+  return options;
 }
 
 const CLI::Validator& LabelValidator() {

@@ -78,6 +78,14 @@ void AddAlignFlags(CLI::App* cmd, EmbedFlags* f, bool for_embed);
 
 // -o/--output (default `default_output`), --jpeg-quality, -f/--force.
 void AddRenderFlags(CLI::App* cmd, RenderFlags& r, const std::string& default_output);
+// The render format for an output path: an explicit --format, else from the extension
+// ("png", "jpeg" or "npy").
+absl::StatusOr<std::string> FormatForPath(const std::string& path, const std::string& format);
+// The render options of an edit: the format ("png", "jpeg" or "npy"), quality and seed.
+v1::RenderOptions RenderFor(const RenderFlags& r, const std::string& format);
+// --paste-into PHOTO --pasted FILE as a request's PasteInto (none without them; one
+// without the other is an error; the photo is read, the output checked writable).
+absl::StatusOr<std::optional<v1::PasteInto>> PasteIntoOf(const PasteFlags& p, bool force);
 
 // A CLI11 validator for KEY=VALUE labels.
 const CLI::Validator& LabelValidator();

@@ -118,7 +118,8 @@ class ClientTest(unittest.TestCase):
         for cmd in [[], ["embed"], ["jobs"], ["jobs", "ls"], ["jobs", "get"], ["jobs", "watch"],
                     ["jobs", "cancel"], ["latents"], ["latents", "ls"], ["latents", "get"],
                     ["latents", "rm"], ["latents", "export"], ["latents", "import"], ["synth"],
-                    ["morph"], ["stylemix"], ["expression"], ["align"], ["info"], ["health"]]:
+                    ["morph"], ["stylemix"], ["expression"], ["blend"], ["align"], ["info"],
+                    ["health"]]:
             p = run(*cmd, "--help", check=0)
             self.assertIn("Usage:", p.stdout, cmd)
             self.assertNotIn(ESC, p.stdout)
@@ -379,6 +380,54 @@ class ClientTest(unittest.TestCase):
         p = run("stylemix", a, b, "-k", "99", "-o", self.path("mix3.png"))
         self.assertEqual(p.returncode, 5)
         self.assertIn("crossover", p.stderr)
+
+    def test_masked_embedding_and_local_blend(self):
+        from PIL import Image
+        # embed --mask: the record on the latent; the mask over the aligned target too.
+        keep = np.full((512, 512), 255, np.uint8)
+        keep[150:215, 175:280] = 0
+        Image.fromarray(keep).save(self.path("keep.png"))
+        d = docs(run("--json", "-q", "embed", image("astronaut.png"), "--mask",
+                     self.path("keep.png"), "--steps", "3", *FAST, check=0))[0]
+        latent = self.stub.GetLatent(pb.GetLatentRequest(latent_id=d["latent_id"]))
+        masks = json.loads(latent.params_json)["masks"]
+        self.assertEqual((masks["frame"], masks["mask"]["binary"]), ("photo", True))
+        Image.fromarray(np.full((32, 32), 200, np.uint8)).save(self.path("grey.png"))
+        d = docs(run("--json", "-q", "embed", image("astronaut.png"), "--mask",
+                     self.path("grey.png"), "--mask-frame", "aligned", "--perceptual-mask",
+                     self.path("grey.png"), "--steps", "3", *FAST, check=0))[0]
+        latent = self.stub.GetLatent(pb.GetLatentRequest(latent_id=d["latent_id"]))
+        masks = json.loads(latent.params_json)["masks"]
+        self.assertEqual(masks["frame"], "aligned")
+        self.assertAlmostEqual(masks["perceptual_mask"]["coverage"], 200 / 255, places=6)
+        p = run("embed", image("astronaut.png"), "--mask", self.path("grey.png"), "--steps", "3")
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn("mask: 32x32, but the image is 512x512", p.stderr)
+        # blend: base outside the (feathered) mask, written with the mask used.
+        a, b = self.embed("camera.png", steps=3), self.embed("coffee.png", steps=3)
+        left = np.zeros((32, 32), np.uint8)
+        left[:, :8] = 255
+        Image.fromarray(left).save(self.path("left.png"))
+        d = docs(run("--json", "blend", a, b, "--mask", self.path("left.png"), "--start-layer",
+                     "2", "--mask-feather", "3", "-o", self.path("blend.png"), "--save-mask",
+                     self.path("used.png"), check=0))[0]
+        self.assertEqual((d["base"], d["source"], d["start_layer"], d["feather"]), (a, b, 2, 3))
+        run("synth", a, "-o", self.path("a.png"), check=0)
+        with Image.open(self.path("used.png")) as m, Image.open(self.path("blend.png")) as im, \
+                Image.open(self.path("a.png")) as ref:
+            outside = np.asarray(m.convert("L")) == 0
+            self.assertEqual(int((~outside).sum()), 32 * 11)
+            np.testing.assert_array_equal(np.asarray(im)[outside], np.asarray(ref)[outside])
+        human = run("blend", a, b, "--mask", self.path("left.png"), "-o", self.path("b2.png"),
+                    check=0).stdout
+        self.assertIn(f"{a} + {b} inside", human)
+        p = run("blend", a, b, "--mask", self.path("keep.png"), "-o", self.path("b3.png"))
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn("mask: 512x512, but the model's renders are 32x32", p.stderr)
+        p = run("blend", a, b, "--mask", self.path("left.png"), "--start-layer", "99",
+                "-o", self.path("b4.png"))
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn("start_layer", p.stderr)
 
     def test_image_paths_are_embedded_first(self):
         p = run("morph", image("camera.png"), image("coffee.png"), "--frames", "3",
