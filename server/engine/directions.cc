@@ -25,13 +25,7 @@ absl::Status Invalid(absl::string_view field, absl::string_view what) {
 
 // Parser errors (which name no field) as InvalidArgument "<field>: <message>".
 absl::Status FileError(absl::string_view field, const absl::Status& status) {
-  std::string message(status.message());
-  if (absl::StrContains(message, "is compressed")) {
-    absl::StrAppend(&message,
-                    "; GANSpace writes its .npz with np.savez_compressed: re-save the arrays "
-                    "with np.savez to import them");
-  }
-  return Invalid(field, message);
+  return Invalid(field, status.message());
 }
 
 absl::Status CheckLayout(const LatentLayout& layout) {

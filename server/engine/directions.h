@@ -85,8 +85,7 @@ struct DirectionImportOptions {
 //    number of size-1 axes between N and D; [N, D] too) and `lat_stdev` [N] -> one [D]
 //    direction per chosen component, sigma = lat_stdev[i]. Its other members (lat_mean,
 //    act_comp, act_mean, act_stdev, var_ratio, random_stdevs) are not used. GANSpace writes
-//    them with np.savez_compressed, and the project's zip reader takes stored members only:
-//    a compressed file is refused with a hint to re-save it with np.savez.
+//    them with np.savez_compressed: deflated members are read (server/formats/inflate.h).
 //    lat_comp is in W only when GANSpace ran with --use_w (its file name ends in "_w");
 //    without it the components are Z directions and lat_stdev is all ones, which the bytes
 //    cannot show.

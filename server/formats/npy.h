@@ -1,4 +1,4 @@
-// NumPy .npy (format versions 1, 2 and 3) and .npz (uncompressed zip of .npy) for
+// NumPy .npy (format versions 1, 2 and 3) and .npz (zip of .npy, stored or deflated) for
 // little-endian float32 arrays in C order: the only layout the project exchanges.
 // Every header field is checked; errors name what was wrong. Thread-compatible
 // (free functions, no shared state).
@@ -35,7 +35,8 @@ std::string SerializeNpy(const FloatArray& array);
 absl::StatusOr<FloatArray> ReadNpyFile(const std::string& path);
 absl::Status WriteNpyFile(const std::string& path, const FloatArray& array);
 
-// .npz: a zip archive (stored, not deflated, as np.savez writes) of NAME.npy members.
+// .npz: a zip archive of NAME.npy members, read stored (np.savez) or deflated
+// (np.savez_compressed), written stored.
 // Returns the arrays in archive order, names without the ".npy" suffix.
 absl::StatusOr<std::vector<std::pair<std::string, FloatArray>>> ReadNpzFile(
     const std::string& path);

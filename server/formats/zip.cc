@@ -2,9 +2,12 @@
 
 #include <array>
 #include <limits>
+#include <memory>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/formats/inflate.h"
 #include "server/formats/internal/byte_reader.h"
 
 namespace i2s {
@@ -24,6 +27,9 @@ constexpr size_t kZip64LocatorSize = 20, kZip64EocdSize = 56;
 constexpr uint16_t kZip64ExtraId = 0x0001;
 constexpr uint16_t kPadExtraId = 0x6932;  // private id of our alignment padding
 constexpr size_t kAlign = 64;
+// Compression methods (APPNOTE 4.4.5) and the "encrypted" bit of the flags (4.4.4).
+constexpr uint64_t kStored = 0, kDeflated = 8;
+constexpr uint64_t kEncryptedFlag = 1;
 
 // Slicing-by-8 tables: tables[0] is the byte-at-a-time table of the reflected CRC-32
 // polynomial; tables[k][b] is the CRC of byte b followed by k zero bytes, so eight bytes
@@ -68,7 +74,8 @@ bool ZipArchive::LooksLikeZip(absl::string_view bytes) {
   return bytes.size() >= 4 && LoadLE(bytes.data(), 4) == kLocalSig;
 }
 
-absl::StatusOr<ZipArchive> ZipArchive::Parse(absl::string_view bytes) {
+absl::StatusOr<ZipArchive> ZipArchive::Parse(absl::string_view bytes,
+                                             const ZipReadOptions& options) {
   if (bytes.size() < kEocdSize) return ZipError("too short for an end-of-central-directory record");
   // The EOCD record sits at the end, followed by a comment of at most 65535 bytes.
   size_t eocd = std::string::npos;
@@ -105,12 +112,14 @@ absl::StatusOr<ZipArchive> ZipArchive::Parse(absl::string_view bytes) {
   if (count > cd_size / kCentralSize) return ZipError("entry count larger than the directory");
 
   ZipArchive archive;
+  uint64_t inflated_total = 0;  // <= options.max_inflated_size
   internal::ByteReader cd(bytes.substr(cd_offset, cd_size));
   for (uint64_t i = 0; i < count; ++i) {
     auto header = cd.Bytes(kCentralSize);
     if (!header.ok()) return ZipError("truncated central directory");
     const char* h = header->data();
     if (LoadLE(h, 4) != kCentralSig) return ZipError("bad central directory signature");
+    uint64_t flags = LoadLE(h + 8, 2);
     uint64_t method = LoadLE(h + 10, 2);
     uint32_t crc = static_cast<uint32_t>(LoadLE(h + 16, 4));
     uint64_t csize = LoadLE(h + 20, 4);
@@ -138,26 +147,50 @@ absl::StatusOr<ZipArchive> ZipArchive::Parse(absl::string_view bytes) {
       }
     }
     std::string entry_name(*name);
-    if (method != 0) {
+    if (method != kStored && method != kDeflated) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "zip member '", entry_name, "' is compressed (method ", method,
-          "); only stored members are supported (torch.save and np.savez write those)"));
+          "zip member '", entry_name, "' is compressed with method ", method,
+          "; only stored (0) and deflated (8) members are supported (torch.save and np.savez "
+          "store, np.savez_compressed deflates)"));
     }
-    if (csize != usize) return ZipError(absl::StrCat("member '", entry_name, "': size mismatch"));
+    if (flags & kEncryptedFlag) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("zip member '", entry_name, "' is encrypted, which is not supported"));
+    }
+    if (method == kStored && csize != usize) {
+      return ZipError(absl::StrCat("member '", entry_name, "': size mismatch"));
+    }
     if (local > bytes.size() || bytes.size() - local < kLocalSize ||
         LoadLE(bytes.data() + local, 4) != kLocalSig) {
       return ZipError(absl::StrCat("member '", entry_name, "': bad local header"));
     }
     uint64_t data_start = local + kLocalSize + LoadLE(bytes.data() + local + 26, 2) +
                           LoadLE(bytes.data() + local + 28, 2);
-    if (data_start > bytes.size() || usize > bytes.size() - data_start) {
+    if (data_start > bytes.size() || csize > bytes.size() - data_start) {
       return ZipError(absl::StrCat("member '", entry_name, "': data out of bounds (truncated?)"));
     }
-    absl::string_view data = bytes.substr(data_start, usize);
+    absl::string_view data = bytes.substr(data_start, csize);
+    std::shared_ptr<const std::string> inflated;
+    if (method == kDeflated) {
+      // Checked before InflateExact allocates `usize` bytes.
+      if (usize > options.max_inflated_size - inflated_total) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "zip member '", entry_name, "' declares ", usize, " uncompressed bytes, over the ",
+            options.max_inflated_size, "-byte limit on inflated data",
+            inflated_total > 0 ? " (with the members before it)" : ""));
+      }
+      auto out = InflateExact(data, usize);
+      if (!out.ok()) {
+        return ZipError(absl::StrCat("member '", entry_name, "': ", out.status().message()));
+      }
+      inflated_total += usize;
+      inflated = std::make_shared<const std::string>(*std::move(out));
+      data = *inflated;
+    }
     if (Crc32(data) != crc) {
       return ZipError(absl::StrCat("member '", entry_name, "': CRC-32 mismatch"));
     }
-    archive.entries_.push_back(ZipEntry{std::move(entry_name), data});
+    archive.entries_.push_back(ZipEntry{std::move(entry_name), data, std::move(inflated)});
   }
   return archive;
 }

@@ -79,6 +79,45 @@ def main():
         b"# tenant tokens\nalpha-secret-token-0001 alpha\n"
         b"sha256:" + b"0123456789abcdef" * 4 + b"\tbeta\r\nroot-secret-token-00001 ops admin\n")
     request_check_seeds()
+    deflate_seeds()
+
+
+def deflate_text(n):
+    """The text of server/formats/inflate_test.cc's vectors: words picked by an LCG."""
+    words = ["latent", "style", "w+", "noise", "layer", "mapping", "synthesis", "gan", "face",
+             "image"]
+    x, out = 12345, []
+    while sum(map(len, out)) < n:
+        x = (x * 1103515245 + 12345) % (1 << 31)
+        out.append(words[(x >> 16) % 10] + (" " if (x >> 8) % 7 else ".\n"))
+    return "".join(out)[:n].encode()
+
+
+def deflate_seeds():
+    """inflate_fuzz: raw DEFLATE streams (stored, fixed and dynamic blocks, several blocks
+    in one stream); npy_fuzz and zip_fuzz: an np.savez_compressed file (deflated members)."""
+    import zlib
+
+    def raw(data, level, strategy=zlib.Z_DEFAULT_STRATEGY):
+        c = zlib.compressobj(level, zlib.DEFLATED, -15, 9, strategy)
+        return c.compress(data) + c.flush()
+
+    text = deflate_text(600)
+    put("inflate_fuzz", "stored.bin", raw(text[:100], 0))
+    put("inflate_fuzz", "fixed.bin", raw(text, 9, zlib.Z_FIXED))
+    put("inflate_fuzz", "dynamic.bin", raw(text, 9))
+    floats = np.random.default_rng(1).standard_normal(64).astype(np.float32).tobytes()
+    put("inflate_fuzz", "floats.bin", raw(floats, 6))
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    put("inflate_fuzz", "blocks.bin", c.compress(text[:300]) + c.flush(zlib.Z_SYNC_FLUSH) +
+        c.compress(text[300:]) + c.flush())
+    put("inflate_fuzz", "empty.bin", raw(b"", 6))
+    rng = np.random.default_rng(2)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, lat_comp=rng.standard_normal((4, 1, 8)).astype(np.float32),
+                        lat_stdev=rng.standard_normal(4).astype(np.float32))
+    put("npy_fuzz", "compressed.npz", buf.getvalue())
+    put("zip_fuzz", "compressed.npz", buf.getvalue())
 
 
 def weight_file_seeds():

@@ -208,6 +208,11 @@ absl::StatusOr<PyValue*> LoadedPickle::LoadZip() {
   ASSIGN_OR_RETURN(ZipArchive zip, ZipArchive::Parse(*file_));
   const ZipEntry* pkl = nullptr;
   for (const ZipEntry& e : zip.entries()) {
+    // Views of the pickle and storages outlive `zip`, so they must lie in *file_.
+    if (e.inflated != nullptr) {
+      return Invalid(absl::StrCat("zip member '", e.name,
+                                  "' is compressed: torch.save archives store their members"));
+    }
     if (absl::EndsWith(e.name, "/data.pkl") && e.name.find('/') == e.name.size() - 9) pkl = &e;
   }
   if (pkl == nullptr) return Invalid("zip archive without <name>/data.pkl: not a torch.save file");
