@@ -123,6 +123,7 @@ void Cli::Setup(CLI::App& app) {
   groups_.push_back(cli::AddAlignCommand(app, ctx_));
   groups_.push_back(cli::AddPasteCommand(app, ctx_, *embed));
   groups_.push_back(cli::AddLocalEditCommands(app, ctx_, *embed));
+  groups_.push_back(cli::AddDirectionCommands(app, ctx_, *embed));
   groups_.push_back(cli::AddServerCommands(app, ctx_));
   groups_.push_back(std::move(embed));
 }

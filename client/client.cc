@@ -200,6 +200,62 @@ absl::StatusOr<pb::LocalBlendResponse> Client::LocalBlend(const pb::LocalBlendRe
       NewContext(true), [&](auto* c, auto* r) { return stub_->LocalBlend(c, request, r); });
 }
 
+absl::StatusOr<pb::ImportDirectionResponse> Client::ImportDirection(
+    const pb::ImportDirectionRequest& request) {
+  return Unary<pb::ImportDirectionResponse>(
+      NewContext(true), [&](auto* c, auto* r) { return stub_->ImportDirection(c, request, r); });
+}
+
+absl::StatusOr<pb::Direction> Client::ComputeDirection(const pb::ComputeDirectionRequest& request) {
+  return Unary<pb::Direction>(
+      NewContext(true), [&](auto* c, auto* r) { return stub_->ComputeDirection(c, request, r); });
+}
+
+absl::StatusOr<std::vector<pb::Direction>> Client::ListDirections(const std::string& model,
+                                                                  int limit, bool all_tenants) {
+  std::vector<pb::Direction> out;
+  pb::ListDirectionsRequest request;
+  request.set_all_tenants(all_tenants);
+  request.set_model(model);
+  do {
+    request.set_page_size(limit > 0 ? std::min(1000, limit - static_cast<int>(out.size())) : 1000);
+    auto page = Unary<pb::ListDirectionsResponse>(
+        NewContext(true), [&](auto* c, auto* r) { return stub_->ListDirections(c, request, r); });
+    if (!page.ok()) return page.status();
+    for (auto& d : *page->mutable_directions()) out.push_back(std::move(d));
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty() && (limit <= 0 || static_cast<int>(out.size()) < limit));
+  return out;
+}
+
+absl::StatusOr<pb::Direction> Client::GetDirection(const pb::GetDirectionRequest& request) {
+  return Unary<pb::Direction>(NewContext(true),
+                              [&](auto* c, auto* r) { return stub_->GetDirection(c, request, r); });
+}
+
+absl::Status Client::DeleteDirection(const std::string& model, const std::string& name) {
+  pb::DeleteDirectionRequest request;
+  request.set_model(model);
+  request.set_name(name);
+  return Unary<pb::DeleteDirectionResponse>(
+             NewContext(true),
+             [&](auto* c, auto* r) { return stub_->DeleteDirection(c, request, r); })
+      .status();
+}
+
+absl::StatusOr<pb::EditResponse> Client::ApplyDirections(
+    const pb::ApplyDirectionsRequest& request) {
+  return Unary<pb::EditResponse>(
+      NewContext(true), [&](auto* c, auto* r) { return stub_->ApplyDirections(c, request, r); });
+}
+
+std::unique_ptr<Stream<pb::MorphFrame>> Client::DirectionFrames(
+    const pb::DirectionFramesRequest& request) {
+  auto context = NewContext(false);
+  auto reader = stub_->DirectionFrames(context.get(), request);
+  return std::make_unique<Stream<pb::MorphFrame>>(std::move(context), std::move(reader));
+}
+
 absl::StatusOr<pb::EditResponse> Client::StyleMix(const pb::StyleMixRequest& request) {
   return Unary<pb::EditResponse>(NewContext(true),
                                  [&](auto* c, auto* r) { return stub_->StyleMix(c, request, r); });

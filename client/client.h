@@ -124,6 +124,17 @@ class Client {
   absl::StatusOr<pb::EditResponse> ExpressionTransfer(const pb::ExpressionTransferRequest& request);
   absl::StatusOr<pb::PasteBackResponse> PasteBack(const pb::PasteBackRequest& request);
   absl::StatusOr<pb::LocalBlendResponse> LocalBlend(const pb::LocalBlendRequest& request);
+  // Semantic directions. ListDirections follows the pages (limit 0 = all).
+  absl::StatusOr<pb::ImportDirectionResponse> ImportDirection(
+      const pb::ImportDirectionRequest& request);
+  absl::StatusOr<pb::Direction> ComputeDirection(const pb::ComputeDirectionRequest& request);
+  absl::StatusOr<std::vector<pb::Direction>> ListDirections(const std::string& model, int limit,
+                                                            bool all_tenants);
+  absl::StatusOr<pb::Direction> GetDirection(const pb::GetDirectionRequest& request);
+  absl::Status DeleteDirection(const std::string& model, const std::string& name);
+  absl::StatusOr<pb::EditResponse> ApplyDirections(const pb::ApplyDirectionsRequest& request);
+  std::unique_ptr<Stream<pb::MorphFrame>> DirectionFrames(
+      const pb::DirectionFramesRequest& request);
 
  private:
   // A context with the unary deadline (when `deadline` and options_.timeout > 0).

@@ -62,6 +62,11 @@ inline constexpr int kMaxPasteFaces = 16;
 // LocalBlendRequest.feather when unset: the resolution divided by this (32 px at 1024), at
 // least 1.
 inline constexpr int kLocalBlendFeatherDivisor = 32;
+// Semantic directions: steps (and conditions) of one ApplyDirections, |alpha| (in units of
+// sigma), and latents on each side of a ComputeDirection.
+inline constexpr int kMaxDirectionSteps = 64;
+inline constexpr double kMaxDirectionAlpha = 100;
+inline constexpr int kMaxDirectionLatents = 1000;
 
 // AlignFaceResponse.faces: at most this many faces of one photo, largest first.
 inline constexpr int kMaxFaces = 32;

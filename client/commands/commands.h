@@ -4,6 +4,7 @@
 //   latents.cc  latents ls / get / rm / export / import
 //   edits.cc    synth, morph, stylemix, expression
 //   local_edits.cc  blend (Image2StyleGAN++'s local edit)
+//   directions.cc   directions ls / import / compute / get / rm / frames, and edit
 //   align.cc    align
 //   paste.cc    paste
 //   server.cc   info, usage, health
@@ -28,6 +29,9 @@ std::unique_ptr<CommandGroup> AddLatentsCommands(CLI::App& app, Context& ctx);
 std::unique_ptr<CommandGroup> AddEditCommands(CLI::App& app, Context& ctx, EmbedCommand& embed);
 // Latents given as files are imported or embedded through `embed`.
 std::unique_ptr<CommandGroup> AddLocalEditCommands(CLI::App& app, Context& ctx,
+                                                   EmbedCommand& embed);
+// Latents given as files are imported or embedded through `embed`.
+std::unique_ptr<CommandGroup> AddDirectionCommands(CLI::App& app, Context& ctx,
                                                    EmbedCommand& embed);
 std::unique_ptr<CommandGroup> AddAlignCommand(CLI::App& app, Context& ctx);
 // Latents given as files are imported through `embed`.

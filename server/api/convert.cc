@@ -327,10 +327,27 @@ void ToProto(const TenantUsage& u, v1::TenantUsage* out) {
   out->set_unfinished_jobs(u.unfinished_jobs);
   out->set_job_bytes(u.job_bytes);
   out->set_request_ids(u.request_ids);
+  out->set_directions(u.directions);
+  out->set_direction_bytes(u.direction_bytes);
+}
+
+void ToProto(const DirectionRecord& r, v1::Direction* out) {
+  out->set_name(r.name);
+  out->set_model(r.model);
+  out->set_fingerprint(r.fingerprint);
+  out->set_num_layers(r.num_layers);
+  out->set_latent_size(r.latent_size);
+  out->mutable_values()->Assign(r.values.begin(), r.values.end());
+  out->set_sigma(r.sigma);
+  out->set_source(r.source);
+  out->set_params_json(r.params_json);
+  out->set_created_unix_ms(r.created_unix_ms);
+  out->set_tenant(r.tenant);
 }
 
 void ToProto(const StorageQuota& q, const SchedulerOptions& s, v1::Quotas* out) {
   out->set_max_latents(q.max_latents);
+  out->set_max_directions(q.max_directions);
   out->set_max_latent_bytes(q.max_latent_bytes);
   out->set_max_jobs(q.max_jobs);
   out->set_max_job_bytes(q.max_job_bytes);

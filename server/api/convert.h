@@ -54,6 +54,8 @@ void ToProto(const JobEvent& e, int resolution, v1::JobEvent* out);
 void ToProto(const EncodedImage& image, v1::Image* out);
 void ToProto(const ModelInfo& m, v1::ModelInfo* out);
 void ToProto(const TenantUsage& u, v1::TenantUsage* out);
+// Values only if `r` has them; Direction.norm is the caller's (it needs the values).
+void ToProto(const DirectionRecord& r, v1::Direction* out);
 // The quotas and retention in force (the store's and the scheduler's).
 void ToProto(const StorageQuota& q, const SchedulerOptions& s, v1::Quotas* out);
 // The limits in force, except the quotas.

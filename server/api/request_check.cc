@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/defaults.h"
 #include "common/status_macros.h"
@@ -310,6 +311,109 @@ absl::Status CheckStyleMixRequest(const v1::StyleMixRequest& r) {
   RETURN_IF_ERROR(CheckPasteInto(r.has_paste_into(), r.paste_into()));
   RETURN_IF_ERROR(CheckLatentRef(r.content(), "content"));
   return CheckLatentRef(r.style(), "style");
+}
+
+absl::Status CheckDirectionName(const std::string& name, const std::string& field) {
+  if (name.empty()) return Field(field, "empty (a direction's name)");
+  if (name.size() > 64) return Field(field, absl::StrCat(name.size(), " characters (at most 64)"));
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') {
+      return Field(field, "only letters, digits, '_', '-' and '.'");
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status CheckConditions(const google::protobuf::RepeatedPtrField<std::string>& names,
+                             const std::string& field) {
+  if (names.size() > defaults::kMaxDirectionSteps) {
+    return Field(field, absl::StrCat("at most ", defaults::kMaxDirectionSteps, " directions"));
+  }
+  for (int i = 0; i < names.size(); ++i) {
+    RETURN_IF_ERROR(CheckDirectionName(names[i], absl::StrCat(field, "[", i, "]")));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckAlpha(double alpha, const std::string& field) {
+  if (!std::isfinite(alpha) || std::abs(alpha) > defaults::kMaxDirectionAlpha) {
+    return Field(field, absl::StrCat("must be finite, in [-", defaults::kMaxDirectionAlpha, ", ",
+                                     defaults::kMaxDirectionAlpha, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLatentRefs(const google::protobuf::RepeatedPtrField<v1::LatentRef>& refs,
+                             const std::string& field) {
+  if (refs.empty() || refs.size() > defaults::kMaxDirectionLatents) {
+    return Field(field, absl::StrCat("1 to ", defaults::kMaxDirectionLatents, " latents, got ",
+                                     refs.size()));
+  }
+  for (int i = 0; i < refs.size(); ++i) {
+    RETURN_IF_ERROR(CheckLatentRef(refs[i], absl::StrCat(field, "[", i, "]")));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckImportDirectionRequest(const v1::ImportDirectionRequest& r) {
+  RETURN_IF_ERROR(CheckDirectionName(r.name(), "name"));
+  if (r.file().empty()) return Field("file", "empty: a .npy or GANSpace .npz file");
+  if (r.components_size() > 4096) return Field("components", "at most 4096");
+  for (int i = 0; i < r.components_size(); ++i) {
+    if (r.components(i) < 0) return Field(absl::StrCat("components[", i, "]"), "must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckComputeDirectionRequest(const v1::ComputeDirectionRequest& r) {
+  RETURN_IF_ERROR(CheckDirectionName(r.name(), "name"));
+  RETURN_IF_ERROR(CheckLatentRefs(r.from_latents(), "from_latents"));
+  return CheckLatentRefs(r.to_latents(), "to_latents");
+}
+
+absl::Status CheckApplyDirectionsRequest(const v1::ApplyDirectionsRequest& r) {
+  RETURN_IF_ERROR(CheckRequestId(r.request_id()));
+  RETURN_IF_ERROR(CheckLabels(r.labels()));
+  RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
+  if (r.steps().empty() || r.steps_size() > defaults::kMaxDirectionSteps) {
+    return Field("steps", absl::StrCat("1 to ", defaults::kMaxDirectionSteps, " steps, got ",
+                                       r.steps_size()));
+  }
+  for (int i = 0; i < r.steps_size(); ++i) {
+    const std::string field = absl::StrCat("steps[", i, "]");
+    RETURN_IF_ERROR(CheckDirectionName(r.steps(i).name(), field + ".name"));
+    RETURN_IF_ERROR(CheckAlpha(r.steps(i).alpha(), field + ".alpha"));
+  }
+  RETURN_IF_ERROR(CheckConditions(r.condition_on(), "condition_on"));
+  if (r.first_layer() < 0) return Field("first_layer", "must be >= 0");
+  if (r.has_last_layer() && r.last_layer() < r.first_layer()) {
+    return Field("last_layer", "must be >= first_layer");
+  }
+  RETURN_IF_ERROR(CheckPasteInto(r.has_paste_into(), r.paste_into()));
+  return CheckLatentRef(r.latent(), "latent");
+}
+
+absl::Status CheckDirectionFramesRequest(const v1::DirectionFramesRequest& r,
+                                         const RequestLimits& limits) {
+  RETURN_IF_ERROR(CheckRenderOptions(r.render(), "render"));
+  RETURN_IF_ERROR(CheckDirectionName(r.direction(), "direction"));
+  if (r.alphas().empty() || r.alphas_size() > limits.max_morph_frames) {
+    return Field("alphas",
+                 absl::StrCat("1 to ", limits.max_morph_frames, " frames, got ", r.alphas_size()));
+  }
+  for (int i = 0; i < r.alphas_size(); ++i) {
+    RETURN_IF_ERROR(CheckAlpha(r.alphas(i), absl::StrCat("alphas[", i, "]")));
+  }
+  RETURN_IF_ERROR(CheckConditions(r.condition_on(), "condition_on"));
+  if (r.first_layer() < 0) return Field("first_layer", "must be >= 0");
+  if (r.has_last_layer() && r.last_layer() < r.first_layer()) {
+    return Field("last_layer", "must be >= first_layer");
+  }
+  return CheckLatentRef(r.latent(), "latent");
 }
 
 absl::Status CheckLocalBlendRequest(const v1::LocalBlendRequest& r) {

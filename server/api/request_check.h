@@ -49,6 +49,13 @@ absl::Status CheckLatentRef(const v1::LatentRef& ref, const std::string& field);
 absl::Status CheckEmbedRequest(const v1::EmbedRequest& r, const RequestLimits& limits);
 absl::Status CheckSynthesizeRequest(const v1::SynthesizeRequest& r);
 absl::Status CheckLocalBlendRequest(const v1::LocalBlendRequest& r);
+// A direction's name: 1..64 of [A-Za-z0-9_.-].
+absl::Status CheckDirectionName(const std::string& name, const std::string& field);
+absl::Status CheckImportDirectionRequest(const v1::ImportDirectionRequest& r);
+absl::Status CheckComputeDirectionRequest(const v1::ComputeDirectionRequest& r);
+absl::Status CheckApplyDirectionsRequest(const v1::ApplyDirectionsRequest& r);
+absl::Status CheckDirectionFramesRequest(const v1::DirectionFramesRequest& r,
+                                         const RequestLimits& limits);
 absl::Status CheckMorphRequest(const v1::MorphRequest& r, const RequestLimits& limits);
 absl::Status CheckStyleMixRequest(const v1::StyleMixRequest& r);  // crossover >= 0
 // strength in [-100, 100]; layers >= 0 and first <= last when both set.

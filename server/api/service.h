@@ -84,6 +84,26 @@ class Service final : public i2s::v1::ImageToStyleGan::CallbackService {
   grpc::ServerUnaryReactor* LocalBlend(CallbackServerContext* ctx,
                                        const v1::LocalBlendRequest* req,
                                        v1::LocalBlendResponse* resp) override;
+  grpc::ServerUnaryReactor* ImportDirection(CallbackServerContext* ctx,
+                                            const v1::ImportDirectionRequest* req,
+                                            v1::ImportDirectionResponse* resp) override;
+  grpc::ServerUnaryReactor* ComputeDirection(CallbackServerContext* ctx,
+                                             const v1::ComputeDirectionRequest* req,
+                                             v1::Direction* resp) override;
+  grpc::ServerUnaryReactor* ListDirections(CallbackServerContext* ctx,
+                                           const v1::ListDirectionsRequest* req,
+                                           v1::ListDirectionsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetDirection(CallbackServerContext* ctx,
+                                         const v1::GetDirectionRequest* req,
+                                         v1::Direction* resp) override;
+  grpc::ServerUnaryReactor* DeleteDirection(CallbackServerContext* ctx,
+                                            const v1::DeleteDirectionRequest* req,
+                                            v1::DeleteDirectionResponse* resp) override;
+  grpc::ServerUnaryReactor* ApplyDirections(CallbackServerContext* ctx,
+                                            const v1::ApplyDirectionsRequest* req,
+                                            v1::EditResponse* resp) override;
+  grpc::ServerWriteReactor<v1::MorphFrame>* DirectionFrames(
+      CallbackServerContext* ctx, const v1::DirectionFramesRequest* req) override;
   grpc::ServerUnaryReactor* AlignFace(CallbackServerContext* ctx, const v1::AlignFaceRequest* req,
                                       v1::AlignFaceResponse* resp) override;
   grpc::ServerUnaryReactor* PasteBack(CallbackServerContext* ctx, const v1::PasteBackRequest* req,

@@ -57,8 +57,16 @@ grpc::ServerWriteReactor<v1::MorphFrame>* Service::Morph(CallbackServerContext* 
     ASSIGN_OR_RETURN(ConcurrencyLimiter::Lease lease, impl_->streams.Acquire(caller.tenant));
     MorphReactor::Paste paste{plan, impl_->image_pool.get(), impl_->decode_limits(),
                               impl_->limits.max_message_bytes};
-    return new MorphReactor(impl_->scheduler, impl_->registry, caller.tenant, model, std::move(a),
-                            std::move(b), frames, RenderSettingsOf(req->render()), DeadlineOf(ctx),
+    MorphReactor::Frames sequence;
+    sequence.alphas = MorphAlphas(frames, /*include_endpoints=*/true);
+    sequence.latent = [a = a.w, b = b.w,
+                       alphas = sequence.alphas](int i) -> absl::StatusOr<torch::Tensor> {
+      ASSIGN_OR_RETURN(torch::Tensor w, i2s::Morph(a, b, {alphas[i]}));
+      return w[0];
+    };
+    sequence.noise_source = std::move(a);
+    return new MorphReactor(impl_->scheduler, impl_->registry, caller.tenant, model,
+                            std::move(sequence), RenderSettingsOf(req->render()), DeadlineOf(ctx),
                             absl::Seconds(impl_->limits.device_wait_seconds), std::move(lease),
                             std::move(paste));
   };

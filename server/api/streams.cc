@@ -184,17 +184,15 @@ void EventStreamReactor::Unpin() {
 // ---------------------------------------------------------------------- MorphReactor
 
 MorphReactor::MorphReactor(Scheduler* scheduler, const ModelRegistry* registry, std::string tenant,
-                           const ModelInfo* model, LatentInput a, LatentInput b, int frames,
-                           RenderSettings render, absl::Time call_deadline,
-                           absl::Duration device_wait, ConcurrencyLimiter::Lease lease, Paste paste)
+                           const ModelInfo* model, Frames frames, RenderSettings render,
+                           absl::Time call_deadline, absl::Duration device_wait,
+                           ConcurrencyLimiter::Lease lease, Paste paste)
     : lease_(std::move(lease)),
       scheduler_(scheduler),
       registry_(registry),
       tenant_(std::move(tenant)),
       model_(model),
-      a_(std::move(a)),
-      b_(std::move(b)),
-      frames_(frames),
+      frames_(std::move(frames)),
       render_(std::move(render)),
       call_deadline_(call_deadline),
       device_wait_(device_wait),
@@ -207,7 +205,7 @@ void MorphReactor::OnWriteDone(bool ok) {
     Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
     return;
   }
-  if (++index_ == frames_) {
+  if (++index_ == static_cast<int>(frames_.alphas.size())) {
     Finish(grpc::Status::OK);
   } else {
     RenderNext();
@@ -219,17 +217,17 @@ void MorphReactor::RenderNext() {
     Finish(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled"));
     return;
   }
-  const double alpha = frames_ == 1 ? 0 : static_cast<double>(index_) / (frames_ - 1);
   scheduler_->RunTask(
-      [this, alpha](int device) -> absl::Status {
-        ASSIGN_OR_RETURN(torch::Tensor w, i2s::Morph(a_.w, b_.w, {alpha}));
+      [this](int device) -> absl::Status {
+        ASSIGN_OR_RETURN(torch::Tensor w, frames_.latent(index_));
         frame_.Clear();
         frame_.set_index(index_);
-        frame_.set_frames(frames_);
-        frame_.set_alpha(alpha);
-        ASSIGN_OR_RETURN(EncodedImage image,
-                         RenderLatent(*registry_->generator(device, model_->name), w[0], a_,
-                                      render_, "render", paste_.plan != nullptr ? &raw_ : nullptr));
+        frame_.set_frames(static_cast<int>(frames_.alphas.size()));
+        frame_.set_alpha(frames_.alphas[index_]);
+        ASSIGN_OR_RETURN(
+            EncodedImage image,
+            RenderLatent(*registry_->generator(device, model_->name), w, frames_.noise_source,
+                         render_, "render", paste_.plan != nullptr ? &raw_ : nullptr));
         ToProto(image, frame_.mutable_image());
         return absl::OkStatus();
       },

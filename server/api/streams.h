@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -126,9 +127,16 @@ class MorphReactor : public grpc::ServerWriteReactor<v1::MorphFrame> {
     DecodeLimits limits;
     int64_t max_bytes = 0;
   };
+  // The frames: frame i renders latent(i) ([L, D], made on the device task) with the
+  // noise of `noise_source`, and reports alphas[i].
+  struct Frames {
+    LatentInput noise_source;
+    std::vector<double> alphas;
+    std::function<absl::StatusOr<torch::Tensor>(int index)> latent;
+  };
   MorphReactor(Scheduler* scheduler, const ModelRegistry* registry, std::string tenant,
-               const ModelInfo* model, LatentInput a, LatentInput b, int frames,
-               RenderSettings render, absl::Time call_deadline, absl::Duration device_wait,
+               const ModelInfo* model, Frames frames, RenderSettings render,
+               absl::Time call_deadline, absl::Duration device_wait,
                ConcurrencyLimiter::Lease lease, Paste paste);
 
   void OnWriteDone(bool ok) override;
@@ -143,8 +151,7 @@ class MorphReactor : public grpc::ServerWriteReactor<v1::MorphFrame> {
   const ModelRegistry* const registry_;
   const std::string tenant_;
   const ModelInfo* model_;
-  LatentInput a_, b_;
-  const int frames_;
+  const Frames frames_;
   const RenderSettings render_;
   const absl::Time call_deadline_;
   const absl::Duration device_wait_;

@@ -46,6 +46,7 @@ absl::StatusOr<std::vector<torch::Device>> ParseDevices(const std::string& spec)
 StorageQuota DefaultQuota() {
   StorageQuota q;
   q.max_latents = 10000;
+  q.max_directions = 1000;
   q.max_latent_bytes = int64_t{2} << 30;
   q.max_jobs = 1000;
   q.max_job_bytes = int64_t{2} << 30;
@@ -203,6 +204,10 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* flags) {
       ->check(CLI::Range(0.1, 86400.0));
   app.add_option("--tenant-max-latents", f.quota.max_latents,
                  "latents one tenant may keep; each unfinished Embed reserves one (0 = no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  app.add_option("--tenant-max-directions", f.quota.max_directions,
+                 "semantic directions one tenant may keep, every model's (0 = no limit)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app.add_option("--tenant-max-latent-bytes", f.quota.max_latent_bytes,

@@ -24,6 +24,19 @@ class ForwardingStore : public Store {
     return inner_->ListLatents(p, f, t);
   }
   absl::Status DeleteLatent(const std::string& id) override { return inner_->DeleteLatent(id); }
+  absl::Status PutDirection(const DirectionRecord& r) override { return inner_->PutDirection(r); }
+  absl::StatusOr<DirectionRecord> GetDirection(const std::string& t, const std::string& f,
+                                               const std::string& n, bool v) override {
+    return inner_->GetDirection(t, f, n, v);
+  }
+  absl::StatusOr<DirectionPage> ListDirections(const Page& p, const std::string& f,
+                                               const std::optional<std::string>& t) override {
+    return inner_->ListDirections(p, f, t);
+  }
+  absl::Status DeleteDirection(const std::string& t, const std::string& f,
+                               const std::string& n) override {
+    return inner_->DeleteDirection(t, f, n);
+  }
   absl::Status CreateJob(const JobRecord& r) override { return inner_->CreateJob(r); }
   absl::Status UpdateJob(const JobRecord& r) override { return inner_->UpdateJob(r); }
   absl::Status MarkCancelRequested(const std::string& id) override {

@@ -103,6 +103,26 @@ ALTER TABLE jobs ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN total_steps INTEGER NOT NULL DEFAULT -1;
 CREATE INDEX jobs_without_total_steps ON jobs (created_unix_ms, id) WHERE total_steps < 0;
 )sql",
+    // 5 -> 6: semantic directions, per tenant and model (DirectionStore), as SqliteStore's
+    // version 8. Keys COLLATE "C", so listings order and page as SQLite's do.
+    R"sql(
+CREATE TABLE directions (
+  tenant TEXT COLLATE "C" NOT NULL,
+  fingerprint TEXT COLLATE "C" NOT NULL,
+  name TEXT COLLATE "C" NOT NULL,
+  model TEXT NOT NULL,
+  num_layers BIGINT NOT NULL,
+  latent_size BIGINT NOT NULL,
+  sigma DOUBLE PRECISION NOT NULL,
+  source TEXT NOT NULL,
+  params_json TEXT NOT NULL,
+  created_unix_ms BIGINT NOT NULL,
+  values_f32 BYTEA NOT NULL,
+  PRIMARY KEY (tenant, fingerprint, name)
+);
+CREATE INDEX directions_by_tenant_name ON directions (tenant, name, fingerprint);
+CREATE INDEX directions_by_name ON directions (name, fingerprint, tenant);
+)sql",
 };
 
 }  // namespace

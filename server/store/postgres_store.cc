@@ -21,11 +21,17 @@
 
 namespace i2s {
 
+using store_internal::CheckDirectionQuota;
 using store_internal::CheckJobQuota;
 using store_internal::CheckLatentQuota;
+using store_internal::DirectionExists;
+using store_internal::DirectionNotFound;
+using store_internal::DirectionPageQuery;
 using store_internal::HasLimits;
 using store_internal::JobNotFound;
 using store_internal::JobStateFromColumn;
+using store_internal::kDirectionBlobColumns;
+using store_internal::kDirectionSummaryColumns;
 using store_internal::kJobBlobColumns;
 using store_internal::kJobSummaryColumns;
 using store_internal::kLatentBlobColumns;
@@ -45,6 +51,7 @@ using store_internal::RequestUsedForAnother;
 using store_internal::Row;
 using store_internal::SortOldestFirst;
 using store_internal::StateMask;
+using store_internal::ValidateDirection;
 using store_internal::ValidateLatent;
 
 namespace {
@@ -969,7 +976,7 @@ namespace {
 constexpr const char* kRequestTenant =
     "CASE WHEN strpos(method, '@') > 0 THEN substr(method, strpos(method, '@') + 1) ELSE '' END";
 
-// A tenant's latents and jobs: $1 is the tenant.
+// A tenant's latents, jobs and directions: $1 is the tenant.
 constexpr const char* kUsageSql = R"sql(SELECT
     (SELECT count(*) FROM latents WHERE tenant = $1),
     (SELECT coalesce(sum(octet_length(values_f32) + octet_length(noise_npz)), 0)::bigint
@@ -977,7 +984,10 @@ constexpr const char* kUsageSql = R"sql(SELECT
     (SELECT count(*) FROM jobs WHERE tenant = $1),
     (SELECT count(*) FROM jobs WHERE tenant = $1 AND state IN (1, 2)),
     (SELECT coalesce(sum(octet_length(spec) + octet_length(checkpoint) + octet_length(result)),
-                     0)::bigint FROM jobs WHERE tenant = $1))sql";
+                     0)::bigint FROM jobs WHERE tenant = $1),
+    (SELECT count(*) FROM directions WHERE tenant = $1),
+    (SELECT coalesce(sum(octet_length(values_f32)), 0)::bigint FROM directions
+       WHERE tenant = $1))sql";
 
 // pg_advisory_xact_lock's first key: the quota locks' own space (any constant other code
 // on the database does not use; "i2sq").
@@ -991,7 +1001,17 @@ TenantUsage ReadUsage(const PostgresStore::Result& r, const std::string& tenant)
   u.jobs = r.Int(0, 2);
   u.unfinished_jobs = r.Int(0, 3);
   u.job_bytes = r.Int(0, 4);
+  u.directions = r.Int(0, 5);
+  u.direction_bytes = r.Int(0, 6);
   return u;
+}
+
+// The statement that takes `tenant`'s quota lock until the end of the transaction
+// (pg_advisory_xact_lock): every write a quota judges holds it from before it reads the
+// usage to its commit.
+std::string QuotaLockSql(PostgresStore::Statement& st, const std::string& tenant) {
+  return absl::StrCat("SELECT pg_advisory_xact_lock(", st.Int(kQuotaLockSpace),
+                      "::integer, hashtext(", st.Text(tenant), "))");
 }
 
 }  // namespace
@@ -1032,8 +1052,7 @@ absl::StatusOr<PostgresStore::Result> PostgresStore::RunWithinQuota(const std::s
   }
   {
     Statement lock("quota lock");
-    lock.set_sql(absl::StrCat("SELECT pg_advisory_xact_lock(", lock.Int(kQuotaLockSpace),
-                              "::integer, hashtext(", lock.Text(tenant), "))"));
+    lock.set_sql(QuotaLockSql(lock, tenant));
     Result r(lock.Exec(c.conn, lock.sql()));
     if (!ResultOk(r.get())) return fail(r.get(), lock.what());
   }
@@ -1103,6 +1122,13 @@ absl::StatusOr<std::vector<TenantUsage>> PostgresStore::AllUsage() {
             u.job_bytes = r.Int(row, 3);
           }));
   RETURN_IF_ERROR(
+      add("SELECT tenant, count(*), coalesce(sum(octet_length(values_f32)), 0)::bigint"
+          " FROM directions GROUP BY tenant",
+          "usage of directions", [](const Result& r, int row, TenantUsage& u) {
+            u.directions = r.Int(row, 1);
+            u.direction_bytes = r.Int(row, 2);
+          }));
+  RETURN_IF_ERROR(
       add(absl::StrCat("SELECT ", kRequestTenant, ", count(*) FROM requests GROUP BY 1"),
           "usage of request IDs",
           [](const Result& r, int row, TenantUsage& u) { u.request_ids = r.Int(row, 1); }));
@@ -1140,6 +1166,139 @@ absl::StatusOr<Expired> PostgresStore::ExpireOld(int64_t jobs_before_unix_ms,
     expired.request_ids += r.changed();
   }
   return expired;
+}
+
+// ---- DirectionStore ----
+
+namespace {
+
+// The WHERE clause of one direction's key.
+std::string DirectionKey(PostgresStore::Statement& st, const std::string& tenant,
+                         const std::string& fingerprint, const std::string& name) {
+  return absl::StrCat(" WHERE tenant = ", st.Text(tenant),
+                      " AND fingerprint = ", st.Text(fingerprint), " AND name = ", st.Text(name));
+}
+
+absl::StatusOr<DirectionRecord> ReadDirection(const PostgresStore::Result& q, int row,
+                                              bool with_values) {
+  return store_internal::ReadDirectionRow(ResultRow(q, row), with_values);
+}
+
+}  // namespace
+
+absl::Status PostgresStore::PutDirection(const DirectionRecord& record) {
+  RETURN_IF_ERROR(ValidateDirection(record));
+  const std::string values_f32 = store_internal::EncodeFloats(record.values);
+  Statement find("PutDirection (looking up the key)");
+  find.set_sql(absl::StrCat("SELECT num_layers, latent_size, sigma, source, values_f32",
+                            " FROM directions",
+                            DirectionKey(find, record.tenant, record.fingerprint, record.name)));
+  // The stored direction of the key: OK if it is this one, AlreadyExists if another.
+  const auto judge = [&](const Result& found) -> absl::Status {
+    if (store_internal::SameDirectionContent(record, found.Int(0, 0), found.Int(0, 1),
+                                             found.Double(0, 2), found.Bytes(0, 3),
+                                             found.Bytes(0, 4))) {
+      return absl::OkStatus();  // a repeat of the call that stored it: nothing to write
+    }
+    return DirectionExists(record.name);
+  };
+  Statement insert("PutDirection");
+  insert.set_sql(absl::StrCat(
+      "INSERT INTO directions (", kDirectionSummaryColumns, ", ", kDirectionBlobColumns,
+      ") VALUES (",
+      absl::StrJoin(
+          {insert.Text(record.tenant), insert.Text(record.fingerprint), insert.Text(record.name),
+           insert.Text(record.model), insert.Int(record.num_layers), insert.Int(record.latent_size),
+           insert.Double(record.sigma), insert.Text(record.source), insert.Text(record.params_json),
+           insert.Int(record.created_unix_ms), insert.Bytes(values_f32)},
+          ", "),
+      ") ON CONFLICT (tenant, fingerprint, name) DO NOTHING"));
+  // One transaction, without Run's retry: a broken connection is Unavailable, and the
+  // caller's repeat finds the direction stored if the commit landed (same content: OK).
+  return InTransaction([&](Transaction& tx) -> absl::Status {
+    if (quota_.max_directions > 0) {
+      // The tenant's quota lock (the one latents and jobs take), held to the commit: two
+      // puts of one tenant, on any replicas, count one after the other.
+      Statement lock("quota lock");
+      lock.set_sql(QuotaLockSql(lock, record.tenant));
+      RETURN_IF_ERROR(tx.Exec(lock).status());
+    }
+    ASSIGN_OR_RETURN(Result found, tx.Exec(find));
+    if (found.rows() > 0) return judge(found);
+    if (quota_.max_directions > 0) {
+      Statement count("counting a tenant's directions");
+      count.set_sql(absl::StrCat("SELECT count(*) FROM directions WHERE tenant = ",
+                                 count.Text(record.tenant)));
+      ASSIGN_OR_RETURN(Result counted, tx.Exec(count));
+      TenantUsage usage;
+      usage.tenant = record.tenant;
+      usage.directions = counted.Int(0, 0);
+      RETURN_IF_ERROR(CheckDirectionQuota(quota_, usage));
+    }
+    ASSIGN_OR_RETURN(Result inserted, tx.Exec(insert));
+    if (inserted.changed() > 0) return absl::OkStatus();
+    // Without a quota no lock is held: a concurrent put of the key committed between the
+    // look-up and the insert (which waited for it). READ COMMITTED: this statement sees it.
+    ASSIGN_OR_RETURN(Result winner, tx.Exec(find));
+    if (winner.rows() == 0) {  // and deleted since: the caller may try again
+      return absl::AbortedError(absl::StrCat("direction \"", record.name,
+                                             "\" was written and deleted concurrently; try again"));
+    }
+    return judge(winner);
+  });
+}
+
+absl::StatusOr<DirectionRecord> PostgresStore::GetDirection(const std::string& tenant,
+                                                            const std::string& fingerprint,
+                                                            const std::string& name,
+                                                            bool with_values) {
+  Statement st("GetDirection");
+  st.set_sql(absl::StrCat("SELECT ", kDirectionSummaryColumns,
+                          with_values ? absl::StrCat(", ", kDirectionBlobColumns) : "",
+                          " FROM directions", DirectionKey(st, tenant, fingerprint, name)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  if (r.rows() == 0) return DirectionNotFound(name);
+  return ReadDirection(r, 0, with_values);
+}
+
+absl::StatusOr<DirectionPage> PostgresStore::ListDirections(
+    const Page& page, const std::string& fingerprint, const std::optional<std::string>& tenant) {
+  ASSIGN_OR_RETURN(DirectionPageQuery page_query, store_internal::ParseDirectionPage(page));
+  Statement st("ListDirections");
+  std::vector<std::string> filters;
+  if (tenant.has_value()) filters.push_back(absl::StrCat("tenant = ", st.Text(*tenant)));
+  if (!fingerprint.empty()) {
+    filters.push_back(absl::StrCat("fingerprint = ", st.Text(fingerprint)));
+  }
+  std::string after_name, after_fingerprint, after_tenant;
+  if (page_query.has_after) {
+    after_name = st.Text(page_query.after_name);
+    after_fingerprint = st.Text(page_query.after_fingerprint);
+    after_tenant = st.Text(page_query.after_tenant);
+  }
+  st.set_sql(absl::StrCat("SELECT ", kDirectionSummaryColumns, " FROM directions",
+                          store_internal::DirectionListingTail(
+                              std::move(filters), page_query, after_name, after_fingerprint,
+                              after_tenant, st.Int(page_query.limit + 1))));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  DirectionPage result;
+  for (int row = 0; row < r.rows(); ++row) {
+    ASSIGN_OR_RETURN(DirectionRecord record, ReadDirection(r, row, /*with_values=*/false));
+    result.directions.push_back(std::move(record));
+  }
+  result.next_page_token = store_internal::NextDirectionPageToken(result.directions, page_query);
+  return result;
+}
+
+absl::Status PostgresStore::DeleteDirection(const std::string& tenant,
+                                            const std::string& fingerprint,
+                                            const std::string& name) {
+  Statement st("DeleteDirection");
+  st.set_sql(absl::StrCat("DELETE FROM directions", DirectionKey(st, tenant, fingerprint, name)));
+  ASSIGN_OR_RETURN(Result r, Run(st));
+  // A retried DELETE whose first attempt landed reports NotFound, as DeleteLatent's does.
+  if (r.changed() == 0) return DirectionNotFound(name);
+  return absl::OkStatus();
 }
 
 absl::Status PostgresStore::ReclaimSpace() {

@@ -32,7 +32,7 @@ struct PostgresOptions {
   bool database_clock = true;
 };
 
-// Latents, jobs and request IDs in one PostgreSQL database, through libpq.
+// Latents, directions, jobs and request IDs in one PostgreSQL database, through libpq.
 //
 // Leases (ClaimJobs, RenewLeases, and a new job's first lease: CreateJob,
 // CreateJobWithClaim) follow the database's clock (PostgresOptions).
@@ -72,6 +72,18 @@ class PostgresStore final : public Store {
       const Page& page, const std::string& fingerprint = "",
       const std::optional<std::string>& tenant = std::nullopt) override;
   absl::Status DeleteLatent(const std::string& id) override;
+
+  // DirectionStore.
+  absl::Status PutDirection(const DirectionRecord& record) override;
+  absl::StatusOr<DirectionRecord> GetDirection(const std::string& tenant,
+                                               const std::string& fingerprint,
+                                               const std::string& name,
+                                               bool with_values = true) override;
+  absl::StatusOr<DirectionPage> ListDirections(
+      const Page& page, const std::string& fingerprint = "",
+      const std::optional<std::string>& tenant = std::nullopt) override;
+  absl::Status DeleteDirection(const std::string& tenant, const std::string& fingerprint,
+                               const std::string& name) override;
 
   // JobStore.
   absl::Status CreateJob(const JobRecord& record) override;

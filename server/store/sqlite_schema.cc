@@ -299,6 +299,27 @@ CREATE INDEX jobs_by_tenant ON jobs (tenant, created_unix_ms DESC, id DESC);
 CREATE INDEX jobs_finished ON jobs (finished_unix_ms) WHERE state IN (3, 4, 5);
 CREATE INDEX jobs_without_total_steps ON jobs (created_unix_ms, id) WHERE total_steps < 0;
 )sql",
+    // 7 -> 8: semantic directions, per tenant and model (DirectionStore). The primary key
+    // serves lookups, a tenant's count and a listing of one model; the indexes the listings
+    // by name (of one tenant, and of every tenant).
+    R"sql(
+CREATE TABLE directions (
+  tenant TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  name TEXT NOT NULL,
+  model TEXT NOT NULL,
+  num_layers INTEGER NOT NULL,
+  latent_size INTEGER NOT NULL,
+  sigma REAL NOT NULL,
+  source TEXT NOT NULL,
+  params_json TEXT NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  values_f32 BLOB NOT NULL,  -- float32 little-endian, row-major [num_layers, latent_size]
+  PRIMARY KEY (tenant, fingerprint, name)
+);
+CREATE INDEX directions_by_tenant_name ON directions (tenant, name, fingerprint);
+CREATE INDEX directions_by_name ON directions (name, fingerprint, tenant);
+)sql",
 };
 
 }  // namespace

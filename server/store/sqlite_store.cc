@@ -27,14 +27,20 @@
 namespace i2s {
 namespace {
 
+using store_internal::CheckDirectionQuota;
 using store_internal::CheckJobQuota;
 using store_internal::CheckJobState;
 using store_internal::CheckLatentQuota;
 using store_internal::Corrupt;
+using store_internal::DirectionExists;
+using store_internal::DirectionNotFound;
+using store_internal::DirectionPageQuery;
 using store_internal::EncodeFloats;
 using store_internal::HasLimits;
 using store_internal::JobNotFound;
 using store_internal::JobStateFromColumn;
+using store_internal::kDirectionBlobColumns;
+using store_internal::kDirectionSummaryColumns;
 using store_internal::kJobBlobColumns;
 using store_internal::kJobSummaryColumns;
 using store_internal::kLatentBlobColumns;
@@ -54,6 +60,7 @@ using store_internal::RequestUsedForAnother;
 using store_internal::Row;
 using store_internal::SortOldestFirst;
 using store_internal::StateMask;
+using store_internal::ValidateDirection;
 using store_internal::ValidateLatent;
 
 // How long a statement waits for a lock held by another connection (a second process,
@@ -187,6 +194,10 @@ absl::StatusOr<LatentRecord> ReadLatent(const Query& q, bool with_values) {
 
 absl::StatusOr<JobRecord> ReadJob(const Query& q, bool with_blobs) {
   return ReadJobRow(QueryRow(q), with_blobs);
+}
+
+absl::StatusOr<DirectionRecord> ReadDirection(const Query& q, bool with_values) {
+  return store_internal::ReadDirectionRow(QueryRow(q), with_values);
 }
 
 // A listing's tail with SQLite's named parameters (BindPage binds them).
@@ -475,6 +486,138 @@ absl::Status SqliteStore::DeleteLatent(const std::string& id) {
   absl::Status status = run();
   if (!status.ok()) Exec(db_, "ROLLBACK", "rollback").IgnoreError();
   return status;
+}
+
+// ---- DirectionStore ----
+
+absl::Status SqliteStore::PutDirection(const DirectionRecord& record) {
+  RETURN_IF_ERROR(ValidateDirection(record));
+  const std::string values_f32 = EncodeFloats(record.values);
+  std::lock_guard<std::mutex> lock(mu_);
+  // One write transaction from the look-up to the insert, so neither a second process on
+  // the file nor this one's other calls get between the check of the key, the quota's
+  // count and the insert.
+  RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE", "begin"));
+  auto run = [&]() -> absl::Status {
+    {
+      ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                       Prepare("SELECT num_layers, latent_size, sigma, source, values_f32"
+                               " FROM directions WHERE tenant = :tenant"
+                               " AND fingerprint = :fingerprint AND name = :name"));
+      Query q(db_, stmt, "PutDirection (looking up the key)");
+      q.Text(":tenant", record.tenant)
+          .Text(":fingerprint", record.fingerprint)
+          .Text(":name", record.name);
+      ASSIGN_OR_RETURN(bool row, q.Step());
+      if (row) {
+        // A repeat of the call that stored it: nothing to write.
+        if (store_internal::SameDirectionContent(record, q.ColumnInt(0), q.ColumnInt(1),
+                                                 q.ColumnDouble(2), q.ColumnBytes(3),
+                                                 q.ColumnBytes(4))) {
+          return absl::OkStatus();
+        }
+        return DirectionExists(record.name);
+      }
+    }
+    if (quota_.max_directions > 0) {
+      ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                       Prepare("SELECT count(*) FROM directions WHERE tenant = :tenant"));
+      Query q(db_, stmt, "counting a tenant's directions");
+      q.Text(":tenant", record.tenant);
+      ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) return absl::InternalError("sqlite: counting a tenant's directions: no row");
+      TenantUsage usage;
+      usage.tenant = record.tenant;
+      usage.directions = q.ColumnInt(0);
+      RETURN_IF_ERROR(CheckDirectionQuota(quota_, usage));
+    }
+    ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                     Prepare(absl::StrCat("INSERT INTO directions (", kDirectionSummaryColumns,
+                                          ", ", kDirectionBlobColumns, R"sql() VALUES (
+      :tenant, :fingerprint, :name, :model, :num_layers, :latent_size, :sigma, :source,
+      :params_json, :created_unix_ms, :values_f32))sql")));
+    Query q(db_, stmt, "PutDirection");
+    q.Text(":tenant", record.tenant)
+        .Text(":fingerprint", record.fingerprint)
+        .Text(":name", record.name)
+        .Text(":model", record.model)
+        .Int(":num_layers", record.num_layers)
+        .Int(":latent_size", record.latent_size)
+        .Double(":sigma", record.sigma)
+        .Text(":source", record.source)
+        .Text(":params_json", record.params_json)
+        .Int(":created_unix_ms", record.created_unix_ms)
+        .Blob(":values_f32", values_f32);
+    return q.Run().status();
+  };
+  absl::Status status = run();
+  if (status.ok()) status = Exec(db_, "COMMIT", "commit");
+  if (!status.ok()) Exec(db_, "ROLLBACK", "rollback").IgnoreError();  // the first error matters
+  return status;
+}
+
+absl::StatusOr<DirectionRecord> SqliteStore::GetDirection(const std::string& tenant,
+                                                          const std::string& fingerprint,
+                                                          const std::string& name,
+                                                          bool with_values) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(
+      sqlite3_stmt * stmt,
+      Prepare(absl::StrCat("SELECT ", kDirectionSummaryColumns,
+                           with_values ? absl::StrCat(", ", kDirectionBlobColumns) : "",
+                           " FROM directions WHERE tenant = :tenant"
+                           " AND fingerprint = :fingerprint AND name = :name")));
+  Query q(db_, stmt, "GetDirection");
+  q.Text(":tenant", tenant).Text(":fingerprint", fingerprint).Text(":name", name);
+  ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return DirectionNotFound(name);
+  return ReadDirection(q, with_values);
+}
+
+absl::StatusOr<DirectionPage> SqliteStore::ListDirections(
+    const Page& page, const std::string& fingerprint, const std::optional<std::string>& tenant) {
+  ASSIGN_OR_RETURN(DirectionPageQuery page_query, store_internal::ParseDirectionPage(page));
+  std::vector<std::string> filters;
+  if (tenant.has_value()) filters.push_back("tenant = :tenant");
+  if (!fingerprint.empty()) filters.push_back("fingerprint = :fingerprint");
+  const std::string sql = absl::StrCat(
+      "SELECT ", kDirectionSummaryColumns, " FROM directions",
+      store_internal::DirectionListingTail(std::move(filters), page_query, ":after_name",
+                                           ":after_fingerprint", ":after_tenant", ":limit"));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql));
+  Query q(db_, stmt, "ListDirections");
+  if (tenant.has_value()) q.Text(":tenant", *tenant);
+  if (!fingerprint.empty()) q.Text(":fingerprint", fingerprint);
+  if (page_query.has_after) {
+    q.Text(":after_name", page_query.after_name)
+        .Text(":after_fingerprint", page_query.after_fingerprint)
+        .Text(":after_tenant", page_query.after_tenant);
+  }
+  q.Int(":limit", page_query.limit + 1);  // one more row says whether there is a next page
+  DirectionPage result;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    ASSIGN_OR_RETURN(DirectionRecord record, ReadDirection(q, /*with_values=*/false));
+    result.directions.push_back(std::move(record));
+  }
+  result.next_page_token = store_internal::NextDirectionPageToken(result.directions, page_query);
+  return result;
+}
+
+absl::Status SqliteStore::DeleteDirection(const std::string& tenant, const std::string& fingerprint,
+                                          const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                   Prepare("DELETE FROM directions WHERE tenant = :tenant"
+                           " AND fingerprint = :fingerprint AND name = :name"));
+  Query q(db_, stmt, "DeleteDirection");
+  q.Text(":tenant", tenant).Text(":fingerprint", fingerprint).Text(":name", name);
+  ASSIGN_OR_RETURN(int changed, q.Run());
+  if (changed == 0) return DirectionNotFound(name);
+  return absl::OkStatus();
 }
 
 // ---- JobStore ----
@@ -879,7 +1022,9 @@ absl::StatusOr<TenantUsage> SqliteStore::UsageLocked(const std::string& tenant,
       (SELECT count(*) FROM jobs WHERE tenant = :tenant),
       (SELECT count(*) FROM jobs WHERE tenant = :tenant AND state IN (1, 2)),
       (SELECT coalesce(sum(length(spec) + length(checkpoint) + length(result)), 0) FROM jobs
-         WHERE tenant = :tenant))sql"));
+         WHERE tenant = :tenant),
+      (SELECT count(*) FROM directions WHERE tenant = :tenant),
+      (SELECT coalesce(sum(length(values_f32)), 0) FROM directions WHERE tenant = :tenant))sql"));
   Query q(db_, stmt, "reading a tenant's usage");
   q.Text(":tenant", tenant);
   ASSIGN_OR_RETURN(bool row, q.Step());
@@ -891,6 +1036,8 @@ absl::StatusOr<TenantUsage> SqliteStore::UsageLocked(const std::string& tenant,
   u.jobs = q.ColumnInt(2);
   u.unfinished_jobs = q.ColumnInt(3);
   u.job_bytes = q.ColumnInt(4);
+  u.directions = q.ColumnInt(5);
+  u.direction_bytes = q.ColumnInt(6);
   if (with_requests) {
     ASSIGN_OR_RETURN(sqlite3_stmt * count,
                      Prepare(absl::StrCat("SELECT count(*) FROM requests WHERE ", kRequestTenant,
@@ -940,6 +1087,13 @@ absl::StatusOr<std::vector<TenantUsage>> SqliteStore::AllUsage() {
             u.jobs = q.ColumnInt(1);
             u.unfinished_jobs = q.ColumnInt(2);
             u.job_bytes = q.ColumnInt(3);
+          }));
+  RETURN_IF_ERROR(
+      add("SELECT tenant, count(*), coalesce(sum(length(values_f32)), 0) FROM directions"
+          " GROUP BY tenant",
+          "usage of directions", [](const Query& q, TenantUsage& u) {
+            u.directions = q.ColumnInt(1);
+            u.direction_bytes = q.ColumnInt(2);
           }));
   RETURN_IF_ERROR(
       add(absl::StrCat("SELECT ", kRequestTenant, ", count(*) FROM requests GROUP BY 1"),

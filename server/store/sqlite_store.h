@@ -19,7 +19,7 @@ struct sqlite3_stmt;
 
 namespace i2s {
 
-// Latents, jobs and request IDs in one SQLite database (WAL journal, synchronous=FULL).
+// Latents, directions, jobs and request IDs in one SQLite database (WAL journal, synchronous=FULL).
 // The schema is created on first Open and versioned with PRAGMA user_version, so later
 // releases can migrate it in place; a database from a newer release is refused.
 //
@@ -55,6 +55,18 @@ class SqliteStore final : public Store {
       const Page& page, const std::string& fingerprint = "",
       const std::optional<std::string>& tenant = std::nullopt) override;
   absl::Status DeleteLatent(const std::string& id) override;
+
+  // DirectionStore.
+  absl::Status PutDirection(const DirectionRecord& record) override;
+  absl::StatusOr<DirectionRecord> GetDirection(const std::string& tenant,
+                                               const std::string& fingerprint,
+                                               const std::string& name,
+                                               bool with_values = true) override;
+  absl::StatusOr<DirectionPage> ListDirections(
+      const Page& page, const std::string& fingerprint = "",
+      const std::optional<std::string>& tenant = std::nullopt) override;
+  absl::Status DeleteDirection(const std::string& tenant, const std::string& fingerprint,
+                               const std::string& name) override;
 
   // JobStore.
   absl::Status CreateJob(const JobRecord& record) override;

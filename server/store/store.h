@@ -80,6 +80,51 @@ class LatentStore {
   virtual absl::Status DeleteLatent(const std::string& id) = 0;
 };
 
+// A semantic direction (InterFaceGAN boundary, GANSpace component, mean difference of
+// latents) kept for one tenant and one model: the key is (tenant, fingerprint, name).
+struct DirectionRecord {
+  std::string tenant;
+  std::string fingerprint;  // WeightsFingerprint() of the model it is for
+  std::string name;         // unique per (tenant, fingerprint); checked by the service
+  std::string model;        // the model's name when stored (informational)
+  int num_layers = 0;       // rows of the vector: 1 for a W direction ([D]), else the model's L
+  int latent_size = 0;
+  std::vector<float> values;  // row-major [num_layers, latent_size]; empty when listed
+  double sigma = 1;           // alpha = 1 steps sigma * vector (GANSpace: the component's stdev)
+  std::string source;         // how it was made: "interfacegan_npy", "wplus_npy", ...
+  std::string params_json;    // provenance (file hash, component, latent IDs), a JSON object
+  int64_t created_unix_ms = 0;
+};
+
+struct DirectionPage {
+  std::vector<DirectionRecord> directions;  // by name, then fingerprint; values left empty
+  std::string next_page_token;              // empty on the last page
+};
+
+class DirectionStore {
+ public:
+  virtual ~DirectionStore() = default;
+  // Writes a new direction. Its key taken by one with the same content (num_layers,
+  // latent_size, values, sigma, source): OK, nothing written (a repeated call). By another:
+  // AlreadyExists naming the name. InvalidArgument if values.size() != num_layers *
+  // latent_size. Over StorageQuota::max_directions (in the write's transaction):
+  // ResourceExhausted naming the quota, the usage and the limit.
+  virtual absl::Status PutDirection(const DirectionRecord& record) = 0;
+  // NotFound naming the name.
+  virtual absl::StatusOr<DirectionRecord> GetDirection(const std::string& tenant,
+                                                       const std::string& fingerprint,
+                                                       const std::string& name,
+                                                       bool with_values = true) = 0;
+  // One tenant's directions (nullopt: every tenant's), by name then fingerprint;
+  // `fingerprint` non-empty keeps only that model's. InvalidArgument for a bad page.
+  virtual absl::StatusOr<DirectionPage> ListDirections(
+      const Page& page, const std::string& fingerprint = "",
+      const std::optional<std::string>& tenant = std::nullopt) = 0;
+  // NotFound naming the name if absent.
+  virtual absl::Status DeleteDirection(const std::string& tenant, const std::string& fingerprint,
+                                       const std::string& name) = 0;
+};
+
 enum class JobState { kQueued = 1, kRunning = 2, kSucceeded = 3, kFailed = 4, kCancelled = 5 };
 const char* JobStateName(JobState state);  // "queued", "running", ...
 bool IsTerminal(JobState state);
@@ -260,6 +305,7 @@ std::string RequestScope(const std::string& method, const std::string& tenant);
 // Refusals are ResourceExhausted naming the quota, the usage and the limit.
 struct StorageQuota {
   int64_t max_latents = 0;
+  int64_t max_directions = 0;  // semantic directions of one tenant (PutDirection)
   int64_t max_latent_bytes = 0;
   int64_t max_jobs = 0;
   int64_t max_job_bytes = 0;
@@ -269,6 +315,7 @@ struct StorageQuota {
 struct TenantUsage {
   std::string tenant;
   int64_t latents = 0, latent_bytes = 0;
+  int64_t directions = 0, direction_bytes = 0;  // direction_bytes: their values
   int64_t jobs = 0, unfinished_jobs = 0, job_bytes = 0;
   int64_t request_ids = 0;  // idempotency keys held (until ExpireOld drops them)
 };
@@ -279,8 +326,8 @@ struct Expired {
   int64_t request_ids = 0;  // request IDs older than the cutoff, and those of expired jobs
 };
 
-// All three behind one object (one database).
-class Store : public LatentStore, public JobStore, public RequestStore {
+// All four behind one object (one database).
+class Store : public LatentStore, public DirectionStore, public JobStore, public RequestStore {
  public:
   // Applies from the next write on; set before serving. Not thread-safe with writes.
   void set_quota(const StorageQuota& quota) { quota_ = quota; }

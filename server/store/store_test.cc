@@ -8,11 +8,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -185,6 +187,74 @@ void ExpectSameJob(const JobRecord& a, const JobRecord& b, bool with_blobs) {
   EXPECT_EQ(a.lease_epoch, b.lease_epoch);
   EXPECT_EQ(a.progress, b.progress);
   EXPECT_EQ(a.total_steps, b.total_steps);
+}
+
+// A direction with every field set; values with awkward floats (-0, inf, a denormal).
+DirectionRecord MakeDirection(const std::string& tenant, const std::string& fingerprint,
+                              const std::string& name, int num_layers = 2, int latent_size = 3) {
+  DirectionRecord r;
+  r.tenant = tenant;
+  r.fingerprint = fingerprint;
+  r.name = name;
+  r.model = "ffhq";
+  r.num_layers = num_layers;
+  r.latent_size = latent_size;
+  const float awkward[] = {-0.0f,
+                           std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::denorm_min(),
+                           0.1f,
+                           -3.4e38f,
+                           7.0f};
+  for (int i = 0; i < num_layers * latent_size; ++i) r.values.push_back(awkward[i % 6]);
+  r.sigma = 2.75;
+  r.source = "interfacegan_npy";
+  r.params_json = R"({"sha256":"ab12"})";
+  r.created_unix_ms = 4321;
+  return r;
+}
+
+void ExpectSameDirection(const DirectionRecord& a, const DirectionRecord& b, bool with_values) {
+  EXPECT_EQ(a.tenant, b.tenant);
+  EXPECT_EQ(a.fingerprint, b.fingerprint);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.model, b.model);
+  EXPECT_EQ(a.num_layers, b.num_layers);
+  EXPECT_EQ(a.latent_size, b.latent_size);
+  if (with_values) {
+    ASSERT_EQ(a.values.size(), b.values.size());
+    for (size_t i = 0; i < a.values.size(); ++i) {
+      EXPECT_EQ(std::signbit(a.values[i]), std::signbit(b.values[i])) << i;
+      EXPECT_EQ(a.values[i], b.values[i]) << i;
+    }
+  } else {
+    EXPECT_TRUE(b.values.empty());
+  }
+  EXPECT_EQ(a.sigma, b.sigma);
+  EXPECT_EQ(a.source, b.source);
+  EXPECT_EQ(a.params_json, b.params_json);
+  EXPECT_EQ(a.created_unix_ms, b.created_unix_ms);
+}
+
+// "tenant/fingerprint/name" of each direction of every page of a listing.
+std::vector<std::string> AllDirectionKeys(Store& store, int page_size,
+                                          const std::string& fingerprint = "",
+                                          const std::optional<std::string>& tenant = std::nullopt) {
+  std::vector<std::string> keys;
+  std::string token;
+  for (int pages = 0; pages < 1000; ++pages) {
+    absl::StatusOr<DirectionPage> page =
+        store.ListDirections(Page{page_size, token}, fingerprint, tenant);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    EXPECT_LE(static_cast<int>(page->directions.size()), page_size);
+    for (const DirectionRecord& d : page->directions) {
+      EXPECT_TRUE(d.values.empty());
+      keys.push_back(absl::StrCat(d.tenant, "/", d.fingerprint, "/", d.name));
+    }
+    token = page->next_page_token;
+    if (token.empty()) break;
+  }
+  return keys;
 }
 
 // The PostgreSQL database of the postgres runs (a connection string), or nullptr.
@@ -827,7 +897,7 @@ TEST(SqliteStoreFileTest, UsesWalAndRecordsSchemaVersion) {
     return value;
   };
   EXPECT_EQ(pragma("PRAGMA journal_mode"), "wal");  // persistent in the file
-  EXPECT_EQ(pragma("PRAGMA user_version"), "7");
+  EXPECT_EQ(pragma("PRAGMA user_version"), "8");
   EXPECT_EQ(pragma("PRAGMA auto_vacuum"), "2");  // INCREMENTAL: see ReclaimSpace
   sqlite3_close(db);
 }
@@ -1000,9 +1070,10 @@ TEST(SqliteStoreFileTest, MigratesAVersion5DatabaseToLeaseEpochs) {
   ASSERT_NE(OpenOrDie(path), nullptr);
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  // The released version-5 jobs table and its indexes, with an unfinished job that replica
-  // "a" holds and a finished one.
+  // The released version-5 jobs table and its indexes (and no directions table), with an
+  // unfinished job that replica "a" holds and a finished one.
   const char* v5 = R"sql(
+DROP TABLE directions;
 DROP TABLE jobs;
 CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, tenant TEXT NOT NULL,
   request_id TEXT NOT NULL, model TEXT NOT NULL, state INTEGER NOT NULL,
@@ -1049,7 +1120,7 @@ PRAGMA user_version = 5;
 
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   const auto query = [db](const std::string& sql) { return QueryText(db, sql); };
-  EXPECT_EQ(query("PRAGMA user_version"), "7");
+  EXPECT_EQ(query("PRAGMA user_version"), "8");
   // The rebuilt table keeps every index, and the new column sits ahead of the blobs.
   EXPECT_EQ(query("SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_master"
                   " WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL"
@@ -1070,9 +1141,10 @@ TEST(SqliteStoreFileTest, MigratesAVersion6DatabaseToTotalSteps) {
   ASSERT_NE(OpenOrDie(path), nullptr);
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  // The released version-6 jobs table, in a file without auto_vacuum (as that release made
-  // them), with a finished job.
+  // The released version-6 jobs table (and no directions table), in a file without
+  // auto_vacuum (as that release made them), with a finished job.
   const char* v6 = R"sql(
+DROP TABLE directions;
 DROP TABLE jobs;
 CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, tenant TEXT NOT NULL,
   request_id TEXT NOT NULL, model TEXT NOT NULL, state INTEGER NOT NULL,
@@ -1108,11 +1180,54 @@ PRAGMA user_version = 6;
 
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   const auto query = [db](const std::string& sql) { return QueryText(db, sql); };
-  EXPECT_EQ(query("PRAGMA user_version"), "7");
+  EXPECT_EQ(query("PRAGMA user_version"), "8");
   EXPECT_EQ(query("PRAGMA auto_vacuum"), "2");  // INCREMENTAL
   EXPECT_LT(
       std::stoi(query("SELECT cid FROM pragma_table_info('jobs') WHERE name = 'total_steps'")),
       std::stoi(query("SELECT cid FROM pragma_table_info('jobs') WHERE name = 'result'")));
+  sqlite3_close(db);
+}
+
+// Version 7 -> 8: the directions table; what the file kept is unchanged.
+TEST(SqliteStoreFileTest, MigratesAVersion7DatabaseToDirections) {
+  ScratchDir dir;
+  const std::string path = dir.File("db.sqlite");
+  {
+    std::unique_ptr<SqliteStore> store = OpenOrDie(path);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->PutLatent(FullLatent("lat_old")).ok());
+    ASSERT_TRUE(store->CreateJob(FullJob("job_old")).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE directions; PRAGMA user_version = 7;", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  std::unique_ptr<SqliteStore> store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  auto latent = store->GetLatent("lat_old");
+  ASSERT_TRUE(latent.ok()) << latent.status();
+  ExpectSameLatent(FullLatent("lat_old"), *latent, /*with_values=*/true);
+  auto job = store->GetJob("job_old");
+  ASSERT_TRUE(job.ok()) << job.status();
+  ExpectSameJob(FullJob("job_old"), *job, /*with_blobs=*/true);
+  const DirectionRecord smile = MakeDirection("team-a", "fp_ffhq", "smile");
+  ASSERT_TRUE(store->PutDirection(smile).ok());
+  ExpectSameDirection(smile, *store->GetDirection("team-a", "fp_ffhq", "smile"), true);
+
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(QueryText(db, "PRAGMA user_version"), "8");
+  EXPECT_EQ(QueryText(db,
+                      "SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_master"
+                      " WHERE type = 'index' AND tbl_name = 'directions'"
+                      " AND sql IS NOT NULL ORDER BY name)"),
+            "directions_by_name directions_by_tenant_name");
+  // The blob is the row's last column (listings stop before it).
+  EXPECT_EQ(QueryText(db, "SELECT name FROM pragma_table_info('directions') ORDER BY cid DESC"),
+            "values_f32");
   sqlite3_close(db);
 }
 
@@ -1785,6 +1900,322 @@ TEST_P(StoreTest, ExpireOldDropsFinishedJobsWithTheirKeysAndOldKeys) {
   EXPECT_EQ(store_->ExpireOld(0, 0, 0).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// ---- Directions ----
+
+TEST_P(StoreTest, DirectionRoundTripAndRepeats) {
+  const DirectionRecord smile = MakeDirection("a", "fp_ffhq", "smile", 18, 4);
+  ASSERT_TRUE(store_->PutDirection(smile).ok());
+  absl::StatusOr<DirectionRecord> got = store_->GetDirection("a", "fp_ffhq", "smile");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameDirection(smile, *got, /*with_values=*/true);
+  absl::StatusOr<DirectionRecord> summary =
+      store_->GetDirection("a", "fp_ffhq", "smile", /*with_values=*/false);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  ExpectSameDirection(smile, *summary, /*with_values=*/false);
+
+  // The same content again (a repeated call; model, provenance and time may differ): OK,
+  // and the stored one is kept as it was.
+  DirectionRecord repeat = smile;
+  repeat.model = "ffhq-renamed";
+  repeat.params_json = "{}";
+  repeat.created_unix_ms = 9999;
+  EXPECT_TRUE(store_->PutDirection(repeat).ok());
+  ExpectSameDirection(smile, *store_->GetDirection("a", "fp_ffhq", "smile"), true);
+
+  // Other content under the key: AlreadyExists naming it, nothing changed.
+  DirectionRecord other_values = smile;
+  other_values.values[5] = 0.5f;
+  DirectionRecord signed_zero = smile;
+  signed_zero.values[0] = 0.0f;  // bitwise: +0 is not -0
+  DirectionRecord other_sigma = smile;
+  other_sigma.sigma = 1;
+  DirectionRecord other_source = smile;
+  other_source.source = "wplus_npy";
+  DirectionRecord other_shape = smile;
+  other_shape.num_layers = 4;
+  other_shape.latent_size = 18;
+  for (const DirectionRecord& other :
+       {other_values, signed_zero, other_sigma, other_source, other_shape}) {
+    absl::Status status = store_->PutDirection(other);
+    EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists) << status;
+    EXPECT_EQ(status.message(),
+              R"(direction "smile" already exists for this model (delete it first))");
+  }
+  ExpectSameDirection(smile, *store_->GetDirection("a", "fp_ffhq", "smile"), true);
+
+  // Deleted: gone, and the key is free for other content.
+  ASSERT_TRUE(store_->DeleteDirection("a", "fp_ffhq", "smile").ok());
+  absl::Status gone = store_->GetDirection("a", "fp_ffhq", "smile").status();
+  EXPECT_EQ(gone.code(), absl::StatusCode::kNotFound) << gone;
+  EXPECT_EQ(gone.message(), R"(direction "smile" not found)");
+  absl::Status again = store_->DeleteDirection("a", "fp_ffhq", "smile");
+  EXPECT_EQ(again.code(), absl::StatusCode::kNotFound) << again;
+  EXPECT_EQ(again.message(), R"(direction "smile" not found)");
+  ASSERT_TRUE(store_->PutDirection(other_sigma).ok());
+  EXPECT_EQ(store_->GetDirection("a", "fp_ffhq", "smile")->sigma, 1);
+}
+
+TEST_P(StoreTest, PutDirectionChecksTheShape) {
+  DirectionRecord short_values = MakeDirection("a", "fp", "d");
+  short_values.values.pop_back();
+  DirectionRecord no_layers = MakeDirection("a", "fp", "d");
+  no_layers.num_layers = 0;
+  no_layers.values.clear();
+  DirectionRecord negative = MakeDirection("a", "fp", "d");
+  negative.num_layers = -2;
+  negative.latent_size = -3;
+  DirectionRecord no_name = MakeDirection("a", "fp", "");
+  DirectionRecord nan_sigma = MakeDirection("a", "fp", "d");
+  nan_sigma.sigma = std::numeric_limits<double>::quiet_NaN();
+  for (const DirectionRecord& bad : {short_values, no_layers, negative, no_name, nan_sigma}) {
+    absl::Status status = store_->PutDirection(bad);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  }
+  EXPECT_TRUE(absl::StrContains(store_->PutDirection(short_values).message(), "values has 5"));
+  absl::StatusOr<DirectionPage> page = store_->ListDirections(Page{});
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_TRUE(page->directions.empty());
+  // A W direction: one row.
+  EXPECT_TRUE(store_->PutDirection(MakeDirection("a", "fp", "w", 1, 512)).ok());
+  EXPECT_EQ(store_->GetDirection("a", "fp", "w")->values.size(), 512u);
+}
+
+TEST_P(StoreTest, DirectionsArePerTenantAndModel) {
+  // The same name under another tenant or another model is another direction.
+  const DirectionRecord a_ffhq = MakeDirection("a", "fp_ffhq", "age");
+  DirectionRecord a_cats = MakeDirection("a", "fp_cats", "age");
+  a_cats.sigma = 5;
+  DirectionRecord b_ffhq = MakeDirection("b", "fp_ffhq", "age", 1, 6);
+  b_ffhq.source = "ganspace";
+  ASSERT_TRUE(store_->PutDirection(a_ffhq).ok());
+  ASSERT_TRUE(store_->PutDirection(a_cats).ok());
+  ASSERT_TRUE(store_->PutDirection(b_ffhq).ok());
+  ASSERT_TRUE(store_->PutDirection(MakeDirection("", "fp_ffhq", "pose")).ok());
+  ExpectSameDirection(a_cats, *store_->GetDirection("a", "fp_cats", "age"), true);
+  ExpectSameDirection(b_ffhq, *store_->GetDirection("b", "fp_ffhq", "age"), true);
+  // Invisible to the others.
+  EXPECT_EQ(store_->GetDirection("b", "fp_cats", "age").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetDirection("a", "fp_ffhq", "pose").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeleteDirection("c", "fp_ffhq", "age").code(), absl::StatusCode::kNotFound);
+
+  using Keys = std::vector<std::string>;
+  EXPECT_EQ(AllDirectionKeys(*store_, 10, "", std::string("a")),
+            (Keys{"a/fp_cats/age", "a/fp_ffhq/age"}));
+  EXPECT_EQ(AllDirectionKeys(*store_, 10, "fp_ffhq", std::string("a")), (Keys{"a/fp_ffhq/age"}));
+  EXPECT_EQ(AllDirectionKeys(*store_, 10, "", std::string("b")), (Keys{"b/fp_ffhq/age"}));
+  EXPECT_EQ(AllDirectionKeys(*store_, 10, "", std::string("")), (Keys{"/fp_ffhq/pose"}));
+  EXPECT_TRUE(AllDirectionKeys(*store_, 10, "", std::string("c")).empty());
+  // Every tenant's: by name, then fingerprint (then tenant).
+  EXPECT_EQ(AllDirectionKeys(*store_, 10),
+            (Keys{"a/fp_cats/age", "a/fp_ffhq/age", "b/fp_ffhq/age", "/fp_ffhq/pose"}));
+  EXPECT_EQ(AllDirectionKeys(*store_, 10, "fp_ffhq"),
+            (Keys{"a/fp_ffhq/age", "b/fp_ffhq/age", "/fp_ffhq/pose"}));
+
+  // A delete takes that one only.
+  ASSERT_TRUE(store_->DeleteDirection("a", "fp_ffhq", "age").ok());
+  EXPECT_TRUE(store_->GetDirection("a", "fp_cats", "age").ok());
+  EXPECT_TRUE(store_->GetDirection("b", "fp_ffhq", "age").ok());
+}
+
+TEST_P(StoreTest, ListDirectionsPagesByNameThenFingerprint) {
+  // Names and fingerprints with ':' and bytes above 0x7f (ordered bytewise), two
+  // fingerprints per name, in two tenants (ties on name and fingerprint across tenants).
+  std::vector<std::string> names = {"b:1", "a", "\xc3\xa9t\xc3\xa9", "a:b", "Z", "b", "a:"};
+  std::vector<std::string> want_a, want_all;
+  std::vector<std::string> sorted = names;
+  std::sort(sorted.begin(), sorted.end());
+  for (const std::string& name : names) {
+    for (const std::string fp : {"fp:2", "fp:1"}) {
+      ASSERT_TRUE(store_->PutDirection(MakeDirection("a", fp, name)).ok());
+      ASSERT_TRUE(store_->PutDirection(MakeDirection("a:b", fp, name)).ok());
+    }
+  }
+  for (const std::string& name : sorted) {
+    for (const std::string fp : {"fp:1", "fp:2"}) {
+      want_a.push_back(absl::StrCat("a/", fp, "/", name));
+      want_all.push_back(absl::StrCat("a/", fp, "/", name));
+      want_all.push_back(absl::StrCat("a:b/", fp, "/", name));
+    }
+  }
+  for (int page_size : {1, 2, 3, 13, 14, 15, 1000}) {
+    EXPECT_EQ(AllDirectionKeys(*store_, page_size, "", std::string("a")), want_a) << page_size;
+    EXPECT_EQ(AllDirectionKeys(*store_, page_size), want_all) << page_size;
+  }
+  std::vector<std::string> want_fp1;
+  for (const std::string& key : want_a) {
+    if (absl::StrContains(key, "/fp:1/")) want_fp1.push_back(key);
+  }
+  EXPECT_EQ(AllDirectionKeys(*store_, 2, "fp:1", std::string("a")), want_fp1);
+
+  // Stable under writes: a new direction ahead of the cursor and the deletion of a listed
+  // one shift nothing.
+  absl::StatusOr<DirectionPage> first = store_->ListDirections(Page{3, ""}, "", std::string("a"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->directions.size(), 3u);
+  ASSERT_TRUE(store_->PutDirection(MakeDirection("a", "fp:0", "A")).ok());
+  ASSERT_TRUE(store_->DeleteDirection("a", "fp:1", "Z").ok());
+  absl::StatusOr<DirectionPage> second =
+      store_->ListDirections(Page{2, first->next_page_token}, "", std::string("a"));
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->directions.size(), 2u);
+  EXPECT_EQ(second->directions[0].name, "a");
+  EXPECT_EQ(second->directions[0].fingerprint, "fp:2");
+  EXPECT_EQ(second->directions[1].name, "a:");
+
+  // Page size 0 is 50; bad sizes and tokens are InvalidArgument.
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(store_->PutDirection(MakeDirection("c", "fp", absl::StrCat("d", 100 + i))).ok());
+  }
+  absl::StatusOr<DirectionPage> all = store_->ListDirections(Page{0, ""});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->directions.size(), 50u);
+  EXPECT_FALSE(all->next_page_token.empty());
+  for (int size : {-1, 1001}) {
+    absl::Status status = store_->ListDirections(Page{size, ""}).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << size;
+    EXPECT_TRUE(absl::StrContains(status.message(), "page_size")) << status;
+  }
+  EXPECT_TRUE(store_->ListDirections(Page{1000, ""}).ok());
+  for (const std::string token :
+       {"!!!", "bm90IGEgdG9rZW4", "RDox" /* D:1 */, "RDoxOmE" /* D:1:a */,
+        "RDoxOmExOmIxOmM6" /* D:1:a1:b1:c: (trailing) */, "RDo5OmE" /* D:9:a */}) {
+    absl::Status status = store_->ListDirections(Page{10, token}).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << token;
+    EXPECT_TRUE(absl::StrContains(status.message(), "page_token")) << status << token;
+  }
+  // A token of another listing is refused, both ways.
+  ASSERT_TRUE(store_->PutLatent(BareLatent("lat_1", 1)).ok());
+  ASSERT_TRUE(store_->PutLatent(BareLatent("lat_2", 2)).ok());
+  absl::StatusOr<LatentPage> latents = store_->ListLatents(Page{1, ""});
+  ASSERT_TRUE(latents.ok());
+  EXPECT_EQ(store_->ListDirections(Page{1, latents->next_page_token}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ListLatents(Page{1, all->next_page_token}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreTest, QuotaOnDirectionsCountsEveryModelOfTheTenant) {
+  StorageQuota quota;
+  quota.max_directions = 3;
+  quota.max_latents = 1;  // another quota: does not count directions
+  store_->set_quota(quota);
+  ASSERT_TRUE(store_->PutDirection(MakeDirection("a", "fp_1", "d0")).ok());
+  ASSERT_TRUE(store_->PutDirection(MakeDirection("a", "fp_2", "d1")).ok());
+  ASSERT_TRUE(store_->PutDirection(MakeDirection("a", "fp_2", "d2")).ok());
+  absl::Status refused = store_->PutDirection(MakeDirection("a", "fp_3", "d3"));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "direction quota")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "tenant \"a\" keeps 3 directions")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "limit is 3")) << refused;
+  EXPECT_EQ(store_->GetDirection("a", "fp_3", "d3").status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<TenantUsage> usage = store_->Usage("a");
+  ASSERT_TRUE(usage.ok()) << usage.status();
+  EXPECT_EQ(usage->directions, 3);
+  // At the limit, a repeat of a stored one is still OK, and other content AlreadyExists.
+  EXPECT_TRUE(store_->PutDirection(MakeDirection("a", "fp_1", "d0")).ok());
+  DirectionRecord changed = MakeDirection("a", "fp_1", "d0");
+  changed.sigma = 9;
+  EXPECT_EQ(store_->PutDirection(changed).code(), absl::StatusCode::kAlreadyExists);
+  // Other tenants have their own; latents are counted apart.
+  EXPECT_TRUE(store_->PutDirection(MakeDirection("b", "fp_3", "d3")).ok());
+  EXPECT_TRUE(store_->PutLatent(TenantLatent("lat_a", "a", 2)).ok());
+  // Room again once one is deleted.
+  ASSERT_TRUE(store_->DeleteDirection("a", "fp_2", "d1").ok());
+  EXPECT_TRUE(store_->PutDirection(MakeDirection("a", "fp_3", "d3")).ok());
+}
+
+TEST_P(StoreTest, ConcurrentDirectionWritersCannotPassTheQuotaNorOverwrite) {
+  StorageQuota quota;
+  quota.max_directions = 15;
+  store_->set_quota(quota);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([this, t] {
+      for (int i = 0; i < 10; ++i) {
+        absl::Status s =
+            store_->PutDirection(MakeDirection("a", "fp", absl::StrCat("d", t, "_", i)));
+        EXPECT_TRUE(s.ok() || absl::IsResourceExhausted(s)) << s;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  absl::StatusOr<TenantUsage> usage = store_->Usage("a");
+  ASSERT_TRUE(usage.ok()) << usage.status();
+  EXPECT_EQ(usage->directions, 15);
+
+  // Without a quota: racing puts of one key with different content store one of them,
+  // and every other gets AlreadyExists; with the same content, every one gets OK.
+  store_->set_quota(StorageQuota{});
+  for (const bool same : {false, true}) {
+    const std::string name = same ? "same" : "different";
+    std::vector<absl::Status> results(4);
+    threads.clear();
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([this, t, same, &name, &results] {
+        DirectionRecord d = MakeDirection("b", "fp", name);
+        if (!same) d.sigma = t + 1;
+        results[t] = store_->PutDirection(d);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    int ok = 0;
+    for (const absl::Status& s : results) {
+      if (s.ok()) {
+        ++ok;
+      } else {
+        EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+      }
+    }
+    EXPECT_EQ(ok, same ? 4 : 1) << name;
+    absl::StatusOr<DirectionRecord> stored = store_->GetDirection("b", "fp", name);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    if (!same) {
+      // The one stored is the winner's.
+      const int winner = static_cast<int>(stored->sigma) - 1;
+      ASSERT_GE(winner, 0);
+      ASSERT_LT(winner, 4);
+      EXPECT_TRUE(results[winner].ok()) << results[winner];
+    }
+  }
+}
+
+TEST_P(StoreTest, UsageCountsDirections) {
+  ASSERT_TRUE(store_->PutDirection(MakeDirection("a", "fp_1", "d0", 2, 3)).ok());
+  ASSERT_TRUE(store_->PutDirection(MakeDirection("a", "fp_2", "d0", 1, 5)).ok());
+  ASSERT_TRUE(store_->PutLatent(TenantLatent("lat_1", "a", 4)).ok());
+  // A tenant that keeps nothing but a direction.
+  ASSERT_TRUE(store_->PutDirection(MakeDirection("only_dirs", "fp_1", "d0", 18, 2)).ok());
+
+  absl::StatusOr<TenantUsage> a = store_->Usage("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->directions, 2);
+  EXPECT_EQ(a->direction_bytes, (2 * 3 + 1 * 5) * 4);
+  EXPECT_EQ(a->latents, 1);
+  EXPECT_EQ(a->latent_bytes, 4 * 4);  // directions are not latent bytes
+  absl::StatusOr<TenantUsage> nobody = store_->Usage("nobody");
+  ASSERT_TRUE(nobody.ok());
+  EXPECT_EQ(nobody->directions, 0);
+  EXPECT_EQ(nobody->direction_bytes, 0);
+
+  absl::StatusOr<std::vector<TenantUsage>> all = store_->AllUsage();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].tenant, "a");
+  EXPECT_EQ((*all)[0].directions, 2);
+  EXPECT_EQ((*all)[0].direction_bytes, a->direction_bytes);
+  EXPECT_EQ((*all)[0].latents, 1);
+  EXPECT_EQ((*all)[1].tenant, "only_dirs");
+  EXPECT_EQ((*all)[1].directions, 1);
+  EXPECT_EQ((*all)[1].direction_bytes, 18 * 2 * 4);
+  EXPECT_EQ((*all)[1].latents + (*all)[1].jobs + (*all)[1].request_ids, 0);
+
+  ASSERT_TRUE(store_->DeleteDirection("a", "fp_1", "d0").ok());
+  EXPECT_EQ(store_->Usage("a")->directions, 1);
+  EXPECT_EQ(store_->Usage("a")->direction_bytes, 5 * 4);
+}
+
 // ---- PostgreSQL only ----
 
 class PostgresTest : public ::testing::Test {
@@ -1810,7 +2241,7 @@ TEST_F(PostgresTest, ReplicasStartingTogetherMigrateOnce) {
   for (std::thread& t : threads) t.join();
   for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(QuerySql(conninfo_, "SELECT count(*) FROM i2s_schema"), "1");
-  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "5");
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "6");
 }
 
 TEST_F(PostgresTest, RefusesNewerSchema) {
@@ -1938,15 +2369,17 @@ TEST_F(PostgresTest, MigratesAVersion3DatabaseToLeaseEpochs) {
     job.progress = R"({"step":40})";
     ASSERT_TRUE(store->CreateJob(job).ok());
   }
-  // Back to the released version-3 schema: no lease_epoch or total_steps column.
+  // Back to the released version-3 schema: no lease_epoch or total_steps column, no
+  // directions table.
   ASSERT_EQ(RunSql(conninfo_,
-                   "ALTER TABLE jobs DROP COLUMN lease_epoch;"
+                   "DROP TABLE directions;"
+                   " ALTER TABLE jobs DROP COLUMN lease_epoch;"
                    " ALTER TABLE jobs DROP COLUMN total_steps;"
                    " UPDATE i2s_schema SET version = 3;"),
             "");
   std::unique_ptr<PostgresStore> store = OpenPostgresOrDie(conninfo_, options);
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "5");
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "6");
   auto job = store->GetJob("job_old");
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->owner, "a");
@@ -1971,6 +2404,50 @@ TEST_F(PostgresTest, MigratesAVersion3DatabaseToLeaseEpochs) {
   EXPECT_EQ((*claimed)[0].lease_epoch, 1);
   EXPECT_EQ(store->SaveProgress("job_old", "a", 0, "{}").code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(PostgresTest, MigratesAVersion5DatabaseToDirections) {
+  {
+    std::unique_ptr<PostgresStore> store = OpenPostgresOrDie(conninfo_);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->PutLatent(FullLatent("lat_old")).ok());
+  }
+  // Back to the released version-5 schema: no directions table.
+  ASSERT_EQ(RunSql(conninfo_, "DROP TABLE directions; UPDATE i2s_schema SET version = 5;"), "");
+  std::unique_ptr<PostgresStore> store = OpenPostgresOrDie(conninfo_);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT version FROM i2s_schema"), "6");
+  auto latent = store->GetLatent("lat_old");
+  ASSERT_TRUE(latent.ok()) << latent.status();
+  ExpectSameLatent(FullLatent("lat_old"), *latent, /*with_values=*/true);
+  const DirectionRecord smile = MakeDirection("team-a", "fp_ffhq", "smile");
+  ASSERT_TRUE(store->PutDirection(smile).ok());
+  ExpectSameDirection(smile, *store->GetDirection("team-a", "fp_ffhq", "smile"), true);
+}
+
+// Two replicas (two pools) putting one tenant's directions at once stay within its quota:
+// the quota lock is the database's, not the process's.
+TEST_F(PostgresTest, TwoReplicasCannotPassADirectionQuotaTogether) {
+  std::unique_ptr<PostgresStore> a = OpenPostgresOrDie(conninfo_);
+  std::unique_ptr<PostgresStore> b = OpenPostgresOrDie(conninfo_);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  StorageQuota quota;
+  quota.max_directions = 7;
+  a->set_quota(quota);
+  b->set_quota(quota);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      PostgresStore& store = t % 2 == 0 ? *a : *b;
+      for (int i = 0; i < 5; ++i) {
+        absl::Status s = store.PutDirection(MakeDirection("a", "fp", absl::StrCat("d", t, "_", i)));
+        EXPECT_TRUE(s.ok() || absl::IsResourceExhausted(s)) << s;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(QuerySql(conninfo_, "SELECT count(*) FROM directions WHERE tenant = 'a'"), "7");
 }
 
 TEST_F(PostgresTest, TwoReplicasNeverClaimTheSameJob) {

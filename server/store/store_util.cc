@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -120,6 +121,42 @@ absl::StatusOr<std::vector<float>> ValuesFromBytes(const LatentRecord& record,
                    absl::StrCat("values_f32 has ", bytes.size(), " bytes, want ", want));
   }
   return DecodeFloats(bytes);
+}
+
+absl::Status ValidateDirection(const DirectionRecord& record) {
+  if (record.name.empty()) return absl::InvalidArgumentError("direction name is empty");
+  const std::string name = absl::StrCat("direction \"", record.name, "\"");
+  if (record.num_layers <= 0 || record.latent_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": num_layers ", record.num_layers,
+                                                   " and latent_size ", record.latent_size,
+                                                   " must be positive"));
+  }
+  const int64_t want = int64_t{record.num_layers} * record.latent_size;
+  if (static_cast<int64_t>(record.values.size()) != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": values has ", record.values.size(), " floats, want num_layers * latent_size = ",
+        record.num_layers, " * ", record.latent_size, " = ", want));
+  }
+  if (!std::isfinite(record.sigma)) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": sigma must be finite"));
+  }
+  return absl::OkStatus();
+}
+
+bool SameDirectionContent(const DirectionRecord& record, int64_t num_layers, int64_t latent_size,
+                          double sigma, absl::string_view source, absl::string_view values_f32) {
+  return record.num_layers == num_layers && record.latent_size == latent_size &&
+         record.sigma == sigma && record.source == source &&
+         EncodeFloats(record.values) == values_f32;
+}
+
+absl::Status DirectionNotFound(absl::string_view name) {
+  return absl::NotFoundError(absl::StrCat("direction \"", name, "\" not found"));
+}
+
+absl::Status DirectionExists(absl::string_view name) {
+  return absl::AlreadyExistsError(
+      absl::StrCat("direction \"", name, "\" already exists for this model (delete it first)"));
 }
 
 absl::StatusOr<JobState> JobStateFromColumn(int64_t value, absl::string_view id) {
@@ -260,23 +297,46 @@ absl::Status CheckJobQuota(const StorageQuota& quota, const TenantUsage& usage,
   return absl::OkStatus();
 }
 
+absl::Status CheckDirectionQuota(const StorageQuota& quota, const TenantUsage& usage) {
+  if (quota.max_directions > 0 && usage.directions + 1 > quota.max_directions) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("direction quota: ", TenantName(usage.tenant), " keeps ", usage.directions,
+                     " directions; the limit is ", quota.max_directions,
+                     " (--tenant-max-directions); delete directions to make room"));
+  }
+  return absl::OkStatus();
+}
+
 std::string MakePageToken(char table, int64_t created_unix_ms, absl::string_view id) {
   return absl::WebSafeBase64Escape(
       absl::StrCat(std::string(1, table), ":", created_unix_ms, ":", id));
 }
 
-absl::StatusOr<PageQuery> ParsePage(const Page& page, char table) {
-  PageQuery q;
+namespace {
+
+// The rows a page holds: page_size, or the default for 0; InvalidArgument out of range.
+absl::StatusOr<int> PageLimit(const Page& page) {
   if (page.page_size < 0 || page.page_size > kMaxPageSize) {
     return absl::InvalidArgumentError(absl::StrCat("page_size must be between 0 and ", kMaxPageSize,
                                                    " (0 = ", kDefaultPageSize, "), got ",
                                                    page.page_size));
   }
-  if (page.page_size > 0) q.limit = page.page_size;
+  return page.page_size > 0 ? page.page_size : kDefaultPageSize;
+}
+
+absl::Status BadPageToken() {
+  return absl::InvalidArgumentError(
+      "page_token is not valid: pass the next_page_token of the previous call unchanged");
+}
+
+}  // namespace
+
+absl::StatusOr<PageQuery> ParsePage(const Page& page, char table) {
+  PageQuery q;
+  ASSIGN_OR_RETURN(q.limit, PageLimit(page));
   if (page.page_token.empty()) return q;
 
-  const absl::Status bad = absl::InvalidArgumentError(
-      "page_token is not valid: pass the next_page_token of the previous call unchanged");
+  const absl::Status bad = BadPageToken();
   std::string key;
   if (!absl::WebSafeBase64Unescape(page.page_token, &key)) return bad;
   // "<table>:<created>:<id>"; the ID may itself contain ':'.
@@ -303,6 +363,59 @@ std::string ListingTail(std::vector<std::string> filters, const PageQuery& page,
   if (!filters.empty()) absl::StrAppend(&tail, " WHERE ", absl::StrJoin(filters, " AND "));
   absl::StrAppend(&tail, " ORDER BY created_unix_ms DESC, id DESC LIMIT ", limit);
   return tail;
+}
+
+std::string MakeDirectionPageToken(const DirectionRecord& last) {
+  std::string key = "D:";
+  for (const std::string* part : {&last.name, &last.fingerprint, &last.tenant}) {
+    absl::StrAppend(&key, part->size(), ":", *part);
+  }
+  return absl::WebSafeBase64Escape(key);
+}
+
+absl::StatusOr<DirectionPageQuery> ParseDirectionPage(const Page& page) {
+  DirectionPageQuery q;
+  ASSIGN_OR_RETURN(q.limit, PageLimit(page));
+  if (page.page_token.empty()) return q;
+
+  std::string key;
+  if (!absl::WebSafeBase64Unescape(page.page_token, &key)) return BadPageToken();
+  absl::string_view rest = key;
+  if (!absl::ConsumePrefix(&rest, "D:")) return BadPageToken();
+  for (std::string* part : {&q.after_name, &q.after_fingerprint, &q.after_tenant}) {
+    const size_t colon = rest.find(':');
+    size_t size = 0;
+    if (colon == absl::string_view::npos || colon == 0 ||
+        !absl::SimpleAtoi(rest.substr(0, colon), &size) || size > rest.size() - colon - 1) {
+      return BadPageToken();
+    }
+    *part = std::string(rest.substr(colon + 1, size));
+    rest.remove_prefix(colon + 1 + size);
+  }
+  if (!rest.empty()) return BadPageToken();
+  q.has_after = true;
+  return q;
+}
+
+std::string DirectionListingTail(std::vector<std::string> filters, const DirectionPageQuery& page,
+                                 const std::string& after_name,
+                                 const std::string& after_fingerprint,
+                                 const std::string& after_tenant, const std::string& limit) {
+  if (page.has_after) {
+    filters.push_back(absl::StrCat("(name, fingerprint, tenant) > (", after_name, ", ",
+                                   after_fingerprint, ", ", after_tenant, ")"));
+  }
+  std::string tail;
+  if (!filters.empty()) absl::StrAppend(&tail, " WHERE ", absl::StrJoin(filters, " AND "));
+  absl::StrAppend(&tail, " ORDER BY name, fingerprint, tenant LIMIT ", limit);
+  return tail;
+}
+
+std::string NextDirectionPageToken(std::vector<DirectionRecord>& rows,
+                                   const DirectionPageQuery& page) {
+  if (static_cast<int>(rows.size()) <= page.limit) return "";
+  rows.pop_back();
+  return MakeDirectionPageToken(rows.back());
 }
 
 absl::StatusOr<LatentRecord> ReadLatentRow(const Row& row, bool with_values) {
@@ -369,6 +482,31 @@ absl::StatusOr<JobRecord> ReadJobRow(const Row& row, bool with_blobs) {
   if (with_blobs) {
     r.spec = row.Bytes(c++);
     r.checkpoint = row.Bytes(c++);
+  }
+  return r;
+}
+
+absl::StatusOr<DirectionRecord> ReadDirectionRow(const Row& row, bool with_values) {
+  DirectionRecord r;
+  int c = 0;
+  r.tenant = row.Bytes(c++);
+  r.fingerprint = row.Bytes(c++);
+  r.name = row.Bytes(c++);
+  r.model = row.Bytes(c++);
+  r.num_layers = static_cast<int>(row.Int(c++));
+  r.latent_size = static_cast<int>(row.Int(c++));
+  r.sigma = row.Double(c++);
+  r.source = row.Bytes(c++);
+  r.params_json = row.Bytes(c++);
+  r.created_unix_ms = row.Int(c++);
+  if (with_values) {
+    const std::string bytes = row.Bytes(c++);
+    const int64_t want = int64_t{r.num_layers} * r.latent_size * int64_t{sizeof(float)};
+    if (static_cast<int64_t>(bytes.size()) != want) {
+      return Corrupt("direction", r.name,
+                     absl::StrCat("values_f32 has ", bytes.size(), " bytes, want ", want));
+    }
+    r.values = DecodeFloats(bytes);
   }
   return r;
 }

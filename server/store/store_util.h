@@ -43,6 +43,16 @@ absl::StatusOr<std::map<std::string, std::string>> LabelsFromJson(const std::str
 // shape.
 absl::StatusOr<std::vector<float>> ValuesFromBytes(const LatentRecord& record,
                                                    absl::string_view bytes);
+
+// PutDirection's checks: a non-empty name, a positive shape, values matching it, a finite
+// sigma (SQLite would store a NaN as NULL).
+absl::Status ValidateDirection(const DirectionRecord& record);
+// Whether a stored direction has the content of `record` (the fields store.h's
+// PutDirection compares; `values_f32` is the stored blob, compared byte for byte).
+bool SameDirectionContent(const DirectionRecord& record, int64_t num_layers, int64_t latent_size,
+                          double sigma, absl::string_view source, absl::string_view values_f32);
+absl::Status DirectionNotFound(absl::string_view name);
+absl::Status DirectionExists(absl::string_view name);
 // A job state read from a row; Internal for a value outside JobState.
 absl::StatusOr<JobState> JobStateFromColumn(int64_t value, absl::string_view id);
 
@@ -72,6 +82,8 @@ absl::Status CheckLatentQuota(const StorageQuota& quota, const TenantUsage& usag
                               const LatentRecord& record);
 absl::Status CheckJobQuota(const StorageQuota& quota, const TenantUsage& usage,
                            const JobRecord& record);
+// A new direction, judged by usage.directions (StorageQuota::max_directions).
+absl::Status CheckDirectionQuota(const StorageQuota& quota, const TenantUsage& usage);
 
 // Keyset pagination. A token is the web-safe base64 of "<table>:<created_unix_ms>:<id>"
 // for the last row of the previous page (table 'L' latents, 'J' jobs, so a token of one
@@ -103,6 +115,29 @@ std::string NextPageToken(std::vector<Record>& rows, const PageQuery& page, char
   return MakePageToken(table, rows.back().created_unix_ms, rows.back().id);
 }
 
+// Directions' keyset pagination, in ListDirections' order: (name, fingerprint, tenant),
+// ascending and bytewise (tenant last: it only breaks ties of a listing of every tenant).
+// A token is the web-safe base64 of "D:" followed by the three strings of the previous
+// page's last row, each as "<byte length>:<bytes>" (names may hold any character).
+struct DirectionPageQuery {
+  int limit = kDefaultPageSize;
+  bool has_after = false;
+  std::string after_name, after_fingerprint, after_tenant;
+};
+std::string MakeDirectionPageToken(const DirectionRecord& last);
+absl::StatusOr<DirectionPageQuery> ParseDirectionPage(const Page& page);
+// The WHERE / ORDER BY / LIMIT tail of ListDirections' SELECT, as ListingTail: after_name,
+// after_fingerprint, after_tenant (used when page.has_after) and limit are the backend's
+// placeholders, bound to the page's values and page.limit + 1.
+std::string DirectionListingTail(std::vector<std::string> filters, const DirectionPageQuery& page,
+                                 const std::string& after_name,
+                                 const std::string& after_fingerprint,
+                                 const std::string& after_tenant, const std::string& limit);
+// The next page's token of a listing that read `rows` for `page` (dropping the extra
+// row); "" when there is none.
+std::string NextDirectionPageToken(std::vector<DirectionRecord>& rows,
+                                   const DirectionPageQuery& page);
+
 // Rows, read the same way by both backends. The column lists both schemas share, in the
 // order the readers consume them: summaries first (what listings return), then the blobs,
 // the last columns of their rows.
@@ -119,6 +154,12 @@ inline constexpr char kJobSummaryColumns[] =
 // aligned image, megabytes) and checkpoint are the blobs.
 inline constexpr char kJobBlobColumns[] = "spec, checkpoint";
 
+// A direction row: the summaries (what ListDirections returns), then its values.
+inline constexpr char kDirectionSummaryColumns[] =
+    "tenant, fingerprint, name, model, num_layers, latent_size, sigma, source, params_json, "
+    "created_unix_ms";
+inline constexpr char kDirectionBlobColumns[] = "values_f32";
+
 // One row of a result, by column index; each backend wraps its own.
 class Row {
  public:
@@ -134,6 +175,8 @@ class Row {
 absl::StatusOr<LatentRecord> ReadLatentRow(const Row& row, bool with_values);
 // kJobSummaryColumns, then (with_blobs) kJobBlobColumns.
 absl::StatusOr<JobRecord> ReadJobRow(const Row& row, bool with_blobs);
+// kDirectionSummaryColumns, then (with_values) kDirectionBlobColumns.
+absl::StatusOr<DirectionRecord> ReadDirectionRow(const Row& row, bool with_values);
 
 }  // namespace i2s::store_internal
 
