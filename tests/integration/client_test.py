@@ -118,8 +118,9 @@ class ClientTest(unittest.TestCase):
         for cmd in [[], ["embed"], ["jobs"], ["jobs", "ls"], ["jobs", "get"], ["jobs", "watch"],
                     ["jobs", "cancel"], ["latents"], ["latents", "ls"], ["latents", "get"],
                     ["latents", "rm"], ["latents", "export"], ["latents", "import"], ["synth"],
-                    ["morph"], ["stylemix"], ["expression"], ["blend"], ["align"], ["info"],
-                    ["health"]]:
+                    ["morph"], ["stylemix"], ["expression"], ["blend"], ["directions"],
+                    ["directions", "import"], ["directions", "compute"], ["directions", "frames"],
+                    ["edit"], ["align"], ["info"], ["health"]]:
             p = run(*cmd, "--help", check=0)
             self.assertIn("Usage:", p.stdout, cmd)
             self.assertNotIn(ESC, p.stdout)
@@ -428,6 +429,54 @@ class ClientTest(unittest.TestCase):
                 "-o", self.path("b4.png"))
         self.assertEqual(p.returncode, 5, p.stderr)
         self.assertIn("start_layer", p.stderr)
+
+    def test_directions_and_edit(self):
+        a, b, c = (self.embed(name, 3) for name in ("camera.png", "coffee.png", "chelsea.png"))
+        wa, wb, wc = (self.latent_values(x) for x in (a, b, c))
+        boundary = np.random.default_rng(2).standard_normal((1, 512)).astype(np.float32)
+        np.save(self.path("smile.npy"), boundary)
+        d = docs(run("--json", "directions", "import", self.path("smile.npy"), "--name", "smile",
+                     check=0))[0]
+        self.assertEqual((d["name"], d["num_layers"], d["source"]), ("smile", 1, "interfacegan_npy"))
+        d = docs(run("--json", "directions", "compute", "expr", "--from", b, "--to", c, check=0))[0]
+        self.assertEqual((d["name"], d["num_layers"]), ("expr", 8))
+        listed = docs(run("--json", "directions", "ls", check=0))
+        self.assertEqual(sorted(x["name"] for x in listed), ["expr", "smile"])
+        self.assertIn("smile", run("directions", "ls", check=0).stdout)
+        got = docs(run("--json", "directions", "get", "smile", "--values", check=0))[0]
+        np.testing.assert_array_equal(np.array(got["values"], np.float32), boundary[0])
+        # edit: exact rows, stored, chained.
+        d = docs(run("--json", "edit", a, "--direction", "smile=1.5", "-d", "expr=-1",
+                     "--layers", "2-5", "--store", "-o", self.path("edit.png"), check=0))[0]
+        got = self.latent_values(d["latent"]["id"])
+        want = wa.copy()
+        want[2:6] = wa[2:6] + np.float32(1.5) * boundary[0]
+        want[2:6] = want[2:6] + np.float32(-1) * (wc[2:6] - wb[2:6])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        with Image.open(self.path("edit.png")) as im:
+            self.assertEqual(im.size, (32, 32))
+        human = run("edit", d["latent"]["id"], "-d", "smile=1", "-o", self.path("e2.png"),
+                    check=0).stdout
+        self.assertIn("smile=1", human)
+        # frames along a direction.
+        d = docs(run("--json", "directions", "frames", a, "smile", "--alphas", "-2:2:5",
+                     "--out", self.path("walk.gif"), check=0))[0]
+        self.assertEqual((d["frames"], d["alphas"]), (5, [-2, -1, 0, 1, 2]))
+        with Image.open(self.path("walk.gif")) as im:
+            self.assertEqual(im.n_frames, 5)
+        # Refusals: a bad step is a usage error; an unknown direction names the field.
+        p = run("edit", a, "-d", "smile", "-o", self.path("x.png"))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("NAME=ALPHA", p.stderr)
+        p = run("edit", a, "-d", "nope=1", "-o", self.path("x.png"))
+        self.assertEqual(p.returncode, 4, p.stderr)
+        self.assertIn("steps[0].name", p.stderr)
+        p = run("directions", "import", self.path("smile.npy"), "--name", "bad name")
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn("name:", p.stderr)
+        run("directions", "rm", "smile", check=0)
+        run("directions", "rm", "expr", check=0)
+        self.assertEqual(docs(run("--json", "directions", "ls", check=0)), [])
 
     def test_image_paths_are_embedded_first(self):
         p = run("morph", image("camera.png"), image("coffee.png"), "--frames", "3",
