@@ -78,7 +78,8 @@ class DirectionsTest(unittest.TestCase):
         os.makedirs(data)
         cls.server = h.Server(ARGS.server, data, extra=[
             "--auth-tokens", tokens, "--model", f"other={other}", "--vgg", vgg,
-            "--tenant-max-directions", str(MAX_DIRECTIONS)]).start()
+            "--tenant-max-directions", str(MAX_DIRECTIONS), "--metrics-address", "127.0.0.1:0",
+            "--metrics-port-file", os.path.join(data, "metrics-port")]).start()
         cls.addClassCleanup(cls.server.kill)
         cls.stub = cls.server.stub()
         cls.rng = np.random.default_rng(3)
@@ -296,6 +297,21 @@ class DirectionsTest(unittest.TestCase):
         self.call("DeleteDirection", pb.DeleteDirectionRequest(name="smile"))
         self.refused(grpc.StatusCode.NOT_FOUND, "name", "DeleteDirection",
                      pb.DeleteDirectionRequest(name="smile"))
+
+    def test_every_directions_rpc_is_counted(self):
+        v = self.rng.standard_normal(D).astype(np.float32)
+        self.call("ImportDirection", pb.ImportDirectionRequest(name="m", file=npy(v)))
+        self.refused(grpc.StatusCode.NOT_FOUND, "name", "GetDirection",
+                     pb.GetDirectionRequest(name="nope"))
+        with open(os.path.join(self.server.data_dir, "metrics-port")) as f:
+            port = int(f.read())
+        status, _, body = h.http_request(port, "/metrics")
+        self.assertEqual(status, 200)
+        text = body.decode()
+        for method, code in (("ImportDirection", "OK"), ("GetDirection", "NOT_FOUND")):
+            self.assertRegex(text, r'i2s_rpc_requests_total\{[^}]*method="%s"[^}]*code="%s"'
+                             % (method, code) + r'|i2s_rpc_requests_total\{[^}]*code="%s"[^}]*'
+                             r'method="%s"' % (code, method))
 
     def test_refusals_name_their_field(self):
         INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
