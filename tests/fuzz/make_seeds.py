@@ -234,6 +234,17 @@ def request_check_seeds():
             mode=pb.AlignOptions.AUTO, min_confidence=0.7, on_no_face=pb.AlignOptions.RESIZE))),
         (7, "listlatents", pb.ListLatentsRequest(page_size=10, page_token="abc")),
         (8, "listjobs", pb.ListJobsRequest(page_size=5, states=[pb.RUNNING, pb.SUCCEEDED])),
+        (9, "localblend", pb.LocalBlendRequest(base=ref, source=values, mask=b"\x89PNG",
+                                               start_layer=3, feather=4, render=render)),
+        (10, "importdirection", pb.ImportDirectionRequest(name="smile", file=b"\x93NUMPY",
+                                                          components=[0, 2])),
+        (11, "computedirection", pb.ComputeDirectionRequest(
+            name="expr", from_latents=[ref], to_latents=[values, ref], collapse_to_w=True)),
+        (12, "applydirections", pb.ApplyDirectionsRequest(
+            latent=ref, steps=[pb.DirectionStep(name="smile", alpha=1.5)], first_layer=1,
+            last_layer=4, condition_on=["age"], store_result=True, request_id="r3")),
+        (13, "directionframes", pb.DirectionFramesRequest(latent=values, direction="smile",
+                                                          alphas=[-2, 0, 2], render=render)),
     ]
     for selector, name, message in seeds:
         put("request_check_fuzz", name, bytes([selector]) + message.SerializeToString())

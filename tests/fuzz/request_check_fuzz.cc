@@ -49,7 +49,7 @@ bool Parse(Message& m, const uint8_t* data, size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  const uint8_t which = data[0] % 9;
+  const uint8_t which = data[0] % 14;
   ++data;
   --size;
   const RequestLimits limits{5000, 300};
@@ -156,6 +156,72 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         Expect(states.ok());
         auto page = i2s::PageOf(r.page_size(), r.page_token());
         Expect(page.ok() && page->page_size >= 1 && page->page_size <= 1000);
+      }
+      break;
+    }
+    case 9: {
+      v1::LocalBlendRequest r;
+      if (!Parse(r, data, size)) return 0;
+      const absl::Status s = i2s::CheckLocalBlendRequest(r);
+      ExpectValidationStatus(s);
+      if (s.ok()) {
+        Expect(!r.mask().empty() && r.start_layer() >= 0);
+        Expect(!r.has_feather() || r.feather() >= 0);
+        ExpectRefUsable(r.base());
+        ExpectRefUsable(r.source());
+      }
+      break;
+    }
+    case 10: {
+      v1::ImportDirectionRequest r;
+      if (!Parse(r, data, size)) return 0;
+      const absl::Status s = i2s::CheckImportDirectionRequest(r);
+      ExpectValidationStatus(s);
+      if (s.ok()) {
+        Expect(!r.file().empty() && !r.name().empty() && r.name().size() <= 64);
+        for (int c : r.components()) Expect(c >= 0);
+      }
+      break;
+    }
+    case 11: {
+      v1::ComputeDirectionRequest r;
+      if (!Parse(r, data, size)) return 0;
+      const absl::Status s = i2s::CheckComputeDirectionRequest(r);
+      ExpectValidationStatus(s);
+      if (s.ok()) {
+        Expect(r.from_latents_size() >= 1 && r.to_latents_size() >= 1);
+        for (const auto& ref : r.from_latents()) ExpectRefUsable(ref);
+        for (const auto& ref : r.to_latents()) ExpectRefUsable(ref);
+      }
+      break;
+    }
+    case 12: {
+      v1::ApplyDirectionsRequest r;
+      if (!Parse(r, data, size)) return 0;
+      const absl::Status s = i2s::CheckApplyDirectionsRequest(r);
+      ExpectValidationStatus(s);
+      if (s.ok()) {
+        Expect(r.steps_size() >= 1 && r.steps_size() <= i2s::defaults::kMaxDirectionSteps);
+        for (const auto& step : r.steps()) {
+          Expect(std::isfinite(step.alpha()) &&
+                 std::abs(step.alpha()) <= i2s::defaults::kMaxDirectionAlpha);
+        }
+        Expect(r.first_layer() >= 0);
+        if (r.has_last_layer()) Expect(r.last_layer() >= r.first_layer());
+        ExpectRefUsable(r.latent());
+        ExpectLabelsBounded(r.labels());
+      }
+      break;
+    }
+    case 13: {
+      v1::DirectionFramesRequest r;
+      if (!Parse(r, data, size)) return 0;
+      const absl::Status s = i2s::CheckDirectionFramesRequest(r, limits);
+      ExpectValidationStatus(s);
+      if (s.ok()) {
+        Expect(r.alphas_size() >= 1 && r.alphas_size() <= 300);
+        for (double a : r.alphas()) Expect(std::isfinite(a));
+        ExpectRefUsable(r.latent());
       }
       break;
     }
