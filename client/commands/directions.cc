@@ -229,10 +229,9 @@ int DirectionCommands::List() {
   std::vector<std::vector<std::string>> rows;
   for (const auto& d : *list) {
     rows.push_back({d.name(), d.model(), d.num_layers() == 1 ? "W" : "W+",
-                    absl::StrFormat("%g", d.sigma()), absl::StrFormat("%.4g", d.norm()), d.source(),
-                    FormatTime(d.created_unix_ms())});
+                    absl::StrFormat("%g", d.sigma()), d.source(), FormatTime(d.created_unix_ms())});
   }
-  PrintTable({"NAME", "MODEL", "KIND", "SIGMA", "NORM", "SOURCE", "CREATED"}, rows);
+  PrintTable({"NAME", "MODEL", "KIND", "SIGMA", "SOURCE", "CREATED"}, rows);
   return kExitOk;
 }
 
