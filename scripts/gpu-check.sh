@@ -101,4 +101,9 @@ for res in $SYNTH; do
     $PY bench/synth_bench_torch.py --device "$DEV" --resolution $res --batch $batch --reps 20 --warmup 3
   done
 done 2>&1 | tee "$OUT/synth.txt"
+phase "local blend (LocalBlend's forward) against the plain forward"
+for start in 0 8; do
+  build-gpu/bench/synth_bench --device "$DEV" --resolution 1024 --batch 1 --reps 20 --warmup 3 \
+    --blend-start $start
+done 2>&1 | tee "$OUT/blend.txt"
 phase "done"
