@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/api/convert.h"
@@ -84,6 +85,21 @@ absl::StatusOr<std::vector<Direction>> LoadDirections(
     out.push_back(std::move(d));
   }
   return out;
+}
+
+// An engine error about the directions in the request's terms: the engine names
+// "conditions" and "directions[i]", the request condition_on and steps[i].
+absl::Status InRequestTerms(const absl::Status& s) {
+  if (s.ok()) return s;
+  const absl::string_view m = s.message();
+  for (const auto& [engine, request] :
+       {std::pair<absl::string_view, absl::string_view>{"conditions", "condition_on"},
+        {"directions[", "steps["}}) {
+    if (absl::StartsWith(m, engine)) {
+      return absl::Status(s.code(), absl::StrCat(request, m.substr(engine.size())));
+    }
+  }
+  return s;
 }
 
 // The edited rows [first, last] of a request, checked against the model.
@@ -274,8 +290,9 @@ grpc::ServerUnaryReactor* Service::ApplyDirections(CallbackServerContext* ctx,
     }
     ASSIGN_OR_RETURN(options.conditions, LoadDirections(impl_->store, caller.tenant, *model,
                                                         req->condition_on(), "condition_on"));
-    ASSIGN_OR_RETURN(torch::Tensor edited,
-                     i2s::ApplyDirections(latent.w, directions, alphas, options));
+    auto applied = i2s::ApplyDirections(latent.w, directions, alphas, options);
+    RETURN_IF_ERROR(InRequestTerms(applied.status()));
+    torch::Tensor edited = *std::move(applied);
     edited = edited[0].contiguous();
     ASSIGN_OR_RETURN(std::shared_ptr<const PastePlan> paste,
                      impl_->PastePlanFor(req->has_paste_into(), req->paste_into(), latent));
@@ -320,8 +337,8 @@ grpc::ServerWriteReactor<v1::MorphFrame>* Service::DirectionFrames(
     ASSIGN_OR_RETURN(options.conditions, LoadDirections(impl_->store, caller.tenant, *model,
                                                         req->condition_on(), "condition_on"));
     // The first frame now, so that a bad combination fails the call before it streams.
-    RETURN_IF_ERROR(
-        i2s::ApplyDirections(latent.w, {direction}, {req->alphas(0)}, options).status());
+    RETURN_IF_ERROR(InRequestTerms(
+        i2s::ApplyDirections(latent.w, {direction}, {req->alphas(0)}, options).status()));
     ASSIGN_OR_RETURN(ConcurrencyLimiter::Lease lease, impl_->streams.Acquire(caller.tenant));
     MorphReactor::Frames frames;
     frames.alphas.assign(req->alphas().begin(), req->alphas().end());

@@ -350,7 +350,7 @@ class DirectionsTest(unittest.TestCase):
         self.refused(INVALID, "last_layer", "ApplyDirections", app(first_layer=1, last_layer=0))
         self.refused(INVALID, "last_layer", "ApplyDirections", app(last_layer=L))
         self.assertIn("lies in their span", self.refused(
-            INVALID, "conditions", "ApplyDirections", app(condition_on=["smile"])))
+            INVALID, "condition_on:", "ApplyDirections", app(condition_on=["smile"])))
         self.refused(NOT_FOUND, "latent", "ApplyDirections", app(latent=ref("lat_nope")))
         self.refused(INVALID, "latent", "ApplyDirections", app(latent=pb.LatentRef()))
         fr = lambda **kw: pb.DirectionFramesRequest(**{"latent": ref(lat), "direction": "smile",
