@@ -59,15 +59,10 @@ json RecordOf(const EmbedMasks::One& one, const torch::Tensor& target) {
 }  // namespace
 
 torch::Tensor EmbedMasks::PhotoKeep() const {
-  if (aligned_frame || !any()) return {};
-  torch::Tensor keep;
-  for (const One* one : {&pixel, &perceptual}) {
-    if (!one->weights.defined()) continue;
-    keep = keep.defined() ? torch::maximum(keep, one->weights) : one->weights;
-  }
-  // A perceptual mask alone leaves the pixel term looking everywhere.
-  if (!pixel.weights.defined()) return {};
-  return keep;
+  // Without `mask` the pixel term looks everywhere: nothing may be greyed.
+  if (aligned_frame || !pixel.weights.defined()) return {};
+  return perceptual.weights.defined() ? torch::maximum(pixel.weights, perceptual.weights)
+                                      : pixel.weights;
 }
 
 absl::StatusOr<EmbedMasks> DecodeEmbedMasks(const v1::EmbedRequest& req, const DecodeLimits& limits,

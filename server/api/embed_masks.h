@@ -27,8 +27,9 @@ struct EmbedMasks {
   bool aligned_frame = false;
 
   bool any() const { return pixel.weights.defined() || perceptual.weights.defined(); }
-  // [1, H, W] over the photo: where neither mask counts (0 where a mask left out by the
-  // other is 0 too), for PrepareOptions::keep; undefined unless drawn over the photo.
+  // [1, H, W] over the photo, 0 where no term of the loss looks (PrepareOptions::keep):
+  // the pixel mask, or its maximum with the perceptual mask. Undefined when the masks are
+  // over the target, or without a pixel mask (the pixel term then looks everywhere).
   torch::Tensor PhotoKeep() const;
 };
 
