@@ -135,12 +135,12 @@ grpc::ServerUnaryReactor* Service::ImportDirection(CallbackServerContext* ctx,
     const std::string sha = absl::StrCat("sha256:", Sha256Hex(req->file()));
     // One by one: on an error the ones before it stay stored, and a repeat of the call
     // (the same content is no error) stores the rest.
-    for (const Direction& d : found) {
+    for (size_t i = 0; i < found.size(); ++i) {
+      const Direction& d = found[i];
       RETURN_IF_ERROR(CheckDirectionName(d.name, "name"));
       nlohmann::json params{{"file_sha256", sha}};
-      const size_t pc = d.name.rfind("_pc");
-      if (d.source_format == kGanSpaceFormat && pc != std::string::npos) {
-        params["component"] = std::stoi(d.name.substr(pc + 3));
+      if (d.source_format == kGanSpaceFormat) {  // in the order asked for, or all in order
+        params["component"] = o.components.empty() ? static_cast<int>(i) : o.components[i];
       }
       DirectionRecord rec = RecordOf(d, *model, caller.tenant, params.dump());
       absl::Status put = impl_->store->PutDirection(rec);
