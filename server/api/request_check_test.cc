@@ -259,5 +259,85 @@ TEST(RequestCheckTest, PasteBackAndPasteInto) {
   ExpectField(CheckSynthesizeRequest(s), "paste_into.options.region");
 }
 
+TEST(RequestCheckTest, MaskFrameAndLocalBlend) {
+  v1::EmbedRequest e = GoodEmbed();
+  e.set_mask_frame(v1::MASK_FRAME_ALIGNED);
+  EXPECT_TRUE(CheckEmbedRequest(e, kLimits).ok());
+  e.set_mask_frame(static_cast<v1::MaskFrame>(9));
+  ExpectField(CheckEmbedRequest(e, kLimits), "mask_frame");
+
+  v1::LocalBlendRequest b;
+  b.mutable_base()->set_latent_id("lat_a");
+  b.mutable_source()->set_latent_id("lat_b");
+  b.set_mask("png bytes are checked later");
+  EXPECT_TRUE(CheckLocalBlendRequest(b).ok());
+  v1::LocalBlendRequest bad = b;
+  bad.clear_mask();
+  ExpectField(CheckLocalBlendRequest(bad), "mask");
+  bad = b;
+  bad.set_start_layer(-1);
+  ExpectField(CheckLocalBlendRequest(bad), "start_layer");
+  bad = b;
+  bad.set_feather(-2);
+  ExpectField(CheckLocalBlendRequest(bad), "feather");
+  bad = b;
+  bad.clear_source();
+  ExpectField(CheckLocalBlendRequest(bad), "source");
+}
+
+TEST(RequestCheckTest, Directions) {
+  EXPECT_TRUE(CheckDirectionName("smile_pc0.v-2", "name").ok());
+  ExpectField(CheckDirectionName("", "name"), "name");
+  ExpectField(CheckDirectionName("a b", "name"), "name");
+  ExpectField(CheckDirectionName(std::string(65, 'x'), "name"), "name");
+
+  v1::ApplyDirectionsRequest a;
+  a.mutable_latent()->set_latent_id("lat_a");
+  auto* step = a.add_steps();
+  step->set_name("smile");
+  step->set_alpha(-100);
+  a.set_first_layer(2);
+  a.set_last_layer(2);
+  a.add_condition_on("age");
+  EXPECT_TRUE(CheckApplyDirectionsRequest(a).ok());
+  v1::ApplyDirectionsRequest bad = a;
+  bad.mutable_steps(0)->set_alpha(std::numeric_limits<double>::quiet_NaN());
+  ExpectField(CheckApplyDirectionsRequest(bad), "steps[0].alpha");
+  bad = a;
+  bad.mutable_steps(0)->set_alpha(100.5);
+  ExpectField(CheckApplyDirectionsRequest(bad), "steps[0].alpha");
+  bad = a;
+  bad.clear_steps();
+  ExpectField(CheckApplyDirectionsRequest(bad), "steps");
+  bad = a;
+  bad.set_last_layer(1);
+  ExpectField(CheckApplyDirectionsRequest(bad), "last_layer");
+  bad = a;
+  bad.add_condition_on("no good");
+  ExpectField(CheckApplyDirectionsRequest(bad), "condition_on[1]");
+
+  v1::DirectionFramesRequest f;
+  f.mutable_latent()->set_latent_id("lat_a");
+  f.set_direction("smile");
+  for (int i = 0; i < 100; ++i) f.add_alphas(i - 50);
+  EXPECT_TRUE(CheckDirectionFramesRequest(f, kLimits).ok());
+  f.add_alphas(0);  // 101 frames, the limit is 100
+  ExpectField(CheckDirectionFramesRequest(f, kLimits), "alphas");
+
+  v1::ComputeDirectionRequest c;
+  c.set_name("expr");
+  c.add_to_latents()->set_latent_id("lat_b");
+  ExpectField(CheckComputeDirectionRequest(c), "from_latents");
+  c.add_from_latents();  // neither an ID nor values
+  ExpectField(CheckComputeDirectionRequest(c), "from_latents[0]");
+
+  v1::ImportDirectionRequest i;
+  i.set_name("smile");
+  ExpectField(CheckImportDirectionRequest(i), "file");
+  i.set_file("npy bytes");
+  i.add_components(-1);
+  ExpectField(CheckImportDirectionRequest(i), "components[0]");
+}
+
 }  // namespace
 }  // namespace i2s
