@@ -143,6 +143,13 @@ absl::StatusOr<std::optional<std::string>> Service::Impl::ListingTenant(const Ca
   return std::optional<std::string>();
 }
 
+absl::StatusOr<std::string> Service::Impl::ListingFingerprint(const std::string& model) const {
+  if (model.empty()) return std::string();
+  auto m = registry->Find(model);
+  if (!m.ok()) return Annotate(m.status(), "model");
+  return (*m)->fingerprint;
+}
+
 absl::StatusOr<const ModelInfo*> Service::Impl::ModelFor(
     const Caller& caller, const std::string& name,
     std::initializer_list<const v1::LatentRef*> refs) {

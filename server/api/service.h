@@ -81,8 +81,7 @@ class Service final : public i2s::v1::ImageToStyleGan::CallbackService {
   grpc::ServerUnaryReactor* ExpressionTransfer(CallbackServerContext* ctx,
                                                const v1::ExpressionTransferRequest* req,
                                                v1::EditResponse* resp) override;
-  grpc::ServerUnaryReactor* LocalBlend(CallbackServerContext* ctx,
-                                       const v1::LocalBlendRequest* req,
+  grpc::ServerUnaryReactor* LocalBlend(CallbackServerContext* ctx, const v1::LocalBlendRequest* req,
                                        v1::LocalBlendResponse* resp) override;
   grpc::ServerUnaryReactor* ImportDirection(CallbackServerContext* ctx,
                                             const v1::ImportDirectionRequest* req,

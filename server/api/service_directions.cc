@@ -50,6 +50,21 @@ void DirectionToProto(const DirectionRecord& r, v1::Direction* out) {
   if (!r.values.empty()) out->set_norm(std::sqrt(sum));
 }
 
+// Stores `d` for the tenant (ImportDirection, ComputeDirection) and answers with what is
+// stored: the earlier record when the same content was stored before under its name.
+absl::Status StoreDirection(Store* store, const Direction& d, const ModelInfo& model,
+                            const std::string& tenant, std::string params_json,
+                            v1::Direction* out) {
+  absl::Status put = store->PutDirection(RecordOf(d, model, tenant, std::move(params_json)));
+  if (absl::IsAlreadyExists(put)) return Annotate(put, "name");
+  RETURN_IF_ERROR(put);
+  ASSIGN_OR_RETURN(DirectionRecord stored, store->GetDirection(tenant, model.fingerprint, d.name,
+                                                               /*with_values=*/false));
+  DirectionToProto(stored, out);
+  out->set_norm(torch::norm(d.vector).item<double>());
+  return absl::OkStatus();
+}
+
 // A stored direction of `model` for the caller, as the engine's Direction; errors name
 // `field`.
 absl::StatusOr<Direction> LoadDirection(Store* store, const std::string& tenant,
@@ -142,15 +157,8 @@ grpc::ServerUnaryReactor* Service::ImportDirection(CallbackServerContext* ctx,
       if (d.source_format == kGanSpaceFormat) {  // in the order asked for, or all in order
         params["component"] = o.components.empty() ? static_cast<int>(i) : o.components[i];
       }
-      DirectionRecord rec = RecordOf(d, *model, caller.tenant, params.dump());
-      absl::Status put = impl_->store->PutDirection(rec);
-      if (absl::IsAlreadyExists(put)) return Annotate(put, "name");
-      RETURN_IF_ERROR(put);
-      ASSIGN_OR_RETURN(DirectionRecord stored,
-                       impl_->store->GetDirection(caller.tenant, model->fingerprint, d.name,
-                                                  /*with_values=*/false));
-      DirectionToProto(stored, resp->add_directions());
-      resp->mutable_directions()->rbegin()->set_norm(torch::norm(d.vector).item<double>());
+      RETURN_IF_ERROR(StoreDirection(impl_->store, d, *model, caller.tenant, params.dump(),
+                                     resp->add_directions()));
     }
     LogEvent("directions_imported")
         .Str("tenant", caller.tenant)
@@ -187,15 +195,7 @@ grpc::ServerUnaryReactor* Service::ComputeDirection(CallbackServerContext* ctx,
                                              req->collapse_to_w(), req->name()));
     nlohmann::json params{
         {"from_latents", ids[0]}, {"to_latents", ids[1]}, {"collapse_to_w", req->collapse_to_w()}};
-    DirectionRecord rec = RecordOf(d, *model, caller.tenant, params.dump());
-    absl::Status put = impl_->store->PutDirection(rec);
-    if (absl::IsAlreadyExists(put)) return Annotate(put, "name");
-    RETURN_IF_ERROR(put);
-    ASSIGN_OR_RETURN(DirectionRecord stored,
-                     impl_->store->GetDirection(caller.tenant, model->fingerprint, d.name,
-                                                /*with_values=*/false));
-    DirectionToProto(stored, resp);
-    resp->set_norm(torch::norm(d.vector).item<double>());
+    RETURN_IF_ERROR(StoreDirection(impl_->store, d, *model, caller.tenant, params.dump(), resp));
     return absl::OkStatus();
   };
   return Done(ctx, run());
@@ -209,12 +209,7 @@ grpc::ServerUnaryReactor* Service::ListDirections(CallbackServerContext* ctx,
     ASSIGN_OR_RETURN(std::optional<std::string> tenant,
                      Impl::ListingTenant(caller, req->all_tenants()));
     ASSIGN_OR_RETURN(Page page, PageOf(req->page_size(), req->page_token()));
-    std::string fingerprint;
-    if (!req->model().empty()) {
-      auto m = impl_->registry->Find(req->model());
-      if (!m.ok()) return Annotate(m.status(), "model");
-      fingerprint = (*m)->fingerprint;
-    }
+    ASSIGN_OR_RETURN(std::string fingerprint, impl_->ListingFingerprint(req->model()));
     ASSIGN_OR_RETURN(DirectionPage list, impl_->store->ListDirections(page, fingerprint, tenant));
     for (const DirectionRecord& r : list.directions) DirectionToProto(r, resp->add_directions());
     resp->set_next_page_token(list.next_page_token);

@@ -32,13 +32,9 @@ grpc::ServerUnaryReactor* Service::ListLatents(CallbackServerContext* ctx,
   if (!tenant.ok()) return Done(ctx, tenant.status());
   auto page = PageOf(req->page_size(), req->page_token());
   if (!page.ok()) return Done(ctx, page.status());
-  std::string fingerprint;
-  if (!req->model().empty()) {
-    auto m = impl_->registry->Find(req->model());
-    if (!m.ok()) return Done(ctx, Annotate(m.status(), "model"));
-    fingerprint = (*m)->fingerprint;
-  }
-  auto list = impl_->store->ListLatents(*page, fingerprint, *tenant);
+  auto fingerprint = impl_->ListingFingerprint(req->model());
+  if (!fingerprint.ok()) return Done(ctx, fingerprint.status());
+  auto list = impl_->store->ListLatents(*page, *fingerprint, *tenant);
   if (list.ok()) {
     for (const LatentRecord& r : list->latents) ToProto(r, resp->add_latents());
     resp->set_next_page_token(list->next_page_token);

@@ -53,6 +53,10 @@ struct Service::Impl {
   static absl::StatusOr<std::optional<std::string>> ListingTenant(const Caller& caller,
                                                                   bool all_tenants);
 
+  // The model filter of a listing: the fingerprint of the model named, or "" (every model)
+  // when `model` is empty. NotFound naming "model".
+  absl::StatusOr<std::string> ListingFingerprint(const std::string& model) const;
+
   // The model a call works with: `name` if given, else the model of the first stored
   // latent among `refs`, else the default.
   absl::StatusOr<const ModelInfo*> ModelFor(const Caller& caller, const std::string& name,
